@@ -1,0 +1,84 @@
+# edgeseal — build, install, test, demo. Run `make help` for the targets.
+SHELL := /bin/bash
+
+PREFIX      ?= /usr
+BINDIR      ?= $(PREFIX)/bin
+LIBEXECDIR  ?= $(PREFIX)/libexec/edgeseal
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+DOCDIR      ?= $(PREFIX)/share/doc/edgeseal
+SYSCONFDIR  ?= /etc
+# The Vault-compatible server the units start (OpenBao's `bao` works the same).
+VAULT       ?= /usr/bin/vault
+DESTDIR     ?=
+
+GO          ?= go
+export CGO_ENABLED := 0
+GOBUILD     := $(GO) build -trimpath -ldflags "-s -w"
+CMDS        := edgeseal edgeseal-pki edgeseal-unseal
+UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service edgeseal.target
+
+.PHONY: all help build install deps vault test test-unit test-integration bench demo fuzz clean
+
+all: build
+
+help:
+	@echo "make build             static binaries in bin/"
+	@echo "make install DESTDIR=  binaries, units, sysusers/tmpfiles, sample config, docs"
+	@echo "make deps              install what the test bed needs (Debian packages, the Vault build)"
+	@echo "make test              unit tests, then integration tests under systemd in a container"
+	@echo "make demo              boot a device in a container and show edgeseal at work"
+	@echo "make bench             boot-time and re-unseal figures (medians)"
+
+build:
+	@mkdir -p bin
+	$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(CMDS))
+
+install: build
+	install -Dm0755 bin/edgeseal $(DESTDIR)$(BINDIR)/edgeseal
+	install -Dm0755 bin/edgeseal-pki $(DESTDIR)$(LIBEXECDIR)/edgeseal-pki
+	install -Dm0755 bin/edgeseal-unseal $(DESTDIR)$(LIBEXECDIR)/edgeseal-unseal
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in $(UNITS); do \
+		sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+		    -e 's|@VAULT@|$(VAULT)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+		    systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
+	done
+	install -Dm0644 systemd/edgeseal.sysusers $(DESTDIR)$(SYSUSERSDIR)/edgeseal.conf
+	install -Dm0644 systemd/edgeseal.tmpfiles $(DESTDIR)$(TMPFILESDIR)/edgeseal.conf
+	install -Dm0644 internal/config/edgeseal.yaml $(DESTDIR)$(DOCDIR)/edgeseal.yaml.sample
+	install -Dm0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -Dm0644 docs/sealed-blob.md $(DESTDIR)$(DOCDIR)/sealed-blob.md
+	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml ]; then \
+		install -Dm0644 internal/config/edgeseal.yaml $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml; \
+	fi
+
+# What the test bed needs on a fresh Debian 12 machine; installs only what is missing.
+deps:
+	tests/lib/install-deps.sh
+
+vault:
+	@tests/lib/build-vault.sh >/dev/null
+
+test: deps test-unit test-integration
+
+test-unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+test-integration: vault
+	$(GO) vet -tags integration ./...
+	$(GO) test -tags integration -count=1 -timeout 45m ./tests/... ./internal/...
+
+fuzz:
+	tests/lib/fuzz-all.sh 20s
+
+bench: deps vault
+	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 5x -timeout 30m ./tests/integration/
+
+demo: deps vault
+	EDGESEAL_DEMO=1 $(GO) test -tags integration -count=1 -timeout 10m -run '^TestDemo$$' -v ./tests/integration/ 
+
+clean:
+	rm -rf bin

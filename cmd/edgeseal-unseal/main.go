@@ -1,0 +1,198 @@
+// Command edgeseal-unseal is edgeseal-unseal.service: it initialises Vault on first
+// boot, unseals it at every boot, sets it up from the config, hands the token
+// provider this boot's token-issuing token, reports READY=1, and then stays to
+// unseal Vault again whenever it restarts.
+//
+// Exit status (see RestartPreventExitStatus= in edgeseal-unseal.service): 1 an
+// error a restart may cure; 2 bad usage or config; 10 the sealed key is corrupt;
+// 11 the sealed key belongs to another device or key; 12 the key material hook
+// failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/journal"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/sdunit"
+	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+)
+
+// crashEnv names a boot step at which the process kills itself with SIGKILL: the
+// crash-safety test's way to cut power at an exact point. Only root can set a
+// service's environment.
+const crashEnv = "EDGESEAL_CRASH_AT"
+
+const usage = `Usage: edgeseal-unseal [--config FILE] [--vault-unit UNIT]
+
+Runs as edgeseal-unseal.service (Type=notify). On the first boot it initialises
+the Vault server with one key share and seals the unseal key (seal.method in the
+config) to /var/lib/edgeseal/unseal-key.sealed before anything depends on it. At
+every boot it unseals Vault, sets up the secrets engine, policies and token roles
+from the config, revokes the previous boot's tokens, writes this boot's
+token-issuing token to /run/edgeseal/tokend/, revokes its root token and reports
+READY=1. It then keeps Vault unsealed: when Vault restarts, it unseals it again.
+
+Options:
+`
+
+func main() {
+	os.Exit(run())
+}
+
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+
+func run() int {
+	log := journal.New(os.Stderr)
+	// The unseal key lives in this process: no core dumps, no ptrace by peers.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		log.Warn("cannot make the process non-dumpable", "error", err)
+	}
+	fs := flag.NewFlagSet("edgeseal-unseal", flag.ContinueOnError)
+	root := fs.String("root", "/", "prefix of every path (tests)")
+	cfgPath := fs.String("config", "", "config file (default /etc/edgeseal/edgeseal.yaml)")
+	vaultUnit := fs.String("vault-unit", "edgeseal-vault.service", "systemd unit of the Vault server")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err := serve(ctx, log, paths.New(*root), *cfgPath, *vaultUnit)
+	if err == nil {
+		return 0
+	}
+	daemon.SdNotify(false, "STATUS=failed: "+firstLine(err.Error()))
+	fmt.Fprintf(os.Stderr, "edgeseal-unseal: %v\n", err)
+	return exitCode(err)
+}
+
+func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vaultUnit string) error {
+	if cfgPath == "" {
+		cfgPath = p.ConfigFile
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return exitError{2, err}
+	}
+	sealer, err := seal.New(cfg.Seal, func(msg string) { log.Warn(msg) })
+	if err != nil {
+		return exitError{2, err}
+	}
+	pool, err := pki.LoadCAPool(p.CACert)
+	if err != nil {
+		return err
+	}
+	client, err := secretstore.NewClient(cfg.VaultAddr(), pool)
+	if err != nil {
+		return err
+	}
+	owner, err := lookupOwner(cfg.Tokens.TokendUser)
+	if err != nil {
+		return exitError{2, err}
+	}
+	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return fmt.Errorf("cannot read boot id: %w", err)
+	}
+	b := &secretstore.Bootstrap{
+		Config:      cfg,
+		Paths:       p,
+		Sealer:      sealer,
+		Client:      client,
+		Vault:       sdunit.Unit{Name: vaultUnit},
+		Log:         log.Logger,
+		Status:      func(s string) { daemon.SdNotify(false, "STATUS="+s) },
+		OnStep:      crashHook(log, os.Getenv(crashEnv)),
+		BootID:      strings.TrimSpace(string(bootID)),
+		TokendOwner: owner,
+	}
+	defer b.Forget()
+	if err := b.Run(ctx); err != nil {
+		return err
+	}
+	daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=Vault unsealed and set up; watching it")
+	log.Info("Vault is unsealed and set up; watching it to unseal it again if it restarts",
+		"interval", cfg.Vault.WatchInterval.D().String())
+	b.Watch(ctx, cfg.Vault.WatchInterval.D())
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	return nil
+}
+
+func lookupOwner(name string) (fsutil.Owner, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return fsutil.Owner{}, fmt.Errorf("cannot find the token provider's user %q (tokens.tokend_user): %w; "+
+			"create it with systemd-sysusers (edgeseal ships /usr/lib/sysusers.d/edgeseal.conf)", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return fsutil.Owner{UID: uid, GID: gid}, nil
+}
+
+func crashHook(log *journal.Logger, at string) func(secretstore.Step) {
+	if at == "" {
+		return nil
+	}
+	log.Warn("crash test: this process will kill itself with SIGKILL at a boot step", "step", at)
+	return func(s secretstore.Step) {
+		if string(s) == at {
+			log.Warn("crash test: SIGKILL now", "step", at)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
+}
+
+func exitCode(err error) int {
+	var ee exitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, seal.ErrCorrupt):
+		return 10
+	case errors.Is(err, seal.ErrWrongDevice), errors.Is(err, seal.ErrWrongMethod):
+		return 11
+	case errors.Is(err, seal.ErrHook):
+		return 12
+	case errors.Is(err, secretstore.ErrStorageLost):
+		return 13
+	case errors.Is(err, secretstore.ErrForeignVault):
+		return 14
+	}
+	return 1
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

@@ -1,0 +1,75 @@
+// Command edgeseal is the operator's tool: what state the secret store is in, is a
+// config valid, and a short-lived root token for maintenance.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/edgeseal/edgeseal/internal/paths"
+)
+
+const usage = `Usage: edgeseal [--root DIR] COMMAND [ARGS]
+
+Commands:
+  status [--json]             what the secret store is doing: units, Vault, sealed key
+  config check [FILE]         validate a config file (default /etc/edgeseal/edgeseal.yaml)
+  config default              print the default config, with every field documented
+  root-token [--ttl 15m]      print a new root token that expires (root only)
+
+Run "edgeseal COMMAND --help" for the options of one command.
+`
+
+// errUsage marks bad command-line use: exit status 2.
+var errUsage = errors.New("bad usage")
+
+// errNotReady: status found the secret store not ready (exit status 3, as
+// systemctl's is-active uses for "not active").
+var errNotReady = errors.New("not ready")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errNotReady):
+		os.Exit(3)
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(os.Stderr, "edgeseal: %v\n", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "edgeseal: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := "/"
+	if len(args) >= 2 && args[0] == "--root" {
+		root, args = args[1], args[2:]
+	}
+	p := paths.New(root)
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "status":
+		return cmdStatus(ctx, p, args[1:], stdout)
+	case "config":
+		return cmdConfig(p, args[1:], stdout)
+	case "root-token":
+		return cmdRootToken(ctx, p, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+)
+
+// maxRootTTL bounds a maintenance root token: long enough for a repair, short
+// enough that a forgotten one is not a standing key to everything.
+const maxRootTTL = 24 * time.Hour
+
+func cmdRootToken(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("edgeseal root-token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ttl := fs.Duration("ttl", 15*time.Minute, "lifetime of the token (at most 24h)")
+	cfgPath := fs.String("config", p.ConfigFile, "config file")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: edgeseal root-token [--ttl 15m]
+
+Generates a root token for maintenance with the sealed unseal key (Vault's
+generate-root), prints it once on stdout, and lets it expire after --ttl. It is
+never written to disk. Must run as root (it unseals the unseal key).
+
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if *ttl < time.Minute || *ttl > maxRootTTL {
+		return fmt.Errorf("%w: --ttl must be between 1m and %s", errUsage, maxRootTTL)
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	blob, err := os.ReadFile(p.SealedKey)
+	if err != nil {
+		return fmt.Errorf("cannot read the sealed unseal key (run as root, after the first boot): %w", err)
+	}
+	sealer, err := seal.New(cfg.Seal, func(msg string) { fmt.Fprintln(stderr, msg) })
+	if err != nil {
+		return err
+	}
+	key, err := sealer.Unseal(ctx, blob)
+	if err != nil {
+		return fmt.Errorf("cannot unseal the unseal key from %s: %w", p.SealedKey, err)
+	}
+	defer clear(key)
+	pool, err := pki.LoadCAPool(p.CACert)
+	if err != nil {
+		return err
+	}
+	c, err := secretstore.NewClient(cfg.VaultAddr(), pool)
+	if err != nil {
+		return err
+	}
+	root, err := secretstore.GenerateRoot(ctx, c, key)
+	if err != nil {
+		return err
+	}
+	// The generated root token never expires; hand out an orphan child that does,
+	// and revoke the generated one.
+	c.SetToken(root)
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		c.Auth().Token().RevokeSelfWithContext(rctx, "")
+		c.ClearToken()
+	}()
+	s, err := c.Auth().Token().CreateOrphanWithContext(ctx, &api.TokenCreateRequest{
+		Policies:       []string{"root"},
+		TTL:            ttl.String(),
+		ExplicitMaxTTL: ttl.String(),
+		Renewable:      new(bool),
+		DisplayName:    "edgeseal-maintenance",
+		Metadata:       map[string]string{"edgeseal": "root-token"},
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create the maintenance root token: %w", err)
+	}
+	fmt.Fprintf(stderr, "edgeseal: root token valid for %s (accessor %s); it is shown once and never stored\n", ttl, s.Auth.Accessor)
+	fmt.Fprintln(stdout, s.Auth.ClientToken)
+	return nil
+}

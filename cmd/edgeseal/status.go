@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+)
+
+// units are the boot chain, in order, as `edgeseal status` shows them.
+var units = []string{"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service", "edgeseal.target"}
+
+type statusReport struct {
+	Ready     bool                `json:"ready"`
+	Summary   string              `json:"summary"`
+	Units     map[string]string   `json:"units,omitempty"`
+	Vault     vaultReport         `json:"vault"`
+	SealedKey sealedKeyReport     `json:"sealed_key"`
+	Daemon    *secretstore.Status `json:"daemon,omitempty"`
+	PKI       *pkiReport          `json:"pki,omitempty"`
+	Problems  []string            `json:"problems,omitempty"`
+}
+
+type vaultReport struct {
+	Addr        string `json:"addr"`
+	Reachable   bool   `json:"reachable"`
+	Initialized bool   `json:"initialized"`
+	Sealed      bool   `json:"sealed"`
+	Version     string `json:"version,omitempty"`
+}
+
+type sealedKeyReport struct {
+	Path    string `json:"path"`
+	Present bool   `json:"present"`
+	Method  string `json:"method"`
+}
+
+type pkiReport struct {
+	CA       string    `json:"ca"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+func cmdStatus(ctx context.Context, p paths.Paths, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("edgeseal status", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	cfgPath := fs.String("config", p.ConfigFile, "config file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	r := gatherStatus(ctx, p, *cfgPath)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else {
+		printStatus(stdout, r)
+	}
+	if !r.Ready {
+		return errNotReady
+	}
+	return nil
+}
+
+func gatherStatus(ctx context.Context, p paths.Paths, cfgPath string) *statusReport {
+	r := &statusReport{SealedKey: sealedKeyReport{Path: p.SealedKey}}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+		cfg = config.Default()
+	}
+	r.Vault.Addr = cfg.VaultAddr()
+	r.SealedKey.Method = cfg.Seal.Method
+	if _, err := os.Stat(p.SealedKey); err == nil {
+		r.SealedKey.Present = true
+	}
+	r.Units = unitStates(ctx)
+
+	if data, err := os.ReadFile(p.StatusFile); err == nil {
+		var st secretstore.Status
+		if json.Unmarshal(data, &st) == nil {
+			r.Daemon = &st
+		}
+	}
+	if data, err := os.ReadFile(p.CACert); err == nil {
+		if blk, _ := pem.Decode(data); blk != nil {
+			if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
+				r.PKI = &pkiReport{CA: c.Subject.CommonName, NotAfter: c.NotAfter}
+			}
+		}
+	}
+	pool, err := pki.LoadCAPool(p.CACert)
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+	} else if c, err := secretstore.NewClient(r.Vault.Addr, pool); err == nil {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := c.Sys().SealStatusWithContext(qctx)
+		cancel()
+		if err != nil {
+			r.Problems = append(r.Problems, fmt.Sprintf("cannot reach Vault at %s: %v", r.Vault.Addr, err))
+		} else {
+			r.Vault.Reachable = true
+			r.Vault.Initialized = st.Initialized
+			r.Vault.Sealed = st.Sealed
+			r.Vault.Version = st.Version
+		}
+	}
+	r.Ready = r.Vault.Reachable && r.Vault.Initialized && !r.Vault.Sealed && r.SealedKey.Present
+	switch {
+	case r.Ready:
+		r.Summary = "ready: Vault is unsealed"
+	case !r.Vault.Reachable:
+		r.Summary = "not ready: Vault does not answer"
+	case !r.Vault.Initialized:
+		r.Summary = "not ready: Vault is not initialised yet"
+	case r.Vault.Sealed:
+		r.Summary = "not ready: Vault is sealed"
+	default:
+		r.Summary = "not ready: no sealed unseal key"
+	}
+	return r
+}
+
+// unitStates asks systemd for the chain's units; nil when there is no systemd.
+func unitStates(ctx context.Context) map[string]string {
+	conn, err := sddbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	list, err := conn.ListUnitsByNamesContext(ctx, units)
+	if err != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, u := range list {
+		out[u.Name] = u.ActiveState + " (" + u.SubState + ")"
+	}
+	return out
+}
+
+func printStatus(w io.Writer, r *statusReport) {
+	fmt.Fprintf(w, "edgeseal: %s\n\n", r.Summary)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	v := r.Vault
+	state := "does not answer"
+	if v.Reachable {
+		state = map[bool]string{true: "initialised", false: "NOT initialised"}[v.Initialized] + ", " +
+			map[bool]string{true: "SEALED", false: "unsealed"}[v.Sealed]
+		if v.Version != "" {
+			state += " (Vault " + v.Version + ")"
+		}
+	}
+	fmt.Fprintf(tw, "  Vault\t%s\t%s\n", v.Addr, state)
+	key := "absent"
+	if r.SealedKey.Present {
+		key = "present, seal method " + r.SealedKey.Method
+	}
+	fmt.Fprintf(tw, "  Unseal key\t%s\t%s\n", r.SealedKey.Path, key)
+	if d := r.Daemon; d != nil {
+		line := d.Phase
+		if d.Reunseals > 0 && d.LastReunseal != nil {
+			line += fmt.Sprintf("; re-unsealed Vault %d time(s), last at %s, %d ms after it went away",
+				d.Reunseals, d.LastReunseal.Local().Format(time.DateTime), d.LastReunsealMillis)
+		}
+		fmt.Fprintf(tw, "  Unseal daemon\t%s\t(updated %s)\n", line, d.Updated.Local().Format(time.DateTime))
+	}
+	if r.PKI != nil {
+		fmt.Fprintf(tw, "  Per-boot PKI\t%s\tvalid until %s\n", r.PKI.CA, r.PKI.NotAfter.Local().Format(time.DateTime))
+	}
+	for _, u := range units {
+		if s, ok := r.Units[u]; ok {
+			fmt.Fprintf(tw, "  Unit\t%s\t%s\n", u, s)
+		}
+	}
+	tw.Flush()
+	if len(r.Problems) > 0 {
+		fmt.Fprintf(w, "\nProblems:\n  %s\n", strings.Join(r.Problems, "\n  "))
+	}
+}

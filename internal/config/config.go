@@ -1,0 +1,97 @@
+// Package config loads /etc/edgeseal/edgeseal.yaml. It decodes strictly (an unknown
+// key is an error, since a misspelt key silently ignored is a security setting not
+// applied), fills defaults, and validates; every error names the file, the line and
+// the field, so an operator can fix it without reading code.
+package config
+
+import "time"
+
+// Config is the whole edgeseal configuration. The commented sample in
+// edgeseal.yaml (embedded, installed as the default) documents every field and
+// holds exactly the defaults.
+type Config struct {
+	Vault    Vault     `yaml:"vault"`
+	PKI      PKI       `yaml:"pki"`
+	Seal     Seal      `yaml:"seal"`
+	Tokens   Tokens    `yaml:"tokens"`
+	Services []Service `yaml:"services"`
+}
+
+// Vault is the secret store server edgeseal starts, unseals and sets up.
+type Vault struct {
+	// Listen is the host:port of Vault's TLS listener; host must be an IP address.
+	// Default 127.0.0.1:8200.
+	Listen string `yaml:"listen"`
+	// StoragePath is Vault's file storage directory. Default /var/lib/edgeseal/vault.
+	StoragePath string `yaml:"storage_path"`
+	// Mount is where the KV secrets engine is mounted. Default "secret".
+	Mount string `yaml:"mount"`
+	// KVVersion is 1 or 2. Default 2; 1 suits EdgeX services, which read KV v1 paths.
+	KVVersion int `yaml:"kv_version"`
+	// SecretPrefix names the per-service namespace: <mount>/<prefix>/<service>/ and
+	// <mount>/<prefix>/shared/<group>/. Default "edgeseal" (EdgeX uses "edgex").
+	SecretPrefix string `yaml:"secret_prefix"`
+	// WatchInterval is how often the unseal daemon checks that Vault is unsealed.
+	// Default 250ms.
+	WatchInterval Duration `yaml:"watch_interval"`
+}
+
+// PKI is the per-boot certificate authority.
+type PKI struct {
+	// Validity of the CA and leaf certificates. Default 8760h (one year): the PKI is
+	// re-made every boot, so this only bounds an uptime.
+	Validity Duration `yaml:"validity"`
+	// Intermediate adds an issuing CA between the root and the leaves. Default false.
+	Intermediate bool `yaml:"intermediate"`
+	// ExtraNames are more DNS names or IP addresses for the Vault certificate, besides
+	// 127.0.0.1, ::1 and localhost.
+	ExtraNames []string `yaml:"extra_names"`
+}
+
+// Seal chooses how the Vault unseal key is protected at rest.
+type Seal struct {
+	// Method is "ikm-hook" (default), "tpm2" (not in this build yet) or "none".
+	Method string `yaml:"method"`
+	// IKMHook configures the ikm-hook sealer.
+	IKMHook IKMHook `yaml:"ikm_hook"`
+	// AllowInsecureNone must be true for method "none"; it stores the key in clear.
+	AllowInsecureNone bool `yaml:"allow_insecure_none"`
+}
+
+// IKMHook is a vendor executable printing this device's input keying material.
+type IKMHook struct {
+	// Command is the argv of the hook; Command[0] must be an absolute path.
+	// Default ["/etc/edgeseal/ikm-hook"].
+	Command []string `yaml:"command"`
+	// Timeout bounds one run of the hook. Default 10s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Tokens configures the tokens edgeseal issues.
+type Tokens struct {
+	// ServicePeriod is the renewal period of service tokens. Default 1h.
+	ServicePeriod Duration `yaml:"service_period"`
+	// IssuingPeriod is the renewal period of the token provider's token-issuing
+	// token. Default 24h.
+	IssuingPeriod Duration `yaml:"issuing_period"`
+	// TokendUser owns the token-issuing token (a system user). Default
+	// "edgeseal-tokend".
+	TokendUser string `yaml:"tokend_user"`
+}
+
+// Service is a local service that gets its own Vault token and secret path.
+type Service struct {
+	// Name is [a-z0-9][a-z0-9_-]* (at most 64): it appears in Vault paths and policy
+	// names.
+	Name string `yaml:"name"`
+	// SharedRead and SharedWrite name shared groups whose secrets this service may
+	// read (and list), or read and write.
+	SharedRead  []string `yaml:"shared_read"`
+	SharedWrite []string `yaml:"shared_write"`
+}
+
+// Duration is a time.Duration written as "250ms", "15m", "24h" in YAML.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }

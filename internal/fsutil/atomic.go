@@ -1,0 +1,76 @@
+// Package fsutil writes files so that a crash at any instant leaves either the old
+// content or the new, never a torn file: edgeseal's files hold keys, and a torn
+// sealed key is a Vault nobody can unseal.
+package fsutil
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Owner is a uid/gid pair; -1 keeps the writer's own.
+type Owner struct{ UID, GID int }
+
+// Self keeps the file owned by the writing process.
+var Self = Owner{-1, -1}
+
+// WriteFileAtomic writes data to path through a temporary file in the same
+// directory: create with mode (never wider, whatever the umask), chown, write,
+// fsync, rename over path, fsync the directory.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode, owner Owner) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("cannot create temporary file for %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(mode); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", tmp, err)
+	}
+	if owner != Self {
+		if err = f.Chown(owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("cannot set owner of %s: %w", tmp, err)
+		}
+	}
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("cannot write %s: %w", tmp, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("cannot sync %s: %w", tmp, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("cannot close %s: %w", tmp, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("cannot rename %s to %s: %w", tmp, path, err)
+	}
+	return SyncDir(dir)
+}
+
+// SyncDir makes a rename or removal in dir durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("cannot open directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("cannot sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// RemoveDurable removes path (absent is fine) and syncs its directory.
+func RemoveDurable(path string) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("cannot remove %s: %w", path, err)
+	}
+	return SyncDir(filepath.Dir(path))
+}

@@ -1,0 +1,55 @@
+// Package paths names every file and directory edgeseal reads or writes, all built
+// from one root so tests (and the snap, whose root differs) never touch the host's
+// /etc, /var or /run. There are no global path variables: callers pass a Paths.
+package paths
+
+import "path/filepath"
+
+// Paths is the on-disk layout of one edgeseal installation.
+type Paths struct {
+	// Root is prepended to every path: "/" on a device, t.TempDir() in tests.
+	Root string
+
+	ConfigFile string // /etc/edgeseal/edgeseal.yaml
+
+	StateDir   string // /var/lib/edgeseal: persistent, root-only (0700)
+	SealedKey  string // StateDir/unseal-key.sealed: the sealed Vault unseal key
+	InitMarker string // StateDir/init-pending.json: a first boot's init is in progress
+
+	RunDir       string // /run/edgeseal: tmpfs, re-made every boot
+	PKIDir       string // RunDir/pki: per-boot CA certificate, leaf certificates and keys
+	CACert       string // PKIDir/ca.crt: the per-boot CA every client verifies against
+	VaultCert    string // PKIDir/vault.crt: Vault listener certificate (leaf + chain)
+	VaultKey     string // PKIDir/vault.key: Vault listener key (0600 root; systemd hands a copy to Vault via LoadCredential=)
+	VaultConfig  string // RunDir/vault/vault.json: the Vault server's config, written by the pki step
+	TokendDir    string // RunDir/tokend: private to the token provider's user (0700)
+	IssuingToken string // TokendDir/issuing-token.json: the token-issuing token of this boot
+	BootDone     string // RunDir/boot-setup.json: this boot's setup is done (tmpfs: gone at reboot)
+	StatusFile   string // RunDir/status.json: what the unseal daemon is doing, for `edgeseal status`
+}
+
+// New returns the layout under root ("/" on a device).
+func New(root string) Paths {
+	if root == "" {
+		root = "/"
+	}
+	j := func(p ...string) string { return filepath.Join(append([]string{root}, p...)...) }
+	p := Paths{
+		Root:       root,
+		ConfigFile: j("etc/edgeseal/edgeseal.yaml"),
+		StateDir:   j("var/lib/edgeseal"),
+		RunDir:     j("run/edgeseal"),
+	}
+	p.SealedKey = filepath.Join(p.StateDir, "unseal-key.sealed")
+	p.InitMarker = filepath.Join(p.StateDir, "init-pending.json")
+	p.PKIDir = filepath.Join(p.RunDir, "pki")
+	p.CACert = filepath.Join(p.PKIDir, "ca.crt")
+	p.VaultCert = filepath.Join(p.PKIDir, "vault.crt")
+	p.VaultKey = filepath.Join(p.PKIDir, "vault.key")
+	p.VaultConfig = filepath.Join(p.RunDir, "vault", "vault.json")
+	p.TokendDir = filepath.Join(p.RunDir, "tokend")
+	p.IssuingToken = filepath.Join(p.TokendDir, "issuing-token.json")
+	p.BootDone = filepath.Join(p.RunDir, "boot-setup.json")
+	p.StatusFile = filepath.Join(p.RunDir, "status.json")
+	return p
+}

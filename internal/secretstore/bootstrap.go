@@ -1,0 +1,409 @@
+package secretstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/seal"
+)
+
+// Errors a caller (and the unit's RestartPreventExitStatus=) acts on: retrying will
+// not help, a person must look.
+var (
+	// ErrStorageLost: Vault is not initialised, yet a sealed unseal key exists.
+	ErrStorageLost = errors.New("Vault storage was lost or replaced")
+	// ErrForeignVault: Vault is initialised, but not by edgeseal on this device.
+	ErrForeignVault = errors.New("Vault was initialised without edgeseal")
+	// ErrSealMismatch: the sealer's blob does not give back the key it sealed.
+	ErrSealMismatch = errors.New("sealed key does not unseal to the key it sealed")
+)
+
+// VaultService restarts the Vault server process (its systemd unit).
+type VaultService interface {
+	Restart(ctx context.Context) error
+}
+
+// Bootstrap runs the secret store's boot sequence. Fields are inputs; Run fills the
+// unseal key it keeps for Watch.
+type Bootstrap struct {
+	Config      *config.Config
+	Paths       paths.Paths
+	Sealer      seal.Sealer
+	Client      *api.Client
+	Vault       VaultService // restarts Vault to recover an interrupted first init
+	Log         *slog.Logger
+	Status      func(string) // one line for systemd's STATUS=; may be nil
+	OnStep      func(Step)   // called after each durable step; may be nil
+	BootID      string
+	TokendOwner fsutil.Owner // owner of the token-issuing token
+
+	unsealKey []byte
+	status    Status
+}
+
+// initMarker is written, durably, before Vault's init is called. If a crash loses
+// the init response (the only copy of the unseal key) the marker tells the next
+// boot that this Vault was initialised by an interrupted first boot, holds nothing,
+// and may be set aside and initialised again.
+type initMarker struct {
+	Version     int       `json:"version"`
+	Started     time.Time `json:"started"`
+	StoragePath string    `json:"storage_path"`
+}
+
+// bootDone records, in tmpfs, that this boot's setup is done: a restart of the
+// unseal service within the same boot only unseals, it does not revoke tokens.
+type bootDone struct {
+	BootID   string    `json:"boot_id"`
+	Finished time.Time `json:"finished"`
+}
+
+func (b *Bootstrap) say(msg string, args ...any) {
+	b.Log.Info(msg, args...)
+}
+
+func (b *Bootstrap) setStatus(line string) {
+	if b.Status != nil {
+		b.Status(line)
+	}
+	b.status.Phase = line
+	b.writeStatus()
+}
+
+// Run takes Vault from started to unsealed and set up. It returns when this boot's
+// work is done; the caller then reports readiness and calls Watch.
+func (b *Bootstrap) Run(ctx context.Context) error {
+	b.status = Status{Version: 1, Sealer: b.Sealer.Method(), VaultAddr: b.Client.Address(), BootID: b.BootID}
+	if err := os.MkdirAll(b.Paths.RunDir, 0o755); err != nil {
+		return fmt.Errorf("cannot create %s: %w", b.Paths.RunDir, err)
+	}
+	if err := os.MkdirAll(b.Paths.StateDir, 0o700); err != nil {
+		return fmt.Errorf("cannot create %s: %w", b.Paths.StateDir, err)
+	}
+	b.setStatus("waiting for Vault")
+	if err := b.waitVault(ctx); err != nil {
+		return err
+	}
+	key, root, err := b.obtainKey(ctx)
+	if err != nil {
+		return err
+	}
+	b.keep(key)
+	if err := b.unseal(ctx); err != nil {
+		return err
+	}
+	b.step(ctx, StepUnsealed)
+
+	if b.alreadyDoneThisBoot() {
+		b.say("this boot's setup is already done (the unseal service restarted): Vault is unsealed, nothing else to do")
+		b.setStatus("Vault unsealed and set up")
+		return nil
+	}
+	if root == "" {
+		b.setStatus("generating a short-lived root token for setup")
+		if root, err = GenerateRoot(ctx, b.Client, b.unsealKey); err != nil {
+			return err
+		}
+	}
+	c, err := b.Client.Clone()
+	if err != nil {
+		return fmt.Errorf("cannot clone Vault client: %w", err)
+	}
+	c.SetToken(root)
+	defer func() {
+		// Whatever happened, the root token must not outlive this function.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if root != "" {
+			if err := c.Auth().Token().RevokeSelfWithContext(rctx, ""); err != nil {
+				b.Log.Warn("cannot revoke the setup root token; the next boot revokes every stray root token", "error", err)
+			}
+		}
+		c.ClearToken()
+	}()
+	b.step(ctx, StepRootToken)
+
+	b.setStatus("setting up Vault: secrets engine, policies, token roles")
+	if err := b.setup(ctx, c); err != nil {
+		return err
+	}
+	b.setStatus("revoking the previous boot's tokens")
+	if err := b.revokeStale(ctx, c); err != nil {
+		return err
+	}
+	b.step(ctx, StepOldTokensRevoked)
+	b.setStatus("creating this boot's token-issuing token")
+	if err := b.issueTokendToken(ctx, c); err != nil {
+		return err
+	}
+	b.step(ctx, StepIssuingTokenWritten)
+	if err := c.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+		return fmt.Errorf("cannot revoke the setup root token: %w", err)
+	}
+	root = ""
+	b.say("revoked the setup root token")
+	b.step(ctx, StepRootRevoked)
+
+	data, _ := json.Marshal(bootDone{BootID: b.BootID, Finished: time.Now().UTC()})
+	if err := fsutil.WriteFileAtomic(b.Paths.BootDone, data, 0o644, fsutil.Self); err != nil {
+		return err
+	}
+	b.setStatus("Vault unsealed and set up")
+	return nil
+}
+
+// waitVault waits until Vault answers. systemd orders us after Vault is ready, so
+// this covers only a Vault that is restarting; TimeoutStartSec= bounds it.
+func (b *Bootstrap) waitVault(ctx context.Context) error {
+	logged := false
+	for {
+		_, err := b.Client.Sys().InitStatusWithContext(ctx)
+		if err == nil {
+			return nil
+		}
+		if !logged {
+			b.say("waiting for Vault to answer", "addr", b.Client.Address(), "error", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot reach Vault at %s: %w", b.Client.Address(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// obtainKey returns the unseal key, initialising Vault on first boot (then the root
+// token from init is returned too).
+func (b *Bootstrap) obtainKey(ctx context.Context) (key []byte, root string, err error) {
+	initialized, err := b.Client.Sys().InitStatusWithContext(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot read Vault's init status: %w", err)
+	}
+	blob, err := os.ReadFile(b.Paths.SealedKey)
+	haveBlob := err == nil
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, "", fmt.Errorf("cannot read sealed unseal key: %w", err)
+	}
+	_, err = os.Stat(b.Paths.InitMarker)
+	haveMarker := err == nil
+
+	switch {
+	case haveBlob:
+		if !initialized {
+			return nil, "", fmt.Errorf("Vault at %s is not initialised but %s holds a sealed unseal key: %w; "+
+				"edgeseal will not initialise a new Vault over it: restore Vault's storage (%s), or to start afresh move %s away and restart edgeseal-unseal.service",
+				b.Client.Address(), b.Paths.SealedKey, ErrStorageLost, b.Config.Vault.StoragePath, b.Paths.SealedKey)
+		}
+		if haveMarker {
+			// A crash came after the key was sealed and before the marker went.
+			if err := fsutil.RemoveDurable(b.Paths.InitMarker); err != nil {
+				return nil, "", err
+			}
+		}
+		b.setStatus("unsealing the unseal key (" + b.Sealer.Method() + ")")
+		key, err := b.Sealer.Unseal(ctx, blob)
+		if err != nil {
+			return nil, "", fmt.Errorf("cannot unseal the Vault unseal key from %s: %w", b.Paths.SealedKey, err)
+		}
+		return key, "", nil
+	case initialized && !haveMarker:
+		return nil, "", fmt.Errorf("Vault at %s is initialised but there is no sealed unseal key at %s: %w; "+
+			"edgeseal cannot unseal it. Restore %s from a backup, or move Vault's storage (%s) away to start afresh",
+			b.Client.Address(), b.Paths.SealedKey, ErrForeignVault, b.Paths.SealedKey, b.Config.Vault.StoragePath)
+	case initialized && haveMarker:
+		if err := b.abandonInterruptedInit(ctx); err != nil {
+			return nil, "", err
+		}
+	}
+	return b.firstInit(ctx)
+}
+
+// abandonInterruptedInit sets aside the storage of a Vault whose init response was
+// lost in a crash (nobody holds its key and nothing was ever stored in it), then
+// restarts Vault on empty storage.
+func (b *Bootstrap) abandonInterruptedInit(ctx context.Context) error {
+	if b.Vault == nil {
+		return errors.New("cannot recover an interrupted first initialisation: no way to restart Vault configured")
+	}
+	storage := b.Config.Vault.StoragePath
+	aside := fmt.Sprintf("%s.abandoned-%d", storage, time.Now().Unix())
+	b.Log.Warn("a previous first boot was interrupted after Vault's init and before its key was sealed; "+
+		"that Vault holds no data and no one has its key: setting its storage aside and initialising again",
+		"storage", storage, "moved_to", aside)
+	b.setStatus("recovering an interrupted first initialisation")
+	if err := os.Rename(storage, aside); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cannot set aside Vault storage %s: %w", storage, err)
+	}
+	if err := fsutil.SyncDir(filepath.Dir(storage)); err != nil {
+		return err
+	}
+	if err := b.Vault.Restart(ctx); err != nil {
+		return fmt.Errorf("cannot restart Vault after setting its storage aside: %w", err)
+	}
+	if err := b.waitVault(ctx); err != nil {
+		return err
+	}
+	initialized, err := b.Client.Sys().InitStatusWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot read Vault's init status: %w", err)
+	}
+	if initialized {
+		return fmt.Errorf("cannot recover an interrupted first initialisation: Vault is still initialised after its storage %s was set aside; is vault.storage_path right?", storage)
+	}
+	return nil
+}
+
+// firstInit initialises Vault and seals its unseal key before anything can depend
+// on it. The marker makes a crash between init and the sealed write recoverable.
+func (b *Bootstrap) firstInit(ctx context.Context) ([]byte, string, error) {
+	b.setStatus("first boot: initialising Vault")
+	m, _ := json.Marshal(initMarker{Version: 1, Started: time.Now().UTC(), StoragePath: b.Config.Vault.StoragePath})
+	if err := fsutil.WriteFileAtomic(b.Paths.InitMarker, m, 0o600, fsutil.Self); err != nil {
+		return nil, "", err
+	}
+	b.step(ctx, StepInitMarker)
+	resp, err := b.Client.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot initialise Vault: %w", err)
+	}
+	if len(resp.KeysB64) != 1 || resp.RootToken == "" {
+		return nil, "", fmt.Errorf("cannot initialise Vault: expected 1 key share and a root token, got %d shares", len(resp.KeysB64))
+	}
+	key, err := base64.StdEncoding.DecodeString(resp.KeysB64[0])
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot decode Vault's unseal key: %w", err)
+	}
+	b.step(ctx, StepInitialized)
+	b.say("initialised Vault with one key share; sealing the unseal key", "sealer", b.Sealer.Method())
+
+	b.setStatus("first boot: sealing the unseal key (" + b.Sealer.Method() + ")")
+	blob, err := b.Sealer.Seal(ctx, key)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot seal the Vault unseal key: %w", err)
+	}
+	// Prove the blob opens before it becomes the only way into Vault: a sealer whose
+	// key material is not stable (a hook printing a fresh value each run) is caught
+	// now, while the marker still lets the next boot start over.
+	back, err := b.Sealer.Unseal(ctx, blob)
+	if err != nil || !bytes.Equal(back, key) {
+		clear(back)
+		return nil, "", fmt.Errorf("cannot use seal method %s: %w (%v); is the key material stable across runs?", b.Sealer.Method(), ErrSealMismatch, err)
+	}
+	clear(back)
+	if err := fsutil.WriteFileAtomic(b.Paths.SealedKey, blob, 0o600, fsutil.Self); err != nil {
+		return nil, "", err
+	}
+	b.say("wrote the sealed unseal key", "path", b.Paths.SealedKey)
+	b.step(ctx, StepKeySealed)
+	if err := fsutil.RemoveDurable(b.Paths.InitMarker); err != nil {
+		return nil, "", err
+	}
+	b.step(ctx, StepInitDone)
+	return key, resp.RootToken, nil
+}
+
+func (b *Bootstrap) alreadyDoneThisBoot() bool {
+	data, err := os.ReadFile(b.Paths.BootDone)
+	if err != nil {
+		return false
+	}
+	var d bootDone
+	if json.Unmarshal(data, &d) != nil || d.BootID != b.BootID {
+		return false
+	}
+	_, err = os.Stat(b.Paths.IssuingToken)
+	return err == nil
+}
+
+// revokeStale revokes every token edgeseal handed out in an earlier boot (all of
+// them come from its two roles) and every root token but the one in use: a root
+// token can only be left over by a crash, and nobody holds it any more.
+func (b *Bootstrap) revokeStale(ctx context.Context, c *api.Client) error {
+	for _, role := range []string{ServiceRole, TokendRole} {
+		if err := c.Sys().RevokePrefixWithContext(ctx, "auth/token/create/"+role); err != nil {
+			return fmt.Errorf("cannot revoke the previous tokens of role %s: %w", role, err)
+		}
+	}
+	self, err := c.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot look up the setup token: %w", err)
+	}
+	mine, _ := self.TokenAccessor()
+	list, err := c.Logical().ListWithContext(ctx, "auth/token/accessors")
+	if err != nil {
+		return fmt.Errorf("cannot list token accessors: %w", err)
+	}
+	if list == nil {
+		return nil
+	}
+	keys, _ := list.Data["keys"].([]any)
+	revoked := 0
+	for _, k := range keys {
+		acc, _ := k.(string)
+		if acc == "" || acc == mine {
+			continue
+		}
+		s, err := c.Auth().Token().LookupAccessorWithContext(ctx, acc)
+		if err != nil || s == nil {
+			continue // expired between list and lookup
+		}
+		pols, _ := s.TokenPolicies()
+		if !slices.Contains(pols, "root") {
+			continue
+		}
+		if err := c.Auth().Token().RevokeAccessorWithContext(ctx, acc); err != nil {
+			return fmt.Errorf("cannot revoke a stray root token: %w", err)
+		}
+		revoked++
+	}
+	b.say("revoked the previous boot's tokens", "stray_root_tokens", revoked)
+	return nil
+}
+
+// issueTokendToken creates this boot's token-issuing token and writes it, as the
+// JSON of Vault's auth response, where only the token provider's user can read it.
+func (b *Bootstrap) issueTokendToken(ctx context.Context, c *api.Client) error {
+	s, err := c.Auth().Token().CreateWithRoleWithContext(ctx, &api.TokenCreateRequest{
+		Policies:    []string{TokendPolicy},
+		DisplayName: "edgeseal-tokend",
+		Metadata:    map[string]string{"edgeseal": "token-issuing", "boot_id": b.BootID},
+	}, TokendRole)
+	if err != nil {
+		return fmt.Errorf("cannot create the token-issuing token: %w", err)
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("cannot encode the token-issuing token: %w", err)
+	}
+	if err := os.MkdirAll(b.Paths.TokendDir, 0o700); err != nil {
+		return fmt.Errorf("cannot create %s: %w", b.Paths.TokendDir, err)
+	}
+	if b.TokendOwner != fsutil.Self {
+		if err := os.Chown(b.Paths.TokendDir, b.TokendOwner.UID, b.TokendOwner.GID); err != nil {
+			return fmt.Errorf("cannot give %s to the token provider's user: %w", b.Paths.TokendDir, err)
+		}
+	}
+	if err := os.Chmod(b.Paths.TokendDir, 0o700); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", b.Paths.TokendDir, err)
+	}
+	if err := fsutil.WriteFileAtomic(b.Paths.IssuingToken, data, 0o600, b.TokendOwner); err != nil {
+		return err
+	}
+	b.say("wrote this boot's token-issuing token", "path", b.Paths.IssuingToken, "accessor", s.Auth.Accessor)
+	return nil
+}

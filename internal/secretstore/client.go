@@ -1,0 +1,55 @@
+// Package secretstore brings the Vault-compatible server from "just started" to
+// "unsealed and set up": first-boot init with the unseal key sealed before anything
+// depends on it, per-boot unseal, policies and token roles from config, the
+// token-issuing token for the token provider, and re-unseal when Vault restarts.
+// It talks to Vault only through github.com/hashicorp/vault/api, over TLS verified
+// against the per-boot CA.
+package secretstore
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// requestTimeout bounds one request to Vault: it is local, so a slow answer means
+// something is wrong and the caller should retry or report.
+const requestTimeout = 30 * time.Second
+
+// NewClient returns a Vault client for addr that trusts only pool. It ignores the
+// VAULT_* environment (a VAULT_TOKEN, VAULT_SKIP_VERIFY or proxy inherited by a
+// service must not change whom edgeseal talks to or with which identity).
+func NewClient(addr string, pool *x509.CertPool) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	if cfg.Error != nil {
+		return nil, fmt.Errorf("cannot configure Vault client: %w", cfg.Error)
+	}
+	cfg.Address = addr
+	cfg.MaxRetries = 0
+	cfg.Timeout = requestTimeout
+	cfg.Limiter = nil
+	cfg.SRVLookup = false
+	cfg.HttpClient = &http.Client{
+		Timeout: requestTimeout,
+		Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout: 10 * time.Second,
+			MaxIdleConns:        4,
+			IdleConnTimeout:     30 * time.Second,
+		},
+		// Vault answers standby redirects; edgeseal's Vault is a single node.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create Vault client for %s: %w", addr, err)
+	}
+	c.ClearToken()
+	c.ClearNamespace()
+	c.SetHeaders(http.Header{})
+	return c, nil
+}

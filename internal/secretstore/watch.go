@@ -1,0 +1,134 @@
+package secretstore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeseal/edgeseal/internal/fsutil"
+)
+
+// Status is what the unseal daemon reports in paths.StatusFile, for `edgeseal
+// status`. It holds no secret.
+type Status struct {
+	Version            int        `json:"version"`
+	Phase              string     `json:"phase"`
+	Sealer             string     `json:"sealer"`
+	VaultAddr          string     `json:"vault_addr"`
+	BootID             string     `json:"boot_id"`
+	Updated            time.Time  `json:"updated"`
+	Reunseals          int        `json:"reunseals"`
+	LastReunseal       *time.Time `json:"last_reunseal,omitempty"`
+	LastReunsealMillis int64      `json:"last_reunseal_ms,omitempty"`
+}
+
+func (b *Bootstrap) writeStatus() {
+	b.status.Updated = time.Now().UTC()
+	data, _ := json.MarshalIndent(b.status, "", "  ")
+	if err := fsutil.WriteFileAtomic(b.Paths.StatusFile, data, 0o644, fsutil.Self); err != nil {
+		b.Log.Warn("cannot write status file", "error", err)
+	}
+}
+
+// keep holds the unseal key for re-unsealing, locked in memory so it is never
+// swapped out. It is unsealed from its blob once per boot.
+func (b *Bootstrap) keep(key []byte) {
+	if err := unix.Mlock(key); err != nil {
+		b.Log.Warn("cannot lock the unseal key in memory; it may be swapped out", "error", err)
+	}
+	b.unsealKey = key
+}
+
+// Forget wipes the unseal key held for re-unsealing.
+func (b *Bootstrap) Forget() {
+	clear(b.unsealKey)
+	unix.Munlock(b.unsealKey)
+	b.unsealKey = nil
+}
+
+// unseal submits the key if Vault is sealed.
+func (b *Bootstrap) unseal(ctx context.Context) error {
+	st, err := b.Client.Sys().SealStatusWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot read Vault's seal status: %w", err)
+	}
+	if !st.Sealed {
+		return nil
+	}
+	b.setStatus("unsealing Vault")
+	st, err = b.Client.Sys().UnsealWithContext(ctx, base64.StdEncoding.EncodeToString(b.unsealKey))
+	if err != nil {
+		return fmt.Errorf("cannot unseal Vault: %w", err)
+	}
+	if st.Sealed {
+		return fmt.Errorf("cannot unseal Vault: still sealed after the key was accepted (progress %d/%d)", st.Progress, st.T)
+	}
+	b.say("unsealed Vault", "addr", b.Client.Address())
+	return nil
+}
+
+// Watch keeps Vault unsealed until ctx ends: when Vault restarts (a crash, a
+// `systemctl restart`) it comes back sealed, and Watch unseals it again within one
+// interval plus one unseal. It returns only when ctx is done.
+func (b *Bootstrap) Watch(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	const (
+		up = iota
+		unreachable
+		sealed
+	)
+	state, since := up, time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := b.Client.Sys().SealStatusWithContext(rctx)
+		cancel()
+		switch {
+		case err != nil:
+			if state == up {
+				since = time.Now()
+				b.Log.Warn("Vault does not answer; it will be unsealed when it is back", "error", err)
+				b.setStatus("Vault unreachable; waiting to unseal it")
+			}
+			state = unreachable
+		case !st.Initialized:
+			if state != sealed {
+				b.Log.Error("Vault answers but is not initialised: its storage was lost or replaced; not unsealing", "storage", b.Config.Vault.StoragePath)
+				b.setStatus("Vault storage lost: not initialised")
+			}
+			state = sealed
+		case st.Sealed:
+			if state == up {
+				since = time.Now()
+			}
+			if err := b.unseal(ctx); err != nil {
+				b.Log.Error("cannot unseal Vault again; retrying", "error", err)
+				state = sealed
+				continue
+			}
+			took := time.Since(since)
+			now := time.Now().UTC()
+			b.status.Reunseals++
+			b.status.LastReunseal = &now
+			b.status.LastReunsealMillis = took.Milliseconds()
+			b.say("Vault was sealed (it restarted); unsealed it again", "after", took.Round(time.Millisecond).String(), "count", b.status.Reunseals)
+			b.setStatus("Vault unsealed and set up")
+			state = up
+		default:
+			if state != up {
+				b.say("Vault answers and is unsealed")
+				b.setStatus("Vault unsealed and set up")
+			}
+			state = up
+		}
+	}
+}

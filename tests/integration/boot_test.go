@@ -1,0 +1,184 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/edgeseal/edgeseal/internal/pki"
+)
+
+func TestBootChain(t *testing.T) {
+	ctx := context.Background()
+	t.Log("Given a device with edgeseal installed by `make install` and edgeseal.target enabled")
+	d := newDevice(t, false, nil)
+	d.run("systemctl", "enable", "edgeseal.target")
+
+	t.Log("When it boots for the first time and edgeseal.target is started")
+	took := d.start()
+	t.Logf("Then edgeseal.target is active (cold first boot: %v)", took.Round(time.Millisecond))
+	for _, u := range []string{"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service", "edgeseal.target"} {
+		if s := d.isActive(u); s != "active" {
+			t.Errorf("%s is %s", u, s)
+		}
+	}
+	st := d.status()
+	if st["ready"] != true {
+		t.Fatalf("edgeseal status: %v", st)
+	}
+	human, _, err := d.m.Run(ctx, "edgeseal", "status")
+	if err != nil || !strings.Contains(human, "ready: Vault is unsealed") {
+		t.Errorf("edgeseal status (human): %v\n%s", err, human)
+	}
+
+	t.Log("And the sealed unseal key is on persistent disk, 0600, and no root token but a maintenance one exists")
+	if out := d.run("stat", "-c", "%a %U", "/var/lib/edgeseal/unseal-key.sealed"); strings.TrimSpace(out) != "600 root" {
+		t.Errorf("sealed key mode/owner: %q", out)
+	}
+	c := d.vaultClient()
+	c.SetToken(d.rootToken())
+	if n := countRootTokens(t, c); n != 1 {
+		t.Errorf("root tokens: %d, want only the maintenance token (the init root token must be revoked)", n)
+	}
+	if _, err := c.KVv2("secret").Put(ctx, "edgeseal/app-one/db", map[string]any{"password": "hunter2"}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Log("And the token-issuing token is in tmpfs, private to the token provider's user")
+	if out := d.run("stat", "-c", "%a %U", "/run/edgeseal/tokend", "/run/edgeseal/tokend/issuing-token.json"); out != "700 edgeseal-tokend\n600 edgeseal-tokend\n" {
+		t.Errorf("token-issuing token dir/file: %q", out)
+	}
+
+	t.Log("And the per-boot CA's private key is on no filesystem")
+	assertCAKeyNowhere(t, d)
+
+	t.Log("When an operator restarts Vault")
+	t0 := time.Now()
+	d.run("systemctl", "restart", "edgeseal-vault.service")
+	took = d.waitUnsealed(30 * time.Second)
+	t.Logf("Then it is unsealed again without a person: %v after `systemctl restart` returned (%v in all)", took.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+
+	t.Log("When Vault is killed with SIGKILL")
+	d.run("kill", "-9", d.mainPID("edgeseal-vault.service"))
+	t0 = time.Now()
+	time.Sleep(50 * time.Millisecond)
+	took = d.waitUnsealed(30 * time.Second)
+	t.Logf("Then systemd restarts it and it is unsealed again %v after the kill", took.Round(time.Millisecond))
+	if s := d.isActive("edgeseal.target"); s != "active" {
+		t.Errorf("edgeseal.target after Vault restarts: %s", s)
+	}
+	if st := d.status(); st["daemon"].(map[string]any)["reunseals"].(float64) < 1 {
+		t.Errorf("status does not count re-unseals: %v", st["daemon"])
+	}
+	journal := d.m.Journal(t, "edgeseal-unseal.service")
+	if !strings.Contains(journal, "unsealed it again") {
+		t.Errorf("the journal does not say Vault was unsealed again:\n%s", journal)
+	}
+
+	t.Log("When the device reboots")
+	d.m.Reboot(t)
+	t.Log("Then edgeseal.target comes up unattended")
+	if err := waitActive(d, "edgeseal.target", 60*time.Second); err != "" {
+		t.Fatalf("after reboot: %s\n%s", err, d.m.Journal(t, "edgeseal-unseal.service"))
+	}
+	c = d.vaultClient()
+	c.SetToken(d.rootToken())
+	sec, err := c.KVv2("secret").Get(ctx, "edgeseal/app-one/db")
+	if err != nil || sec.Data["password"] != "hunter2" {
+		t.Fatalf("the secret written before the reboot: %v %v", sec, err)
+	}
+	t.Log("And the previous boot's maintenance root token was revoked")
+	if n := countRootTokens(t, c); n != 1 {
+		t.Errorf("root tokens after reboot: %d, want 1", n)
+	}
+	assertCAKeyNowhere(t, d)
+
+	t.Log("And nothing edgeseal logged contains a token or the unseal key")
+	assertNoSecretsInJournal(t, d)
+}
+
+func countRootTokens(t testing.TB, c *api.Client) int {
+	t.Helper()
+	list, err := c.Logical().List("auth/token/accessors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, k := range list.Data["keys"].([]any) {
+		s, err := c.Auth().Token().LookupAccessor(k.(string))
+		if err != nil {
+			continue
+		}
+		if pols, _ := s.TokenPolicies(); slices.Contains(pols, "root") {
+			n++
+		}
+	}
+	return n
+}
+
+func waitActive(d *device, unit string, limit time.Duration) string {
+	t0 := time.Now()
+	for {
+		s := d.isActive(unit)
+		if s == "active" {
+			return ""
+		}
+		if s == "failed" || time.Since(t0) > limit {
+			return unit + " is " + s
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// assertCAKeyNowhere scans every filesystem the device writes (its tmpfs root,
+// /run, /tmp, the services' private /tmp, and its persistent state) for a private
+// key matching this boot's CA certificate.
+func assertCAKeyNowhere(t *testing.T, d *device) {
+	t.Helper()
+	blk, _ := pem.Decode([]byte(d.run("cat", "/run/edgeseal/pki/ca.crt")))
+	if blk == nil {
+		t.Fatal("no CA certificate")
+	}
+	ca, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := "/proc/" + strconv.Itoa(d.m.Leader()) + "/root"
+	for _, dir := range []string{"run", "tmp", "var", "etc", "root", "home", "srv", "opt", "dev/shm"} {
+		found, err := pki.FindPrivateKeysMatching(filepath.Join(root, dir), ca.PublicKey)
+		if err != nil {
+			t.Fatalf("cannot scan /%s: %v", dir, err)
+		}
+		if len(found) > 0 {
+			t.Errorf("the CA private key is on disk: %v", found)
+		}
+	}
+	allowed := []string{"/run/edgeseal/pki/vault.key", "/run/credentials/edgeseal-vault.service/tls.key"}
+	for _, f := range strings.Fields(d.run("sh", "-c", "grep -rl 'PRIVATE KEY' /run /tmp /var /etc 2>/dev/null || true")) {
+		if !slices.Contains(allowed, f) {
+			t.Errorf("a private key other than Vault's TLS key is on the device: %s", f)
+		}
+	}
+}
+
+// assertNoSecretsInJournal checks that no token (hvs./s. prefix) nor a base64
+// unseal key shows up in the journal.
+func assertNoSecretsInJournal(t *testing.T, d *device) {
+	t.Helper()
+	j := d.m.Journal(t, "")
+	for _, bad := range []string{"hvs.", "client_token", "keys_b64", "root_token"} {
+		if strings.Contains(j, bad) {
+			t.Errorf("the journal contains %q", bad)
+		}
+	}
+}

@@ -1,0 +1,239 @@
+//go:build integration
+
+// Package integration boots edgeseal as a user installs it (`make install`) under a
+// real systemd, PID 1 in a container over the host's root, with a real Vault, and
+// tells the story of a device's boots: first boot, reboot, Vault crashing, power
+// cut at every step.
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"gopkg.in/yaml.v3"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/tests/testbed"
+)
+
+// installRoot is `make install DESTDIR=installRoot` plus the Vault build at
+// /usr/bin/vault: what the container overlays on its /usr.
+var installRoot string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "edgeseal-install-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		if err := install(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "cannot install edgeseal for the tests: %v\n", err)
+			return 1
+		}
+		installRoot = dir
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func install(dest string) error {
+	cmd := exec.Command("make", "-s", "-C", repoRoot(), "install", "DESTDIR="+dest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("make install: %v\n%s", err, out)
+	}
+	vault, err := testbed.VaultBinaryPath()
+	if err != nil {
+		return err
+	}
+	// A hard link when the cache is on the same filesystem, else a copy.
+	target := filepath.Join(dest, "usr/bin/vault")
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	if os.Link(vault, target) != nil {
+		if out, err := exec.Command("cp", vault, target).CombinedOutput(); err != nil {
+			return fmt.Errorf("cannot copy %s: %v: %s", vault, err, out)
+		}
+	}
+	// /etc/edgeseal comes from each device's own directory, not the install tree.
+	return os.RemoveAll(filepath.Join(dest, "etc"))
+}
+
+// device is one edge device: persistent state on host directories that survive its
+// reboots, and its systemd container while it runs.
+type device struct {
+	t       testing.TB
+	m       *testbed.Machine
+	etc     string // /etc/edgeseal
+	cfg     *config.Config
+	apiPort int
+}
+
+// demoHook is the vendor's key-material hook of the test devices. A real device
+// reads this from its secure element or fuses; here it is a root-only file.
+const demoHook = `#!/bin/sh
+# Vendor hook: prints this device's input keying material (IKM) on stdout.
+exec cat /etc/edgeseal/device-secret
+`
+
+// newDevice prepares a device's disks. edit changes the config from the default
+// (nil keeps the embedded default, except a free port so devices do not collide).
+func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *device {
+	t.Helper()
+	testbed.Require(t, "systemd-nspawn", "make")
+	state := t.TempDir()
+	d := &device{t: t, etc: filepath.Join(state, "etc-edgeseal")}
+	for _, dir := range []string{d.etc, filepath.Join(state, "var-lib-edgeseal"), filepath.Join(state, "var-lib-edgeseal-vault"), filepath.Join(state, "etc-systemd-system")} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.cfg = config.Default()
+	if !keepDefaultPort {
+		d.apiPort = testbed.FreeLoopbackPort(t)
+		d.cfg.Vault.Listen = fmt.Sprintf("127.0.0.1:%d", d.apiPort)
+	}
+	if edit != nil {
+		edit(d.cfg)
+	}
+	d.writeConfig(keepDefaultPort && edit == nil)
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	writeFile(t, filepath.Join(d.etc, "device-secret"), []byte(hex.EncodeToString(secret)), 0o600)
+	writeFile(t, filepath.Join(d.etc, "ikm-hook"), []byte(demoHook), 0o700)
+
+	d.m = testbed.Boot(t, testbed.MachineOptions{
+		UsrOverlay: filepath.Join(installRoot, "usr"),
+		Binds: []testbed.Bind{
+			{Host: d.etc, Container: "/etc/edgeseal", ReadOnly: true},
+			{Host: filepath.Join(state, "var-lib-edgeseal"), Container: "/var/lib/edgeseal"},
+			{Host: filepath.Join(state, "var-lib-edgeseal-vault"), Container: "/var/lib/edgeseal-vault"},
+			{Host: filepath.Join(state, "etc-systemd-system"), Container: "/etc/systemd/system"},
+		},
+	})
+	return d
+}
+
+// writeConfig writes the config the device boots with; the embedded default
+// verbatim when asked to, so the demo runs exactly what a user installs.
+func (d *device) writeConfig(verbatim bool) {
+	data := config.Sample
+	if !verbatim {
+		var err error
+		if data, err = yaml.Marshal(d.cfg); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+	writeFile(d.t, filepath.Join(d.etc, "edgeseal.yaml"), data, 0o644)
+}
+
+func writeFile(t testing.TB, path string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, data, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs a command inside the device and fails the test if it fails.
+func (d *device) run(args ...string) string {
+	d.t.Helper()
+	return d.m.MustRun(d.t, args...)
+}
+
+// start starts edgeseal.target as an operator would and returns how long
+// `systemctl start` took (it returns once the target is active).
+func (d *device) start() time.Duration {
+	d.t.Helper()
+	t0 := time.Now()
+	_, stderr, err := d.m.Run(context.Background(), "systemctl", "start", "edgeseal.target")
+	took := time.Since(t0)
+	if err != nil {
+		d.t.Fatalf("systemctl start edgeseal.target: %v: %s\n%s", err, stderr, d.m.Journal(d.t, "edgeseal-unseal.service"))
+	}
+	return took
+}
+
+func (d *device) isActive(unit string) string {
+	out, _, _ := d.m.Run(context.Background(), "systemctl", "is-active", unit)
+	return strings.TrimSpace(out)
+}
+
+// vaultClient is a client from the host to the device's Vault, verifying TLS
+// against this boot's CA.
+func (d *device) vaultClient() *api.Client {
+	d.t.Helper()
+	ca := d.run("cat", "/run/edgeseal/pki/ca.crt")
+	f := filepath.Join(d.t.TempDir(), "ca.crt")
+	writeFile(d.t, f, []byte(ca), 0o644)
+	pool, err := pki.LoadCAPool(f)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	c, err := secretstore.NewClient(d.cfg.VaultAddr(), pool)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return c
+}
+
+// rootToken asks the device for a maintenance root token.
+func (d *device) rootToken() string {
+	d.t.Helper()
+	return strings.TrimSpace(d.run("edgeseal", "root-token", "--ttl", "10m"))
+}
+
+// status runs `edgeseal status --json` inside.
+func (d *device) status() map[string]any {
+	d.t.Helper()
+	out, _, _ := d.m.Run(context.Background(), "edgeseal", "status", "--json")
+	var r map[string]any
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		d.t.Fatalf("edgeseal status --json: %v: %q", err, out)
+	}
+	return r
+}
+
+// waitUnsealed polls Vault from the host until it is unsealed; returns how long.
+func (d *device) waitUnsealed(limit time.Duration) time.Duration {
+	d.t.Helper()
+	c := d.vaultClient()
+	t0 := time.Now()
+	for {
+		st, err := c.Sys().SealStatus()
+		if err == nil && st.Initialized && !st.Sealed {
+			return time.Since(t0)
+		}
+		if time.Since(t0) > limit {
+			d.t.Fatalf("Vault not unsealed within %v (last: %+v, %v)\n%s", limit, st, err, d.m.Journal(d.t, "edgeseal-unseal.service"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mainPID is the main process of a unit inside the device.
+func (d *device) mainPID(unit string) string {
+	return strings.TrimPrefix(strings.TrimSpace(d.run("systemctl", "show", "-p", "MainPID", unit)), "MainPID=")
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what edgeseal's test bed needs on a Debian 12 machine, and only what is
+# missing: systemd-nspawn (a real systemd as PID 1 in a container), swtpm and
+# tpm2-tools (a software TPM), apparmor (apparmor_parser checks profiles), fscrypt
+# and e2fsprogs (encrypted directories), snapd and squashfs-tools (the snap).
+set -euo pipefail
+
+pkgs=(systemd-container swtpm swtpm-tools tpm2-tools apparmor squashfs-tools snapd fscrypt e2fsprogs util-linux iproute2)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "install-deps: missing Debian packages: ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "install-deps: installing ${missing[*]}" >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null || { echo "install-deps: go is not on PATH (Go 1.24 or later is needed)" >&2; exit 1; }
