@@ -166,9 +166,14 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	return nil
 }
 
-// waitVault waits until Vault answers. systemd orders us after Vault is ready, so
-// this covers only a Vault that is restarting; TimeoutStartSec= bounds it.
+// vaultWaitLimit bounds the wait for Vault to answer: systemd orders this step
+// after Vault is ready, so a longer silence means Vault cannot start.
+const vaultWaitLimit = 90 * time.Second
+
+// waitVault waits until Vault answers (it may be restarting).
 func (b *Bootstrap) waitVault(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, vaultWaitLimit)
+	defer cancel()
 	logged := false
 	for {
 		_, err := b.Client.Sys().InitStatusWithContext(ctx)
@@ -181,7 +186,7 @@ func (b *Bootstrap) waitVault(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cannot reach Vault at %s: %w", b.Client.Address(), err)
+			return fmt.Errorf("cannot reach Vault at %s after %s (see journalctl -u edgeseal-vault.service): %w", b.Client.Address(), vaultWaitLimit, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -391,8 +391,7 @@ func TestServicePoliciesConfineEachServiceToItsPaths(t *testing.T) {
 			one, two := token("app-one"), token("app-two")
 			write := func(cl *api.Client, path string) error {
 				if kv == 1 {
-					_, err := cl.KVv1("secret").Put(ctx, path, map[string]any{"v": "x"})
-					return err
+					return cl.KVv1("secret").Put(ctx, path, map[string]any{"v": "x"})
 				}
 				_, err := cl.KVv2("secret").Put(ctx, path, map[string]any{"v": "x"})
 				return err

@@ -54,8 +54,13 @@ func Render(c *config.Config, certFile, keyFile string) ([]byte, error) {
 // Write writes the rendered config to p.VaultConfig (0644: it holds no secret).
 func Write(p paths.Paths, data []byte) error {
 	dir := filepath.Dir(p.VaultConfig)
+	// Explicit mode: the writer runs with UMask=0077, and Vault (its own user)
+	// must read this directory.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cannot create %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", dir, err)
 	}
 	return fsutil.WriteFileAtomic(p.VaultConfig, data, 0o644, fsutil.Self)
 }

@@ -171,7 +171,7 @@ func (d *device) start() time.Duration {
 	_, stderr, err := d.m.Run(context.Background(), "systemctl", "start", "edgeseal.target")
 	took := time.Since(t0)
 	if err != nil {
-		d.t.Fatalf("systemctl start edgeseal.target: %v: %s\n%s", err, stderr, d.m.Journal(d.t, "edgeseal-unseal.service"))
+		d.t.Fatalf("systemctl start edgeseal.target: %v: %s\n%s", err, stderr, d.journal())
 	}
 	return took
 }
@@ -231,6 +231,12 @@ func (d *device) waitUnsealed(limit time.Duration) time.Duration {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// journal is the journal of edgeseal's units, for failure messages.
+func (d *device) journal() string {
+	out, _, _ := d.m.Run(context.Background(), "journalctl", "--no-pager", "-o", "short-monotonic", "-u", "edgeseal*")
+	return out
 }
 
 // mainPID is the main process of a unit inside the device.

@@ -1,0 +1,35 @@
+//go:build integration
+
+package testbed
+
+import (
+	"os/exec"
+	"testing"
+)
+
+// packages names the Debian package that ships each command the test bed runs.
+var packages = map[string]string{
+	"systemd-nspawn": "systemd-container",
+	"nsenter":        "util-linux",
+	"setpriv":        "util-linux",
+	"losetup":        "mount",
+	"swtpm":          "swtpm",
+	"swtpm_ioctl":    "swtpm-tools",
+	"tpm2_getrandom": "tpm2-tools",
+	"tpm2_startup":   "tpm2-tools",
+	"make":           "make",
+}
+
+// Require fails the test unless every command is on PATH, saying what to install.
+func Require(t testing.TB, cmds ...string) {
+	t.Helper()
+	for _, c := range cmds {
+		if _, err := exec.LookPath(c); err != nil {
+			pkg := packages[c]
+			if pkg == "" {
+				pkg = c
+			}
+			t.Fatalf("%s not found: apt-get install %s (or run make deps)", c, pkg)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+//go:build integration
+
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestMachineBootsRunsCommandsAndKeepsBoundStateAcrossReboot(t *testing.T) {
+	host := t.TempDir()
+	usr := t.TempDir()
+	unitDir := filepath.Join(usr, "lib/systemd/system")
+	os.MkdirAll(unitDir, 0o755)
+	os.WriteFile(filepath.Join(unitDir, "testbed-probe.service"), []byte(
+		"[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo from-unit > /srv/state/unit-ran'\n"), 0o644)
+	ro := t.TempDir()
+	os.WriteFile(filepath.Join(ro, "hello"), []byte("hi"), 0o644)
+
+	m := Boot(t, MachineOptions{
+		UsrOverlay: usr,
+		Binds: []Bind{
+			{Host: host, Container: "/srv/state"},
+			{Host: ro, Container: "/srv/ro", ReadOnly: true},
+		},
+	})
+	if comm := m.MustRun(t, "cat", "/proc/1/comm"); strings.TrimSpace(comm) != "systemd" {
+		t.Errorf("PID 1 inside is %q", comm)
+	}
+	if got := m.MustRun(t, "cat", "/srv/ro/hello"); got != "hi" {
+		t.Errorf("read-only bind: %q", got)
+	}
+	if _, _, err := m.Run(context.Background(), "touch", "/srv/ro/x"); err == nil {
+		t.Error("a read-only bind is writable")
+	}
+	m.MustRun(t, "systemctl", "start", "testbed-probe.service")
+	if data, _ := os.ReadFile(filepath.Join(host, "unit-ran")); string(data) != "from-unit\n" {
+		t.Errorf("a unit from the /usr overlay did not run: %q", data)
+	}
+	if id := m.MustRun(t, "sh", "-c", "id -u"); strings.TrimSpace(id) != "0" {
+		t.Errorf("id -u = %q", id)
+	}
+	out, _, err := m.RunAs(context.Background(), 1234, 4321, "sh", "-c", "id -u; id -g")
+	if err != nil || out != "1234\n4321\n" {
+		t.Errorf("RunAs: %q %v", out, err)
+	}
+	m.MustRun(t, "sh", "-c", "echo kept > /srv/state/file; echo lost > /var/tmp-file")
+	oldLeader := m.Leader()
+	m.Reboot(t)
+	if m.Leader() == oldLeader {
+		t.Error("the reboot did not start a new PID 1")
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/comm", oldLeader)); err == nil {
+		if c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", oldLeader)); strings.TrimSpace(string(c)) == "systemd" {
+			t.Error("the old PID 1 is still running")
+		}
+	}
+	if got := m.MustRun(t, "cat", "/srv/state/file"); got != "kept\n" {
+		t.Errorf("bound state after reboot: %q", got)
+	}
+	if _, _, err := m.Run(context.Background(), "cat", "/var/tmp-file"); err == nil {
+		t.Error("tmpfs state survived the reboot")
+	}
+	nspawn := m.proc.Pid()
+	m.Stop(t)
+	if err := syscall.Kill(nspawn, 0); err == nil {
+		t.Errorf("systemd-nspawn (pid %d) still runs after Stop", nspawn)
+	}
+}
+
+func TestSWTPMStartsAnswersResetsAndStopsCleanly(t *testing.T) {
+	Require(t, "tpm2_getrandom", "tpm2_startup")
+	s := StartSWTPM(t)
+	tpm := func(args ...string) string {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+s.TCTI())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := tpm("tpm2_getrandom", "8", "--hex"); len(strings.TrimSpace(out)) != 16 {
+		t.Errorf("tpm2_getrandom: %q", out)
+	}
+	s.Reset(t)
+	tpm("tpm2_startup", "-c")
+	tpm("tpm2_getrandom", "8", "--hex")
+	pid := s.Pid()
+	s.Stop(t)
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("swtpm (pid %d) still runs", pid)
+	}
+	if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(s.Port)); err != nil {
+		t.Errorf("swtpm's port is still taken: %v", err)
+	} else {
+		l.Close()
+	}
+}

@@ -1,0 +1,141 @@
+//go:build integration
+
+package testbed
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultconf"
+)
+
+// VaultVersion is the HashiCorp Vault release the test bed builds and runs.
+const VaultVersion = "v1.21.0"
+
+// VaultBinaryPath is the cached Vault build (tests/lib/build-vault.sh), or an
+// error saying how to make it. EDGESEAL_VAULT overrides the path.
+func VaultBinaryPath() (string, error) {
+	if p := os.Getenv("EDGESEAL_VAULT"); p != "" {
+		return p, nil
+	}
+	cache := os.Getenv("EDGESEAL_CACHE")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, _ := os.UserHomeDir()
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "edgeseal")
+	}
+	p := filepath.Join(cache, "vault-"+VaultVersion, "vault")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no Vault build at %s: run tests/lib/build-vault.sh (or `make vault`) first", p)
+	}
+	return p, nil
+}
+
+// VaultServer is a real Vault server on loopback with file storage and TLS from a
+// per-boot PKI issued by edgeseal's own pki package, as edgeseal-pki.service does.
+type VaultServer struct {
+	Addr   string
+	Pool   *x509.CertPool
+	CAFile string
+
+	t      testing.TB
+	bin    string
+	config string
+	proc   *Process
+}
+
+// StartVault starts Vault with cfg's storage path on a free loopback port, which
+// it writes to cfg.Vault.Listen so clients find it.
+func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
+	v := &cfg.Vault
+	t.Helper()
+	bin, err := VaultBinaryPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Listen = fmt.Sprintf("127.0.0.1:%d", FreeLoopbackPort(t))
+	p := paths.New(t.TempDir())
+	b, err := pki.Issue(pki.Options{Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	data, err := vaultconf.Render(cfg, p.VaultCert, p.VaultKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vaultconf.Write(p, data); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pki.LoadCAPool(p.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &VaultServer{Addr: "https://" + v.Listen, Pool: pool, CAFile: p.CACert, t: t, bin: bin, config: p.VaultConfig}
+	s.Start(t)
+	return s
+}
+
+// Start starts the server process and waits until its API answers.
+func (s *VaultServer) Start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(s.bin, "server", "-config="+s.config)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
+	s.proc = StartProcess(t, "vault", cmd)
+	c := s.Client(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := c.Sys().InitStatus(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Vault did not answer at %s within 30s:\n%s", s.Addr, s.proc.LogTail(30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kill ends the server with SIGKILL, as a crash would.
+func (s *VaultServer) Kill(t testing.TB) {
+	t.Helper()
+	s.proc.Kill(t)
+}
+
+// Restart kills and starts the server: it comes back sealed. It implements
+// secretstore.VaultService.
+func (s *VaultServer) Restart(ctx context.Context) error {
+	if s.proc == nil {
+		return errors.New("vault was never started")
+	}
+	s.proc.Kill(s.t)
+	s.Start(s.t)
+	return nil
+}
+
+// Client is an unauthenticated client verifying TLS against the server's CA.
+func (s *VaultServer) Client(t testing.TB) *api.Client {
+	t.Helper()
+	c, err := secretstore.NewClient(s.Addr, s.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
