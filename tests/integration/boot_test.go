@@ -87,6 +87,9 @@ func TestBootChain(t *testing.T) {
 	if !strings.Contains(journal, "unsealed it again") {
 		t.Errorf("the journal does not say Vault was unsealed again:\n%s", journal)
 	}
+	if strings.Contains(journal, "level=WARN msg=\"cannot") {
+		t.Errorf("edgeseal-unseal could not do something it should:\n%s", grepLines(journal, "level=WARN msg=\"cannot"))
+	}
 
 	t.Log("When the device reboots")
 	d.m.Reboot(t)

@@ -60,6 +60,15 @@ func TestCrashAtEveryStepOfFirstBootRecoversOnNextBoot(t *testing.T) {
 			crashAt(t, d, step)
 			t.Log("When it boots again, Then Vault is unsealed and set up")
 			recovers(t, d, step, "")
+			if step == secretstore.StepInitialized {
+				t.Log("And the Vault whose key was lost was set aside, not deleted, and a new one initialised")
+				if j := d.journal(); !strings.Contains(j, "setting its storage aside") {
+					t.Errorf("the journal does not tell of the recovery:\n%s", j)
+				}
+				if aside := d.run("sh", "-c", "ls -d /var/lib/edgeseal-vault/data.abandoned-*"); strings.Count(aside, "\n") != 1 {
+					t.Errorf("set-aside storage: %q", aside)
+				}
+			}
 			d.m.Stop(t)
 		})
 	}

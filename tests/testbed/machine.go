@@ -73,6 +73,9 @@ func (m *Machine) boot(t testing.TB) {
 	args := []string{
 		"--directory=/", "--volatile=yes", "--boot", "--register=no", "--keep-unit",
 		"--console=pipe", "--machine=" + m.opts.Name,
+		// nspawn's own syscall filter refuses mlock without this capability, which
+		// a real device's services have: the unseal key must stay out of swap.
+		"--capability=CAP_IPC_LOCK",
 	}
 	if m.opts.UsrOverlay != "" {
 		args = append(args, "--overlay-ro=/usr:"+m.opts.UsrOverlay+":/usr")

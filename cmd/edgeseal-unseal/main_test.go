@@ -1,0 +1,33 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+)
+
+// The codes are a contract with RestartPreventExitStatus= in the unit.
+func TestExitCodesNameWhatARestartCannotCure(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("cannot unseal: %w", err) }
+	cases := []struct {
+		err  error
+		code int
+	}{
+		{exitError{2, errors.New("bad config")}, 2},
+		{wrap(seal.ErrCorrupt), 10},
+		{wrap(seal.ErrWrongDevice), 11},
+		{wrap(seal.ErrWrongMethod), 11},
+		{wrap(seal.ErrHook), 12},
+		{wrap(secretstore.ErrStorageLost), 13},
+		{wrap(secretstore.ErrForeignVault), 14},
+		{errors.New("Vault did not answer"), 1},
+	}
+	for _, tc := range cases {
+		if got := exitCode(tc.err); got != tc.code {
+			t.Errorf("%v: exit %d, want %d", tc.err, got, tc.code)
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+)
+
+func runCLI(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestConfigCommands(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("vault:\n  kv_version: 1\n"), 0o644)
+	os.WriteFile(bad, []byte("vault:\n  kv_version: 1\n  mout: x\n"), 0o644)
+	cases := []struct {
+		name    string
+		args    []string
+		out     string
+		errText string
+		usage   bool
+	}{
+		{"a valid file is ok", []string{"config", "check", good}, good + ": ok", "", false},
+		{"an invalid file names file, line and field", []string{"config", "check", bad}, "", bad + ":3: vault.mout: unknown key", false},
+		{"a missing file is named", []string{"config", "check", filepath.Join(dir, "nope.yaml")}, "", "nope.yaml", false},
+		{"the default config is printed", []string{"config", "default"}, "kv_version: 2", "", false},
+		{"no subcommand is a usage error", []string{"config"}, "", "check [FILE] or default", true},
+		{"an unknown command is a usage error", []string{"frobnicate"}, "", "unknown command", true},
+		{"no command is a usage error", nil, "", "no command", true},
+		{"--root points every default path at a tree", []string{"--root", dir, "config", "check"}, "", filepath.Join(dir, "etc/edgeseal/edgeseal.yaml"), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, err := runCLI(t, tc.args...)
+			if !strings.Contains(out, tc.out) {
+				t.Errorf("stdout %q lacks %q", out, tc.out)
+			}
+			if tc.errText == "" && err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if tc.errText != "" && (err == nil || !strings.Contains(err.Error(), tc.errText)) {
+				t.Errorf("err = %v, want it to mention %q", err, tc.errText)
+			}
+			if errors.Is(err, errUsage) != tc.usage {
+				t.Errorf("usage error = %v, want %v", errors.Is(err, errUsage), tc.usage)
+			}
+		})
+	}
+}
+
+func TestConfigDefaultIsTheEmbeddedSample(t *testing.T) {
+	out, _, err := runCLI(t, "config", "default")
+	if err != nil || out != string(config.Sample) {
+		t.Errorf("config default differs from the sample (%v)", err)
+	}
+}
+
+func TestStatusWithNothingRunningSaysNotReady(t *testing.T) {
+	root := t.TempDir()
+	out, _, err := runCLI(t, "--root", root, "status")
+	if !errors.Is(err, errNotReady) {
+		t.Errorf("err = %v, want not ready", err)
+	}
+	for _, want := range []string{"not ready", "Unseal key", "absent", "Problems:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestRootTokenRefusesAnUnreasonableTTL(t *testing.T) {
+	for _, ttl := range []string{"10s", "48h"} {
+		if _, _, err := runCLI(t, "root-token", "--ttl", ttl); !errors.Is(err, errUsage) {
+			t.Errorf("--ttl %s: err = %v", ttl, err)
+		}
+	}
+}
