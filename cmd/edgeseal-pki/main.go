@@ -31,12 +31,18 @@ pki.extra_names. Writes, in tmpfs:
 Options:
 `
 
+// Exit status: 1 an error a restart may cure, 2 bad usage or config (as for
+// edgeseal-unseal).
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
 		fmt.Fprintf(os.Stderr, "edgeseal-pki: %v\n", err)
+		var cerr *config.Error
+		if errors.As(err, &cerr) || errors.Is(err, os.ErrNotExist) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }

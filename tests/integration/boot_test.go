@@ -53,6 +53,16 @@ func TestBootChain(t *testing.T) {
 	if n := countRootTokens(t, c); n != 1 {
 		t.Errorf("root tokens: %d, want only the maintenance token (the init root token must be revoked)", n)
 	}
+	t.Log("And `edgeseal root-token --ttl 10m` gives a root token that expires and cannot be renewed")
+	self, err := c.Auth().Token().LookupSelf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl, _ := self.TokenTTL()
+	renewable, _ := self.TokenIsRenewable()
+	if ttl <= 0 || ttl > 10*time.Minute || renewable {
+		t.Errorf("maintenance root token: ttl %v, renewable %v", ttl, renewable)
+	}
 	if _, err := c.KVv2("secret").Put(ctx, "edgeseal/app-one/db", map[string]any{"password": "hunter2"}); err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,7 @@ type MachineOptions struct {
 // Machine is systemd as PID 1 in a systemd-nspawn container over the host's root:
 // /usr is the host's (plus UsrOverlay), /etc and /var start empty (tmpfs).
 type Machine struct {
+	owner  testing.TB // the test that booted it: the container lives as long as it
 	opts   MachineOptions
 	proc   *Process
 	leader int
@@ -62,7 +63,7 @@ func Boot(t testing.TB, opts MachineOptions) *Machine {
 	if opts.BootTimeout == 0 {
 		opts.BootTimeout = 60 * time.Second
 	}
-	m := &Machine{opts: opts, loops: loopDevices()}
+	m := &Machine{owner: t, opts: opts, loops: loopDevices()}
 	m.boot(t)
 	t.Cleanup(func() { m.Stop(t) })
 	return m
@@ -94,7 +95,9 @@ func (m *Machine) boot(t testing.TB) {
 	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
 	cmd.Stdin = nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	m.proc = StartProcess(t, "nspawn-"+m.opts.Name, cmd)
+	// Owned by the booting test, not by t: a subtest that reboots the machine
+	// must not take it down when it ends.
+	m.proc = StartProcess(m.owner, "nspawn-"+m.opts.Name, cmd)
 
 	deadline := time.Now().Add(m.opts.BootTimeout)
 	m.findLeader(t, deadline)
