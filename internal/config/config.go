@@ -22,7 +22,8 @@ type Vault struct {
 	// Listen is the host:port of Vault's TLS listener; host must be an IP address.
 	// Default 127.0.0.1:8200.
 	Listen string `yaml:"listen"`
-	// StoragePath is Vault's file storage directory. Default /var/lib/edgeseal/vault.
+	// StoragePath is Vault's file storage directory. Default
+	// /var/lib/edgeseal-vault/data (edgeseal-vault.service's StateDirectory=).
 	StoragePath string `yaml:"storage_path"`
 	// Mount is where the KV secrets engine is mounted. Default "secret".
 	Mount string `yaml:"mount"`

@@ -82,7 +82,7 @@ func (b *Bootstrap) Watch(ctx context.Context, interval time.Duration) {
 		unreachable
 		sealed
 	)
-	state, since := up, time.Time{}
+	state, since, lastErr := up, time.Time{}, ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -111,10 +111,15 @@ func (b *Bootstrap) Watch(ctx context.Context, interval time.Duration) {
 				since = time.Now()
 			}
 			if err := b.unseal(ctx); err != nil {
-				b.Log.Error("cannot unseal Vault again; retrying", "error", err)
+				// Once per distinct error, not at every tick.
+				if msg := err.Error(); msg != lastErr {
+					b.Log.Error("cannot unseal Vault again; retrying", "error", err)
+					lastErr = msg
+				}
 				state = sealed
 				continue
 			}
+			lastErr = ""
 			took := time.Since(since)
 			now := time.Now().UTC()
 			b.status.Reunseals++

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
 func TestBootChain(t *testing.T) {
@@ -98,7 +99,7 @@ func TestBootChain(t *testing.T) {
 		t.Errorf("the journal does not say Vault was unsealed again:\n%s", journal)
 	}
 	if strings.Contains(journal, "level=WARN msg=\"cannot") {
-		t.Errorf("edgeseal-unseal could not do something it should:\n%s", grepLines(journal, "level=WARN msg=\"cannot"))
+		t.Errorf("edgeseal-unseal could not do something it should:\n%s", testbed.GrepLines(journal, "level=WARN msg=\"cannot"))
 	}
 
 	t.Log("When the device reboots")
@@ -212,20 +213,10 @@ func assertNoSecretsInJournal(t *testing.T, d *device, known ...string) {
 	}
 	for _, secret := range append(known, string(ikm), s.Auth.ClientToken) {
 		if secret != "" && strings.Contains(j, secret) {
-			t.Errorf("the journal contains a secret:\n%s", grepLines(j, secret))
+			t.Errorf("the journal contains a secret:\n%s", testbed.GrepLines(j, secret))
 		}
 	}
 	if m := regexp.MustCompile(`hvs\.[A-Za-z0-9_-]{20,}`).FindString(j); m != "" {
-		t.Errorf("the journal contains a Vault token:\n%s", grepLines(j, m))
+		t.Errorf("the journal contains a Vault token:\n%s", testbed.GrepLines(j, m))
 	}
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }

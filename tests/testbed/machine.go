@@ -242,14 +242,15 @@ func (m *Machine) checkClean(t testing.TB) {
 	prop := "/run/systemd/nspawn/propagate/" + m.opts.Name
 	os.Remove(prop)
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil && bytes.Contains(mi, []byte(m.opts.Name)) {
-		t.Errorf("container %s left mounts behind:\n%s", m.opts.Name, grepLines(string(mi), m.opts.Name))
+		t.Errorf("container %s left mounts behind:\n%s", m.opts.Name, GrepLines(string(mi), m.opts.Name))
 	}
 	if now := loopDevices(); now != m.loops {
 		t.Errorf("container %s changed the loop devices:\nbefore:\n%s\nafter:\n%s", m.opts.Name, m.loops, now)
 	}
 }
 
-func grepLines(s, sub string) string {
+// GrepLines returns the lines of s that contain sub (for failure messages).
+func GrepLines(s, sub string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
 		if strings.Contains(l, sub) {

@@ -1,0 +1,56 @@
+package fsutil
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func TestWriteFileAtomicReplacesWholeFileWithExactMode(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "key")
+	if err := WriteFileAtomic(p, []byte("first"), 0o600, Self); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(p, []byte("second"), 0o400, Self); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(p)
+	fi, _ := os.Stat(p)
+	if string(data) != "second" || fi.Mode().Perm() != 0o400 {
+		t.Errorf("content %q mode %v", data, fi.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("temporary files left: %v", entries)
+	}
+}
+
+func TestFailedWriteLeavesWhatWasThereAndNoTemporary(t *testing.T) {
+	dir := t.TempDir()
+	// The rename, the only step that changes the target, fails: a non-empty
+	// directory stands where the file would go.
+	p := filepath.Join(dir, "key")
+	if err := os.MkdirAll(filepath.Join(p, "inside"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(p, []byte("new"), 0o600, Self); err == nil {
+		t.Fatal("a write over a directory succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(p, "inside")); err != nil {
+		t.Errorf("what was there is gone: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("temporary files left: %v", entries)
+	}
+}
+
+func TestRemoveDurableAcceptsAMissingFile(t *testing.T) {
+	if err := RemoveDurable(filepath.Join(t.TempDir(), "absent")); err != nil {
+		t.Error(err)
+	}
+}
