@@ -1,0 +1,40 @@
+package tpm
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDeviceSpecs(t *testing.T) {
+	cases := []struct {
+		name, spec string
+		want       string // the device's String(), or "" for an error
+		absent     bool
+	}{
+		{"a swtpm address", "swtpm:127.0.0.1:2321", "swtpm:127.0.0.1:2321", false},
+		{"a swtpm spec without port is refused", "swtpm:127.0.0.1", "", false},
+		{"a relative path is refused", "tpmrm0", "", false},
+		{"a missing device node is absent", "/dev/tpmrm-not-here", "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := Device(tc.spec)
+			if tc.want != "" {
+				if err != nil || d.String() != tc.want {
+					t.Fatalf("Device(%q) = %v, %v", tc.spec, d, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Device(%q) accepted", tc.spec)
+			}
+			if errors.Is(err, ErrAbsent) != tc.absent {
+				t.Errorf("ErrAbsent = %v for %v", !tc.absent, err)
+			}
+			if !strings.Contains(err.Error(), tc.spec) {
+				t.Errorf("error does not name %q: %v", tc.spec, err)
+			}
+		})
+	}
+}
