@@ -1,0 +1,334 @@
+package tpm
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/canonical/go-tpm2"
+	"github.com/canonical/go-tpm2/cryptutil"
+	"github.com/canonical/go-tpm2/objectutil"
+	"github.com/canonical/go-tpm2/policyutil"
+)
+
+// Errors of sealed objects a caller acts on.
+var (
+	// ErrPCRMismatch: the PCR values differ from the approved ones (an update not
+	// approved in time, or a boot that is not the expected one).
+	ErrPCRMismatch = errors.New("PCR values differ from the approved ones")
+	// ErrWrongPIN: the PIN is wrong; the failure counts toward dictionary-attack
+	// lockout.
+	ErrWrongPIN = errors.New("wrong PIN")
+	// ErrLockout: the TPM refuses authorisations until its lockout lifts.
+	ErrLockout = errors.New("TPM is in dictionary-attack lockout")
+	// ErrSRKChanged: the storage root key is not the one the object was sealed
+	// under: the disk was moved to another device, or the TPM was cleared.
+	ErrSRKChanged = errors.New("the TPM's storage root key is not the one this was sealed under")
+)
+
+// maxSealedData is what a TPM's sealed data object holds (MAX_SYM_DATA).
+const maxSealedData = 128
+
+// sealedDataVersion heads the data inside the sealed object.
+const sealedDataVersion = 1
+
+// SealedObject is a secret sealed under the SRK. The object's policy is
+// PolicyAuthorize(signing key) [and PolicyAuthValue with a PIN]: it unseals in any
+// PCR state whose PolicyPCR digest the signing key approved. The signing key's
+// private half is sealed with the secret, so only a device in an approved state
+// can approve new values, and nothing outside the TPM ever holds it at rest.
+type SealedObject struct {
+	SRKName tpm2.Name
+	Public  *tpm2.Public
+	Private tpm2.Private
+	SignKey *tpm2.Public // the policy signing key (public)
+	PIN     bool
+
+	// The approved state: SHA-256 PCR values, the PolicyPCR digest, its signature.
+	PCRs      []int
+	Values    map[int][]byte
+	Approved  tpm2.Digest
+	Signature *tpm2.Signature
+}
+
+var sha256Sym = &tpm2.SymDef{Algorithm: tpm2.SymAlgorithmAES, KeyBits: &tpm2.SymKeyBitsU{Sym: 128}, Mode: &tpm2.SymModeU{Sym: tpm2.SymModeCFB}}
+
+func selection(pcrs []int) tpm2.PCRSelectionList {
+	return tpm2.PCRSelectionList{{Hash: tpm2.HashAlgorithmSHA256, Select: pcrs}}
+}
+
+// ReadPCRs reads the SHA-256 bank's values of pcrs.
+func ReadPCRs(t *tpm2.TPMContext, pcrs []int) (map[int][]byte, error) {
+	_, values, err := t.PCRRead(selection(pcrs))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read PCRs %v: %w", pcrs, err)
+	}
+	out := map[int][]byte{}
+	for _, p := range pcrs {
+		v, ok := values[tpm2.HashAlgorithmSHA256][p]
+		if !ok {
+			return nil, fmt.Errorf("cannot read PCR %d: the TPM has no SHA-256 bank for it", p)
+		}
+		out[p] = v
+	}
+	return out, nil
+}
+
+func policyDigests(signKey *tpm2.Public, pin bool) (tpm2.Digest, error) {
+	b := policyutil.NewPolicyBuilder(tpm2.HashAlgorithmSHA256)
+	b.RootBranch().PolicyAuthorize(nil, signKey)
+	if pin {
+		b.RootBranch().PolicyAuthValue()
+	}
+	return b.Digest()
+}
+
+func pcrPolicy(pcrs []int, values map[int][]byte) (tpm2.Digest, error) {
+	vals := tpm2.PCRValues{tpm2.HashAlgorithmSHA256: {}}
+	for p, v := range values {
+		vals[tpm2.HashAlgorithmSHA256][p] = v
+	}
+	d, err := policyutil.ComputePCRDigest(tpm2.HashAlgorithmSHA256, selection(pcrs), vals)
+	if err != nil {
+		return nil, err
+	}
+	b := policyutil.NewPolicyBuilder(tpm2.HashAlgorithmSHA256)
+	b.RootBranch().PolicyPCRDigest(d, selection(pcrs))
+	return b.Digest()
+}
+
+// Seal seals secret under the SRK, approving the current values of pcrs.
+func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObject, error) {
+	if len(secret) == 0 || len(secret)+40 > maxSealedData {
+		return nil, fmt.Errorf("cannot seal %d bytes in the TPM: at most %d", len(secret), maxSealedData-40)
+	}
+	srk, _, err := EnsureSRK(t)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("cannot generate the policy signing key: %w", err)
+	}
+	signPub, err := objectutil.NewECCPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	authPolicy, err := policyDigests(signPub, len(pin) > 0)
+	if err != nil {
+		return nil, fmt.Errorf("cannot compute the sealed object's policy: %w", err)
+	}
+	data := packSealedData(secret, key)
+	defer clear(data)
+	template := objectutil.NewSealedObjectTemplate(
+		objectutil.WithUserAuthMode(objectutil.RequirePolicy),
+		objectutil.WithAuthPolicy(authPolicy))
+	session, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
+	if err != nil {
+		return nil, fmt.Errorf("cannot start a session with the TPM: %w", err)
+	}
+	defer t.FlushContext(session)
+	priv, pub, _, _, _, err := t.Create(srk, &tpm2.SensitiveCreate{UserAuth: pin, Data: data}, template, nil, nil,
+		session.WithAttrs(tpm2.AttrCommandEncrypt|tpm2.AttrContinueSession))
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the sealed object: %w", err)
+	}
+	o := &SealedObject{SRKName: srk.Name(), Public: pub, Private: priv, SignKey: signPub, PIN: len(pin) > 0, PCRs: slices.Clone(pcrs)}
+	values, err := ReadPCRs(t, pcrs)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.approve(key, values); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// approve signs the PolicyPCR digest of values with the policy signing key.
+func (o *SealedObject) approve(key *ecdsa.PrivateKey, values map[int][]byte) error {
+	d, err := pcrPolicy(o.PCRs, values)
+	if err != nil {
+		return fmt.Errorf("cannot compute the PCR policy: %w", err)
+	}
+	tbs := policyutil.ComputePolicyAuthorizationTBSDigest(crypto.SHA256, d, nil)
+	sig, err := cryptutil.Sign(rand.Reader, key, tbs, crypto.SHA256)
+	if err != nil {
+		return fmt.Errorf("cannot sign the PCR policy: %w", err)
+	}
+	o.Values, o.Approved, o.Signature = values, d, sig
+	return nil
+}
+
+// Unseal returns the secret if the PCRs are in the approved state (and the PIN is
+// right). Everything it loads is flushed; the secret travels encrypted.
+func Unseal(t *tpm2.TPMContext, o *SealedObject, pin []byte) ([]byte, error) {
+	secret, _, err := o.unseal(t, pin)
+	return secret, err
+}
+
+// Approve approves values for the PCRs (e.g. the values expected after an update)
+// in place of the approved ones. It must unseal the object first, so it works only
+// in an approved state; the object itself does not change.
+func (o *SealedObject) Approve(t *tpm2.TPMContext, pin []byte, values map[int][]byte) error {
+	secret, key, err := o.unseal(t, pin)
+	clear(secret)
+	if err != nil {
+		return err
+	}
+	for _, p := range o.PCRs {
+		if len(values[p]) != 32 {
+			return fmt.Errorf("cannot approve PCR values: PCR %d needs a 32-byte SHA-256 value", p)
+		}
+	}
+	return o.approve(key, values)
+}
+
+func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.PrivateKey, error) {
+	if !t.DoesHandleExist(SRKHandle) {
+		return nil, nil, fmt.Errorf("%w: there is no storage root key at %v", ErrSRKChanged, SRKHandle)
+	}
+	srk, err := t.NewResourceContext(SRKHandle)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot read the storage root key: %w", err)
+	}
+	if !bytes.Equal(srk.Name(), o.SRKName) {
+		return nil, nil, fmt.Errorf("%w (the disk may have been moved to another device, or the TPM cleared)", ErrSRKChanged)
+	}
+	hmac, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot start a session with the TPM: %w", err)
+	}
+	defer t.FlushContext(hmac)
+	obj, err := t.Load(srk, o.Private, o.Public, hmac.WithAttrs(tpm2.AttrContinueSession))
+	if err != nil {
+		if tpm2.IsTPMWarning(err, tpm2.WarningLockout, tpm2.AnyCommandCode) {
+			return nil, nil, lockoutError(t)
+		}
+		return nil, nil, fmt.Errorf("%w: cannot load the sealed object: %v", ErrSRKChanged, err)
+	}
+	defer t.FlushContext(obj)
+
+	policy, err := t.StartAuthSession(srk, nil, tpm2.SessionTypePolicy, sha256Sym, tpm2.HashAlgorithmSHA256)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot start a policy session: %w", err)
+	}
+	defer t.FlushContext(policy)
+	if err := t.PolicyPCR(policy, nil, selection(o.PCRs)); err != nil {
+		return nil, nil, fmt.Errorf("cannot run PolicyPCR: %w", err)
+	}
+	signKey, err := t.LoadExternal(nil, o.SignKey, tpm2.HandleOwner)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot load the policy signing key: %w", err)
+	}
+	tbs := policyutil.ComputePolicyAuthorizationTBSDigest(crypto.SHA256, o.Approved, nil)
+	signName := signKey.Name() // read before the flush invalidates the context
+	ticket, err := t.VerifySignature(signKey, tbs, o.Signature)
+	t.FlushContext(signKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: the approval's signature does not verify: %v", ErrSRKChanged, err)
+	}
+	if err := t.PolicyAuthorize(policy, o.Approved, nil, signName, ticket); err != nil {
+		if tpm2.IsTPMParameterError(err, tpm2.ErrorValue, tpm2.CommandPolicyAuthorize, 1) {
+			return nil, nil, o.pcrMismatch(t)
+		}
+		return nil, nil, fmt.Errorf("cannot run PolicyAuthorize: %w", err)
+	}
+	if o.PIN {
+		if err := t.PolicyAuthValue(policy); err != nil {
+			return nil, nil, fmt.Errorf("cannot run PolicyAuthValue: %w", err)
+		}
+		obj.SetAuthValue(pin)
+	}
+	data, err := t.Unseal(obj, policy, hmac.WithAttrs(tpm2.AttrResponseEncrypt))
+	if err != nil {
+		return nil, nil, o.classifyUnseal(t, err)
+	}
+	defer clear(data)
+	return unpackSealedData(data)
+}
+
+// pcrMismatch names the PCRs whose values differ from the approved ones.
+func (o *SealedObject) pcrMismatch(t *tpm2.TPMContext) error {
+	now, err := ReadPCRs(t, o.PCRs)
+	if err != nil {
+		return fmt.Errorf("%w (and %v)", ErrPCRMismatch, err)
+	}
+	var differ []string
+	for _, p := range o.PCRs {
+		if !bytes.Equal(now[p], o.Values[p]) {
+			differ = append(differ, strconv.Itoa(p))
+		}
+	}
+	return fmt.Errorf("%w: PCR %s (sha256): approve the new values with `edgeseal tpm reseal`, or recover with the recovery key",
+		ErrPCRMismatch, strings.Join(differ, ", "))
+}
+
+func (o *SealedObject) classifyUnseal(t *tpm2.TPMContext, err error) error {
+	switch {
+	case tpm2.IsTPMWarning(err, tpm2.WarningLockout, tpm2.AnyCommandCode):
+		return lockoutError(t)
+	case tpm2.IsTPMSessionError(err, tpm2.ErrorAuthFail, tpm2.AnyCommandCode, tpm2.AnySessionIndex),
+		tpm2.IsTPMSessionError(err, tpm2.ErrorBadAuth, tpm2.AnyCommandCode, tpm2.AnySessionIndex):
+		return fmt.Errorf("%w: the TPM counts this failure toward its lockout", ErrWrongPIN)
+	case tpm2.IsTPMSessionError(err, tpm2.ErrorPolicyFail, tpm2.AnyCommandCode, tpm2.AnySessionIndex):
+		return o.pcrMismatch(t)
+	}
+	return fmt.Errorf("cannot unseal: %w", err)
+}
+
+func lockoutError(t *tpm2.TPMContext) error {
+	interval, err1 := t.GetCapabilityTPMProperty(tpm2.PropertyLockoutInterval)
+	counter, err2 := t.GetCapabilityTPMProperty(tpm2.PropertyLockoutCounter)
+	max, err3 := t.GetCapabilityTPMProperty(tpm2.PropertyMaxAuthFail)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return ErrLockout
+	}
+	// One failure is forgotten every interval; below the maximum, it lifts.
+	wait := (counter - max + 1) * interval
+	return fmt.Errorf("%w: %d failures of %d allowed; it lifts in about %d s without further failures",
+		ErrLockout, counter, max, wait)
+}
+
+// packSealedData: version (1) | len(secret) (2, big-endian) | secret | P-256 scalar (32).
+func packSealedData(secret []byte, key *ecdsa.PrivateKey) []byte {
+	out := []byte{sealedDataVersion}
+	out = binary.BigEndian.AppendUint16(out, uint16(len(secret)))
+	out = append(out, secret...)
+	d, _ := key.Bytes() // the 32-byte scalar of a P-256 key
+	out = append(out, d...)
+	clear(d)
+	return out
+}
+
+func unpackSealedData(data []byte) ([]byte, *ecdsa.PrivateKey, error) {
+	if len(data) < 3 || data[0] != sealedDataVersion {
+		return nil, nil, errors.New("cannot read the sealed data: unknown version")
+	}
+	n := int(binary.BigEndian.Uint16(data[1:3]))
+	if len(data) != 3+n+32 {
+		return nil, nil, errors.New("cannot read the sealed data: wrong length")
+	}
+	secret := slices.Clone(data[3 : 3+n])
+	key, err := ecdh256Key(data[3+n:])
+	if err != nil {
+		clear(secret)
+		return nil, nil, err
+	}
+	return secret, key, nil
+}
+
+func ecdh256Key(d []byte) (*ecdsa.PrivateKey, error) {
+	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the sealed policy signing key: %w", err)
+	}
+	return k, nil
+}
