@@ -51,10 +51,12 @@ type PKI struct {
 
 // Seal chooses how the Vault unseal key is protected at rest.
 type Seal struct {
-	// Method is "ikm-hook" (default), "tpm2" (not in this build yet) or "none".
+	// Method is "ikm-hook" (default), "tpm2" or "none".
 	Method string `yaml:"method"`
 	// IKMHook configures the ikm-hook sealer.
 	IKMHook IKMHook `yaml:"ikm_hook"`
+	// TPM2 configures the tpm2 sealer.
+	TPM2 TPM2 `yaml:"tpm2"`
 	// AllowInsecureNone must be true for method "none"; it stores the key in clear.
 	AllowInsecureNone bool `yaml:"allow_insecure_none"`
 }
@@ -66,6 +68,18 @@ type IKMHook struct {
 	Command []string `yaml:"command"`
 	// Timeout bounds one run of the hook. Default 10s.
 	Timeout Duration `yaml:"timeout"`
+}
+
+// TPM2 is the device's TPM the unseal key is sealed to.
+type TPM2 struct {
+	// Device is /dev/tpmrm0 (default), another TPM device node, or swtpm:HOST:PORT
+	// for a software TPM (tests, development).
+	Device string `yaml:"device"`
+	// PCRs of the SHA-256 bank whose values the key is sealed to. Default [7]
+	// (Secure Boot state).
+	PCRs []int `yaml:"pcrs"`
+	// PINFile, if set, holds a PIN the TPM requires besides the PCR state.
+	PINFile string `yaml:"pin_file"`
 }
 
 // Tokens configures the tokens edgeseal issues.

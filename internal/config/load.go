@@ -64,6 +64,7 @@ func Default() *Config {
 		Seal: Seal{
 			Method:  "ikm-hook",
 			IKMHook: IKMHook{Command: []string{"/etc/edgeseal/ikm-hook"}, Timeout: Duration(10 * time.Second)},
+			TPM2:    TPM2{Device: "/dev/tpmrm0", PCRs: []int{7}},
 		},
 		Tokens: Tokens{
 			ServicePeriod: Duration(time.Hour),
@@ -194,6 +195,8 @@ func sectionOf(typeName string) string {
 		return "seal."
 	case "IKMHook":
 		return "seal.ikm_hook."
+	case "TPM2":
+		return "seal.tpm2."
 	case "Tokens":
 		return "tokens."
 	case "Service":

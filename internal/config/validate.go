@@ -122,9 +122,40 @@ func (c *Config) validateSeal() *Error {
 		}
 		return nil
 	case "tpm2":
-		return fieldErr("seal.method", "the tpm2 sealer is not available in this build yet: use ikm-hook")
+		return c.validateTPM2()
 	}
 	return fieldErr("seal.method", "%q is not a seal method: use ikm-hook, tpm2 or none", s.Method)
+}
+
+// maxPCR is the highest PCR index a PC-client TPM has.
+const maxPCR = 23
+
+func (c *Config) validateTPM2() *Error {
+	t := c.Seal.TPM2
+	dev := t.Device
+	switch {
+	case strings.HasPrefix(dev, "swtpm:"):
+		if _, _, err := net.SplitHostPort(strings.TrimPrefix(dev, "swtpm:")); err != nil {
+			return fieldErr("seal.tpm2.device", "%q must be swtpm:HOST:PORT", dev)
+		}
+	case !filepath.IsAbs(dev) || !strings.HasPrefix(dev, "/dev/"):
+		return fieldErr("seal.tpm2.device", "%q must be a TPM device such as /dev/tpmrm0, or swtpm:HOST:PORT", dev)
+	}
+	if len(t.PCRs) == 0 {
+		return fieldErr("seal.tpm2.pcrs", "is empty: name at least one PCR (7 is the Secure Boot state)")
+	}
+	for i, p := range t.PCRs {
+		if p < 0 || p > maxPCR {
+			return fieldErr(fmt.Sprintf("seal.tpm2.pcrs[%d]", i), "%d is not a PCR (0 to %d)", p, maxPCR)
+		}
+		if slices.Contains(t.PCRs[:i], p) {
+			return fieldErr(fmt.Sprintf("seal.tpm2.pcrs[%d]", i), "PCR %d is listed twice", p)
+		}
+	}
+	if t.PINFile != "" && !filepath.IsAbs(t.PINFile) {
+		return fieldErr("seal.tpm2.pin_file", "%q must be an absolute path", t.PINFile)
+	}
+	return nil
 }
 
 func (c *Config) validateTokens() *Error {

@@ -27,6 +27,8 @@ const (
 	saltSize = 32
 	// nonceSize is the AES-GCM nonce of ikm-hook blobs.
 	nonceSize = 12
+	// maxTPM2Size bounds the TPM sealed object's binary form.
+	maxTPM2Size = 4096
 	// tagSize is the AES-GCM authentication tag that ends the ciphertext.
 	tagSize = 16
 )
@@ -45,6 +47,8 @@ type Envelope struct {
 
 	// none
 	Secret []byte // the secret, in clear
+
+	TPM2 []byte // tpm2: the TPM sealed object, in its binary form (internal/tpm)
 }
 
 // wireEnvelope is the JSON form of Envelope. Its field order is the key order of
@@ -56,6 +60,7 @@ type wireEnvelope struct {
 	Nonce      string `json:"nonce,omitempty"`
 	Ciphertext string `json:"ciphertext,omitempty"`
 	Secret     string `json:"secret,omitempty"`
+	TPM2       string `json:"tpm2,omitempty"`
 }
 
 // Marshal returns the canonical encoding of e: one line of compact JSON with the
@@ -69,6 +74,7 @@ func (e *Envelope) Marshal() []byte {
 		Nonce:      encodeField(e.Nonce),
 		Ciphertext: encodeField(e.Ciphertext),
 		Secret:     encodeField(e.Secret),
+		TPM2:       encodeField(e.TPM2),
 	}
 	out, err := json.Marshal(w)
 	if err != nil {
@@ -107,8 +113,8 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 		return nil, corrupt("its version %d is not supported (this edgeseal reads version %d)", *h.Version, EnvelopeVersion)
 	case h.Method == nil:
 		return nil, corrupt("it has no method")
-	case *h.Method != MethodIKMHook && *h.Method != MethodNone:
-		return nil, corrupt("its method %q is not one this edgeseal knows (%s, %s)", *h.Method, MethodIKMHook, MethodNone)
+	case *h.Method != MethodIKMHook && *h.Method != MethodNone && *h.Method != MethodTPM2:
+		return nil, corrupt("its method %q is not one this edgeseal knows (%s, %s, %s)", *h.Method, MethodIKMHook, MethodTPM2, MethodNone)
 	}
 
 	var w wireEnvelope
@@ -125,8 +131,10 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 	var err error
 	switch e.Method {
 	case MethodIKMHook:
-		if w.Secret != "" {
-			return nil, corrupt("field secret does not belong to method %s", e.Method)
+		for _, f := range [...]struct{ name, value string }{{"secret", w.Secret}, {"tpm2", w.TPM2}} {
+			if f.value != "" {
+				return nil, corrupt("field %s does not belong to method %s", f.name, e.Method)
+			}
 		}
 		if e.Salt, err = decodeField("salt", w.Salt, saltSize, saltSize); err != nil {
 			return nil, err
@@ -137,8 +145,17 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 		if e.Ciphertext, err = decodeField("ciphertext", w.Ciphertext, 1+tagSize, maxSecretSize+tagSize); err != nil {
 			return nil, err
 		}
+	case MethodTPM2:
+		for _, f := range [...]struct{ name, value string }{{"salt", w.Salt}, {"nonce", w.Nonce}, {"ciphertext", w.Ciphertext}, {"secret", w.Secret}} {
+			if f.value != "" {
+				return nil, corrupt("field %s does not belong to method %s", f.name, e.Method)
+			}
+		}
+		if e.TPM2, err = decodeField("tpm2", w.TPM2, 1, maxTPM2Size); err != nil {
+			return nil, err
+		}
 	case MethodNone:
-		for _, f := range [...]struct{ name, value string }{{"salt", w.Salt}, {"nonce", w.Nonce}, {"ciphertext", w.Ciphertext}} {
+		for _, f := range [...]struct{ name, value string }{{"salt", w.Salt}, {"nonce", w.Nonce}, {"ciphertext", w.Ciphertext}, {"tpm2", w.TPM2}} {
 			if f.value != "" {
 				return nil, corrupt("field %s does not belong to method %s", f.name, e.Method)
 			}

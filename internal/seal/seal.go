@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgeseal/edgeseal/internal/tpm"
 
 	"github.com/edgeseal/edgeseal/internal/config"
 )
@@ -48,7 +49,7 @@ func New(cfg config.Seal, warn func(string)) (Sealer, error) {
 	case MethodNone:
 		return NewNone(cfg.AllowInsecureNone, warn)
 	case MethodTPM2:
-		return nil, errors.New("seal method tpm2 is not available in this build yet")
+		return NewTPM2(cfg.TPM2), nil
 	}
 	return nil, fmt.Errorf("unknown seal method %q: set seal.method to %s, %s or %s", cfg.Method, MethodIKMHook, MethodTPM2, MethodNone)
 }
@@ -81,11 +82,12 @@ var (
 	// ErrInsecureNotAllowed: the none sealer was selected without explicit consent.
 	ErrInsecureNotAllowed = errors.New("insecure seal method none is not allowed")
 
-	// For the tpm2 sealer (its own issue): the PCR values differ from the approved
-	// policy; the PIN is wrong; the TPM is in dictionary-attack lockout; there is no
-	// TPM; the storage root key is missing or different.
-	ErrPCRMismatch = errors.New("PCR values do not match the sealing policy")
-	ErrWrongPIN    = errors.New("wrong PIN")
-	ErrLockout     = errors.New("TPM is in dictionary-attack lockout")
-	ErrTPMAbsent   = errors.New("no TPM found")
+	// For the tpm2 sealer, the tpm package's own errors: the PCR values differ from
+	// the approved ones (approve them with `edgeseal tpm reseal` or recover); the
+	// PIN is wrong; the TPM is in dictionary-attack lockout (wait); there is no TPM.
+	// A storage root key that is missing or different is ErrWrongDevice.
+	ErrPCRMismatch = tpm.ErrPCRMismatch
+	ErrWrongPIN    = tpm.ErrWrongPIN
+	ErrLockout     = tpm.ErrLockout
+	ErrTPMAbsent   = tpm.ErrAbsent
 )

@@ -23,7 +23,7 @@ func TestNewPicksSealerByMethod(t *testing.T) {
 		{name: "ikm-hook without a command is refused", cfg: config.Seal{Method: "ikm-hook"}, wantErr: ErrHook, wantMsg: "no hook command"},
 		{name: "none with consent gives the none sealer", cfg: config.Seal{Method: "none", AllowInsecureNone: true}, wantMethod: "none"},
 		{name: "none without consent is refused", cfg: config.Seal{Method: "none"}, wantErr: ErrInsecureNotAllowed, wantMsg: "cannot use seal method none"},
-		{name: "tpm2 is not in this build", cfg: config.Seal{Method: "tpm2"}, wantMsg: "seal method tpm2 is not available in this build yet"},
+		{name: "tpm2 gives the TPM sealer", cfg: config.Seal{Method: "tpm2"}, wantMethod: "tpm2"},
 		{name: "an unknown method is named", cfg: config.Seal{Method: "rot13"}, wantMsg: `unknown seal method "rot13"`},
 		{name: "an empty method is unknown", cfg: config.Seal{}, wantMsg: `unknown seal method ""`},
 	} {

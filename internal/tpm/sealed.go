@@ -107,6 +107,7 @@ func pcrPolicy(pcrs []int, values map[int][]byte) (tpm2.Digest, error) {
 
 // Seal seals secret under the SRK, approving the current values of pcrs.
 func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObject, error) {
+	pcrs = slices.Compact(slices.Sorted(slices.Values(pcrs)))
 	if len(secret) == 0 || len(secret)+40 > maxSealedData {
 		return nil, fmt.Errorf("cannot seal %d bytes in the TPM: at most %d", len(secret), maxSealedData-40)
 	}

@@ -1,0 +1,150 @@
+package seal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/canonical/go-tpm2"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/tpm"
+)
+
+// maxPINSize bounds a PIN file: a TPM auth value is at most a digest long.
+const maxPINSize = 32
+
+// tpm2Sealer seals to the device's TPM: a sealed data object under the storage
+// root key, released only in an approved PCR state (and with the PIN, if set).
+type tpm2Sealer struct{ cfg config.TPM2 }
+
+// NewTPM2 returns the tpm2 sealer.
+func NewTPM2(cfg config.TPM2) Sealer { return &tpm2Sealer{cfg: cfg} }
+
+func (s *tpm2Sealer) Method() string { return MethodTPM2 }
+
+func (s *tpm2Sealer) open() (*tpm2.TPMContext, error) {
+	t, err := tpm.Open(s.cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use seal method tpm2: %w", err)
+	}
+	return t, nil
+}
+
+func (s *tpm2Sealer) pin() ([]byte, error) {
+	if s.cfg.PINFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(s.cfg.PINFile)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the TPM PIN (seal.tpm2.pin_file): %w", err)
+	}
+	pin := []byte(strings.TrimRight(string(data), "\n"))
+	clear(data)
+	if len(pin) == 0 || len(pin) > maxPINSize {
+		return nil, fmt.Errorf("cannot use the TPM PIN in %s: it must be 1 to %d bytes", s.cfg.PINFile, maxPINSize)
+	}
+	return pin, nil
+}
+
+func (s *tpm2Sealer) Seal(_ context.Context, secret []byte) ([]byte, error) {
+	pin, err := s.pin()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pin)
+	t, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	o, err := tpm.Seal(t, secret, s.cfg.PCRs, pin)
+	if err != nil {
+		return nil, classifyTPM(err)
+	}
+	data, err := o.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("internal error: cannot encode the TPM sealed object: %w", err)
+	}
+	return (&Envelope{Version: EnvelopeVersion, Method: MethodTPM2, TPM2: data}).Marshal(), nil
+}
+
+func (s *tpm2Sealer) object(blob []byte) (*tpm.SealedObject, error) {
+	e, err := parseFor(MethodTPM2, blob)
+	if err != nil {
+		return nil, err
+	}
+	o, err := tpm.UnmarshalSealedObject(e.TPM2)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return o, nil
+}
+
+func (s *tpm2Sealer) Unseal(_ context.Context, blob []byte) ([]byte, error) {
+	o, err := s.object(blob)
+	if err != nil {
+		return nil, err
+	}
+	pin, err := s.pin()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pin)
+	t, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	secret, err := tpm.Unseal(t, o, pin)
+	if err != nil {
+		return nil, classifyTPM(err)
+	}
+	return secret, nil
+}
+
+// ApproveTPM2 re-approves a tpm2 blob for new PCR values (nil: the current ones)
+// and returns the new blob. It works only where the blob unseals now, so run it
+// before an update with the values the update will produce, or right after
+// recovering. The sealed object itself, and the key it holds, do not change.
+func ApproveTPM2(cfg config.TPM2, blob []byte, values map[int][]byte) ([]byte, error) {
+	s := &tpm2Sealer{cfg: cfg}
+	o, err := s.object(blob)
+	if err != nil {
+		return nil, err
+	}
+	pin, err := s.pin()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pin)
+	t, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	if values == nil {
+		if values, err = tpm.ReadPCRs(t, o.PCRs); err != nil {
+			return nil, err
+		}
+	}
+	if err := o.Approve(t, pin, values); err != nil {
+		return nil, classifyTPM(err)
+	}
+	data, err := o.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("internal error: cannot encode the TPM sealed object: %w", err)
+	}
+	return (&Envelope{Version: EnvelopeVersion, Method: MethodTPM2, TPM2: data}).Marshal(), nil
+}
+
+// classifyTPM makes a storage root key that is not the sealing one a wrong-device
+// error; the other tpm errors are already this package's sentinels.
+func classifyTPM(err error) error {
+	if errors.Is(err, tpm.ErrSRKChanged) {
+		return fmt.Errorf("%w: %w", ErrWrongDevice, err)
+	}
+	return err
+}
