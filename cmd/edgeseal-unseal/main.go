@@ -6,7 +6,9 @@
 // Exit status (see RestartPreventExitStatus= in edgeseal-unseal.service): 1 an
 // error a restart may cure; 2 bad usage or config; 10 the sealed key is corrupt;
 // 11 the sealed key belongs to another device or key; 12 the key material hook
-// failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal.
+// failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal;
+// 15 the PCR values are not approved; 16 the TPM PIN is wrong; 17 the TPM is in
+// dictionary-attack lockout; 18 there is no TPM.
 package main
 
 import (
@@ -186,6 +188,14 @@ func exitCode(err error) int {
 		return 13
 	case errors.Is(err, secretstore.ErrForeignVault):
 		return 14
+	case errors.Is(err, seal.ErrPCRMismatch):
+		return 15
+	case errors.Is(err, seal.ErrWrongPIN):
+		return 16
+	case errors.Is(err, seal.ErrLockout):
+		return 17
+	case errors.Is(err, seal.ErrTPMAbsent):
+		return 18
 	}
 	return 1
 }

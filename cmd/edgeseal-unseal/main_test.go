@@ -23,6 +23,11 @@ func TestExitCodesNameWhatARestartCannotCure(t *testing.T) {
 		{wrap(seal.ErrHook), 12},
 		{wrap(secretstore.ErrStorageLost), 13},
 		{wrap(secretstore.ErrForeignVault), 14},
+		{wrap(seal.ErrPCRMismatch), 15},
+		{wrap(seal.ErrWrongPIN), 16},
+		{wrap(seal.ErrLockout), 17},
+		{wrap(seal.ErrTPMAbsent), 18},
+		{fmt.Errorf("%w: %w", seal.ErrWrongDevice, errors.New("SRK changed")), 11},
 		{errors.New("Vault did not answer"), 1},
 	}
 	for _, tc := range cases {

@@ -21,6 +21,7 @@ Commands:
   config check [FILE]         validate a config file (default /etc/edgeseal/edgeseal.yaml)
   config default              print the default config, with every field documented
   root-token [--ttl 15m]      print a new root token that expires (root only)
+  tpm reseal [--pcr N=HEX]    approve new PCR values for the TPM-sealed key (root only)
 
 Run "edgeseal COMMAND --help" for the options of one command.
 `
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdConfig(p, args[1:], stdout)
 	case "root-token":
 		return cmdRootToken(ctx, p, args[1:], stdout, stderr)
+	case "tpm":
+		return cmdTPM(p, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])

@@ -87,3 +87,31 @@ func TestRootTokenRefusesAnUnreasonableTTL(t *testing.T) {
 		}
 	}
 }
+
+func TestTPMResealRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	ikm := filepath.Join(dir, "ikm.yaml")
+	os.WriteFile(ikm, []byte("seal:\n  method: ikm-hook\n"), 0o644)
+	tpm := filepath.Join(dir, "tpm.yaml")
+	os.WriteFile(tpm, []byte("seal:\n  method: tpm2\n  tpm2:\n    pcrs: [0, 7]\n"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"no subcommand", []string{"tpm"}, "reseal"},
+		{"a malformed PCR value", []string{"tpm", "reseal", "--pcr", "7=zz"}, "64 hex digits"},
+		{"a PCR out of range", []string{"tpm", "reseal", "--pcr", "24=00"}, "PCR=HEX"},
+		{"a config without tpm2", []string{"tpm", "reseal", "--config", ikm}, "not tpm2"},
+		{"a value for every sealed PCR", []string{"tpm", "reseal", "--config", tpm, "--pcr", "7=" + strings.Repeat("ab", 32)}, "missing 0"},
+		{"a PCR the key is not sealed to", []string{"tpm", "reseal", "--config", tpm, "--pcr", "0=" + strings.Repeat("ab", 32),
+			"--pcr", "7=" + strings.Repeat("ab", 32), "--pcr", "8=" + strings.Repeat("ab", 32)}, "not sealed to PCR 8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errOut, err := runCLI(t, tc.args...)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error()+errOut, tc.msg) {
+				t.Errorf("err = %v, stderr %q; want a usage error mentioning %q", err, errOut, tc.msg)
+			}
+		})
+	}
+}

@@ -129,9 +129,17 @@ func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObj
 	}
 	data := packSealedData(secret, key)
 	defer clear(data)
-	template := objectutil.NewSealedObjectTemplate(
+	opts := []objectutil.PublicTemplateOption{
 		objectutil.WithUserAuthMode(objectutil.RequirePolicy),
-		objectutil.WithAuthPolicy(authPolicy))
+		objectutil.WithAuthPolicy(authPolicy),
+	}
+	if len(pin) == 0 {
+		// Without a PIN there is nothing to guess, and dictionary-attack protection
+		// would only let unclean power-offs (each counts as a failure) lock the
+		// device out of its own key. With a PIN, wrong guesses must count.
+		opts = append(opts, objectutil.WithoutDictionaryAttackProtection())
+	}
+	template := objectutil.NewSealedObjectTemplate(opts...)
 	session, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
 	if err != nil {
 		return nil, fmt.Errorf("cannot start a session with the TPM: %w", err)

@@ -137,3 +137,27 @@ func TestAWrongPINCountsTowardLockoutWhichIsReported(t *testing.T) {
 		t.Errorf("%d transient objects left loaded", n)
 	}
 }
+
+func TestUncleanPowerOffsDoNotLockOutAKeyWithoutPIN(t *testing.T) {
+	s := testbed.StartSWTPM(t)
+	ctx := openSWTPM(t, s)
+	o, err := tpm.Seal(ctx, unsealKey, []int{7}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tpm.Unseal(ctx, o, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx.Close()
+	for i := range 5 {
+		s.Reset(t) // power cut: no TPM2_Shutdown
+		ctx = openSWTPM(t, s)
+		if err := ctx.Startup(tpm2.StartupClear); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tpm.Unseal(ctx, o, nil); err != nil {
+			t.Fatalf("after %d power cuts: %v", i+1, err)
+		}
+		ctx.Close()
+	}
+}

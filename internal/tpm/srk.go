@@ -17,10 +17,15 @@ const SRKHandle tpm2.Handle = 0x81000001
 // template. edgeseal never overwrites it.
 var ErrSRKMismatch = errors.New("the key at the storage root key handle is not a storage root key")
 
-// srkTemplate is the TCG's ECC P-256 storage key template: a primary created from
-// it under the owner seed is always the same key on one TPM, and a different key
-// on another.
-func srkTemplate() *tpm2.Public { return objectutil.NewECCStorageKeyTemplate() }
+// srkTemplate is the TCG's ECC P-256 storage root key template (TCG TPM v2.0
+// Provisioning Guidance): a primary created from it under the owner seed is
+// always the same key on one TPM, and a different key on another. Like the TCG's,
+// it is exempt from dictionary-attack protection (noDA): it has no secret to
+// guess, and unclean power-offs, which the TPM counts as failures, must not lock
+// the device out of everything sealed under it.
+func srkTemplate() *tpm2.Public {
+	return objectutil.NewECCStorageKeyTemplate(objectutil.WithoutDictionaryAttackProtection())
+}
 
 // EnsureSRK returns the storage root key at SRKHandle, creating and persisting it
 // if the handle is empty. A key of another shape at the handle is refused with

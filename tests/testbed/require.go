@@ -17,6 +17,8 @@ var packages = map[string]string{
 	"swtpm_ioctl":    "swtpm-tools",
 	"tpm2_getrandom": "tpm2-tools",
 	"tpm2_startup":   "tpm2-tools",
+	"tpm2_shutdown":  "tpm2-tools",
+	"tpm2_pcrextend": "tpm2-tools",
 	"make":           "make",
 }
 

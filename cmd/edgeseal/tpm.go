@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/seal"
+)
+
+// pcrValues collects --pcr N=HEX flags.
+type pcrValues map[int][]byte
+
+func (v pcrValues) String() string { return fmt.Sprint(map[int][]byte(v)) }
+
+func (v pcrValues) Set(s string) error {
+	n, h, ok := strings.Cut(s, "=")
+	idx, err := strconv.Atoi(n)
+	if !ok || err != nil || idx < 0 || idx > 23 {
+		return fmt.Errorf("want PCR=HEX, e.g. 7=%s", strings.Repeat("ab", 32))
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != 32 {
+		return fmt.Errorf("PCR %d: want 64 hex digits (a SHA-256 value)", idx)
+	}
+	v[idx] = b
+	return nil
+}
+
+func cmdTPM(p paths.Paths, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "reseal" {
+		return fmt.Errorf("%w: tpm needs a subcommand: reseal", errUsage)
+	}
+	values := pcrValues{}
+	fs := flag.NewFlagSet("edgeseal tpm reseal", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Var(values, "pcr", "approve this value for a PCR, as N=HEX (repeat; default: every sealed PCR's current value)")
+	cfgPath := fs.String("config", p.ConfigFile, "config file")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: edgeseal tpm reseal [--pcr N=HEX ...]
+
+Approves new PCR values for the TPM-sealed unseal key, without changing the key
+or the sealed object, and rewrites the sealed blob atomically. It must run where
+the key unseals now (an approved state): before an update, pass the values the
+update will produce (--pcr 7=...); with no --pcr, it approves the current values.
+Must run as root.
+
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if cfg.Seal.Method != seal.MethodTPM2 {
+		return fmt.Errorf("%w: seal.method is %s, not tpm2: there are no PCR values to approve", errUsage, cfg.Seal.Method)
+	}
+	var approve map[int][]byte
+	if len(values) > 0 {
+		approve = map[int][]byte{}
+		for _, pcr := range cfg.Seal.TPM2.PCRs {
+			v, ok := values[pcr]
+			if !ok {
+				return fmt.Errorf("%w: the key is sealed to PCRs %v: give a value for each (missing %d)", errUsage, cfg.Seal.TPM2.PCRs, pcr)
+			}
+			approve[pcr] = v
+		}
+		for pcr := range values {
+			if !slices.Contains(cfg.Seal.TPM2.PCRs, pcr) {
+				return fmt.Errorf("%w: the key is not sealed to PCR %d (seal.tpm2.pcrs is %v)", errUsage, pcr, cfg.Seal.TPM2.PCRs)
+			}
+		}
+	}
+	blob, err := os.ReadFile(p.SealedKey)
+	if err != nil {
+		return fmt.Errorf("cannot read the sealed unseal key (run as root, after the first boot): %w", err)
+	}
+	newBlob, err := seal.ApproveTPM2(cfg.Seal.TPM2, blob, approve)
+	if err != nil {
+		return fmt.Errorf("cannot approve new PCR values: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(p.SealedKey, newBlob, 0o600, fsutil.Self); err != nil {
+		return err
+	}
+	what := "the current values"
+	if approve != nil {
+		what = "the given values"
+	}
+	fmt.Fprintf(stdout, "approved %s of PCRs %v for %s\n", what, cfg.Seal.TPM2.PCRs, p.SealedKey)
+	return nil
+}

@@ -1,0 +1,125 @@
+//go:build integration
+
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/tests/testbed"
+)
+
+// firmware plays the platform across a reboot: the kernel's orderly TPM2_Shutdown,
+// the TPM's reset (PCRs to zero), TPM2_Startup, and the boot chain measuring shim
+// into PCR 7.
+type firmware struct {
+	t  *testing.T
+	sw *testbed.SWTPM
+}
+
+func (f firmware) tool(args ...string) {
+	f.t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+f.sw.TCTI())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		f.t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+func (f firmware) measure(shim string) {
+	f.t.Helper()
+	d := sha256.Sum256([]byte(shim))
+	f.tool("tpm2_pcrextend", "7:sha256="+hex.EncodeToString(d[:]))
+}
+
+func (f firmware) powerOn(shim string) {
+	f.t.Helper()
+	f.tool("tpm2_shutdown", "-c")
+	f.sw.Reset(f.t)
+	f.tool("tpm2_startup", "-c")
+	f.measure(shim)
+}
+
+// pcr7After is PCR 7 after a power-on that measures shim.
+func pcr7After(shim string) string {
+	d := sha256.Sum256([]byte(shim))
+	v := sha256.Sum256(append(make([]byte, 32), d[:]...))
+	return hex.EncodeToString(v[:])
+}
+
+func TestBootChainWithTheTPM(t *testing.T) {
+	testbed.Require(t, "tpm2_pcrextend", "tpm2_startup", "tpm2_shutdown")
+	sw := testbed.StartSWTPM(t)
+	fw := firmware{t, sw}
+	t.Log("Given a device whose TPM measured shim v1 into PCR 7, with seal.method tpm2")
+	fw.measure("shim v1")
+	d := newDevice(t, false, func(c *config.Config) {
+		c.Seal.Method = "tpm2"
+		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
+	})
+	d.run("systemctl", "enable", "edgeseal.target")
+
+	t.Log("When it boots for the first time, Then the unseal key is sealed to the TPM and Vault unsealed")
+	d.start()
+	if st := d.status(); st["ready"] != true || st["sealed_key"].(map[string]any)["method"] != "tpm2" {
+		t.Fatalf("status: %v", st)
+	}
+	if blob := d.run("cat", "/var/lib/edgeseal/unseal-key.sealed"); !strings.Contains(blob, `"method":"tpm2"`) {
+		t.Fatalf("sealed blob: %s", blob)
+	}
+
+	reboot := func(shim string) {
+		t.Helper()
+		d.m.Stop(t)
+		fw.powerOn(shim)
+		d.m.Reboot(t)
+	}
+	t.Log("When it reboots with the same firmware, Then edgeseal.target comes up unattended")
+	reboot("shim v1")
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("%s\n%s", msg, d.journal())
+	}
+
+	t.Log("When an update to shim v2 is approved before it is installed, Then the next boot unseals")
+	out := d.run("edgeseal", "tpm", "reseal", "--pcr", "7="+pcr7After("shim v2"))
+	if !strings.Contains(out, "approved the given values of PCRs [7]") {
+		t.Errorf("reseal said: %q", out)
+	}
+	reboot("shim v2")
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("after an approved update: %s\n%s", msg, d.journal())
+	}
+	sealed := d.run("cat", "/var/lib/edgeseal/unseal-key.sealed")
+
+	t.Log("When an unapproved shim boots, Then edgeseal-unseal refuses with status 15, naming PCR 7, and keeps the blob")
+	reboot("shim from someone else")
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal with an unapproved PCR 7: %q", msg)
+	}
+	if s := d.isActive("edgeseal.target"); s == "active" {
+		t.Error("edgeseal.target is active without an unsealed Vault")
+	}
+	show := d.run("systemctl", "show", "-p", "ExecMainStatus", "-p", "NRestarts", "edgeseal-unseal.service")
+	if !strings.Contains(show, "ExecMainStatus=15\n") || !strings.Contains(show, "NRestarts=0") {
+		t.Errorf("unit: %s", show)
+	}
+	if j := d.journal(); !strings.Contains(j, "PCR 7 (sha256)") {
+		t.Errorf("the journal does not name PCR 7:\n%s", j)
+	}
+	if d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") != sealed {
+		t.Error("the sealed key changed")
+	}
+
+	t.Log("When the approved shim boots again, Then the device is whole again")
+	reboot("shim v2")
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("%s\n%s", msg, d.journal())
+	}
+}
