@@ -138,6 +138,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 	}
 	defer b.Forget()
 	if err := b.Run(ctx); err != nil {
+		b.ReportFailure(err)
 		return err
 	}
 	daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=Vault unsealed and set up; watching it")

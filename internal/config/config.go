@@ -51,7 +51,7 @@ type PKI struct {
 
 // Seal chooses how the Vault unseal key is protected at rest.
 type Seal struct {
-	// Method is "ikm-hook" (default), "tpm2" or "none".
+	// Method is "tpm2" (default), "ikm-hook" or "none".
 	Method string `yaml:"method"`
 	// IKMHook configures the ikm-hook sealer.
 	IKMHook IKMHook `yaml:"ikm_hook"`

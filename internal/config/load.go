@@ -62,7 +62,7 @@ func Default() *Config {
 		},
 		PKI: PKI{Validity: Duration(8760 * time.Hour), ExtraNames: []string{}},
 		Seal: Seal{
-			Method:  "ikm-hook",
+			Method:  "tpm2",
 			IKMHook: IKMHook{Command: []string{"/etc/edgeseal/ikm-hook"}, Timeout: Duration(10 * time.Second)},
 			TPM2:    TPM2{Device: "/dev/tpmrm0", PCRs: []int{7}},
 		},

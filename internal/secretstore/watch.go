@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +33,14 @@ func (b *Bootstrap) writeStatus() {
 	if err := fsutil.WriteFileAtomic(b.Paths.StatusFile, data, 0o644, fsutil.Self); err != nil {
 		b.Log.Warn("cannot write status file", "error", err)
 	}
+}
+
+// ReportFailure records, for `edgeseal status`, that the boot sequence failed and
+// why (the first line of err, which names no secret).
+func (b *Bootstrap) ReportFailure(err error) {
+	line, _, _ := strings.Cut(err.Error(), "\n")
+	b.status.Phase = "failed: " + line
+	b.writeStatus()
 }
 
 // keep holds the unseal key for re-unsealing, locked in memory so it is never

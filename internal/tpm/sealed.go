@@ -276,7 +276,7 @@ func (o *SealedObject) pcrMismatch(t *tpm2.TPMContext) error {
 			differ = append(differ, strconv.Itoa(p))
 		}
 	}
-	return fmt.Errorf("%w: PCR %s (sha256): approve the new values with `edgeseal tpm reseal`, or recover with the recovery key",
+	return fmt.Errorf("%w: PCR %s (sha256); boot the approved software, or approve new values with `edgeseal tpm reseal` from an approved state",
 		ErrPCRMismatch, strings.Join(differ, ", "))
 }
 

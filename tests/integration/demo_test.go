@@ -4,15 +4,17 @@ package integration
 
 import (
 	"fmt"
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/tests/testbed"
 	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestDemo is `make demo`: a device boots edgeseal with the embedded default
-// config (the vendor key-material hook it expects is a file on the device), and
-// a person sees what an operator would. Under `go test` it is an ordinary test.
+// TestDemo is `make demo`: a device boots edgeseal with the default config, whose
+// TPM is a software TPM (swtpm) here, and a person sees what an operator would.
+// Under `go test` it is an ordinary test.
 func TestDemo(t *testing.T) {
 	say := func(format string, args ...any) { t.Logf(format, args...) }
 	if os.Getenv("EDGESEAL_DEMO") == "1" {
@@ -23,8 +25,16 @@ func TestDemo(t *testing.T) {
 	}
 
 	say("== edgeseal demo: a device boots under systemd in a container (systemd-nspawn over this machine's /usr) ==")
-	say("   config: the embedded default (edgeseal config default); seal method ikm-hook with a demo vendor hook")
-	d := newDevice(t, true, nil)
+	say("   config: the default (edgeseal config default): the unseal key is sealed to the TPM, PCR 7;")
+	say("   the TPM is a software TPM (swtpm) on 127.0.0.1, so seal.tpm2.device is the one change")
+	testbed.Require(t, "tpm2_pcrextend", "tpm2_startup", "tpm2_shutdown")
+	sw := testbed.StartSWTPM(t)
+	fw := firmware{t, sw}
+	fw.measure("shim v1")
+	d := newDevice(t, true, func(c *config.Config) {
+		c.Seal.Method = config.Default().Seal.Method
+		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
+	})
 	show("edgeseal config check", d.run("edgeseal", "config", "check"))
 	d.run("systemctl", "enable", "edgeseal.target")
 
@@ -46,7 +56,9 @@ func TestDemo(t *testing.T) {
 	say("Vault unsealed again %v after the kill", time.Since(t0).Round(time.Millisecond))
 	show("journalctl -u edgeseal-unseal", d.m.Journal(t, "edgeseal-unseal.service"))
 
-	say("\n-- reboot: edgeseal.target comes up unattended --")
+	say("\n-- reboot: the TPM resets, the firmware measures the same shim; edgeseal.target comes up unattended --")
+	d.m.Stop(t)
+	fw.powerOn("shim v1")
 	d.m.Reboot(t)
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatal(msg)
@@ -55,5 +67,22 @@ func TestDemo(t *testing.T) {
 	if d.status()["ready"] != true {
 		t.Fatal("not ready after reboot")
 	}
-	say("\n== demo done: the container is stopped and its state removed ==")
+
+	say("\n-- a shim nobody approved boots: the TPM keeps the key; edgeseal says which PCR --")
+	d.m.Stop(t)
+	fw.powerOn("shim from someone else")
+	d.m.Reboot(t)
+	waitActive(d, "edgeseal-unseal.service", 60*time.Second)
+	show("systemctl status edgeseal-unseal", d.run("sh", "-c", "systemctl status --no-pager -n 3 edgeseal-unseal; true"))
+	show("edgeseal status", d.run("sh", "-c", "edgeseal status; true"))
+
+	say("\n-- the approved shim boots again: the device is whole --")
+	d.m.Stop(t)
+	fw.powerOn("shim v1")
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatal(msg)
+	}
+	show("edgeseal status", d.run("sh", "-c", "edgeseal status; true"))
+	say("\n== demo done: the container and the software TPM are stopped, their state removed ==")
 }

@@ -96,8 +96,9 @@ const demoHook = `#!/bin/sh
 exec cat /etc/edgeseal/device-secret
 `
 
-// newDevice prepares a device's disks. edit changes the config from the default
-// (nil keeps the embedded default, except a free port so devices do not collide).
+// newDevice prepares a device's disks. Its config is the default with the
+// ikm-hook sealer and, unless keepDefaultPort, a free port so devices do not
+// collide; edit changes it further.
 func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *device {
 	t.Helper()
 	testbed.Require(t, "systemd-nspawn", "make")
@@ -109,6 +110,9 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *d
 		}
 	}
 	d.cfg = config.Default()
+	// The boot stories test the chain, not the sealer: they seal with the vendor
+	// hook below. TestBootChainWithTheTPM and the demo seal to a TPM.
+	d.cfg.Seal.Method = "ikm-hook"
 	if !keepDefaultPort {
 		d.apiPort = testbed.FreeLoopbackPort(t)
 		d.cfg.Vault.Listen = fmt.Sprintf("127.0.0.1:%d", d.apiPort)
@@ -116,7 +120,7 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *d
 	if edit != nil {
 		edit(d.cfg)
 	}
-	d.writeConfig(keepDefaultPort && edit == nil)
+	d.writeConfig()
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	writeFile(t, filepath.Join(d.etc, "device-secret"), []byte(hex.EncodeToString(secret)), 0o600)
@@ -134,15 +138,11 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *d
 	return d
 }
 
-// writeConfig writes the config the device boots with; the embedded default
-// verbatim when asked to, so the demo runs exactly what a user installs.
-func (d *device) writeConfig(verbatim bool) {
-	data := config.Sample
-	if !verbatim {
-		var err error
-		if data, err = yaml.Marshal(d.cfg); err != nil {
-			d.t.Fatal(err)
-		}
+// writeConfig writes the config the device boots with.
+func (d *device) writeConfig() {
+	data, err := yaml.Marshal(d.cfg)
+	if err != nil {
+		d.t.Fatal(err)
 	}
 	writeFile(d.t, filepath.Join(d.etc, "edgeseal.yaml"), data, 0o644)
 }

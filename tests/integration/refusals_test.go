@@ -64,7 +64,7 @@ func TestBadInputsFailClearlyAndTouchNothing(t *testing.T) {
 		{
 			name:   "a config with a misspelt key",
 			breakf: func() { os.WriteFile(filepath.Join(d.etc, "edgeseal.yaml"), []byte("seal:\n  methd: none\n"), 0o644) },
-			mendf:  func() { d.writeConfig(false) },
+			mendf:  func() { d.writeConfig() },
 			unit:   "edgeseal-pki.service",
 			status: "2",
 			says:   "/etc/edgeseal/edgeseal.yaml:2: seal.methd: unknown key",

@@ -113,6 +113,9 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	if j := d.journal(); !strings.Contains(j, "PCR 7 (sha256)") {
 		t.Errorf("the journal does not name PCR 7:\n%s", j)
 	}
+	if st := d.status(); st["ready"] != false || !strings.Contains(fmt.Sprint(st["daemon"].(map[string]any)["phase"]), "failed: cannot unseal the Vault unseal key") {
+		t.Errorf("edgeseal status does not say why: %v", st["daemon"])
+	}
 	if d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") != sealed {
 		t.Error("the sealed key changed")
 	}
