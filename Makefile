@@ -76,6 +76,7 @@ fuzz:
 
 bench: deps vault
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 5x -timeout 30m ./tests/integration/
+	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 50x ./internal/tpm/
 
 demo: deps vault
 	EDGESEAL_DEMO=1 $(GO) test -tags integration -count=1 -timeout 10m -run '^TestDemo$$' -v ./tests/integration/ 

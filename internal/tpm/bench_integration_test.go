@@ -1,0 +1,113 @@
+//go:build integration
+
+package tpm_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/canonical/go-tpm2"
+
+	"github.com/edgeseal/edgeseal/internal/tpm"
+	"github.com/edgeseal/edgeseal/tests/testbed"
+)
+
+// countingDevice counts the TPM commands sent through it, by their headers (a
+// command may arrive in several writes).
+type countingDevice struct {
+	tpm2.TPMDevice
+	commands *int
+}
+
+func (d countingDevice) Open() (tpm2.Transport, error) {
+	t, err := d.TPMDevice.Open()
+	return &countingTransport{Transport: t, commands: d.commands}, err
+}
+
+type countingTransport struct {
+	tpm2.Transport
+	commands  *int
+	header    []byte // the current command's first bytes, until its size is known
+	remaining int    // bytes of the current command still to come
+}
+
+func (t *countingTransport) Write(p []byte) (int, error) {
+	for rest := p; len(rest) > 0; {
+		if t.remaining == 0 {
+			// Collect tag (2 bytes) and commandSize (4 bytes) of a new command.
+			n := min(6-len(t.header), len(rest))
+			t.header, rest = append(t.header, rest[:n]...), rest[n:]
+			if len(t.header) == 6 {
+				*t.commands++
+				t.remaining = int(binary.BigEndian.Uint32(t.header[2:6])) - 6
+				t.header = t.header[:0]
+			}
+			continue
+		}
+		n := min(t.remaining, len(rest))
+		t.remaining, rest = t.remaining-n, rest[n:]
+	}
+	return t.Transport.Write(p)
+}
+
+func benchTPM(b *testing.B) (*tpm2.TPMContext, *int) {
+	s := testbed.StartSWTPM(b)
+	dev, err := tpm.Device(fmt.Sprintf("swtpm:127.0.0.1:%d", s.Port))
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := new(int)
+	ctx, err := tpm2.OpenTPMDevice(countingDevice{dev, n})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ctx.Close() })
+	return ctx, n
+}
+
+func reportMedian(b *testing.B, name string, ds []time.Duration) {
+	slices.Sort(ds)
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "median-ms/"+name)
+}
+
+// BenchmarkSeal: sealing the unseal key to PCR 7 on swtpm (the SRK exists).
+func BenchmarkSeal(b *testing.B) {
+	ctx, n := benchTPM(b)
+	if _, _, err := tpm.EnsureSRK(ctx); err != nil {
+		b.Fatal(err)
+	}
+	*n = 0
+	var ds []time.Duration
+	for range b.N {
+		t0 := time.Now()
+		if _, err := tpm.Seal(ctx, unsealKey, []int{7}, nil); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	reportMedian(b, "seal", ds)
+	b.ReportMetric(float64(*n)/float64(b.N), "tpm-commands/seal")
+}
+
+// BenchmarkUnseal: one boot's unseal on swtpm, and how many TPM commands it sends.
+func BenchmarkUnseal(b *testing.B) {
+	ctx, n := benchTPM(b)
+	o, err := tpm.Seal(ctx, unsealKey, []int{7}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	*n = 0
+	var ds []time.Duration
+	for range b.N {
+		t0 := time.Now()
+		if _, err := tpm.Unseal(ctx, o, nil); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	reportMedian(b, "unseal", ds)
+	b.ReportMetric(float64(*n)/float64(b.N), "tpm-commands/unseal")
+}
