@@ -9,17 +9,18 @@ import (
 
 // packages names the Debian package that ships each command the test bed runs.
 var packages = map[string]string{
-	"systemd-nspawn": "systemd-container",
-	"nsenter":        "util-linux",
-	"setpriv":        "util-linux",
-	"losetup":        "mount",
-	"swtpm":          "swtpm",
-	"swtpm_ioctl":    "swtpm-tools",
-	"tpm2_getrandom": "tpm2-tools",
-	"tpm2_startup":   "tpm2-tools",
-	"tpm2_shutdown":  "tpm2-tools",
-	"tpm2_pcrextend": "tpm2-tools",
-	"make":           "make",
+	"systemd-nspawn":  "systemd-container",
+	"nsenter":         "util-linux",
+	"setpriv":         "util-linux",
+	"losetup":         "mount",
+	"swtpm":           "swtpm",
+	"swtpm_ioctl":     "swtpm-tools",
+	"tpm2_getrandom":  "tpm2-tools",
+	"tpm2_startup":    "tpm2-tools",
+	"tpm2_shutdown":   "tpm2-tools",
+	"tpm2_checkquote": "tpm2-tools",
+	"tpm2_pcrextend":  "tpm2-tools",
+	"make":            "make",
 }
 
 // Require fails the test unless every command is on PATH, saying what to install.
