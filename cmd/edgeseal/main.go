@@ -22,6 +22,8 @@ Commands:
   config default              print the default config, with every field documented
   root-token [--ttl 15m]      print a new root token that expires (root only)
   tpm reseal [--pcr N=HEX]    approve new PCR values for the TPM-sealed key (root only)
+  attest quote --nonce HEX    answer a controller's challenge with a TPM quote (root only)
+  attest verify --ak F --nonce HEX [--pcr N=HEX]   check a quote (no TPM needed)
 
 Run "edgeseal COMMAND --help" for the options of one command.
 `
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRootToken(ctx, p, args[1:], stdout, stderr)
 	case "tpm":
 		return cmdTPM(p, args[1:], stdout, stderr)
+	case "attest":
+		return cmdAttest(p, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])

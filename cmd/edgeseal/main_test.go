@@ -115,3 +115,26 @@ func TestTPMResealRefusesBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestAttestRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"no subcommand", []string{"attest"}, "quote or verify"},
+		{"a short nonce", []string{"attest", "quote", "--nonce", "00"}, "16 to 64 hex digits"},
+		{"a nonce that is not hex", []string{"attest", "verify", "--nonce", "zz"}, "16 to 64 hex digits"},
+		{"a PCR out of range", []string{"attest", "quote", "--nonce", "0011223344556677", "--pcrs", "7,99"}, "not a PCR"},
+		{"verify without a trusted key", []string{"attest", "verify", "--nonce", "0011223344556677"}, "--ak is required"},
+		{"a malformed claim", []string{"attest", "quote", "--nonce", "0011223344556677", "--claim", "novalue"}, "KEY=VALUE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errOut, err := runCLI(t, append([]string{"--root", dir}, tc.args...)...)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error()+errOut, tc.msg) {
+				t.Errorf("err = %v, stderr %q; want a usage error mentioning %q", err, errOut, tc.msg)
+			}
+		})
+	}
+}

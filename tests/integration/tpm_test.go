@@ -3,8 +3,10 @@
 package integration
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -81,6 +83,28 @@ func TestBootChainWithTheTPM(t *testing.T) {
 		fw.powerOn(shim)
 		d.m.Reboot(t)
 	}
+	t.Log("When a controller challenges it, Then it answers with a quote the controller verifies")
+	d.run("sh", "-c", "edgeseal attest quote --nonce 0011223344556677 --pcrs 7 --claim device_id=edge-7 > /root/quote.json")
+	// The controller trusts this device's attestation key from enrolment: here, the
+	// key in its first quote.
+	var first struct {
+		AKPublic string `json:"ak_public"`
+	}
+	if err := json.Unmarshal([]byte(d.run("cat", "/root/quote.json")), &first); err != nil || first.AKPublic == "" {
+		t.Fatalf("quote JSON: %v", err)
+	}
+	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/ak.pem", []byte(first.AKPublic), 0o644)
+	ok := d.run("edgeseal", "attest", "verify", "--quote", "/root/quote.json", "--ak", "/root/ak.pem",
+		"--nonce", "0011223344556677", "--pcr", "7="+pcr7After("shim v1"))
+	if !strings.Contains(ok, "quote verified") {
+		t.Errorf("verify: %q", ok)
+	}
+	_, stderr, err := d.m.Run(context.Background(), "edgeseal", "attest", "verify", "--quote", "/root/quote.json", "--ak", "/root/ak.pem",
+		"--nonce", "ffffffffffffffff")
+	if err == nil || !strings.Contains(stderr, "stale or replayed") {
+		t.Errorf("a stale nonce: %v %q", err, stderr)
+	}
+
 	t.Log("When it reboots with the same firmware, Then edgeseal.target comes up unattended")
 	reboot("shim v1")
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
