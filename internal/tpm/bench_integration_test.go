@@ -111,3 +111,23 @@ func BenchmarkUnseal(b *testing.B) {
 	reportMedian(b, "unseal", ds)
 	b.ReportMetric(float64(*n)/float64(b.N), "tpm-commands/unseal")
 }
+
+// BenchmarkQuote: answering a challenge (the AK exists), and its TPM commands.
+func BenchmarkQuote(b *testing.B) {
+	ctx, n := benchTPM(b)
+	nonce := []byte("0123456789abcdef")
+	if _, err := tpm.MakeQuote(ctx, nonce, nil, []int{0, 7}); err != nil {
+		b.Fatal(err)
+	}
+	*n = 0
+	var ds []time.Duration
+	for range b.N {
+		t0 := time.Now()
+		if _, err := tpm.MakeQuote(ctx, nonce, nil, []int{0, 7}); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	reportMedian(b, "quote", ds)
+	b.ReportMetric(float64(*n)/float64(b.N), "tpm-commands/quote")
+}

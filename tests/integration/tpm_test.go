@@ -149,4 +149,23 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatalf("%s\n%s", msg, d.journal())
 	}
+
+	t.Log("When its disk is moved to another device (another TPM), Then it refuses with status 11 and keeps the blob")
+	thief := testbed.StartSWTPM(t)
+	d.m.Stop(t)
+	d.cfg.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", thief.Port)
+	d.writeConfig()
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal on another TPM: %q", msg)
+	}
+	if show := d.run("systemctl", "show", "-p", "ExecMainStatus", "edgeseal-unseal.service"); show != "ExecMainStatus=11\n" {
+		t.Errorf("unit: %q\n%s", show, d.journal())
+	}
+	if j := d.journal(); !strings.Contains(j, "another device") {
+		t.Errorf("the journal does not say why:\n%s", j)
+	}
+	if d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") != sealed {
+		t.Error("the sealed key changed")
+	}
 }
