@@ -51,6 +51,7 @@ install: build
 	install -Dm0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -Dm0644 docs/sealed-blob.md $(DESTDIR)$(DOCDIR)/sealed-blob.md
 	install -Dm0644 docs/attestation.md $(DESTDIR)$(DOCDIR)/attestation.md
+	install -Dm0644 docs/recovery.md $(DESTDIR)$(DOCDIR)/recovery.md
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml ]; then \
 		install -Dm0644 internal/config/edgeseal.yaml $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml; \
 	fi

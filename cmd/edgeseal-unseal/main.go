@@ -31,6 +31,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/journal"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/sdunit"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
@@ -120,6 +121,16 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 	if err != nil {
 		return exitError{2, err}
 	}
+	var recipient *recovery.Recipient
+	if cfg.Seal.RecoveryKey != "" {
+		data, err := os.ReadFile(cfg.Seal.RecoveryKey)
+		if err != nil {
+			return exitError{2, fmt.Errorf("cannot read the recovery key (seal.recovery_key): %w", err)}
+		}
+		if recipient, err = recovery.ParseRecipient(data); err != nil {
+			return exitError{2, fmt.Errorf("%s (seal.recovery_key): %w", cfg.Seal.RecoveryKey, err)}
+		}
+	}
 	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		return fmt.Errorf("cannot read boot id: %w", err)
@@ -135,6 +146,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 		OnStep:      crashHook(log, os.Getenv(crashEnv)),
 		BootID:      strings.TrimSpace(string(bootID)),
 		TokendOwner: owner,
+		Recovery:    recipient,
 	}
 	defer b.Forget()
 	if err := b.Run(ctx); err != nil {

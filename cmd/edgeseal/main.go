@@ -22,6 +22,7 @@ Commands:
   config default              print the default config, with every field documented
   root-token [--ttl 15m]      print a new root token that expires (root only)
   tpm reseal [--pcr N=HEX]    approve new PCR values for the TPM-sealed key (root only)
+  recover --recovery-key F    seal the key again from its recovery copy (root only)
   attest quote --nonce HEX    answer a controller's challenge with a TPM quote (root only)
   attest verify --ak F --nonce HEX [--pcr N=HEX]   check a quote (no TPM needed)
 
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRootToken(ctx, p, args[1:], stdout, stderr)
 	case "tpm":
 		return cmdTPM(p, args[1:], stdout, stderr)
+	case "recover":
+		return cmdRecover(ctx, p, args[1:], stdout, stderr)
 	case "attest":
 		return cmdAttest(p, args[1:], stdout, stderr)
 	}

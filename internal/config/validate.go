@@ -106,6 +106,9 @@ func validDNSName(s string) bool {
 
 func (c *Config) validateSeal() *Error {
 	s := c.Seal
+	if s.RecoveryKey != "" && !filepath.IsAbs(s.RecoveryKey) {
+		return fieldErr("seal.recovery_key", "%q must be an absolute path", s.RecoveryKey)
+	}
 	switch s.Method {
 	case "ikm-hook":
 		if len(s.IKMHook.Command) == 0 || s.IKMHook.Command[0] == "" {

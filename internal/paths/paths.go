@@ -15,6 +15,7 @@ type Paths struct {
 	StateDir   string // /var/lib/edgeseal: persistent, root-only (0700)
 	SealedKey  string // StateDir/unseal-key.sealed: the sealed Vault unseal key
 	InitMarker string // StateDir/init-pending.json: a first boot's init is in progress
+	Recovery   string // StateDir/unseal-key.recovery: the unseal key encrypted to the operator's recovery key
 
 	RunDir       string // /run/edgeseal: tmpfs, re-made every boot
 	PKIDir       string // RunDir/pki: per-boot CA certificate, leaf certificates and keys
@@ -42,6 +43,7 @@ func New(root string) Paths {
 	}
 	p.SealedKey = filepath.Join(p.StateDir, "unseal-key.sealed")
 	p.InitMarker = filepath.Join(p.StateDir, "init-pending.json")
+	p.Recovery = filepath.Join(p.StateDir, "unseal-key.recovery")
 	p.PKIDir = filepath.Join(p.RunDir, "pki")
 	p.CACert = filepath.Join(p.PKIDir, "ca.crt")
 	p.VaultCert = filepath.Join(p.PKIDir, "vault.crt")

@@ -18,6 +18,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/seal"
 )
 
@@ -49,7 +50,8 @@ type Bootstrap struct {
 	Status      func(string) // one line for systemd's STATUS=; may be nil
 	OnStep      func(Step)   // called after each durable step; may be nil
 	BootID      string
-	TokendOwner fsutil.Owner // owner of the token-issuing token
+	TokendOwner fsutil.Owner        // owner of the token-issuing token
+	Recovery    *recovery.Recipient // if set, a recovery copy of the key is kept for it
 
 	unsealKey []byte
 	status    Status
@@ -103,6 +105,9 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 		return err
 	}
 	b.keep(key)
+	if err := b.ensureRecoveryCopy(); err != nil {
+		return err
+	}
 	if err := b.unseal(ctx); err != nil {
 		return err
 	}
@@ -320,6 +325,29 @@ func (b *Bootstrap) firstInit(ctx context.Context) ([]byte, string, error) {
 	}
 	b.step(ctx, StepInitDone)
 	return key, resp.RootToken, nil
+}
+
+// ensureRecoveryCopy writes the recovery copy if one is configured and the file
+// does not hold one for this recovery key (first boot, a crash before it was
+// written, or a new recovery key).
+func (b *Bootstrap) ensureRecoveryCopy() error {
+	if b.Recovery == nil {
+		return nil
+	}
+	if data, err := os.ReadFile(b.Paths.Recovery); err == nil {
+		if fp, err := recovery.RecipientOf(data); err == nil && fp == b.Recovery.Fingerprint() {
+			return nil
+		}
+	}
+	blob, err := recovery.Seal(b.Recovery, b.unsealKey)
+	if err != nil {
+		return fmt.Errorf("cannot make the recovery copy of the unseal key: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(b.Paths.Recovery, blob, 0o600, fsutil.Self); err != nil {
+		return err
+	}
+	b.say("wrote the recovery copy of the unseal key", "path", b.Paths.Recovery, "recovery_key_sha256", b.Recovery.Fingerprint())
+	return nil
 }
 
 func (b *Bootstrap) alreadyDoneThisBoot() bool {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
@@ -59,24 +60,35 @@ func (b *Bootstrap) Forget() {
 	b.unsealKey = nil
 }
 
-// unseal submits the key if Vault is sealed.
-func (b *Bootstrap) unseal(ctx context.Context) error {
-	st, err := b.Client.Sys().SealStatusWithContext(ctx)
+// Unseal submits key to Vault if it is sealed; sealed tells whether it was.
+func Unseal(ctx context.Context, c *api.Client, key []byte) (sealed bool, err error) {
+	st, err := c.Sys().SealStatusWithContext(ctx)
 	if err != nil {
-		return fmt.Errorf("cannot read Vault's seal status: %w", err)
+		return false, fmt.Errorf("cannot read Vault's seal status: %w", err)
 	}
 	if !st.Sealed {
-		return nil
+		return false, nil
 	}
-	b.setStatus("unsealing Vault")
-	st, err = b.Client.Sys().UnsealWithContext(ctx, base64.StdEncoding.EncodeToString(b.unsealKey))
+	st, err = c.Sys().UnsealWithContext(ctx, base64.StdEncoding.EncodeToString(key))
 	if err != nil {
-		return fmt.Errorf("cannot unseal Vault: %w", err)
+		return true, fmt.Errorf("cannot unseal Vault: %w", err)
 	}
 	if st.Sealed {
-		return fmt.Errorf("cannot unseal Vault: still sealed after the key was accepted (progress %d/%d)", st.Progress, st.T)
+		return true, fmt.Errorf("cannot unseal Vault: still sealed after the key was accepted (progress %d/%d)", st.Progress, st.T)
 	}
-	b.say("unsealed Vault", "addr", b.Client.Address())
+	return true, nil
+}
+
+// unseal unseals Vault with the key held for this boot, if it is sealed.
+func (b *Bootstrap) unseal(ctx context.Context) error {
+	sealed, err := Unseal(ctx, b.Client, b.unsealKey)
+	if err != nil {
+		b.setStatus("cannot unseal Vault")
+		return err
+	}
+	if sealed {
+		b.say("unsealed Vault", "addr", b.Client.Address())
+	}
 	return nil
 }
 

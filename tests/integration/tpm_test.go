@@ -4,12 +4,17 @@ package integration
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -168,4 +173,80 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	if d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") != sealed {
 		t.Error("the sealed key changed")
 	}
+}
+
+func TestRecoveryAfterAnUpdateThatWasNotApproved(t *testing.T) {
+	testbed.Require(t, "tpm2_pcrextend", "tpm2_startup", "tpm2_shutdown")
+	sw := testbed.StartSWTPM(t)
+	fw := firmware{t, sw}
+	fw.measure("shim v1")
+	t.Log("Given a TPM-sealed device with a recovery key whose private half the operator keeps")
+	pubPEM, privPEM := recoveryKeyPair(t)
+	d := newDevice(t, false, func(c *config.Config) {
+		c.Seal.Method = "tpm2"
+		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
+		c.Seal.RecoveryKey = "/etc/edgeseal/recovery.pem"
+	})
+	writeFile(t, filepath.Join(d.etc, "recovery.pem"), pubPEM, 0o644)
+	d.run("systemctl", "enable", "edgeseal.target")
+	d.start()
+	if mode := d.run("stat", "-c", "%a", "/var/lib/edgeseal/unseal-key.recovery"); mode != "600\n" {
+		t.Errorf("recovery copy mode %q", mode)
+	}
+	c := d.vaultClient()
+	c.SetToken(d.rootToken())
+	if _, err := c.KVv2("secret").Put(context.Background(), "edgeseal/app-one/db", map[string]any{"v": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Log("When an update nobody approved boots, Then the TPM keeps the key (status 15)")
+	d.m.Stop(t)
+	fw.powerOn("shim v3, not approved")
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal: %q", msg)
+	}
+
+	t.Log("When the operator recovers with the recovery private key, Then Vault unseals and the new state is sealed to")
+	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/recovery-private.pem", privPEM, 0o600)
+	out := d.run("edgeseal", "recover", "--recovery-key", "/root/recovery-private.pem")
+	if !strings.Contains(out, "recovered") {
+		t.Errorf("recover said %q", out)
+	}
+	d.run("systemctl", "reset-failed")
+	d.start()
+	c = d.vaultClient()
+	c.SetToken(d.rootToken())
+	if s, err := c.KVv2("secret").Get(context.Background(), "edgeseal/app-one/db"); err != nil || s.Data["v"] != "kept" {
+		t.Fatalf("the secret after recovery: %v %v", s, err)
+	}
+	if _, _, err := d.m.Run(context.Background(), "test", "-f", "/var/lib/edgeseal/unseal-key.sealed.before-recovery"); err != nil {
+		t.Error("the old sealed blob was not kept")
+	}
+
+	t.Log("And the next boot of the same software unseals unattended")
+	d.m.Stop(t)
+	fw.powerOn("shim v3, not approved")
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("%s\n%s", msg, d.journal())
+	}
+
+	t.Log("And a wrong recovery key is refused")
+	_, otherPriv := recoveryKeyPair(t)
+	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/other.pem", otherPriv, 0o600)
+	if _, stderr, err := d.m.Run(context.Background(), "edgeseal", "recover", "--recovery-key", "/root/other.pem"); err == nil || !strings.Contains(stderr, "another recovery key") {
+		t.Errorf("a wrong recovery key: %v %q", err, stderr)
+	}
+}
+
+func recoveryKeyPair(t *testing.T) (pubPEM, privPEM []byte) {
+	t.Helper()
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd, _ := x509.MarshalPKIXPublicKey(k.PublicKey())
+	kd, _ := x509.MarshalPKCS8PrivateKey(k)
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pd}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
 }

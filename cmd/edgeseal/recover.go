@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/recovery"
+	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+)
+
+func cmdRecover(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("edgeseal recover", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keyFile := fs.String("recovery-key", "", "the recovery private key (PKCS#8 PEM) matching seal.recovery_key (required)")
+	cfgPath := fs.String("config", p.ConfigFile, "config file")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: edgeseal recover --recovery-key PRIVATE.pem
+
+Brings a device back when its sealer will not release the Vault unseal key (for
+tpm2: PCR values that were not approved in time). It opens the recovery copy
+(/var/lib/edgeseal/unseal-key.recovery) with your recovery private key, proves the
+key against Vault (it unseals Vault, or makes and revokes a root token), then
+seals it again with the configured sealer to the device's current state. The old
+sealed blob is kept beside the new one (.before-recovery). Must run as root; then
+restart edgeseal-unseal.service.
+
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if *keyFile == "" {
+		return fmt.Errorf("%w: --recovery-key is required", errUsage)
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	privPEM, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return fmt.Errorf("cannot read the recovery private key: %w", err)
+	}
+	priv, err := recovery.ParsePrivate(privPEM)
+	clear(privPEM)
+	if err != nil {
+		return err
+	}
+	copyBlob, err := os.ReadFile(p.Recovery)
+	if err != nil {
+		return fmt.Errorf("cannot read the recovery copy (was seal.recovery_key set before this happened?): %w", err)
+	}
+	key, err := recovery.Open(priv, copyBlob)
+	if err != nil {
+		return fmt.Errorf("cannot open the recovery copy %s: %w", p.Recovery, err)
+	}
+	defer clear(key)
+	if err := proveKey(ctx, p, cfg, key); err != nil {
+		return err
+	}
+	sealer, err := seal.New(cfg.Seal, func(msg string) { fmt.Fprintln(stderr, msg) })
+	if err != nil {
+		return err
+	}
+	blob, err := sealer.Seal(ctx, key)
+	if err != nil {
+		return fmt.Errorf("cannot seal the recovered key again with %s: %w", cfg.Seal.Method, err)
+	}
+	if _, err := os.Stat(p.SealedKey); err == nil {
+		if err := os.Rename(p.SealedKey, p.SealedKey+".before-recovery"); err != nil {
+			return fmt.Errorf("cannot keep the old sealed blob: %w", err)
+		}
+	}
+	if err := fsutil.WriteFileAtomic(p.SealedKey, blob, 0o600, fsutil.Self); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "recovered: the unseal key is sealed again (%s) to this device's current state in %s; "+
+		"now run: systemctl restart edgeseal-unseal.service\n", cfg.Seal.Method, p.SealedKey)
+	return nil
+}
+
+// proveKey shows the recovered key is Vault's: a sealed Vault accepts it; an
+// unsealed one makes a root token with it (revoked at once).
+func proveKey(ctx context.Context, p paths.Paths, cfg *config.Config, key []byte) error {
+	pool, err := pki.LoadCAPool(p.CACert)
+	if err != nil {
+		return err
+	}
+	c, err := secretstore.NewClient(cfg.VaultAddr(), pool)
+	if err != nil {
+		return err
+	}
+	st, err := c.Sys().SealStatusWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot reach Vault to check the recovered key (is edgeseal-vault.service running?): %w", err)
+	}
+	if st.Sealed {
+		if _, err := secretstore.Unseal(ctx, c, key); err != nil {
+			return fmt.Errorf("the recovered key does not unseal Vault: %w", err)
+		}
+		return nil
+	}
+	root, err := secretstore.GenerateRoot(ctx, c, key)
+	if err != nil {
+		return fmt.Errorf("the recovered key is not this Vault's: %w", err)
+	}
+	c.SetToken(root)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return c.Auth().Token().RevokeSelfWithContext(rctx, "")
+}
