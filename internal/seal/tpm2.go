@@ -64,6 +64,11 @@ func (s *tpm2Sealer) Seal(_ context.Context, secret []byte) ([]byte, error) {
 	if err != nil {
 		return nil, classifyTPM(err)
 	}
+	return envelope(o)
+}
+
+// envelope encodes a sealed object as a tpm2 blob.
+func envelope(o *tpm.SealedObject) ([]byte, error) {
 	data, err := o.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("internal error: cannot encode the TPM sealed object: %w", err)
@@ -71,78 +76,65 @@ func (s *tpm2Sealer) Seal(_ context.Context, secret []byte) ([]byte, error) {
 	return (&Envelope{Version: EnvelopeVersion, Method: MethodTPM2, TPM2: data}).Marshal(), nil
 }
 
-func (s *tpm2Sealer) object(blob []byte) (*tpm.SealedObject, error) {
+// withObject parses blob, reads the PIN and opens the TPM, then runs fn; the PIN
+// is wiped and the TPM closed after.
+func (s *tpm2Sealer) withObject(blob []byte, fn func(t *tpm2.TPMContext, o *tpm.SealedObject, pin []byte) error) error {
 	e, err := parseFor(MethodTPM2, blob)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	o, err := tpm.UnmarshalSealedObject(e.TPM2)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	return o, nil
-}
-
-func (s *tpm2Sealer) Unseal(_ context.Context, blob []byte) ([]byte, error) {
-	o, err := s.object(blob)
-	if err != nil {
-		return nil, err
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	pin, err := s.pin()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer clear(pin)
 	t, err := s.open()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer t.Close()
-	secret, err := tpm.Unseal(t, o, pin)
-	if err != nil {
-		return nil, classifyTPM(err)
-	}
-	return secret, nil
+	return fn(t, o, pin)
+}
+
+func (s *tpm2Sealer) Unseal(_ context.Context, blob []byte) (secret []byte, err error) {
+	err = s.withObject(blob, func(t *tpm2.TPMContext, o *tpm.SealedObject, pin []byte) error {
+		secret, err = tpm.Unseal(t, o, pin)
+		return classifyTPM(err)
+	})
+	return secret, err
 }
 
 // ApproveTPM2 re-approves a tpm2 blob for new PCR values (nil: the current ones)
 // and returns the new blob. It works only where the blob unseals now, so run it
 // before an update with the values the update will produce, or right after
 // recovering. The sealed object itself, and the key it holds, do not change.
-func ApproveTPM2(cfg config.TPM2, blob []byte, values map[int][]byte) ([]byte, error) {
+func ApproveTPM2(cfg config.TPM2, blob []byte, values map[int][]byte) (out []byte, err error) {
 	s := &tpm2Sealer{cfg: cfg}
-	o, err := s.object(blob)
-	if err != nil {
-		return nil, err
-	}
-	pin, err := s.pin()
-	if err != nil {
-		return nil, err
-	}
-	defer clear(pin)
-	t, err := s.open()
-	if err != nil {
-		return nil, err
-	}
-	defer t.Close()
-	if values == nil {
-		if values, err = tpm.ReadPCRs(t, o.PCRs); err != nil {
-			return nil, err
+	err = s.withObject(blob, func(t *tpm2.TPMContext, o *tpm.SealedObject, pin []byte) error {
+		if values == nil {
+			if values, err = tpm.ReadPCRs(t, o.PCRs); err != nil {
+				return err
+			}
 		}
-	}
-	if err := o.Approve(t, pin, values); err != nil {
-		return nil, classifyTPM(err)
-	}
-	data, err := o.MarshalBinary()
-	if err != nil {
-		return nil, fmt.Errorf("internal error: cannot encode the TPM sealed object: %w", err)
-	}
-	return (&Envelope{Version: EnvelopeVersion, Method: MethodTPM2, TPM2: data}).Marshal(), nil
+		if err := o.Approve(t, pin, values); err != nil {
+			return classifyTPM(err)
+		}
+		out, err = envelope(o)
+		return err
+	})
+	return out, err
 }
 
 // classifyTPM makes a storage root key that is not the sealing one a wrong-device
 // error; the other tpm errors are already this package's sentinels.
 func classifyTPM(err error) error {
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, tpm.ErrSRKChanged) {
 		return fmt.Errorf("%w: %w", ErrWrongDevice, err)
 	}

@@ -57,9 +57,7 @@ func TestDemo(t *testing.T) {
 	show("journalctl -u edgeseal-unseal", d.m.Journal(t, "edgeseal-unseal.service"))
 
 	say("\n-- reboot: the TPM resets, the firmware measures the same shim; edgeseal.target comes up unattended --")
-	d.m.Stop(t)
-	fw.powerOn("shim v1")
-	d.m.Reboot(t)
+	fw.reboot(d, "shim v1")
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatal(msg)
 	}
@@ -69,17 +67,13 @@ func TestDemo(t *testing.T) {
 	}
 
 	say("\n-- a shim nobody approved boots: the TPM keeps the key; edgeseal says which PCR --")
-	d.m.Stop(t)
-	fw.powerOn("shim from someone else")
-	d.m.Reboot(t)
+	fw.reboot(d, "shim from someone else")
 	waitActive(d, "edgeseal-unseal.service", 60*time.Second)
 	show("systemctl status edgeseal-unseal", d.run("sh", "-c", "systemctl status --no-pager -n 3 edgeseal-unseal; true"))
 	show("edgeseal status", d.run("sh", "-c", "edgeseal status; true"))
 
 	say("\n-- the approved shim boots again: the device is whole --")
-	d.m.Stop(t)
-	fw.powerOn("shim v1")
-	d.m.Reboot(t)
+	fw.reboot(d, "shim v1")
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatal(msg)
 	}

@@ -54,6 +54,14 @@ func (f firmware) powerOn(shim string) {
 	f.measure(shim)
 }
 
+// reboot reboots d across a power cycle in which the firmware measures shim.
+func (f firmware) reboot(d *device, shim string) {
+	f.t.Helper()
+	d.m.Stop(f.t)
+	f.powerOn(shim)
+	d.m.Reboot(f.t)
+}
+
 // pcr7After is PCR 7 after a power-on that measures shim.
 func pcr7After(shim string) string {
 	d := sha256.Sum256([]byte(shim))
@@ -82,12 +90,6 @@ func TestBootChainWithTheTPM(t *testing.T) {
 		t.Fatalf("sealed blob: %s", blob)
 	}
 
-	reboot := func(shim string) {
-		t.Helper()
-		d.m.Stop(t)
-		fw.powerOn(shim)
-		d.m.Reboot(t)
-	}
 	t.Log("When a controller challenges it, Then it answers with a quote the controller verifies")
 	d.run("sh", "-c", "edgeseal attest quote --nonce 0011223344556677 --pcrs 7 --claim device_id=edge-7 > /root/quote.json")
 	// The controller trusts this device's attestation key from enrolment: here, the
@@ -111,7 +113,7 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	}
 
 	t.Log("When it reboots with the same firmware, Then edgeseal.target comes up unattended")
-	reboot("shim v1")
+	fw.reboot(d, "shim v1")
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatalf("%s\n%s", msg, d.journal())
 	}
@@ -121,14 +123,14 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	if !strings.Contains(out, "approved the given values of PCRs [7]") {
 		t.Errorf("reseal said: %q", out)
 	}
-	reboot("shim v2")
+	fw.reboot(d, "shim v2")
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatalf("after an approved update: %s\n%s", msg, d.journal())
 	}
 	sealed := d.run("cat", "/var/lib/edgeseal/unseal-key.sealed")
 
 	t.Log("When an unapproved shim boots, Then edgeseal-unseal refuses with status 15, naming PCR 7, and keeps the blob")
-	reboot("shim from someone else")
+	fw.reboot(d, "shim from someone else")
 	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
 		t.Fatalf("edgeseal-unseal with an unapproved PCR 7: %q", msg)
 	}
@@ -150,7 +152,7 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	}
 
 	t.Log("When the approved shim boots again, Then the device is whole again")
-	reboot("shim v2")
+	fw.reboot(d, "shim v2")
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatalf("%s\n%s", msg, d.journal())
 	}
@@ -200,9 +202,7 @@ func TestRecoveryAfterAnUpdateThatWasNotApproved(t *testing.T) {
 	}
 
 	t.Log("When an update nobody approved boots, Then the TPM keeps the key (status 15)")
-	d.m.Stop(t)
-	fw.powerOn("shim v3, not approved")
-	d.m.Reboot(t)
+	fw.reboot(d, "shim v3, not approved")
 	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
 		t.Fatalf("edgeseal-unseal: %q", msg)
 	}
@@ -225,9 +225,7 @@ func TestRecoveryAfterAnUpdateThatWasNotApproved(t *testing.T) {
 	}
 
 	t.Log("And the next boot of the same software unseals unattended")
-	d.m.Stop(t)
-	fw.powerOn("shim v3, not approved")
-	d.m.Reboot(t)
+	fw.reboot(d, "shim v3, not approved")
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatalf("%s\n%s", msg, d.journal())
 	}
