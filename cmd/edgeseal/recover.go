@@ -79,8 +79,14 @@ restart edgeseal-unseal.service.
 	if err != nil {
 		return fmt.Errorf("cannot seal the recovered key again with %s: %w", cfg.Seal.Method, err)
 	}
+	// Keep the old blob by a second link, so that at every instant a sealed key is
+	// in place: the atomic write then replaces the first link only.
 	if _, err := os.Stat(p.SealedKey); err == nil {
-		if err := os.Rename(p.SealedKey, p.SealedKey+".before-recovery"); err != nil {
+		kept := p.SealedKey + ".before-recovery"
+		if err := os.Remove(kept); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("cannot replace %s: %w", kept, err)
+		}
+		if err := os.Link(p.SealedKey, kept); err != nil {
 			return fmt.Errorf("cannot keep the old sealed blob: %w", err)
 		}
 	}
