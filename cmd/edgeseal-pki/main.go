@@ -1,104 +1,116 @@
-// Command edgeseal-pki is edgeseal-pki.service: at every boot it makes a new CA and
-// the Vault server's TLS certificate in /run/edgeseal/pki, and Vault's server
-// config in /run/edgeseal/vault/vault.json.
+// Command edgeseal-pki is edgeseal-pki.service, a oneshot run at every boot: it
+// makes this boot's CA and the Vault listener's certificate in /run/edgeseal/pki,
+// and renders Vault's server config to /run/edgeseal/vault/vault.json. The CA
+// private key never leaves this process (see package pki).
+//
+// Exit status (as for edgeseal-unseal; the unit has no Restart=): 0 done; 1 an
+// error; 2 bad usage or a bad config, which a retry cannot cure.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"strings"
+	"os/signal"
+	"syscall"
 
-	"github.com/edgeseal/edgeseal/internal/config"
+	"golang.org/x/sys/unix"
+
 	"github.com/edgeseal/edgeseal/internal/journal"
-	"github.com/edgeseal/edgeseal/internal/paths"
-	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
-const usage = `Usage: edgeseal-pki [--config FILE]
+const (
+	exitFailure = 1
+	exitUsage   = 2 // bad usage or config
+)
 
-Runs as edgeseal-pki.service (oneshot) at every boot. Makes a new CA (ECDSA P-384;
-optionally an issuing CA, pki.intermediate) whose private key never leaves this
-process, and the Vault listener's certificate for 127.0.0.1, ::1, localhost and
-pki.extra_names. Writes, in tmpfs:
-  /run/edgeseal/pki/ca.crt      the CA certificate every client verifies Vault with
-  /run/edgeseal/pki/vault.crt   Vault's certificate chain
-  /run/edgeseal/pki/vault.key   Vault's key (0600; Vault gets a copy by LoadCredential=)
-  /run/edgeseal/vault/vault.json  Vault's server config
+const usage = `Usage: edgeseal-pki [--config FILE] [--vault-key-path PATH]
+
+Runs as edgeseal-pki.service (oneshot) at every boot, before Vault. Makes a new
+CA (ECDSA P-384; with pki.intermediate, an issuing CA below it) whose private
+key exists only in this process's memory and is never written anywhere, and
+Vault's TLS certificate for 127.0.0.1, ::1, localhost and pki.extra_names.
+Writes, in tmpfs (gone at power-off):
+
+  /run/edgeseal/pki/ca.crt        this boot's CA certificate: clients verify Vault with it
+  /run/edgeseal/pki/vault.crt     Vault's certificate chain
+  /run/edgeseal/pki/vault.key     Vault's private key (0600 root; Vault gets a copy
+                                  through LoadCredential= in edgeseal-vault.service)
+  /run/edgeseal/vault/vault.json  Vault's server config (listener, storage, TLS files)
 
 Options:
+  --config FILE          edgeseal's config (default /etc/edgeseal/edgeseal.yaml)
+  --vault-key-path PATH  the TLS key path Vault's config names (default
+                         ` + vaultconf.CredentialKeyPath + `)
+
+Exit status: 0 done, 1 an error, 2 bad usage or a bad config.
 `
 
-// Exit status: 1 an error a restart may cure, 2 bad usage or config (as for
-// edgeseal-unseal).
+// options are the command line.
+type options struct {
+	root         string // prefix of every path, for tests; not in --help
+	configFile   string // "" means the default under root
+	vaultKeyPath string
+}
+
+// exitError carries the exit status of an error.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
+	opts, err := parseArgs(os.Args[1:], os.Stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil {
+		// The CA keys live in this process: no core dump of it, no ptrace by
+		// other processes of its user.
+		if perr := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); perr != nil {
+			fmt.Fprintf(os.Stderr, "edgeseal-pki: cannot make the process non-dumpable: %v\n", perr)
 		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		err = run(ctx, journal.New(os.Stderr), opts)
+		stop()
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "edgeseal-pki: %v\n", err)
-		var cerr *config.Error
-		if errors.As(err, &cerr) || errors.Is(err, os.ErrNotExist) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
-func run(args []string) error {
+// parseArgs reads the command line; --help prints the usage to help.
+func parseArgs(args []string, help io.Writer) (options, error) {
+	var o options
 	fs := flag.NewFlagSet("edgeseal-pki", flag.ContinueOnError)
-	root := fs.String("root", "/", "prefix of every path (tests)")
-	cfgPath := fs.String("config", "", "config file (default /etc/edgeseal/edgeseal.yaml)")
-	keyPath := fs.String("vault-key-path", vaultconf.CredentialKeyPath, "the key path Vault's config names")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.root, "root", "/", "")
+	fs.StringVar(&o.configFile, "config", "", "")
+	fs.StringVar(&o.vaultKeyPath, "vault-key-path", vaultconf.CredentialKeyPath, "")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(help, usage)
+			return o, err
+		}
+		return o, exitError{exitUsage, fmt.Errorf("%w (see --help)", err)}
 	}
-	log := journal.New(os.Stderr)
-	p := paths.New(*root)
-	if *cfgPath == "" {
-		*cfgPath = p.ConfigFile
+	if fs.NArg() > 0 {
+		return o, exitError{exitUsage, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
 	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		return err
-	}
-	b, err := pki.Issue(pki.Options{
-		Validity:     cfg.PKI.Validity.D(),
-		Intermediate: cfg.PKI.Intermediate,
-		ExtraNames:   cfg.PKI.ExtraNames,
-	})
-	if err != nil {
-		return err
-	}
-	if err := b.Write(p); err != nil {
-		return err
-	}
-	names := append(append([]string{}, b.LeafCert.DNSNames...), ipStrings(b)...)
-	log.Info("issued this boot's CA and Vault certificate; the CA key was never written",
-		"ca", b.CACert.Subject.CommonName, "ca_sha256", pki.Fingerprint(b.CACert),
-		"intermediate", b.IntermediateCert != nil, "vault_names", strings.Join(names, ","),
-		"not_after", b.LeafCert.NotAfter.UTC().Format("2006-01-02T15:04:05Z"))
-	data, err := vaultconf.Render(cfg, p.VaultCert, *keyPath)
-	if err != nil {
-		return err
-	}
-	if err := vaultconf.Write(p, data); err != nil {
-		return err
-	}
-	log.Info("wrote Vault's server config", "path", p.VaultConfig, "listen", cfg.Vault.Listen, "storage", cfg.Vault.StoragePath)
-	return nil
+	return o, nil
 }
 
-func ipStrings(b *pki.Bundle) []string {
-	var out []string
-	for _, ip := range b.LeafCert.IPAddresses {
-		out = append(out, ip.String())
+func exitCode(err error) int {
+	if e, ok := errors.AsType[exitError](err); ok {
+		return e.code
 	}
-	return out
+	return exitFailure
 }

@@ -1,43 +1,246 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/edgeseal/edgeseal/internal/journal"
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
-func TestPKIStepWritesCertificatesAndVaultConfigUnderRoot(t *testing.T) {
-	root := t.TempDir()
-	p := paths.New(root)
-	os.MkdirAll(filepath.Dir(p.ConfigFile), 0o755)
-	os.WriteFile(p.ConfigFile, []byte("pki:\n  intermediate: true\n  extra_names: [vault.local]\n"), 0o644)
-	if err := run([]string{"--root", root}); err != nil {
-		t.Fatal(err)
+// mainEnv makes the test binary run main(), so tests see real exit statuses.
+const mainEnv = "EDGESEAL_PKI_TEST_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) == "1" {
+		main()
+		os.Exit(0)
 	}
-	for _, f := range []string{p.CACert, p.VaultCert, p.VaultKey, p.VaultConfig} {
-		if _, err := os.Stat(f); err != nil {
-			t.Error(err)
+	os.Exit(m.Run())
+}
+
+// device is a root with a config file, as on a device.
+func device(t *testing.T, cfg string) paths.Paths {
+	t.Helper()
+	p := paths.New(t.TempDir())
+	if cfg != "" {
+		os.MkdirAll(filepath.Dir(p.ConfigFile), 0o755)
+		if err := os.WriteFile(p.ConfigFile, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
-	var cfg map[string]any
+	return p
+}
+
+func runStep(t *testing.T, o options) (string, error) {
+	t.Helper()
+	var log bytes.Buffer
+	err := run(context.Background(), journal.New(&log), o)
+	return log.String(), err
+}
+
+func caCert(t *testing.T, p paths.Paths) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(p.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(data)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestTheStepWritesThisBootsPKIAndVaultConfig(t *testing.T) {
+	p := device(t, "pki:\n  intermediate: true\n  extra_names: [vault.local, 10.1.2.3]\n")
+	log, err := runStep(t, options{root: p.Root, vaultKeyPath: p.VaultKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pool, err := pki.LoadCAPool(p.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, _ := os.ReadFile(p.VaultCert)
+	var certs []*x509.Certificate
+	for rest := chain; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		c, _ := x509.ParseCertificate(blk.Bytes)
+		certs = append(certs, c)
+	}
+	if len(certs) != 2 {
+		t.Fatalf("vault.crt holds %d certificates, want leaf and issuing CA", len(certs))
+	}
+	inter := x509.NewCertPool()
+	inter.AddCert(certs[1])
+	for _, name := range []string{"127.0.0.1", "::1", "localhost", "vault.local", "10.1.2.3"} {
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: name}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	var vc struct {
+		Listener map[string]map[string]any `json:"listener"`
+	}
 	data, _ := os.ReadFile(p.VaultConfig)
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		t.Fatalf("Vault config is not JSON: %v", err)
+	if err := json.Unmarshal(data, &vc); err != nil {
+		t.Fatalf("vault.json: %v", err)
+	}
+	if tcp := vc.Listener["tcp"]; tcp["tls_cert_file"] != p.VaultCert || tcp["tls_key_file"] != p.VaultKey {
+		t.Errorf("Vault's TLS files: %v", tcp)
+	}
+
+	ca := caCert(t, p)
+	if found, err := pki.FindPrivateKeysMatching(p.Root, ca.PublicKey); err != nil || len(found) > 0 {
+		t.Errorf("the CA key is on disk: %v %v", found, err)
+	}
+
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	if len(lines) != 2 {
+		t.Errorf("%d log lines, want one per step:\n%s", len(lines), log)
+	}
+	for _, want := range []string{"level=INFO", pki.Fingerprint(ca), "vault_names=localhost,vault.local,127.0.0.1,::1,10.1.2.3", p.VaultConfig} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log lacks %q:\n%s", want, log)
+		}
+	}
+	assertNoKeyIn(t, log, p.VaultKey)
+}
+
+// assertNoKeyIn fails if text holds the PEM body of the key file, or a part of it.
+func assertNoKeyIn(t *testing.T, text, keyFile string) {
+	t.Helper()
+	if strings.Contains(text, "PRIVATE KEY") {
+		t.Error("a private key is in the output")
+	}
+	data, _ := os.ReadFile(keyFile)
+	for _, line := range strings.Split(string(data), "\n") {
+		if len(line) >= 16 && !strings.HasPrefix(line, "-----") && strings.Contains(text, line[:16]) {
+			t.Error("the Vault key is in the output")
+		}
 	}
 }
 
-func TestPKIStepFailsOnABadConfig(t *testing.T) {
-	root := t.TempDir()
-	p := paths.New(root)
-	os.MkdirAll(filepath.Dir(p.ConfigFile), 0o755)
-	os.WriteFile(p.ConfigFile, []byte("pki:\n  validity: 1m\n"), 0o644)
-	if err := run([]string{"--root", root}); err == nil {
-		t.Fatal("a bad config was accepted")
+func TestVaultReadsItsKeyFromTheSystemdCredentialByDefault(t *testing.T) {
+	p := device(t, "{}\n")
+	o, err := parseArgs([]string{"--root", p.Root}, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(p.CACert); !os.IsNotExist(err) {
-		t.Error("files were written despite a bad config")
+	if _, err := runStep(t, o); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(p.VaultConfig)
+	if !strings.Contains(string(data), `"tls_key_file": "`+vaultconf.CredentialKeyPath+`"`) {
+		t.Errorf("vault.json does not name the credential:\n%s", data)
+	}
+}
+
+func TestEveryRunMakesANewCA(t *testing.T) {
+	p := device(t, "{}\n")
+	var cas []*x509.Certificate
+	for range 2 {
+		if _, err := runStep(t, options{root: p.Root, vaultKeyPath: vaultconf.CredentialKeyPath}); err != nil {
+			t.Fatal(err)
+		}
+		cas = append(cas, caCert(t, p))
+	}
+	if cas[0].Equal(cas[1]) {
+		t.Error("a second boot kept the first boot's CA")
+	}
+}
+
+// The command as systemd runs it: exit status and stderr are what the journal
+// and `systemctl status` show.
+func TestTheCommandExitsWithAStatusThatSaysWhatToDo(t *testing.T) {
+	notADir := t.TempDir()
+	os.WriteFile(filepath.Join(notADir, "run"), nil, 0o644)
+	os.MkdirAll(filepath.Join(notADir, "etc/edgeseal"), 0o755)
+	os.WriteFile(filepath.Join(notADir, "etc/edgeseal/edgeseal.yaml"), nil, 0o644)
+	good := device(t, "pki:\n  extra_names: [vault.local]\n")
+
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout []string
+		stderr []string
+	}{
+		{"it succeeds and logs every step", []string{"--root", good.Root, "--vault-key-path", good.VaultKey}, 0,
+			nil, []string{"level=INFO msg=\"issued this boot's CA", "wrote Vault's server config"}},
+		{"--help says what it does and where files go", []string{"--help"}, 0,
+			[]string{"every boot", "never written", "/run/edgeseal/pki/ca.crt", "/run/edgeseal/pki/vault.key", "/run/edgeseal/vault/vault.json", "--config FILE", vaultconf.CredentialKeyPath}, nil},
+		{"an unknown flag is bad usage", []string{"--frobnicate"}, 2,
+			nil, []string{"edgeseal-pki: flag provided but not defined: -frobnicate (see --help)"}},
+		{"an argument is bad usage", []string{"extra"}, 2,
+			nil, []string{`edgeseal-pki: unexpected argument "extra" (see --help)`}},
+		{"a misspelt key names file, line and field", []string{"--root", device(t, "seal:\n  methd: none\n").Root}, 2,
+			nil, []string{"edgeseal-pki: ", "/etc/edgeseal/edgeseal.yaml:2: seal.methd: unknown key"}},
+		{"a missing config is named", []string{"--root", device(t, "").Root}, 2,
+			nil, []string{"edgeseal-pki: cannot read config ", "/etc/edgeseal/edgeseal.yaml"}},
+		{"a /run it cannot write to is an error", []string{"--root", notADir}, 1,
+			nil, []string{"edgeseal-pki: cannot create " + filepath.Join(notADir, "run/edgeseal/pki")}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], tc.args...)
+			cmd.Env = append(os.Environ(), mainEnv+"=1")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code {
+				t.Errorf("exit status %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
+			}
+			for _, want := range tc.stdout {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+				}
+			}
+			for _, want := range tc.stderr {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+				}
+			}
+			if tc.code != 0 {
+				if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n") + 1; lines != 1 {
+					t.Errorf("a failure takes %d lines of stderr, want 1:\n%s", lines, stderr.String())
+				}
+			}
+			if strings.Contains(stdout.String()+stderr.String(), "PRIVATE KEY") {
+				t.Error("a private key is in the output")
+			}
+		})
+	}
+}
+
+func TestABadConfigWritesNothing(t *testing.T) {
+	p := device(t, "pki:\n  validity: 1m\n")
+	if _, err := runStep(t, options{root: p.Root, vaultKeyPath: vaultconf.CredentialKeyPath}); err == nil || exitCode(err) != exitUsage {
+		t.Fatalf("err = %v (exit %d), want a config error (exit 2)", err, exitCode(err))
+	}
+	if _, err := os.Stat(p.RunDir); !os.IsNotExist(err) {
+		t.Errorf("%s was made despite a bad config", p.RunDir)
 	}
 }

@@ -59,8 +59,9 @@ type Seal struct {
 	TPM2 TPM2 `yaml:"tpm2"`
 	// AllowInsecureNone must be true for method "none"; it stores the key in clear.
 	AllowInsecureNone bool `yaml:"allow_insecure_none"`
-	// RecoveryKey, if set, is a public key (PEM; P-256 or X25519) to which a copy
-	// of the unseal key is encrypted, for `edgeseal recover`.
+	// RecoveryKey, if set, is the absolute path of a public key file (PEM; P-256
+	// or X25519) to which a copy of the unseal key is encrypted, for
+	// `edgeseal recover`.
 	RecoveryKey string `yaml:"recovery_key"`
 }
 

@@ -30,14 +30,14 @@ func fieldErr(field, format string, args ...any) *Error {
 
 func between(field string, d Duration, lo, hi time.Duration) *Error {
 	if d.D() < lo || d.D() > hi {
-		return fieldErr(field, "%s is out of range: must be between %s and %s", d.D(), lo, hi)
+		return fieldErr(field, "%s is out of range: must be between %s and %s", d, Duration(lo), Duration(hi))
 	}
 	return nil
 }
 
 // validate checks every field; the first problem is returned as an *Error whose
 // Field names it (Parse adds the file and line).
-func (c *Config) validate() error {
+func (c *Config) validate() *Error {
 	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateServices}
 	for _, check := range checks {
 		if err := check(); err != nil {

@@ -1,207 +1,182 @@
-// Package pki makes the per-boot PKI: a new root CA (ECDSA P-384), optionally an
-// issuing CA, and the Vault listener's certificate, at every boot, in tmpfs.
+// Package pki makes edgeseal's per-boot PKI: at every boot, a new root CA, an
+// optional issuing (intermediate) CA and the certificate of the local Vault
+// server's TLS listener. Clients verify Vault against this boot's CA certificate
+// only, so a certificate from an earlier boot, or a key stolen in one, is worth
+// nothing after the next reboot.
 //
-// The CA and issuing CA private keys are never serialised: they exist only in the
-// memory of this call, in a oneshot process that exits right after. There is
-// nothing to shred because nothing touches a filesystem (threat k1/l1 of the
-// threat model: "secure deletion of CA private key after PKI generation" is
-// replaced by never writing it). No one can issue another certificate this boot
-// chains to; the next boot makes a new CA.
+// # Why the CA keys are never written
+//
+// Threats k1 and l1 of the threat model are the CA and issuing CA private keys
+// (assets S-8, S-9) read at rest by file system inspection. EdgeX's mitigation is
+// to delete the CA key securely after generating the PKI; shredding is unreliable
+// on flash, journalled and copy-on-write file systems, and in swapped tmpfs.
+// edgeseal never serialises the CA keys at all: they exist only as values in the
+// memory of one Issue call and are neither returned nor written. There is nothing
+// to shred because nothing ever touches a file system. The cost is deliberate:
+// after Issue returns nobody, root included, can sign another certificate that
+// chains to this boot's CA; the next boot makes a new one.
+//
+// FindPrivateKeysMatching lets tests prove it on a running device: no file
+// anywhere holds a private key matching the CA certificate.
+//
+// # What remains
+//
+// The CA keys live in the heap of the edgeseal-pki process, a oneshot that exits
+// within a second. Go offers no way to wipe an ecdsa.PrivateKey reliably (its
+// scalar is copied into big.Int and internal forms), so this package does not
+// pretend to; when the process exits the kernel frees its pages and zeroes them
+// before any other process gets them. The command makes itself non-dumpable (no
+// core dump, no ptrace by other processes of its user). What is left is root
+// reading that process's memory during its short life, and swap if the device
+// swaps in that window (the unit can forbid it with MemorySwapMax=0).
+//
+// The Vault leaf key (asset S-10, threat m1) must be written: Vault reads its
+// TLS key from a file, unencrypted. Bundle.Write puts it in tmpfs
+// (/run/edgeseal/pki/vault.key, 0600, owned by root), never on persistent
+// storage; Vault gets its own copy through systemd's LoadCredential=.
+//
+// # Files
+//
+//	ca.crt      the CA certificate every client verifies Vault with (0644)
+//	vault.crt   Vault's chain: leaf, then the issuing CA if any (0644)
+//	vault.key   Vault's key, PKCS#8 PEM (0600)
 package pki
 
 import (
-	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
-	"encoding/pem"
+	"errors"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
-	"slices"
 	"time"
-
-	"github.com/edgeseal/edgeseal/internal/fsutil"
-	"github.com/edgeseal/edgeseal/internal/paths"
 )
 
-// backdate covers small clock differences between the signer and a verifier.
-const backdate = 5 * time.Minute
+// clockSkew backdates every certificate, so a verifier whose clock is a little
+// behind the signer's still accepts it.
+const clockSkew = 5 * time.Minute
 
-// Options of one PKI.
+// Options describe one boot's PKI.
 type Options struct {
-	Validity     time.Duration
+	// Validity of the CA, issuing CA and leaf certificates, from now.
+	Validity time.Duration
+	// Intermediate puts an issuing CA between the root CA and the leaf.
 	Intermediate bool
-	ExtraNames   []string // DNS names or IP addresses for the Vault certificate
-	Now          func() time.Time
+	// ExtraNames are DNS names or IP addresses the Vault certificate is valid
+	// for, besides 127.0.0.1, ::1 and localhost.
+	ExtraNames []string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
-// Bundle is what a boot's PKI leaves behind: certificates and the leaf key only.
+// Bundle is what a boot's PKI leaves behind: certificates and the leaf key. It
+// has no field for a CA private key, by design.
 type Bundle struct {
 	CACert           *x509.Certificate
-	IntermediateCert *x509.Certificate // nil without an intermediate
+	IntermediateCert *x509.Certificate // nil without an issuing CA
 	LeafCert         *x509.Certificate
 	LeafKey          *ecdsa.PrivateKey
+
+	CACertPEM           []byte
+	IntermediateCertPEM []byte // nil without an issuing CA
+	LeafCertPEM         []byte // the leaf certificate alone
+	LeafKeyPEM          []byte // PKCS#8 "PRIVATE KEY"
 }
 
-// Issue makes a new PKI. The CA keys die with this call.
-func Issue(o Options) (*Bundle, error) {
-	now := time.Now
-	if o.Now != nil {
-		now = o.Now
+// ChainPEM is the chain a TLS server sends: the leaf, then the issuing CA if
+// any. It is what vault.crt holds.
+func (b *Bundle) ChainPEM() []byte {
+	return append(append([]byte{}, b.LeafCertPEM...), b.IntermediateCertPEM...)
+}
+
+// Issue makes a new PKI. The CA (and issuing CA) private keys are local to this
+// call: they sign, then become garbage.
+func Issue(opts Options) (*Bundle, error) {
+	if opts.Validity <= 0 {
+		return nil, fmt.Errorf("cannot issue the per-boot PKI: validity %v is not positive", opts.Validity)
 	}
-	notBefore := now().Add(-backdate)
-	notAfter := notBefore.Add(o.Validity + backdate)
-	id := make([]byte, 4)
-	rand.Read(id)
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	t := now()
+	life := lifetime{notBefore: t.Add(-clockSkew), notAfter: t.Add(opts.Validity)}
+	names, err := leafNames(opts.ExtraNames)
+	if err != nil {
+		return nil, err
+	}
+	id := shortID()
 
 	caKey, err := newKey()
 	if err != nil {
 		return nil, err
 	}
-	maxPath := 0
-	if o.Intermediate {
-		maxPath = 1
+	maxPathLen := 0
+	if opts.Intermediate {
+		maxPathLen = 1
 	}
-	caTmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "edgeseal per-boot CA " + hex.EncodeToString(id)},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLen:            maxPath,
-		MaxPathLenZero:        maxPath == 0,
-	}
-	ca, err := sign(caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caTmpl := caTemplate(rootCAName+id, life, maxPathLen)
+	ca, err := sign(caTmpl, caTmpl, caKey, caKey)
 	if err != nil {
-		return nil, fmt.Errorf("cannot make the per-boot CA: %w", err)
+		return nil, fmt.Errorf("cannot sign the per-boot CA certificate: %w", err)
 	}
 	b := &Bundle{CACert: ca}
+
 	issuer, issuerKey := ca, caKey
-	if o.Intermediate {
+	if opts.Intermediate {
 		intKey, err := newKey()
 		if err != nil {
 			return nil, err
 		}
-		tmpl := &x509.Certificate{
-			Subject:               pkix.Name{CommonName: "edgeseal per-boot issuing CA " + hex.EncodeToString(id)},
-			NotBefore:             notBefore,
-			NotAfter:              notAfter,
-			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-			BasicConstraintsValid: true,
-			IsCA:                  true,
-			MaxPathLenZero:        true,
-		}
-		if b.IntermediateCert, err = sign(tmpl, ca, &intKey.PublicKey, caKey); err != nil {
-			return nil, fmt.Errorf("cannot make the issuing CA: %w", err)
+		if b.IntermediateCert, err = sign(caTemplate(issuingCAName+id, life, 0), ca, intKey, caKey); err != nil {
+			return nil, fmt.Errorf("cannot sign the issuing CA certificate: %w", err)
 		}
 		issuer, issuerKey = b.IntermediateCert, intKey
 	}
+
 	leafKey, err := newKey()
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "vault"},
-		NotBefore:   notBefore,
-		NotAfter:    notAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	for _, n := range o.ExtraNames {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if !slices.Contains(tmpl.DNSNames, n) {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	if b.LeafCert, err = sign(tmpl, issuer, &leafKey.PublicKey, issuerKey); err != nil {
-		return nil, fmt.Errorf("cannot make the Vault certificate: %w", err)
+	if b.LeafCert, err = sign(leafTemplate(life, names), issuer, leafKey, issuerKey); err != nil {
+		return nil, fmt.Errorf("cannot sign the Vault certificate: %w", err)
 	}
 	b.LeafKey = leafKey
+	if err := b.encode(); err != nil {
+		return nil, err
+	}
+	if err := b.verify(t); err != nil {
+		return nil, fmt.Errorf("internal error: the issued chain does not verify: %w", err)
+	}
 	return b, nil
 }
 
-func newKey() (*ecdsa.PrivateKey, error) {
-	k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("cannot generate an ECDSA P-384 key: %w", err)
+// verify checks the chain for every name of the leaf, as a client would.
+func (b *Bundle) verify(at time.Time) error {
+	opts := x509.VerifyOptions{
+		Roots:         x509.NewCertPool(),
+		Intermediates: x509.NewCertPool(),
+		CurrentTime:   at,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	return k, nil
-}
-
-func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-	if err != nil {
-		return nil, err
+	opts.Roots.AddCert(b.CACert)
+	if b.IntermediateCert != nil {
+		opts.Intermediates.AddCert(b.IntermediateCert)
 	}
-	tmpl.SerialNumber = serial
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
-	if err != nil {
-		return nil, err
-	}
-	return x509.ParseCertificate(der)
-}
-
-// Fingerprint is the SHA-256 of a certificate, for logs.
-func Fingerprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:8])
-}
-
-func certPEM(cs ...*x509.Certificate) []byte {
-	var out []byte
-	for _, c := range cs {
-		if c != nil {
-			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	var errs []error
+	for _, name := range b.Names() {
+		opts.DNSName = name
+		if _, err := b.LeafCert.Verify(opts); err != nil {
+			errs = append(errs, err)
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// Names are the DNS names, then the IP addresses, the Vault certificate is valid
+// for.
+func (b *Bundle) Names() []string {
+	out := append([]string{}, b.LeafCert.DNSNames...)
+	for _, ip := range b.LeafCert.IPAddresses {
+		out = append(out, ip.String())
+	}
 	return out
-}
-
-// Write puts the bundle in p.PKIDir: ca.crt (0644), vault.crt (leaf then issuing
-// CA: the chain a server sends, 0644) and vault.key (PKCS#8, 0600), atomically.
-func (b *Bundle) Write(p paths.Paths) error {
-	if err := os.MkdirAll(p.PKIDir, 0o755); err != nil {
-		return fmt.Errorf("cannot create %s: %w", p.PKIDir, err)
-	}
-	if err := os.Chmod(p.PKIDir, 0o755); err != nil {
-		return fmt.Errorf("cannot set mode of %s: %w", p.PKIDir, err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(b.LeafKey)
-	if err != nil {
-		return fmt.Errorf("cannot encode the Vault key: %w", err)
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	clear(der)
-	defer clear(keyPEM)
-	// The key first: a certificate without its key is useless, the reverse harmless.
-	if err := fsutil.WriteFileAtomic(p.VaultKey, keyPEM, 0o600, fsutil.Self); err != nil {
-		return err
-	}
-	if err := fsutil.WriteFileAtomic(p.VaultCert, certPEM(b.LeafCert, b.IntermediateCert), 0o644, fsutil.Self); err != nil {
-		return err
-	}
-	return fsutil.WriteFileAtomic(p.CACert, certPEM(b.CACert), 0o644, fsutil.Self)
-}
-
-// LoadCAPool reads the per-boot CA certificate that clients trust.
-func LoadCAPool(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the per-boot CA certificate %s (has edgeseal-pki.service run this boot?): %w", path, err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("cannot use the per-boot CA certificate %s: no PEM certificate in it", path)
-	}
-	return pool, nil
 }

@@ -78,7 +78,7 @@ func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
 	if err := b.Write(p); err != nil {
 		t.Fatal(err)
 	}
-	data, err := vaultconf.Render(cfg, p.VaultCert, p.VaultKey)
+	data, err := vaultconf.Render(cfg.Vault, p.VaultCert, p.VaultKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,190 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestParseErrorsNameFileLineAndField(t *testing.T) {
+	cases := []struct {
+		name  string
+		doc   string
+		line  int
+		field string
+		msg   string
+	}{
+		// Decoding.
+		{"an unknown key is an error naming its line", "vault:\n  mount: secret\n  lisen: 1.2.3.4:1\n", 3, "vault.lisen", "unknown key"},
+		{"an unknown top-level key is an error", "valut: {}\n", 1, "valut", "unknown key"},
+		{"an unknown key in a flow mapping is named", "vault: {mount: x, lisen: y}\n", 1, "vault.lisen", "unknown key"},
+		{"an unknown service key names the service", "services:\n  - name: a\n  - name: b\n    policy: x\n", 4, "services[1].policy", "unknown key"},
+		{"an unknown key set through an alias names where it lands", "vault: &v {mount: x}\npki: *v\n", 1, "pki.mount", "unknown key"},
+		{"a key set twice is refused", "vault:\n  mount: a\n  mount: b\n", 3, "vault.mount", "set twice (first at line 2)"},
+		{"a wrongly typed value names its line", "vault:\n  kv_version: two\n", 2, "vault.kv_version", "must be a whole number, not `two`"},
+		{"a wrongly typed value in a flow mapping is named", "vault: {mount: x, kv_version: two}\n", 1, "vault.kv_version", "whole number"},
+		{"a list where a string goes is named", "services:\n  - name: [a]\n", 2, "services[0].name", "must be a string, not a list"},
+		{"a scalar where a list goes is named", "pki:\n  extra_names: a.b\n", 2, "pki.extra_names", "must be a list"},
+		{"a bool must be true or false", "pki:\n  intermediate: maybe\n", 2, "pki.intermediate", "true or false"},
+		{"a document that is not a mapping is refused", "vault\n", 1, "", "must be a mapping"},
+		{"a bad duration names its field", "vault:\n  watch_interval: soon\n", 2, "vault.watch_interval", "not a duration"},
+		{"a duration without unit says so", "seal:\n  ikm_hook:\n    timeout: 10\n", 3, "seal.ikm_hook.timeout", "the unit is missing"},
+		{"a duration given as a list names its field", "vault: {mount: x, watch_interval: [1]}\n", 1, "vault.watch_interval", "must be a duration"},
+		{"two documents are refused", "vault: {}\n---\npki: {}\n", 2, "", "more than one YAML document"},
+		{"two documents are refused even if the second is broken", "vault: {}\n---\npki: [\n", 3, "", "more than one YAML document"},
+		{"a syntax error names its line", "vault:\n  listen: [\n", 2, "", "invalid YAML"},
+		{"control characters are refused", "vault: \x01\n", 0, "", "invalid YAML"},
+
+		// vault
+		{"kv_version must be 1 or 2", "vault:\n  kv_version: 3\n", 2, "vault.kv_version", "must be 1 or 2"},
+		{"a listen host must be an IP", "vault:\n  listen: localhost:8200\n", 2, "vault.listen", "must be an IP address"},
+		{"a listen host must be given", "vault:\n  listen: ':8200'\n", 2, "vault.listen", "must be an IP address"},
+		{"a listen port must be a port", "vault:\n  listen: 127.0.0.1:99999\n", 2, "vault.listen", "between 1 and 65535"},
+		{"a listen port is not 0", "vault:\n  listen: 127.0.0.1:0\n", 2, "vault.listen", "between 1 and 65535"},
+		{"a listen without port is refused", "vault:\n  listen: 127.0.0.1\n", 2, "vault.listen", "IP address and a port"},
+		{"storage_path must be absolute", "vault:\n  storage_path: var/lib/x\n", 2, "vault.storage_path", "absolute"},
+		{"storage_path must be clean", "vault:\n  storage_path: /var/../x\n", 2, "vault.storage_path", "clean"},
+		{"storage_path is not the root", "vault:\n  storage_path: /\n", 2, "vault.storage_path", "absolute"},
+		{"mount must be a name", "vault:\n  mount: Secret/x\n", 2, "vault.mount", "must match"},
+		{"mount is at most 64 characters", "vault:\n  mount: " + strings.Repeat("a", 65) + "\n", 2, "vault.mount", "at most 64"},
+		{"secret_prefix must be a name", "vault:\n  secret_prefix: ''\n", 2, "vault.secret_prefix", "must match"},
+		{"secret_prefix starts with a letter or digit", "vault:\n  secret_prefix: -x\n", 2, "vault.secret_prefix", "must match"},
+		{"watch_interval has a floor", "vault:\n  watch_interval: 1ms\n", 2, "vault.watch_interval", "between 50ms and 10s"},
+		{"watch_interval has a ceiling", "vault:\n  watch_interval: 11s\n", 2, "vault.watch_interval", "between 50ms and 10s"},
+		{"a negative duration is refused", "vault:\n  watch_interval: -1s\n", 2, "vault.watch_interval", "out of range"},
+
+		// pki
+		{"pki validity has a floor", "pki:\n  validity: 30m\n", 2, "pki.validity", "between 1h and 87600h"},
+		{"pki validity has a ceiling", "pki:\n  validity: 87601h\n", 2, "pki.validity", "between 1h and 87600h"},
+		{"an extra name must be a DNS name or IP", "pki:\n  extra_names:\n    - ok.example\n    - 'bad name'\n", 4, "pki.extra_names[1]", "neither an IP"},
+		{"an extra name has no empty label", "pki:\n  extra_names: [a..b]\n", 2, "pki.extra_names[0]", "neither an IP"},
+		{"an extra name label does not end in a hyphen", "pki:\n  extra_names: [a-.b]\n", 2, "pki.extra_names[0]", "neither an IP"},
+		{"an extra name label is at most 63 characters", "pki:\n  extra_names: [" + strings.Repeat("a", 64) + ".b]\n", 2, "pki.extra_names[0]", "neither an IP"},
+		{"an extra name listed twice is refused", "pki:\n  extra_names: [a.b, a.b]\n", 2, "pki.extra_names[1]", "twice"},
+
+		// seal
+		{"an unknown seal method is refused", "seal:\n  method: magic\n", 2, "seal.method", "not a seal method"},
+		{"none needs consent", "seal:\n  method: none\n", 2, "seal.method", "in clear on disk and is for development only"},
+		{"the hook path must be absolute", "seal:\n  method: ikm-hook\n  ikm_hook:\n    command: [hook]\n", 4, "seal.ikm_hook.command", "absolute"},
+		{"the hook command must not be empty", "seal:\n  method: ikm-hook\n  ikm_hook:\n    command: []\n", 4, "seal.ikm_hook.command", "empty"},
+		{"the hook timeout has a floor", "seal:\n  method: ikm-hook\n  ikm_hook:\n    timeout: 500ms\n", 4, "seal.ikm_hook.timeout", "between 1s and 5m"},
+		{"the hook timeout has a ceiling", "seal:\n  method: ikm-hook\n  ikm_hook:\n    timeout: 10m\n", 4, "seal.ikm_hook.timeout", "between 1s and 5m"},
+		{"a tpm2 device must be a device or swtpm", "seal:\n  method: tpm2\n  tpm2:\n    device: tpm0\n", 4, "seal.tpm2.device", "must be a TPM device"},
+		{"a swtpm device needs a port", "seal:\n  method: tpm2\n  tpm2:\n    device: 'swtpm:localhost'\n", 4, "seal.tpm2.device", "swtpm:HOST:PORT"},
+		{"tpm2 needs PCRs", "seal:\n  method: tpm2\n  tpm2:\n    pcrs: []\n", 4, "seal.tpm2.pcrs", "at least one PCR"},
+		{"a PCR is 0 to 23", "seal:\n  method: tpm2\n  tpm2:\n    pcrs: [7, 24]\n", 4, "seal.tpm2.pcrs[1]", "not a PCR"},
+		{"a PCR listed twice is refused", "seal:\n  method: tpm2\n  tpm2:\n    pcrs: [7, 7]\n", 4, "seal.tpm2.pcrs[1]", "twice"},
+		{"a PIN file path is absolute", "seal:\n  method: tpm2\n  tpm2:\n    pin_file: pin\n", 4, "seal.tpm2.pin_file", "absolute"},
+		{"a recovery key path is absolute", "seal:\n  recovery_key: key.pem\n", 2, "seal.recovery_key", "absolute"},
+
+		// tokens
+		{"service_period has a floor", "tokens:\n  service_period: 10s\n", 2, "tokens.service_period", "between 1m and 8760h"},
+		{"issuing_period has a ceiling", "tokens:\n  issuing_period: 8761h\n", 2, "tokens.issuing_period", "between 1m and 8760h"},
+		{"tokend_user must be a user name", "tokens:\n  tokend_user: 'Root User'\n", 2, "tokens.tokend_user", "not a valid user"},
+		{"tokend_user does not start with a digit", "tokens:\n  tokend_user: 1user\n", 2, "tokens.tokend_user", "not a valid user"},
+		{"tokend_user is at most 32 characters", "tokens:\n  tokend_user: " + strings.Repeat("u", 33) + "\n", 2, "tokens.tokend_user", "not a valid user"},
+
+		// services
+		{"a service name must be a name", "services:\n  - name: ok\n  - name: Bad/Name\n", 3, "services[1].name", "must match"},
+		{"a service needs a name", "services:\n  - shared_read: [g]\n", 2, "services[0].name", "must match"},
+		{"a service named twice is refused", "services:\n  - name: a\n  - name: a\n", 3, "services[1].name", "twice"},
+		{"shared is reserved", "services:\n  - name: shared\n", 2, "services[0].name", "reserved"},
+		{"a group in both lists is refused", "services:\n  - name: a\n    shared_read: [g]\n    shared_write: [g]\n", 3, "services[0].shared_read[0]", "both"},
+		{"a bad write group name is refused", "services:\n  - name: a\n    shared_write: ['G!']\n", 3, "services[0].shared_write[0]", "must match"},
+		{"a bad read group name is refused", "services:\n  - name: a\n    shared_read:\n      - ok\n      - ''\n", 5, "services[0].shared_read[1]", "must match"},
+		{"more than 1000 services are refused", "# many\nservices:\n" + services(MaxServices+1), 2, "services", "at most 1000"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("/etc/edgeseal/edgeseal.yaml", []byte(tc.doc))
+			e, ok := errors.AsType[*Error](err)
+			if !ok {
+				t.Fatalf("err = %v (%T), want *Error", err, err)
+			}
+			if e.File != "/etc/edgeseal/edgeseal.yaml" {
+				t.Errorf("file = %q", e.File)
+			}
+			if e.Line != tc.line {
+				t.Errorf("line = %d, want %d (%v)", e.Line, tc.line, err)
+			}
+			if e.Field != tc.field {
+				t.Errorf("field = %q, want %q (%v)", e.Field, tc.field, err)
+			}
+			if !strings.Contains(e.Msg, tc.msg) {
+				t.Errorf("message %q lacks %q", e.Msg, tc.msg)
+			}
+		})
+	}
+}
+
+func services(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "  - name: s%d\n", i)
+	}
+	return b.String()
+}
+
+func TestValidConfigsAreAccepted(t *testing.T) {
+	cases := []struct{ name, doc string }{
+		{"the EdgeX layout", "vault:\n  kv_version: 1\n  secret_prefix: edgex\n"},
+		{"an IPv6 listen address", "vault:\n  listen: '[::1]:8200'\n"},
+		{"listening on all addresses", "vault:\n  listen: 0.0.0.0:8200\n"},
+		{"the shortest and longest names", "vault:\n  mount: a\n  secret_prefix: " + strings.Repeat("a", 64) + "\n"},
+		{"the floor of watch_interval", "vault:\n  watch_interval: 50ms\n"},
+		{"the ceiling of watch_interval", "vault:\n  watch_interval: 10s\n"},
+		{"the floor of validity", "pki:\n  validity: 1h\n"},
+		{"the ceiling of validity", "pki:\n  validity: 87600h\n"},
+		{"extra names IP and DNS", "pki:\n  extra_names: [vault.local, 10.0.0.1, 'fe80::1', a-b.c1, 1.example]\n  intermediate: true\n"},
+		{"none with consent", "seal:\n  method: none\n  allow_insecure_none: true\n"},
+		{"ikm-hook with arguments", "seal:\n  method: ikm-hook\n  ikm_hook:\n    command: [/usr/bin/vendor-ikm, --slot, '1']\n    timeout: 5m\n"},
+		{"the floor of the hook timeout", "seal:\n  method: ikm-hook\n  ikm_hook:\n    timeout: 1s\n"},
+		{"tpm2 on swtpm", "seal:\n  method: tpm2\n  tpm2:\n    device: 'swtpm:127.0.0.1:2321'\n    pcrs: [0, 7]\n"},
+		{"tpm2 with a PIN and a recovery key", "seal:\n  tpm2:\n    pin_file: /etc/edgeseal/pin\n  recovery_key: /etc/edgeseal/recovery.pem\n"},
+		{"the bounds of token periods", "tokens:\n  service_period: 1m\n  issuing_period: 8760h\n"},
+		{"a user name with an underscore", "tokens:\n  tokend_user: _tokend\n"},
+		{"services with groups", "services:\n  - name: app-one\n    shared_read: [telemetry]\n  - name: collector\n    shared_write: [telemetry]\n"},
+		{"1000 services", "services:\n" + services(MaxServices)},
+		{"a document start and end", "---\nvault:\n  mount: kv\n...\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Parse("e.yaml", []byte(tc.doc)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestOversizeInputIsRefusedBeforeParsing(t *testing.T) {
+	_, err := Parse("big.yaml", make([]byte, MaxSize+1))
+	if e, ok := errors.AsType[*Error](err); !ok || e.File != "big.yaml" || !strings.Contains(e.Msg, "larger than 1048576 bytes") {
+		t.Errorf("err = %v", err)
+	}
+	// MaxSize itself is allowed (here, spaces: an empty document).
+	if _, err := Parse("max.yaml", []byte(strings.Repeat(" ", MaxSize))); err != nil {
+		t.Errorf("a file of MaxSize bytes: %v", err)
+	}
+}
+
+func TestErrorLeavesOutWhatIsUnknown(t *testing.T) {
+	cases := []struct {
+		name string
+		err  Error
+		want string
+	}{
+		{"file, line and field", Error{"e.yaml", 3, "vault.mount", "bad"}, "e.yaml:3: vault.mount: bad"},
+		{"no line", Error{"e.yaml", 0, "vault.mount", "bad"}, "e.yaml: vault.mount: bad"},
+		{"no field", Error{"e.yaml", 3, "", "bad"}, "e.yaml:3: bad"},
+		{"no file", Error{"", 3, "vault.mount", "bad"}, "line 3: vault.mount: bad"},
+		{"only a message", Error{Msg: "bad"}, "bad"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.err.Error(); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
