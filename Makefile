@@ -16,8 +16,9 @@ DESTDIR     ?=
 GO          ?= go
 export CGO_ENABLED := 0
 GOBUILD     := $(GO) build -trimpath -ldflags "-s -w"
-CMDS        := edgeseal edgeseal-pki edgeseal-unseal
-UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service edgeseal.target
+CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend
+UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
+               edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target
 
 .PHONY: all help build install deps vault test test-unit test-integration bench demo fuzz clean
 
@@ -39,6 +40,7 @@ install: build
 	install -Dm0755 bin/edgeseal $(DESTDIR)$(BINDIR)/edgeseal
 	install -Dm0755 bin/edgeseal-pki $(DESTDIR)$(LIBEXECDIR)/edgeseal-pki
 	install -Dm0755 bin/edgeseal-unseal $(DESTDIR)$(LIBEXECDIR)/edgeseal-unseal
+	install -Dm0755 bin/edgeseal-tokend $(DESTDIR)$(LIBEXECDIR)/edgeseal-tokend
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in $(UNITS); do \
 		sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \

@@ -21,7 +21,9 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
@@ -35,6 +37,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/sdunit"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/unitwatch"
 )
 
 // crashEnv names a boot step at which the process kills itself with SIGKILL: the
@@ -147,6 +150,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 		BootID:      strings.TrimSpace(string(bootID)),
 		TokendOwner: owner,
 		Recovery:    recipient,
+		ConfigFile:  cfgPath,
 	}
 	defer b.Forget()
 	if err := b.Run(ctx); err != nil {
@@ -156,9 +160,37 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 	daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=Vault unsealed and set up; watching it")
 	log.Info("Vault is unsealed and set up; watching it to unseal it again if it restarts",
 		"interval", cfg.Vault.WatchInterval.D().String())
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); b.Supervise(ctx) }()
+	go func() {
+		defer wg.Done()
+		if err := b.ServePolicySync(ctx); err != nil {
+			log.Error("cannot serve policy syncs: a service added to the config after boot gets its policy at the next boot", "error", err)
+		}
+	}()
+	go func() { defer wg.Done(); revokeFailedUnits(ctx, log, b) }()
 	b.Watch(ctx, cfg.Vault.WatchInterval.D())
+	wg.Wait()
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	return nil
+}
+
+// revokeFailedUnits revokes the tokens of each unit that enters the failed
+// state, for as long as ctx lasts; a lost bus connection is made again.
+func revokeFailedUnits(ctx context.Context, log *journal.Logger, b *secretstore.Bootstrap) {
+	for {
+		err := unitwatch.Watch(ctx, func(unit string) { b.RevokeUnit(ctx, unit) })
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("lost the watch on failed units; watching again in a second", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func lookupOwner(name string) (fsutil.Owner, error) {

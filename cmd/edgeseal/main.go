@@ -1,5 +1,6 @@
 // Command edgeseal is the operator's tool: what state the secret store is in, is a
-// config valid, and a short-lived root token for maintenance.
+// config valid, a short-lived root token for maintenance; and a service's tool to
+// fetch its own Vault token.
 package main
 
 import (
@@ -23,6 +24,7 @@ Commands:
   root-token [--ttl 15m]      print a new root token that expires (root only)
   tpm reseal [--pcr N=HEX]    approve new PCR values for the TPM-sealed key (root only)
   recover --recovery-key F    seal the key again from its recovery copy (root only)
+  token fetch [--out F] [--renew]   get this service's Vault token from the provider
   attest quote --nonce HEX    answer a controller's challenge with a TPM quote (root only)
   attest verify --ak F --nonce HEX [--pcr N=HEX]   check a quote (no TPM needed)
 
@@ -44,6 +46,9 @@ func main() {
 	case err == nil:
 	case errors.Is(err, errNotReady):
 		os.Exit(3)
+	case errors.As(err, new(temporaryError)):
+		fmt.Fprintf(os.Stderr, "edgeseal: %v\n", err)
+		os.Exit(75)
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(os.Stderr, "edgeseal: %v\n", err)
 		os.Exit(2)
@@ -79,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRecover(ctx, p, args[1:], stdout, stderr)
 	case "attest":
 		return cmdAttest(p, args[1:], stdout, stderr)
+	case "token":
+		return cmdToken(ctx, p, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])

@@ -14,6 +14,7 @@ type Config struct {
 	PKI      PKI       `yaml:"pki"`
 	Seal     Seal      `yaml:"seal"`
 	Tokens   Tokens    `yaml:"tokens"`
+	Tokend   Tokend    `yaml:"tokend"`
 	Services []Service `yaml:"services"`
 }
 
@@ -93,9 +94,38 @@ type Tokens struct {
 	// IssuingPeriod is the renewal period of the token provider's token-issuing
 	// token. Default 24h.
 	IssuingPeriod Duration `yaml:"issuing_period"`
+	// IssuingRotation is how often edgeseal-unseal replaces the token-issuing
+	// token with a new one and revokes the old. At most half of IssuingPeriod;
+	// 0 (the default) means half of it. Use Rotation().
+	IssuingRotation Duration `yaml:"issuing_rotation"`
+	// WrapTTL is how long a response-wrapped service token waits to be unwrapped.
+	// Default 5m.
+	WrapTTL Duration `yaml:"wrap_ttl"`
 	// TokendUser owns the token-issuing token (a system user). Default
 	// "edgeseal-tokend".
 	TokendUser string `yaml:"tokend_user"`
+}
+
+// Rotation is how often the token-issuing token is replaced.
+func (t Tokens) Rotation() time.Duration {
+	if t.IssuingRotation == 0 {
+		return t.IssuingPeriod.D() / 2
+	}
+	return t.IssuingRotation.D()
+}
+
+// Tokend is the token provider behind /run/edgeseal/tokend.sock.
+type Tokend struct {
+	// IdleExit: the provider exits after this long without a connection; the
+	// socket stays and systemd starts it again on the next one. 0 never exits.
+	// Default 60s.
+	IdleExit Duration `yaml:"idle_exit"`
+	// RequestTimeout bounds one connection, from accept to the last byte of the
+	// answer: a client that stalls is cut off. Default 5s.
+	RequestTimeout Duration `yaml:"request_timeout"`
+	// MaxInFlight bounds the requests served at once; more wait for a slot
+	// until their deadline, then get "overloaded". Default 64.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // Service is a local service that gets its own Vault token and secret path.
@@ -107,6 +137,24 @@ type Service struct {
 	// read (and list), or read and write.
 	SharedRead  []string `yaml:"shared_read"`
 	SharedWrite []string `yaml:"shared_write"`
+
+	// Who is this service: a caller gets this service's token if it matches any
+	// of these rules. A unit or snap app rule is more specific than a uid rule,
+	// which is more specific than a gid rule; each unit, snap app, uid and gid
+	// may appear in one service only.
+
+	// Units are systemd units whose processes are this service, e.g.
+	// "app-one.service"; a unit may also fetch through LoadCredential=.
+	Units []string `yaml:"units"`
+	// SnapApps are snap apps, "<snap>.<app>", whose processes are this service.
+	SnapApps []string `yaml:"snap_apps"`
+	// UIDs and GIDs match a caller's user or group id (0 is refused: every root
+	// process would match).
+	UIDs []uint32 `yaml:"uids"`
+	GIDs []uint32 `yaml:"gids"`
+	// Wrap delivers a response-wrapped token: the service unwraps it once, so a
+	// token seen in transit is useless to anyone else. Default false.
+	Wrap bool `yaml:"wrap"`
 }
 
 // Duration is a time.Duration written as "250ms", "15m", "24h" in YAML.

@@ -154,6 +154,8 @@ func sectionOf(typeName string) string {
 		return "seal.tpm2."
 	case "Tokens":
 		return "tokens."
+	case "Tokend":
+		return "tokend."
 	case "Service":
 		return "services[]."
 	}

@@ -42,7 +42,13 @@ func Default() *Config {
 		Tokens: Tokens{
 			ServicePeriod: Duration(time.Hour),
 			IssuingPeriod: Duration(24 * time.Hour),
+			WrapTTL:       Duration(5 * time.Minute),
 			TokendUser:    "edgeseal-tokend",
+		},
+		Tokend: Tokend{
+			IdleExit:       Duration(60 * time.Second),
+			RequestTimeout: Duration(5 * time.Second),
+			MaxInFlight:    64,
 		},
 		Services: []Service{},
 	}

@@ -84,6 +84,27 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"tokend_user must be a user name", "tokens:\n  tokend_user: 'Root User'\n", 2, "tokens.tokend_user", "not a valid user"},
 		{"tokend_user does not start with a digit", "tokens:\n  tokend_user: 1user\n", 2, "tokens.tokend_user", "not a valid user"},
 		{"tokend_user is at most 32 characters", "tokens:\n  tokend_user: " + strings.Repeat("u", 33) + "\n", 2, "tokens.tokend_user", "not a valid user"},
+		{"issuing_rotation is at most half the period", "tokens:\n  issuing_period: 2h\n  issuing_rotation: 90m\n", 3, "tokens.issuing_rotation", "more than half"},
+		{"issuing_rotation has a floor", "tokens:\n  issuing_rotation: 30s\n", 2, "tokens.issuing_rotation", "at least 1m"},
+		{"wrap_ttl has a floor", "tokens:\n  wrap_ttl: 1s\n", 2, "tokens.wrap_ttl", "between 10s and 24h"},
+
+		// tokend
+		{"idle_exit is 0 or at least 1s", "tokend:\n  idle_exit: 10ms\n", 2, "tokend.idle_exit", "0 (never) or between 1s"},
+		{"request_timeout has a ceiling", "tokend:\n  request_timeout: 2m\n", 2, "tokend.request_timeout", "between 100ms and 1m"},
+		{"max_in_flight is at least 1", "tokend:\n  max_in_flight: 0\n", 2, "tokend.max_in_flight", "between 1 and 4096"},
+		{"an unknown tokend key is refused", "tokend:\n  idle: 1s\n", 2, "tokend.idle", "unknown"},
+
+		// identities
+		{"a unit must be a unit name", "services:\n  - name: a\n    units: [app-one]\n", 3, "services[0].units[0]", "not a systemd unit name"},
+		{"a unit with a slash is refused", "services:\n  - name: a\n    units: ['../x.service']\n", 3, "services[0].units[0]", "not a systemd unit name"},
+		{"edgeseal's own units get no token", "services:\n  - name: a\n    units: [edgeseal-unseal.service]\n", 3, "services[0].units[0]", "edgeseal's own"},
+		{"a unit is one service", "services:\n  - name: a\n    units: [x.service]\n  - name: b\n    units: [x.service]\n", 5, "services[1].units[0]", `already belongs to service "a"`},
+		{"a snap app needs snap and app", "services:\n  - name: a\n    snap_apps: [justsnap]\n", 3, "services[0].snap_apps[0]", "not a snap app"},
+		{"a snap app is one service", "services:\n  - name: a\n    snap_apps: [sx.app]\n  - name: b\n    snap_apps: [sx.app]\n", 5, "services[1].snap_apps[0]", "already belongs"},
+		{"uid 0 is refused", "services:\n  - name: a\n    uids: [0]\n", 3, "services[0].uids[0]", "every root process"},
+		{"a uid is one service", "services:\n  - name: a\n    uids: [1001]\n  - name: b\n    uids: [7, 1001]\n", 5, "services[1].uids[1]", `uid 1001 already belongs to service "a"`},
+		{"gid 0 is refused", "services:\n  - name: a\n    gids: [0]\n", 3, "services[0].gids[0]", "every root process"},
+		{"a negative uid is refused", "services:\n  - name: a\n    uids: [-1]\n", 3, "services[0].uids[0]", "uint32"},
 
 		// services
 		{"a service name must be a name", "services:\n  - name: ok\n  - name: Bad/Name\n", 3, "services[1].name", "must match"},
@@ -146,6 +167,10 @@ func TestValidConfigsAreAccepted(t *testing.T) {
 		{"a user name with an underscore", "tokens:\n  tokend_user: _tokend\n"},
 		{"services with groups", "services:\n  - name: app-one\n    shared_read: [telemetry]\n  - name: collector\n    shared_write: [telemetry]\n"},
 		{"1000 services", "services:\n" + services(MaxServices)},
+		{"services by every kind of identity", "services:\n  - name: app-one\n    units: [app-one.service, 'app-one@2.service']\n    uids: [1001]\n    wrap: true\n" +
+			"  - name: collector\n    snap_apps: [collector.daemon, 'collector_beta.daemon']\n    gids: [1001]\n"},
+		{"a short issuing period rotates at half of it by default", "tokens:\n  issuing_period: 1m\n"},
+		{"the provider never exits when idle", "tokend:\n  idle_exit: 0s\n  max_in_flight: 4096\n"},
 		{"a document start and end", "---\nvault:\n  mount: kv\n...\n"},
 	}
 	for _, tc := range cases {

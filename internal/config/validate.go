@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgeseal/edgeseal/internal/peer"
 )
 
 // Limits of the config, named so that tests and messages agree.
@@ -38,7 +40,7 @@ func between(field string, d Duration, lo, hi time.Duration) *Error {
 // validate checks every field; the first problem is returned as an *Error whose
 // Field names it (Parse adds the file and line).
 func (c *Config) validate() *Error {
-	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateServices}
+	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateTokend, c.validateServices, c.validateIdentities}
 	for _, check := range checks {
 		if err := check(); err != nil {
 			return err
@@ -169,8 +171,37 @@ func (c *Config) validateTokens() *Error {
 	if err := between("tokens.issuing_period", t.IssuingPeriod, time.Minute, 8760*time.Hour); err != nil {
 		return err
 	}
+	if t.IssuingRotation != 0 && t.IssuingRotation.D() < time.Minute {
+		return fieldErr("tokens.issuing_rotation", "%s is out of range: must be 0s (half of tokens.issuing_period) or at least 1m", t.IssuingRotation)
+	}
+	if t.IssuingRotation.D() > t.IssuingPeriod.D()/2 {
+		return fieldErr("tokens.issuing_rotation", "%s is more than half of tokens.issuing_period (%s): the token-issuing token could expire while the provider is idle",
+			t.IssuingRotation, t.IssuingPeriod)
+	}
+	if err := between("tokens.wrap_ttl", t.WrapTTL, 10*time.Second, 24*time.Hour); err != nil {
+		return err
+	}
 	if !userRE.MatchString(t.TokendUser) {
 		return fieldErr("tokens.tokend_user", "%q is not a valid user name", t.TokendUser)
+	}
+	return nil
+}
+
+// MaxInFlight bounds tokend.max_in_flight.
+const MaxInFlight = 4096
+
+func (c *Config) validateTokend() *Error {
+	t := c.Tokend
+	if t.IdleExit != 0 {
+		if err := between("tokend.idle_exit", t.IdleExit, time.Second, 24*time.Hour); err != nil {
+			return fieldErr("tokend.idle_exit", "%s is out of range: must be 0 (never) or between 1s and 24h", t.IdleExit)
+		}
+	}
+	if err := between("tokend.request_timeout", t.RequestTimeout, 100*time.Millisecond, time.Minute); err != nil {
+		return err
+	}
+	if t.MaxInFlight < 1 || t.MaxInFlight > MaxInFlight {
+		return fieldErr("tokend.max_in_flight", "%d is out of range: must be between 1 and %d", t.MaxInFlight, MaxInFlight)
 	}
 	return nil
 }
@@ -206,6 +237,62 @@ func (c *Config) validateServices() *Error {
 			}
 		}
 	}
+	return nil
+}
+
+// validateIdentities checks each service's identity rules, and that no unit,
+// snap app, uid or gid names two services: a caller must never be able to get
+// a token of a service it was not meant to be.
+func (c *Config) validateIdentities() *Error {
+	units, snaps := map[string]string{}, map[string]string{}
+	uids, gids := map[uint32]string{}, map[uint32]string{}
+	for i, s := range c.Services {
+		f := fmt.Sprintf("services[%d]", i)
+		for j, u := range s.Units {
+			uf := fmt.Sprintf("%s.units[%d]", f, j)
+			if err := peer.ValidUnitName(u); err != nil {
+				return fieldErr(uf, "%q is not a systemd unit name (%v), e.g. app-one.service", u, err)
+			}
+			if strings.HasPrefix(u, "edgeseal") {
+				return fieldErr(uf, "%q is one of edgeseal's own units, which get no service token", u)
+			}
+			if other, ok := units[u]; ok {
+				return fieldErr(uf, "unit %q already belongs to service %q: a unit is one service", u, other)
+			}
+			units[u] = s.Name
+		}
+		for j, a := range s.SnapApps {
+			af := fmt.Sprintf("%s.snap_apps[%d]", f, j)
+			if err := peer.ValidSnapApp(a); err != nil {
+				return fieldErr(af, "%q is not a snap app (%v): write <snap>.<app>", a, err)
+			}
+			if other, ok := snaps[a]; ok {
+				return fieldErr(af, "snap app %q already belongs to service %q: an app is one service", a, other)
+			}
+			snaps[a] = s.Name
+		}
+		for j, id := range s.UIDs {
+			if err := idRule(uids, id, s.Name, "uid"); err != nil {
+				return fieldErr(fmt.Sprintf("%s.uids[%d]", f, j), "%s", err)
+			}
+		}
+		for j, id := range s.GIDs {
+			if err := idRule(gids, id, s.Name, "gid"); err != nil {
+				return fieldErr(fmt.Sprintf("%s.gids[%d]", f, j), "%s", err)
+			}
+		}
+	}
+	return nil
+}
+
+func idRule(seen map[uint32]string, id uint32, service, kind string) error {
+	if id == 0 {
+		return fmt.Errorf("%s 0 would match every root process: match root services by unit instead", kind)
+	}
+	if other, ok := seen[id]; ok {
+		return fmt.Errorf("%s %d already belongs to service %q: an id is one service", kind, id, other)
+	}
+	seen[id] = service
 	return nil
 }
 

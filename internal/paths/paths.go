@@ -25,6 +25,10 @@ type Paths struct {
 	VaultConfig  string // RunDir/vault/vault.json: the Vault server's config, written by the pki step
 	TokendDir    string // RunDir/tokend: private to the token provider's user (0700)
 	IssuingToken string // TokendDir/issuing-token.json: the token-issuing token of this boot
+	Ledger       string // TokendDir/issued.json: which token (accessor) went to which service and unit
+	TokendSocket string // RunDir/tokend.sock: the token provider's socket (edgeseal-tokend.socket)
+	SyncSocket   string // RunDir/policy-sync.sock: the provider asks edgeseal-unseal to apply a service's policy
+	Policies     string // RunDir/policies.json: digests of the service policies in Vault, per name
 	BootDone     string // RunDir/boot-setup.json: this boot's setup is done (tmpfs: gone at reboot)
 	StatusFile   string // RunDir/status.json: what the unseal daemon is doing, for `edgeseal status`
 }
@@ -51,6 +55,10 @@ func New(root string) Paths {
 	p.VaultConfig = filepath.Join(p.RunDir, "vault", "vault.json")
 	p.TokendDir = filepath.Join(p.RunDir, "tokend")
 	p.IssuingToken = filepath.Join(p.TokendDir, "issuing-token.json")
+	p.Ledger = filepath.Join(p.TokendDir, "issued.json")
+	p.TokendSocket = filepath.Join(p.RunDir, "tokend.sock")
+	p.SyncSocket = filepath.Join(p.RunDir, "policy-sync.sock")
+	p.Policies = filepath.Join(p.RunDir, "policies.json")
 	p.BootDone = filepath.Join(p.RunDir, "boot-setup.json")
 	p.StatusFile = filepath.Join(p.RunDir, "status.json")
 	return p

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -53,8 +54,16 @@ type Bootstrap struct {
 	TokendOwner fsutil.Owner        // owner of the token-issuing token
 	Recovery    *recovery.Recipient // if set, a recovery copy of the key is kept for it
 
+	// ConfigFile is where the config was loaded from (paths.ConfigFile if
+	// empty): the policy sync reads it again.
+	ConfigFile string
+
 	unsealKey []byte
 	status    Status
+
+	supervisorMu sync.Mutex
+	supervisor   *api.Client // the supervisor token's client; see supervisor.go
+	policyMu     sync.Mutex  // one policy write at a time
 }
 
 // initMarker is written, durably, before Vault's init is called. If a crash loses
@@ -114,7 +123,10 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	b.step(ctx, StepUnsealed)
 
 	if b.alreadyDoneThisBoot() {
-		b.say("this boot's setup is already done (the unseal service restarted): Vault is unsealed, nothing else to do")
+		b.say("this boot's setup is already done (the unseal service restarted): Vault is unsealed; making a new supervisor token")
+		if err := b.refreshSupervisor(ctx); err != nil {
+			return err
+		}
 		b.setStatus("Vault unsealed and set up")
 		return nil
 	}
@@ -156,6 +168,9 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 		return err
 	}
 	b.step(ctx, StepIssuingTokenWritten)
+	if err := b.issueSupervisorToken(ctx, c); err != nil {
+		return err
+	}
 	if err := c.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
 		return fmt.Errorf("cannot revoke the setup root token: %w", err)
 	}

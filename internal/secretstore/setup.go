@@ -38,7 +38,7 @@ path "auth/token/revoke-accessor" {
 
 // Policies returns the Vault ACL policies that cfg asks for, by name.
 func Policies(cfg *config.Config) map[string]string {
-	out := map[string]string{TokendPolicy: tokendPolicyHCL}
+	out := map[string]string{TokendPolicy: tokendPolicyHCL, SupervisorPolicy: supervisorPolicyHCL}
 	for _, s := range cfg.Services {
 		out[ServicePolicyPrefix+s.Name] = servicePolicy(cfg.Vault, s)
 	}
@@ -89,6 +89,13 @@ func roles(t config.Tokens) map[string]map[string]any {
 			"token_period":          int(t.ServicePeriod.D() / time.Second),
 			"token_type":            "service",
 		},
+		SupervisorRole: {
+			"allowed_policies": []string{SupervisorPolicy},
+			"orphan":           true,
+			"renewable":        true,
+			"token_period":     int(supervisorPeriod / time.Second),
+			"token_type":       "service",
+		},
 		TokendRole: {
 			"allowed_policies": []string{TokendPolicy},
 			"orphan":           true,
@@ -106,10 +113,8 @@ func (b *Bootstrap) setup(ctx context.Context, c *api.Client) error {
 		return err
 	}
 	b.step(ctx, StepKVMounted)
-	for name, hcl := range Policies(b.Config) {
-		if err := c.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
-			return fmt.Errorf("cannot write Vault policy %s: %w", name, err)
-		}
+	if err := b.writePolicies(ctx, c, Policies(b.Config)); err != nil {
+		return err
 	}
 	b.step(ctx, StepPoliciesWritten)
 	for name, data := range roles(b.Config.Tokens) {

@@ -3,13 +3,48 @@
 package integration
 
 import (
+	"context"
 	"fmt"
-	"github.com/edgeseal/edgeseal/internal/config"
-	"github.com/edgeseal/edgeseal/tests/testbed"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/tests/testbed"
+)
+
+// The demo's sample service: its unit and its program.
+const (
+	sampleAppUnit = `[Unit]
+Description=sample-app: a service that keeps its secrets in Vault
+Requires=edgeseal.target
+After=edgeseal.target
+
+[Service]
+DynamicUser=yes
+RuntimeDirectory=sample-app
+LoadCredential=vault-token:/run/edgeseal/tokend.sock
+ExecStart=/etc/edgeseal/sample-app.sh
+`
+	sampleApp = `#!/bin/sh
+# sample-app: uses the Vault token edgeseal gave it, never sees anyone else's.
+export VAULT_ADDR=https://127.0.0.1:8200 VAULT_CACERT=/run/edgeseal/pki/ca.crt
+token() { sed -n 's/.*"client_token": *"\([^"]*\)".*/\1/p' "$1"; }
+
+echo "I am $(id -un) (uid $(id -u)); my credential: $CREDENTIALS_DIRECTORY/vault-token"
+VAULT_TOKEN=$(token "$CREDENTIALS_DIRECTORY/vault-token") \
+  vault kv put -mount=secret edgeseal/sample-app/greeting text="hello from sample-app" >/dev/null &&
+  echo "wrote secret/edgeseal/sample-app/greeting with the credential's token"
+
+edgeseal token fetch --out "$RUNTIME_DIRECTORY/token.json"
+export VAULT_TOKEN=$(token "$RUNTIME_DIRECTORY/token.json")
+echo "read back with the fetched token: $(vault kv get -mount=secret -field=text edgeseal/sample-app/greeting)"
+echo "billing's secret, with my token:"
+vault kv get -mount=secret edgeseal/billing/card 2>&1 | grep -i 'permission denied' | head -n 1
+exec sleep infinity
+`
 )
 
 // TestDemo is `make demo`: a device boots edgeseal with the default config, whose
@@ -34,7 +69,14 @@ func TestDemo(t *testing.T) {
 	d := newDevice(t, true, func(c *config.Config) {
 		c.Seal.Method = config.Default().Seal.Method
 		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
+		c.Services = []config.Service{
+			{Name: "sample-app", Units: []string{"sample-app.service"}},
+			{Name: "billing", Units: []string{"billing.service"}},
+		}
 	})
+	writeFile(t, filepath.Join(d.etc, "sample-app.sh"), []byte(sampleApp), 0o755)
+	writeFile(t, filepath.Join(d.units, "sample-app.service"), []byte(sampleAppUnit), 0o644)
+	d.run("systemctl", "daemon-reload")
 	show("edgeseal config check", d.run("edgeseal", "config", "check"))
 	d.run("systemctl", "enable", "edgeseal.target")
 
@@ -47,6 +89,17 @@ func TestDemo(t *testing.T) {
 		t.Fatal("not ready after first boot")
 	}
 	show("ls -l /var/lib/edgeseal /run/edgeseal /run/edgeseal/pki", d.run("ls", "-l", "/var/lib/edgeseal", "/run/edgeseal", "/run/edgeseal/pki"))
+
+	say("\n-- each service its own token: sample-app.service (DynamicUser) gets one through LoadCredential=, --")
+	say("   then one through the socket with `edgeseal token fetch`; it reads its own secret and is refused billing's --")
+	show("systemctl cat sample-app.service", d.run("systemctl", "cat", "sample-app.service"))
+	d.run("systemctl", "start", "sample-app.service")
+	d.waitTokenFile("/run/sample-app/token.json")
+	time.Sleep(time.Second) // the script's last lines
+	show("journalctl -u sample-app.service", d.run("journalctl", "--no-pager", "-o", "cat", "-u", "sample-app.service"))
+	show("journalctl -u edgeseal-tokend.service", d.m.Journal(t, "edgeseal-tokend.service"))
+	out, stderr, _ := d.m.RunAs(context.Background(), 4242, 4242, "edgeseal", "token", "fetch", "--out", "/tmp/x/token.json")
+	show("setpriv --reuid=4242 edgeseal token fetch   (a uid no rule names)", out+stderr)
 
 	say("\n-- Vault crashes (SIGKILL): systemd restarts it, edgeseal unseals it again --")
 	d.run("kill", "-9", d.mainPID("edgeseal-vault.service"))

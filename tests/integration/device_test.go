@@ -75,6 +75,13 @@ func install(dest string) error {
 			return fmt.Errorf("cannot copy %s: %v: %s", vault, err, out)
 		}
 	}
+	// Test tools run inside the devices.
+	bench := exec.Command("go", "build", "-o", filepath.Join(dest, "usr/lib/edgeseal-tests/tokenbench"), "./tests/integration/tokenbench")
+	bench.Dir = repoRoot()
+	bench.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := bench.CombinedOutput(); err != nil {
+		return fmt.Errorf("cannot build tokenbench: %v\n%s", err, out)
+	}
 	// /etc/edgeseal comes from each device's own directory, not the install tree.
 	return os.RemoveAll(filepath.Join(dest, "etc"))
 }
@@ -85,6 +92,7 @@ type device struct {
 	t       testing.TB
 	m       *testbed.Machine
 	etc     string // /etc/edgeseal
+	units   string // /etc/systemd/system
 	cfg     *config.Config
 	apiPort int
 }
@@ -103,9 +111,15 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *d
 	t.Helper()
 	testbed.Require(t, "systemd-nspawn", "make")
 	state := t.TempDir()
-	d := &device{t: t, etc: filepath.Join(state, "etc-edgeseal")}
-	for _, dir := range []string{d.etc, filepath.Join(state, "var-lib-edgeseal"), filepath.Join(state, "var-lib-edgeseal-vault"), filepath.Join(state, "etc-systemd-system")} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+	d := &device{t: t, etc: filepath.Join(state, "etc-edgeseal"), units: filepath.Join(state, "etc-systemd-system")}
+	// As on a device: /etc/edgeseal and /etc/systemd/system are readable by
+	// all (the token provider's user reads the config), the state is root's.
+	for dir, mode := range map[string]os.FileMode{d.etc: 0o755, d.units: 0o755,
+		filepath.Join(state, "var-lib-edgeseal"): 0o700, filepath.Join(state, "var-lib-edgeseal-vault"): 0o700} {
+		if err := os.MkdirAll(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -132,7 +146,7 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *d
 			{Host: d.etc, Container: "/etc/edgeseal", ReadOnly: true},
 			{Host: filepath.Join(state, "var-lib-edgeseal"), Container: "/var/lib/edgeseal"},
 			{Host: filepath.Join(state, "var-lib-edgeseal-vault"), Container: "/var/lib/edgeseal-vault"},
-			{Host: filepath.Join(state, "etc-systemd-system"), Container: "/etc/systemd/system"},
+			{Host: d.units, Container: "/etc/systemd/system"},
 		},
 	})
 	return d

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/tokenclient"
+)
+
+const tokenUsage = `Usage: edgeseal token fetch [--out PATH] [--renew] [--quiet] [--service NAME] [--socket PATH]
+
+Get this service's own Vault token from edgeseal's token provider and write it
+to a file. The provider knows who is asking from the kernel and systemd (the
+unit, snap app, uid or gid of this process), so there is nothing to log in
+with; a process that no service in /etc/edgeseal/edgeseal.yaml names is
+refused, and told how it was seen.
+
+The file is the JSON of Vault's auth response, {"auth":{"client_token":...}},
+the format EdgeX services read from their secrets-token.json. It is written
+atomically with mode 0600, by default to $XDG_RUNTIME_DIR/edgeseal/token.json,
+or $RUNTIME_DIRECTORY/token.json in a unit with RuntimeDirectory=.
+
+Options:
+  --out PATH       where to write the token
+  --renew          stay running and keep the token renewed (it is periodic);
+                   exit 1 when it cannot be renewed any more (revoked), so that
+                   systemd's Restart= fetches a new one
+  --quiet          print nothing on success
+  --service NAME   the service to ask for, when this process matches several
+  --socket PATH    the provider's socket (default /run/edgeseal/tokend.sock)
+
+Exit status: 0 the token is written; 1 refused or failed; 2 bad usage;
+75 try again later (Vault sealed, provider overloaded or not started).
+`
+
+// temporaryError marks a failure that may go away by itself: exit status 75
+// (EX_TEMPFAIL), so a script can retry.
+type temporaryError struct{ error }
+
+func (e temporaryError) Unwrap() error { return e.error }
+
+func cmdToken(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if len(args) == 0 {
+			fmt.Fprint(stderr, tokenUsage)
+			return fmt.Errorf("%w: token needs a subcommand: fetch", errUsage)
+		}
+		fmt.Fprint(stdout, tokenUsage)
+		return nil
+	}
+	if args[0] != "fetch" {
+		fmt.Fprint(stderr, tokenUsage)
+		return fmt.Errorf("%w: unknown token subcommand %q", errUsage, args[0])
+	}
+	fs := flag.NewFlagSet("edgeseal token fetch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stdout, tokenUsage) }
+	out := fs.String("out", "", "where to write the token")
+	renew := fs.Bool("renew", false, "keep the token renewed")
+	quiet := fs.Bool("quiet", false, "print nothing on success")
+	service := fs.String("service", "", "the service to ask for")
+	socket := fs.String("socket", "", "the provider's socket")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	path := *out
+	if path == "" {
+		var err error
+		if path, err = tokenclient.DefaultTokenPath(); err != nil {
+			return err
+		}
+	}
+	if *socket == "" && p.Root != "/" {
+		*socket = p.TokendSocket
+	}
+	tok, err := tokenclient.Fetch(ctx, tokenclient.Options{Socket: *socket, Service: *service})
+	if err != nil {
+		if tokenclient.Temporary(err) {
+			return temporaryError{err}
+		}
+		return err
+	}
+	if err := tokenclient.WriteTokenFile(path, tok); err != nil {
+		return err
+	}
+	if !*quiet {
+		fmt.Fprintf(stdout, "wrote the token of service %s to %s (%s; renewable, period %v)\n",
+			tok.Service, path, tok.Identity, tok.Period())
+	}
+	if !*renew {
+		return nil
+	}
+	return tok.KeepRenewed(ctx, func(s *api.Secret) {
+		if !*quiet && s != nil && s.Auth != nil {
+			fmt.Fprintf(stderr, "renewed the token of service %s; valid for %v\n",
+				tok.Service, time.Duration(s.Auth.LeaseDuration)*time.Second)
+		}
+	})
+}

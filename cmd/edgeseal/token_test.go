@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgeseal/edgeseal/tokenclient"
+)
+
+// provider answers every connection on a new socket with resp.
+func provider(t *testing.T, resp tokenclient.Response) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "tokend.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	resp.V = tokenclient.ProtocolVersion
+	line, _ := json.Marshal(resp)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			bufio.NewReader(c).ReadString('\n')
+			c.Write(append(line, '\n'))
+			c.Close()
+		}
+	}()
+	return sock
+}
+
+func TestTokenFetchWritesTheTokenFileAndSaysWhere(t *testing.T) {
+	sock := provider(t, tokenclient.Response{Status: tokenclient.StatusOK, Service: "collector", Identity: "uid 1001 (pid 9, gid 1001)",
+		Token: json.RawMessage(`{"auth":{"client_token":"hvs.secret","accessor":"a","lease_duration":3600,"renewable":true}}`)})
+	path := filepath.Join(t.TempDir(), "run", "token.json")
+	out, _, err := runCLI(t, "token", "fetch", "--socket", sock, "--out", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "wrote the token of service collector to "+path) || !strings.Contains(out, "uid 1001") || strings.Contains(out, "hvs.secret") {
+		t.Errorf("output %q", out)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v", fi, err)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), `"client_token": "hvs.secret"`) {
+		t.Errorf("token file %s", data)
+	}
+	if out, _, err := runCLI(t, "token", "fetch", "--quiet", "--socket", sock, "--out", path); err != nil || out != "" {
+		t.Errorf("--quiet: %q %v", out, err)
+	}
+}
+
+func TestTokenFetchRefusedWritesNothingAndNamesTheIdentity(t *testing.T) {
+	sock := provider(t, tokenclient.Response{Status: tokenclient.StatusRefused, Identity: "uid 4242 (pid 9, gid 4242)", Error: "no rule"})
+	path := filepath.Join(t.TempDir(), "token.json")
+	_, _, err := runCLI(t, "token", "fetch", "--socket", sock, "--out", path)
+	if !errors.Is(err, tokenclient.ErrRefused) || !strings.Contains(err.Error(), "uid 4242") || errors.As(err, new(temporaryError)) {
+		t.Errorf("err = %v", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("a refused fetch left a file: %v", err)
+	}
+}
+
+func TestTokenFetchTellsAScriptToRetryWhenVaultIsSealedOrNothingListens(t *testing.T) {
+	sealed := provider(t, tokenclient.Response{Status: tokenclient.StatusSealed, Error: "Vault is sealed"})
+	for _, sock := range []string{sealed, filepath.Join(t.TempDir(), "absent.sock")} {
+		_, _, err := runCLI(t, "token", "fetch", "--socket", sock, "--out", filepath.Join(t.TempDir(), "t.json"))
+		if !errors.As(err, new(temporaryError)) {
+			t.Errorf("%s: err = %v, want a temporary error (exit 75)", sock, err)
+		}
+	}
+	_, _, err := runCLI(t, "token", "fetch", "--socket", filepath.Join(t.TempDir(), "absent.sock"), "--out", "/x")
+	if err == nil || !strings.Contains(err.Error(), "not started") {
+		t.Errorf("no provider: %v", err)
+	}
+}
+
+func TestTokenUsage(t *testing.T) {
+	if out, _, err := runCLI(t, "token", "--help"); err != nil || !strings.Contains(out, "secrets-token.json") || !strings.Contains(out, "75") {
+		t.Errorf("token --help: %v\n%s", err, out)
+	}
+	if out, _, err := runCLI(t, "token", "fetch", "--help"); err != nil || !strings.Contains(out, "--renew") {
+		t.Errorf("token fetch --help: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"token"}, {"token", "steal"}, {"token", "fetch", "extra"}, {"token", "fetch", "--bogus"}} {
+		if _, _, err := runCLI(t, args...); !errors.Is(err, errUsage) {
+			t.Errorf("%v: err = %v, want a usage error", args, err)
+		}
+	}
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	if _, _, err := runCLI(t, "token", "fetch", "--socket", "/nonexistent"); err == nil || !strings.Contains(err.Error(), "--out") {
+		t.Errorf("no default path: %v", err)
+	}
+}

@@ -1,0 +1,207 @@
+// Package peer tells who is on the other end of a Unix socket, from what the
+// kernel and systemd say and never from what the caller says.
+//
+// The kernel gives the caller's pid, uid and gid as they were at connect()
+// (SO_PEERCRED) and, on Linux 6.5 and later, a pidfd of that very process
+// (SO_PEERPIDFD). A pid alone is a weak name: the caller can exit and its pid be
+// given to another process before we ask systemd which unit it is in. So a Peer
+// holds the process by pidfd and by start time from the moment of accept, and
+// Resolve checks both again after every lookup made by pid: if the process is
+// gone, a zombie, or not the same process any more, the caller is refused
+// (ErrGone). A live pidfd pins the pid: while the process lives no other
+// process can have its pid, so lookups by pid in between are about it.
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrGone: the calling process exited, or its pid now names another process,
+// before it could be identified. Such a caller is refused: its pid says nothing
+// about who holds the socket now.
+var ErrGone = errors.New("the calling process is gone (it exited or its pid was reused)")
+
+// soPeerPidfd is SO_PEERPIDFD (Linux 6.5), not yet in x/sys/unix.
+const soPeerPidfd = 77
+
+// Peer is the process at the other end of an accepted connection, as the
+// kernel reported it.
+type Peer struct {
+	PID  int32
+	UID  uint32
+	GID  uint32
+	Addr string // the caller's socket address; abstract names start with "@"
+
+	pidfd int    // -1 when neither SO_PEERPIDFD nor pidfd_open gave one
+	start uint64 // start time of PID in clock ticks after boot (/proc/PID/stat field 22)
+	proc  string // procfs root, "/proc" but for tests
+}
+
+// FromConn reads the peer of c. The caller must Close the Peer.
+func FromConn(c *net.UnixConn) (*Peer, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("cannot get the socket of a connection: %w", err)
+	}
+	p := &Peer{pidfd: -1, proc: "/proc"}
+	var cred *unix.Ucred
+	var credErr error
+	raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if credErr != nil {
+			return
+		}
+		if pfd, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, soPeerPidfd); err == nil {
+			p.pidfd = pfd
+		}
+		if sa, err := unix.Getpeername(int(fd)); err == nil {
+			if u, ok := sa.(*unix.SockaddrUnix); ok {
+				p.Addr = u.Name
+			}
+		}
+	})
+	if credErr != nil {
+		return nil, fmt.Errorf("cannot read the caller's credentials (SO_PEERCRED): %w", credErr)
+	}
+	p.PID, p.UID, p.GID = cred.Pid, cred.Uid, cred.Gid
+	if p.PID <= 0 {
+		// The caller is in another pid namespace, which the kernel cannot name.
+		p.Close()
+		return nil, fmt.Errorf("cannot identify the caller: its pid is not visible from here (it runs in another pid namespace)")
+	}
+	if p.pidfd < 0 {
+		// Before Linux 6.5: open a pidfd now. It may already be another process
+		// with the same pid; the start time check below and in Resolve is then
+		// what catches a reuse that happened after this point.
+		if pfd, err := unix.PidfdOpen(int(p.PID), 0); err == nil {
+			p.pidfd = pfd
+		}
+	}
+	st, err := readStat(p.proc, p.PID)
+	if err != nil {
+		p.start = 0 // Resolve reports the caller as gone
+	} else {
+		p.start = st.start
+	}
+	return p, nil
+}
+
+// Close releases the pidfd.
+func (p *Peer) Close() error {
+	if p.pidfd >= 0 {
+		err := unix.Close(p.pidfd)
+		p.pidfd = -1
+		return err
+	}
+	return nil
+}
+
+// Same reports whether the process that connected still runs, under the same
+// uid, and is not a zombie; nil if so, ErrGone (or a uid change) if not.
+func (p *Peer) Same() error {
+	if p.start == 0 {
+		return ErrGone
+	}
+	if p.pidfd >= 0 {
+		// A pidfd polls readable once its process has exited (zombie or
+		// reaped), even if the pid has been given to another process since.
+		fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		for errors.Is(err, unix.EINTR) {
+			n, err = unix.Poll(fds, 0)
+		}
+		if err != nil {
+			return fmt.Errorf("cannot check that the caller still runs: %w", err)
+		}
+		if n > 0 {
+			return ErrGone
+		}
+	}
+	st, err := readStat(p.proc, p.PID)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return ErrGone
+		}
+		return err
+	}
+	if st.start != p.start || st.state == 'Z' || st.state == 'X' {
+		return ErrGone
+	}
+	uid, err := effectiveUID(p.proc, p.PID)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return ErrGone
+		}
+		return err
+	}
+	if uid != p.UID {
+		return fmt.Errorf("the calling process changed its uid from %d to %d after it connected", p.UID, uid)
+	}
+	return nil
+}
+
+type stat struct {
+	state byte
+	start uint64
+}
+
+// readStat reads the state and start time of pid from /proc/PID/stat.
+func readStat(proc string, pid int32) (stat, error) {
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", proc, pid))
+	if err != nil {
+		return stat{}, err
+	}
+	return parseStat(data)
+}
+
+// parseStat parses /proc/PID/stat. The command name (field 2) is in
+// parentheses and may itself hold spaces and parentheses, so fields are
+// counted from the last ")".
+func parseStat(data []byte) (stat, error) {
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return stat{}, fmt.Errorf("cannot parse /proc stat: no command name")
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); start time is field 22, f[19].
+	if len(f) < 20 || len(f[0]) != 1 {
+		return stat{}, fmt.Errorf("cannot parse /proc stat: %d fields after the command name", len(f))
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil || start == 0 {
+		return stat{}, fmt.Errorf("cannot parse /proc stat: start time %q", f[19])
+	}
+	return stat{state: f[0][0], start: start}, nil
+}
+
+// effectiveUID reads the effective uid of pid from /proc/PID/status.
+func effectiveUID(proc string, pid int32) (uint32, error) {
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/status", proc, pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(data)) {
+		rest, ok := strings.CutPrefix(line, "Uid:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 2 {
+			break
+		}
+		uid, err := strconv.ParseUint(f[1], 10, 32)
+		if err != nil {
+			break
+		}
+		return uint32(uid), nil
+	}
+	return 0, fmt.Errorf("cannot parse /proc/%d/status: no Uid line", pid)
+}

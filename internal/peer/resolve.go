@@ -1,0 +1,329 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// UnitLookup asks systemd which unit a process belongs to; go-systemd's
+// *dbus.Conn is one.
+type UnitLookup interface {
+	GetUnitNameByPID(ctx context.Context, pid uint32) (string, error)
+}
+
+// Identity is who a caller is.
+type Identity struct {
+	PID  int32
+	UID  uint32
+	GID  uint32
+	Unit string // the systemd unit of the process, "" if systemd knows none
+	// SnapApp is "<snap>.<app>" when the process runs in a snap daemon's or
+	// app's cgroup made by systemd for snapd (never one under a user manager,
+	// where a user can name a scope as they like).
+	SnapApp string
+	// Credential is set when systemd itself asks, for LoadCredential=.
+	Credential *CredentialRequest
+}
+
+// String is how the caller was seen, for refusals and the journal, e.g.
+// "unit app-one.service (pid 812, uid 61234, gid 61234)".
+func (id Identity) String() string {
+	ids := fmt.Sprintf("pid %d, uid %d, gid %d", id.PID, id.UID, id.GID)
+	switch {
+	case id.Credential != nil:
+		return fmt.Sprintf("LoadCredential=%s of unit %s (%s)", id.Credential.ID, id.Credential.Unit, ids)
+	case id.SnapApp != "":
+		return fmt.Sprintf("snap app %s (%s)", id.SnapApp, ids)
+	case id.Unit != "":
+		return fmt.Sprintf("unit %s (%s)", id.Unit, ids)
+	}
+	return fmt.Sprintf("uid %d (pid %d, gid %d)", id.UID, id.PID, id.GID)
+}
+
+// Resolver turns a Peer into an Identity.
+type Resolver struct {
+	Units UnitLookup
+	// Proc is the procfs root; "" means /proc.
+	Proc string
+}
+
+// Resolve says who p is: its unit (from systemd over D-Bus), its snap app (from
+// its cgroup), and, for a root caller bound to a LoadCredential= address, the
+// credential it asks for. It checks after every lookup that p is still the
+// process that connected, and fails with ErrGone if not.
+func (r *Resolver) Resolve(ctx context.Context, p *Peer) (Identity, error) {
+	if r.Proc != "" {
+		p.proc = r.Proc
+	}
+	id := Identity{PID: p.PID, UID: p.UID, GID: p.GID}
+	if err := p.Same(); err != nil {
+		return id, err
+	}
+	if p.UID == 0 {
+		if cr, err := ParseCredentialAddr(p.Addr); err == nil {
+			id.Credential = &cr
+		}
+	}
+	unit, err := r.Units.GetUnitNameByPID(ctx, uint32(p.PID))
+	if err != nil {
+		if err := p.Same(); err != nil {
+			return id, err
+		}
+		// A live process outside any unit (rare: a process systemd has not
+		// placed yet) is known by uid and gid alone.
+		unit = ""
+	}
+	if unit != "" && ValidUnitName(unit) != nil {
+		return id, fmt.Errorf("cannot use the unit name systemd gave for pid %d: %q is not a unit name", p.PID, unit)
+	}
+	id.Unit = unit
+	cg, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", p.proc, p.PID))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return id, ErrGone
+		}
+		return id, fmt.Errorf("cannot read the cgroup of pid %d: %w", p.PID, err)
+	}
+	id.SnapApp = SnapAppOfCgroup(string(cg))
+	// The lookups above were by pid: they are about the caller only if it is
+	// still the same live process now.
+	if err := p.Same(); err != nil {
+		return id, err
+	}
+	return id, nil
+}
+
+// CredentialRequest is what systemd asks for when it loads a credential from a
+// socket: the credential ID of a unit.
+type CredentialRequest struct {
+	Unit string
+	ID   string
+}
+
+// ParseCredentialAddr parses the abstract address systemd binds to before it
+// connects to load a credential: "@<random hex>/unit/<unit>/<credential id>".
+func ParseCredentialAddr(addr string) (CredentialRequest, error) {
+	rest, ok := strings.CutPrefix(addr, "@")
+	if !ok {
+		return CredentialRequest{}, errors.New("not an abstract socket address")
+	}
+	random, rest, ok := strings.Cut(rest, "/unit/")
+	if !ok || random == "" || len(random) > 16 || strings.Trim(random, "0123456789abcdef") != "" {
+		return CredentialRequest{}, errors.New(`not "@<hex>/unit/<unit>/<credential id>"`)
+	}
+	unit, cred, ok := strings.Cut(rest, "/")
+	if !ok {
+		return CredentialRequest{}, errors.New("no credential id after the unit name")
+	}
+	if err := ValidUnitName(unit); err != nil {
+		return CredentialRequest{}, fmt.Errorf("unit %q: %w", unit, err)
+	}
+	if err := validCredentialID(cred); err != nil {
+		return CredentialRequest{}, fmt.Errorf("credential id %q: %w", cred, err)
+	}
+	return CredentialRequest{Unit: unit, ID: cred}, nil
+}
+
+// validCredentialID follows systemd's credential_name_valid: a file name.
+func validCredentialID(s string) error {
+	switch {
+	case s == "" || s == "." || s == "..":
+		return errors.New("not a file name")
+	case len(s) > 255:
+		return errors.New("longer than 255 bytes")
+	}
+	for _, c := range []byte(s) {
+		if c == '/' || c < 0x20 || c >= 0x7f {
+			return fmt.Errorf("holds %q", c)
+		}
+	}
+	return nil
+}
+
+// unitSuffixes are the unit types systemd knows.
+var unitSuffixes = []string{".service", ".socket", ".target", ".device", ".mount", ".automount",
+	".swap", ".timer", ".path", ".slice", ".scope"}
+
+// ValidUnitName checks s the way systemd's unit_name_is_valid does for a unit
+// or an instance of a template (a template itself, "foo@.service", is no unit a
+// process can run in, so it is refused).
+func ValidUnitName(s string) error {
+	if len(s) > 255 {
+		return errors.New("longer than 255 bytes")
+	}
+	dot := strings.LastIndexByte(s, '.')
+	if dot <= 0 {
+		return errors.New("no unit type suffix such as .service")
+	}
+	suffix := s[dot:]
+	known := false
+	for _, k := range unitSuffixes {
+		if suffix == k {
+			known = true
+		}
+	}
+	if !known {
+		return fmt.Errorf("unknown unit type %q", suffix)
+	}
+	name := s[:dot]
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(":-_.\\@", c) >= 0) {
+			return fmt.Errorf("holds %q", c)
+		}
+	}
+	if prefix, instance, ok := strings.Cut(name, "@"); ok {
+		switch {
+		case prefix == "":
+			return errors.New("nothing before @")
+		case instance == "":
+			return errors.New("a template: name an instance, e.g. foo@1.service")
+		case strings.Contains(instance, "@"):
+			return errors.New("more than one @")
+		}
+	}
+	return nil
+}
+
+// ValidSnapApp checks "<snap>.<app>" (or "<snap>_<instance key>.<app>") with
+// snapd's rules for snap and app names.
+func ValidSnapApp(s string) error {
+	snap, app, ok := strings.Cut(s, ".")
+	if !ok {
+		return errors.New("no . between snap and app")
+	}
+	name, key, hasKey := strings.Cut(snap, "_")
+	if err := validSnapName(name); err != nil {
+		return fmt.Errorf("snap name %q: %w", name, err)
+	}
+	if hasKey {
+		if key == "" || len(key) > 10 || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+			return fmt.Errorf("instance key %q: want 1 to 10 lowercase letters or digits", key)
+		}
+	}
+	if err := validAppName(app); err != nil {
+		return fmt.Errorf("app name %q: %w", app, err)
+	}
+	return nil
+}
+
+func validSnapName(s string) error {
+	switch {
+	case len(s) < 2 || len(s) > 40:
+		return errors.New("want 2 to 40 characters")
+	case s[0] == '-' || s[len(s)-1] == '-' || strings.Contains(s, "--"):
+		return errors.New("a hyphen at an end or two in a row")
+	case strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-") != "":
+		return errors.New("want lowercase letters, digits and hyphens")
+	case strings.Trim(s, "0123456789-") == "":
+		return errors.New("want at least one letter")
+	}
+	return nil
+}
+
+func validAppName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("empty")
+	case len(s) > 256:
+		return errors.New("longer than 256 bytes")
+	case s[0] == '-' || s[len(s)-1] == '-' || strings.Contains(s, "--"):
+		return errors.New("a hyphen at an end or two in a row")
+	case strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "":
+		return errors.New("want letters, digits and hyphens")
+	}
+	return nil
+}
+
+// SnapAppOfCgroup returns "<snap>.<app>" for a process whose /proc/PID/cgroup
+// content puts it in a snap app's cgroup, else "". The cgroup names are
+// systemd's for snapd: "snap.<snap>.<app>.service" for a daemon and
+// "snap.<uuid>.<snap>.<app>.scope" for an app run with `snap run`; hooks
+// ("snap.<uuid>.<snap>.hook.<hook>.scope") are no app. A snap cgroup under a
+// user manager (user@UID.service) is not trusted: a user names scopes there
+// freely.
+func SnapAppOfCgroup(content string) string {
+	path := ""
+	for line := range strings.Lines(content) {
+		line = strings.TrimRight(line, "\n")
+		// "0::/path" is the unified hierarchy; on a hybrid system systemd's own
+		// tree is "N:name=systemd:/path".
+		id, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		ctrl, p, ok := strings.Cut(rest, ":")
+		if !ok {
+			continue
+		}
+		if ctrl == "name=systemd" || (id == "0" && ctrl == "") {
+			path = p
+			if ctrl == "name=systemd" {
+				break
+			}
+		}
+	}
+	if path == "" {
+		return ""
+	}
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if app := snapAppOfCgroupName(parts[i]); app != "" {
+			for _, up := range parts[:i] {
+				if strings.HasPrefix(up, "user@") && strings.HasSuffix(up, ".service") {
+					return ""
+				}
+			}
+			return app
+		}
+	}
+	return ""
+}
+
+func snapAppOfCgroupName(name string) string {
+	rest, ok := strings.CutPrefix(name, "snap.")
+	if !ok {
+		return ""
+	}
+	var f []string
+	if r, ok := strings.CutSuffix(rest, ".service"); ok {
+		f = strings.Split(r, ".")
+		if len(f) != 2 {
+			return ""
+		}
+	} else if r, ok := strings.CutSuffix(rest, ".scope"); ok {
+		f = strings.Split(r, ".")
+		if len(f) != 3 || !isUUID(f[0]) {
+			return ""
+		}
+		f = f[1:]
+	} else {
+		return ""
+	}
+	app := f[0] + "." + f[1]
+	if ValidSnapApp(app) != nil {
+		return ""
+	}
+	return app
+}
+
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range []byte(s) {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,383 @@
+package secretstore
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/ledger"
+	"github.com/edgeseal/edgeseal/internal/peer"
+)
+
+// The supervisor is what edgeseal-unseal does once Vault is up, besides keeping
+// it unsealed: it replaces the token-issuing token on a period, revokes the
+// tokens of units that failed, and applies a service's policy when the token
+// provider meets a service the config gained after boot. It holds its own
+// token, in memory only, that can do exactly those things.
+const (
+	SupervisorPolicy = "edgeseal-supervisor"
+	SupervisorRole   = "edgeseal-supervisor"
+	supervisorPeriod = time.Hour
+)
+
+const supervisorPolicyHCL = `# edgeseal-unseal, once Vault is set up: rotate the token-issuing token,
+# revoke service tokens, apply service policies. Nothing else.
+path "auth/token/create/` + TokendRole + `" {
+  capabilities = ["create", "update"]
+}
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
+path "sys/policies/acl/` + ServicePolicyPrefix + `*" {
+  capabilities = ["create", "update", "read"]
+}
+`
+
+// PolicyDigests returns, for each policy cfg asks for, the SHA-256 of its text:
+// what paths.Policies records as applied.
+func PolicyDigests(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for name, hcl := range Policies(cfg) {
+		out[name] = digest(hcl)
+	}
+	return out
+}
+
+func digest(text string) string {
+	sum := sha256.Sum256([]byte(text))
+	return hex.EncodeToString(sum[:])
+}
+
+// ReadAppliedPolicies reads paths.Policies: the digests of the policies in Vault.
+func ReadAppliedPolicies(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read applied policies: %w", err)
+	}
+	var m map[string]string
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("cannot parse applied policies %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// writePolicies writes each of policies (text by name) whose digest differs
+// from the applied one, then records the digests.
+func (b *Bootstrap) writePolicies(ctx context.Context, c *api.Client, policies map[string]string) error {
+	b.policyMu.Lock()
+	defer b.policyMu.Unlock()
+	applied, _ := ReadAppliedPolicies(b.Paths.Policies)
+	if applied == nil {
+		applied = map[string]string{}
+	}
+	for name, hcl := range policies {
+		d := digest(hcl)
+		if applied[name] == d {
+			continue
+		}
+		if err := c.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
+			return fmt.Errorf("cannot write Vault policy %s: %w", name, err)
+		}
+		applied[name] = d
+	}
+	data, _ := json.MarshalIndent(applied, "", "  ")
+	return fsutil.WriteFileAtomic(b.Paths.Policies, data, 0o644, fsutil.Self)
+}
+
+// issueSupervisorToken replaces the supervisor's token (revoking any earlier
+// one: a previous run of this service) using c, a root token's client.
+func (b *Bootstrap) issueSupervisorToken(ctx context.Context, c *api.Client) error {
+	if err := c.Sys().RevokePrefixWithContext(ctx, "auth/token/create/"+SupervisorRole); err != nil {
+		return fmt.Errorf("cannot revoke the earlier supervisor tokens: %w", err)
+	}
+	s, err := c.Auth().Token().CreateWithRoleWithContext(ctx, &api.TokenCreateRequest{
+		Policies:    []string{SupervisorPolicy},
+		DisplayName: "edgeseal-supervisor",
+		Metadata:    map[string]string{"edgeseal": "supervisor", "boot_id": b.BootID},
+	}, SupervisorRole)
+	if err != nil {
+		return fmt.Errorf("cannot create the supervisor token: %w", err)
+	}
+	sc, err := b.Client.Clone()
+	if err != nil {
+		return fmt.Errorf("cannot clone Vault client: %w", err)
+	}
+	sc.SetToken(s.Auth.ClientToken)
+	b.supervisorMu.Lock()
+	b.supervisor = sc
+	b.supervisorMu.Unlock()
+	return nil
+}
+
+// refreshSupervisor makes a new supervisor token through a short-lived root
+// token: after a restart of this service within a boot, or if the token was lost.
+func (b *Bootstrap) refreshSupervisor(ctx context.Context) error {
+	root, err := GenerateRoot(ctx, b.Client, b.unsealKey)
+	if err != nil {
+		return err
+	}
+	c, err := b.Client.Clone()
+	if err != nil {
+		return fmt.Errorf("cannot clone Vault client: %w", err)
+	}
+	c.SetToken(root)
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := c.Auth().Token().RevokeSelfWithContext(rctx, ""); err != nil {
+			b.Log.Warn("cannot revoke a short-lived root token; the next boot revokes every stray root token", "error", err)
+		}
+	}()
+	return b.issueSupervisorToken(ctx, c)
+}
+
+func (b *Bootstrap) supervisorClient() *api.Client {
+	b.supervisorMu.Lock()
+	defer b.supervisorMu.Unlock()
+	return b.supervisor
+}
+
+// withSupervisor runs f with the supervisor's client; if Vault says the token
+// is no good (it was revoked, or expired while Vault was down), it makes a new
+// one and tries once more.
+func (b *Bootstrap) withSupervisor(ctx context.Context, f func(*api.Client) error) error {
+	c := b.supervisorClient()
+	if c != nil {
+		err := f(c)
+		if !isForbidden(err) {
+			return err
+		}
+		b.Log.Warn("the supervisor token was refused; making a new one", "error", err)
+	}
+	if err := b.refreshSupervisor(ctx); err != nil {
+		return err
+	}
+	return f(b.supervisorClient())
+}
+
+// Supervise does the supervisor's periodic work until ctx ends: it renews its
+// own token and rotates the token-issuing token. It runs beside Watch.
+func (b *Bootstrap) Supervise(ctx context.Context) {
+	renew := time.NewTicker(supervisorPeriod / 3)
+	defer renew.Stop()
+	for {
+		wait := b.untilRotation()
+		select {
+		case <-ctx.Done():
+			return
+		case <-renew.C:
+			err := b.withSupervisor(ctx, func(c *api.Client) error {
+				_, err := c.Auth().Token().RenewSelfWithContext(ctx, 0)
+				return err
+			})
+			if err != nil && ctx.Err() == nil {
+				b.Log.Warn("cannot renew the supervisor token", "error", err)
+			}
+		case <-time.After(wait):
+			if err := b.RotateIssuingToken(ctx); err != nil && ctx.Err() == nil {
+				b.Log.Error("cannot rotate the token-issuing token; retrying in a minute", "error", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Minute):
+				}
+			}
+		}
+	}
+}
+
+// untilRotation is how long until the token-issuing token is due for rotation.
+func (b *Bootstrap) untilRotation() time.Duration {
+	fi, err := os.Stat(b.Paths.IssuingToken)
+	if err != nil {
+		return 0
+	}
+	return max(0, time.Until(fi.ModTime().Add(b.Config.Tokens.Rotation())))
+}
+
+// RotateIssuingToken replaces the token-issuing token with a new one, written
+// atomically, then revokes the old. The provider loads the new one when it
+// sees the file change, or when Vault refuses the old one.
+func (b *Bootstrap) RotateIssuingToken(ctx context.Context) error {
+	var oldAccessor string
+	if data, err := os.ReadFile(b.Paths.IssuingToken); err == nil {
+		var s api.Secret
+		if json.Unmarshal(data, &s) == nil && s.Auth != nil {
+			oldAccessor = s.Auth.Accessor
+		}
+	}
+	err := b.withSupervisor(ctx, func(c *api.Client) error { return b.issueTokendToken(ctx, c) })
+	if err != nil {
+		return err
+	}
+	if oldAccessor != "" {
+		err := b.withSupervisor(ctx, func(c *api.Client) error {
+			return c.Auth().Token().RevokeAccessorWithContext(ctx, oldAccessor)
+		})
+		if err != nil && !isInvalidAccessor(err) {
+			return fmt.Errorf("cannot revoke the previous token-issuing token: %w", err)
+		}
+	}
+	b.say("rotated the token-issuing token", "revoked_accessor", oldAccessor, "next_in", b.Config.Tokens.Rotation().String())
+	return nil
+}
+
+// RevokeUnit revokes every token the provider issued to processes of unit: it
+// is called when the unit enters the failed state.
+func (b *Bootstrap) RevokeUnit(ctx context.Context, unit string) {
+	issued, err := ledger.OfUnit(b.Paths.Ledger, unit)
+	if errors.Is(err, os.ErrNotExist) || len(issued) == 0 {
+		return
+	}
+	if err != nil {
+		b.Log.Warn("cannot read the token ledger to revoke the tokens of a failed unit", "unit", unit, "error", err)
+		return
+	}
+	for _, e := range issued {
+		err := b.withSupervisor(ctx, func(c *api.Client) error {
+			return c.Auth().Token().RevokeAccessorWithContext(ctx, e.Accessor)
+		})
+		switch {
+		case err == nil:
+			b.Log.Warn("revoked the token of a failed unit", "unit", unit, "service", e.Service, "accessor", e.Accessor)
+		case isInvalidAccessor(err):
+		default:
+			b.Log.Error("cannot revoke the token of a failed unit", "unit", unit, "service", e.Service, "accessor", e.Accessor, "error", err)
+		}
+	}
+}
+
+// ServePolicySync answers the token provider on paths.SyncSocket: a line
+// "sync" makes this service read the config again and write the policies that
+// changed. Only root and the provider's user may connect. It returns when ctx
+// ends.
+func (b *Bootstrap) ServePolicySync(ctx context.Context) error {
+	path := b.Paths.SyncSocket
+	os.Remove(path)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", path, err)
+	}
+	defer ln.Close()
+	if b.TokendOwner != fsutil.Self {
+		if err := os.Chown(path, b.TokendOwner.UID, b.TokendOwner.GID); err != nil {
+			return fmt.Errorf("cannot give %s to the token provider's user: %w", path, err)
+		}
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", path, err)
+	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("cannot accept on %s: %w", path, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			b.answerSync(ctx, c)
+		}()
+	}
+}
+
+// SyncRequest is the one request of the policy-sync socket.
+const SyncRequest = "sync\n"
+
+// SyncReply is its answer, one line of JSON.
+type SyncReply struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+func (b *Bootstrap) answerSync(ctx context.Context, c *net.UnixConn) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	p, err := peer.FromConn(c)
+	if err != nil {
+		return
+	}
+	p.Close()
+	if p.UID != 0 && (b.TokendOwner == fsutil.Self || int(p.UID) != b.TokendOwner.UID) {
+		b.Log.Warn("refused a policy-sync request from a process that is not the token provider", "pid", p.PID, "uid", p.UID)
+		return
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(c, 64), 64).ReadString('\n')
+	if err != nil || line != SyncRequest {
+		b.Log.Warn("refused a malformed policy-sync request", "pid", p.PID, "uid", p.UID)
+		return
+	}
+	reply := SyncReply{OK: true}
+	if err := b.syncPolicies(ctx); err != nil {
+		reply = SyncReply{Error: err.Error()}
+		b.Log.Error("cannot apply the service policies of the changed config", "error", err)
+	}
+	data, _ := json.Marshal(reply)
+	c.Write(append(data, '\n'))
+}
+
+func (b *Bootstrap) syncPolicies(ctx context.Context) error {
+	path := b.ConfigFile
+	if path == "" {
+		path = b.Paths.ConfigFile
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	// Only service policies: edgeseal's own are written at boot, with root.
+	policies := Policies(cfg)
+	for name := range policies {
+		if !strings.HasPrefix(name, ServicePolicyPrefix) {
+			delete(policies, name)
+		}
+	}
+	if err := b.withSupervisor(ctx, func(c *api.Client) error { return b.writePolicies(ctx, c, policies) }); err != nil {
+		return err
+	}
+	b.say("applied the service policies of the config", "services", len(cfg.Services))
+	return nil
+}
+
+func isForbidden(err error) bool {
+	var re *api.ResponseError
+	return errors.As(err, &re) && re.StatusCode == 403
+}
+
+func isInvalidAccessor(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != 400 {
+		return false
+	}
+	for _, e := range re.Errors {
+		if e == "invalid accessor" {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,113 @@
+package tokend
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/peer"
+)
+
+// Errors of Match; the caller is refused and the reason goes to the journal.
+var (
+	// ErrNoRule: no service has a rule for this caller.
+	ErrNoRule = errors.New("no service is configured for this identity")
+	// ErrAmbiguous: the caller matches several services equally well and did not
+	// say which it wants.
+	ErrAmbiguous = errors.New("this identity matches more than one service")
+)
+
+// Match returns the service whose token the caller id gets, and the rule that
+// matched (for the journal). want, if not empty, is the service the caller asked
+// for: one of its rules must match. Otherwise the most specific rule wins: a
+// unit or snap app rule, then a uid rule, then a gid rule; two services matched
+// at the same level is ErrAmbiguous. systemd serving LoadCredential= for a unit
+// matches by that unit (or its snap app) only.
+func Match(services []config.Service, id peer.Identity, want string) (*config.Service, string, error) {
+	if id.Credential != nil {
+		unit := id.Credential.Unit
+		app := snapAppOfUnit(unit)
+		for i := range services {
+			s := &services[i]
+			if slices.Contains(s.Units, unit) {
+				return s, "unit " + unit, nil
+			}
+			if app != "" && slices.Contains(s.SnapApps, app) {
+				return s, "snap app " + app, nil
+			}
+		}
+		return nil, "", fmt.Errorf("%w: no service lists unit %s (LoadCredential=%s)", ErrNoRule, unit, id.Credential.ID)
+	}
+	if want != "" {
+		for i := range services {
+			if services[i].Name != want {
+				continue
+			}
+			for _, level := range rules(&services[i], id) {
+				if level != "" {
+					return &services[i], level, nil
+				}
+			}
+			return nil, "", fmt.Errorf("%w: service %q has no rule matching it", ErrNoRule, want)
+		}
+		return nil, "", fmt.Errorf("%w: there is no service %q", ErrNoRule, want)
+	}
+	for level := range 3 {
+		var found []*config.Service
+		var rule string
+		for i := range services {
+			if r := rules(&services[i], id)[level]; r != "" {
+				found = append(found, &services[i])
+				rule = r
+			}
+		}
+		switch len(found) {
+		case 0:
+			continue
+		case 1:
+			return found[0], rule, nil
+		default:
+			names := make([]string, len(found))
+			for i, s := range found {
+				names[i] = s.Name
+			}
+			return nil, "", fmt.Errorf("%w (%s): ask for one by name (edgeseal token fetch --service NAME)", ErrAmbiguous, strings.Join(names, ", "))
+		}
+	}
+	return nil, "", ErrNoRule
+}
+
+// rules says which of s's rules match id, at each level of specificity: unit or
+// snap app, uid, gid ("" where none does).
+func rules(s *config.Service, id peer.Identity) [3]string {
+	var r [3]string
+	switch {
+	case id.Unit != "" && slices.Contains(s.Units, id.Unit):
+		r[0] = "unit " + id.Unit
+	case id.SnapApp != "" && slices.Contains(s.SnapApps, id.SnapApp):
+		r[0] = "snap app " + id.SnapApp
+	}
+	if slices.Contains(s.UIDs, id.UID) {
+		r[1] = fmt.Sprintf("uid %d", id.UID)
+	}
+	if slices.Contains(s.GIDs, id.GID) {
+		r[2] = fmt.Sprintf("gid %d", id.GID)
+	}
+	return r
+}
+
+// snapAppOfUnit returns "<snap>.<app>" for a snap daemon's unit
+// "snap.<snap>.<app>.service", else "".
+func snapAppOfUnit(unit string) string {
+	rest, ok := strings.CutPrefix(unit, "snap.")
+	if !ok {
+		return ""
+	}
+	rest, ok = strings.CutSuffix(rest, ".service")
+	if !ok || peer.ValidSnapApp(rest) != nil {
+		return ""
+	}
+	return rest
+}

@@ -1,0 +1,90 @@
+package tokend
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/peer"
+)
+
+var matchServices = []config.Service{
+	{Name: "app-one", Units: []string{"app-one.service"}, UIDs: []uint32{1001}},
+	{Name: "collector", SnapApps: []string{"collector.daemon"}, GIDs: []uint32{2000}},
+	{Name: "by-uid", UIDs: []uint32{1002}},
+	{Name: "by-gid", GIDs: []uint32{2001}},
+	{Name: "other-gid", GIDs: []uint32{1002}},
+}
+
+func TestMatchPrefersTheMostSpecificRule(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		id       peer.Identity
+		service  string
+		wantRule string
+	}{
+		{"unit", peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "app-one.service"}, "app-one", "unit app-one.service"},
+		{"unit beats another service's gid", peer.Identity{PID: 9, UID: 5, GID: 2001, Unit: "app-one.service"}, "app-one", "unit app-one.service"},
+		{"snap app", peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "snap.collector.daemon.service", SnapApp: "collector.daemon"}, "collector", "snap app collector.daemon"},
+		{"uid beats gid", peer.Identity{PID: 9, UID: 1002, GID: 2001, Unit: "session-1.scope"}, "by-uid", "uid 1002"},
+		{"gid", peer.Identity{PID: 9, UID: 7, GID: 2001}, "by-gid", "gid 2001"},
+		{"uid of a service that also has a unit", peer.Identity{PID: 9, UID: 1001, GID: 7, Unit: "cron.service"}, "app-one", "uid 1001"},
+		{"LoadCredential for a unit", peer.Identity{PID: 1, Credential: &peer.CredentialRequest{Unit: "app-one.service", ID: "vault-token"}}, "app-one", "unit app-one.service"},
+		{"LoadCredential for a snap daemon", peer.Identity{PID: 1, Credential: &peer.CredentialRequest{Unit: "snap.collector.daemon.service", ID: "t"}}, "collector", "snap app collector.daemon"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, rule, err := Match(matchServices, tc.id, "")
+			if err != nil {
+				t.Fatalf("Match: %v", err)
+			}
+			if svc.Name != tc.service || rule != tc.wantRule {
+				t.Fatalf("Match = %s by %q, want %s by %q", svc.Name, rule, tc.service, tc.wantRule)
+			}
+		})
+	}
+}
+
+func TestMatchRefusesAnIdentityNoRuleNames(t *testing.T) {
+	for _, id := range []peer.Identity{
+		{PID: 9, UID: 4242, GID: 4242, Unit: "evil.service"},
+		{PID: 9, UID: 0, GID: 0, Unit: "cron.service"},
+		{PID: 1, Credential: &peer.CredentialRequest{Unit: "evil.service", ID: "vault-token"}},
+		// A LoadCredential= request matches by its unit only, not by the uid of PID 1.
+		{PID: 1, UID: 1001, Credential: &peer.CredentialRequest{Unit: "evil.service", ID: "vault-token"}},
+	} {
+		if svc, _, err := Match(matchServices, id, ""); !errors.Is(err, ErrNoRule) {
+			t.Errorf("Match(%s) = %v, %v; want ErrNoRule", id, svc, err)
+		}
+	}
+}
+
+func TestMatchRefusesAmbiguityUnlessTheCallerNamesTheService(t *testing.T) {
+	// uid 1002 is by-uid's; gid 1002 is other-gid's: different levels, not
+	// ambiguous. Two services at one level are.
+	services := append([]config.Service{}, matchServices...)
+	services = append(services, config.Service{Name: "twin", GIDs: []uint32{3000}}, config.Service{Name: "twin2", GIDs: []uint32{3000}})
+	id := peer.Identity{PID: 9, UID: 7, GID: 3000}
+	_, _, err := Match(services, id, "")
+	if !errors.Is(err, ErrAmbiguous) || !strings.Contains(err.Error(), "twin, twin2") {
+		t.Fatalf("Match = %v, want ErrAmbiguous naming both services", err)
+	}
+	svc, rule, err := Match(services, id, "twin2")
+	if err != nil || svc.Name != "twin2" || rule != "gid 3000" {
+		t.Fatalf("Match(service twin2) = %v %q %v", svc, rule, err)
+	}
+}
+
+func TestMatchOfANamedServiceNeedsOneOfItsRules(t *testing.T) {
+	id := peer.Identity{PID: 9, UID: 1002, GID: 1002}
+	if svc, _, err := Match(matchServices, id, "app-one"); !errors.Is(err, ErrNoRule) {
+		t.Fatalf("Match(app-one) for uid 1002 = %v, %v; want ErrNoRule", svc, err)
+	}
+	if _, _, err := Match(matchServices, id, "nosuch"); !errors.Is(err, ErrNoRule) || !strings.Contains(err.Error(), `no service "nosuch"`) {
+		t.Fatalf("Match(nosuch) = %v", err)
+	}
+	svc, rule, err := Match(matchServices, id, "other-gid")
+	if err != nil || svc.Name != "other-gid" || rule != "gid 1002" {
+		t.Fatalf("Match(other-gid) = %v %q %v", svc, rule, err)
+	}
+}

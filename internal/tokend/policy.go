@@ -1,0 +1,87 @@
+package tokend
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+)
+
+// PolicySync checks, before a service's first token in this run, that its
+// policy in Vault is the one the config asks for; if the config changed since
+// boot, it asks edgeseal-unseal (which may write policies; the provider may
+// not) to apply it, over paths.SyncSocket.
+type PolicySync struct {
+	Applied string // paths.Policies
+	Socket  string // paths.SyncSocket
+
+	mu   sync.Mutex
+	good map[string]string // policy name -> digest known to be in Vault
+}
+
+// Ensure implements PolicyEnsurer.
+func (p *PolicySync) Ensure(ctx context.Context, cfg *config.Config, service string) error {
+	name := secretstore.ServicePolicyPrefix + service
+	want := secretstore.PolicyDigests(cfg)[name]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.good[name] == want {
+		return nil
+	}
+	if applied, err := secretstore.ReadAppliedPolicies(p.Applied); err == nil && applied[name] == want {
+		p.remember(name, want)
+		return nil
+	}
+	if err := p.ask(ctx); err != nil {
+		return err
+	}
+	applied, err := secretstore.ReadAppliedPolicies(p.Applied)
+	if err != nil {
+		return err
+	}
+	if applied[name] != want {
+		return fmt.Errorf("edgeseal-unseal applied a config in which policy %s differs from this provider's: was the config changed just now? try again", name)
+	}
+	p.remember(name, want)
+	return nil
+}
+
+func (p *PolicySync) remember(name, digest string) {
+	if p.good == nil {
+		p.good = map[string]string{}
+	}
+	p.good[name] = digest
+}
+
+func (p *PolicySync) ask(ctx context.Context) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", p.Socket)
+	if err != nil {
+		return fmt.Errorf("cannot ask edgeseal-unseal to apply the changed config: %w", err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if _, err := io.WriteString(c, secretstore.SyncRequest); err != nil {
+		return fmt.Errorf("cannot ask edgeseal-unseal to apply the changed config: %w", err)
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(c, 4096), 4096).ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("cannot read edgeseal-unseal's answer to a policy sync: %w", err)
+	}
+	var r secretstore.SyncReply
+	if err := json.Unmarshal(line, &r); err != nil {
+		return fmt.Errorf("cannot parse edgeseal-unseal's answer to a policy sync: %w", err)
+	}
+	if !r.OK {
+		return fmt.Errorf("edgeseal-unseal cannot apply the changed config: %s", r.Error)
+	}
+	return nil
+}
