@@ -36,7 +36,7 @@ var (
 	ErrNoProvider = errors.New("no token provider")
 	// ErrRefused: the provider does not give this caller a token; the error
 	// says how the provider saw the caller.
-	ErrRefused = errors.New("refused")
+	ErrRefused = errors.New("the token provider refused")
 	// ErrSealed: Vault is sealed or not set up yet; try again later.
 	ErrSealed = errors.New("Vault is sealed")
 	// ErrOverloaded: too many requests at once; try again later.
@@ -157,7 +157,7 @@ func exchange(ctx context.Context, socket string, req Request) (*Response, error
 	case StatusOK:
 		return &resp, nil
 	case StatusRefused:
-		return nil, fmt.Errorf("%w: the token provider refused %s: %s", ErrRefused, resp.Identity, resp.Error)
+		return nil, fmt.Errorf("%w %s: %s", ErrRefused, resp.Identity, resp.Error)
 	case StatusSealed:
 		return nil, fmt.Errorf("%w: try again later (%s)", ErrSealed, resp.Error)
 	case StatusOverloaded:

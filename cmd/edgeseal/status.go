@@ -22,8 +22,10 @@ import (
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 )
 
-// units are the boot chain, in order, as `edgeseal status` shows them.
-var units = []string{"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service", "edgeseal.target"}
+// units are the boot chain, in order, then the token provider, as `edgeseal
+// status` shows them.
+var units = []string{"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service", "edgeseal.target",
+	"edgeseal-tokend.socket", "edgeseal-tokend.service"}
 
 type statusReport struct {
 	Ready     bool                `json:"ready"`

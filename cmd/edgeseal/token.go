@@ -34,7 +34,8 @@ Options:
                    systemd's Restart= fetches a new one
   --quiet          print nothing on success
   --service NAME   the service to ask for, when this process matches several
-  --socket PATH    the provider's socket (default /run/edgeseal/tokend.sock)
+  --socket PATH    the provider's socket (default $EDGESEAL_TOKEN_SOCKET, or
+                   /run/edgeseal/tokend.sock); --root does not move it
 
 Exit status: 0 the token is written; 1 refused or failed; 2 bad usage;
 75 try again later (Vault sealed, provider overloaded or not started).
@@ -46,7 +47,10 @@ type temporaryError struct{ error }
 
 func (e temporaryError) Unwrap() error { return e.error }
 
-func cmdToken(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) error {
+// cmdToken runs as the service, not as root: it reads nothing under --root,
+// and asks the provider wherever tokenclient would (--socket,
+// $EDGESEAL_TOKEN_SOCKET, DefaultSocket), as a service written in Go does.
+func cmdToken(ctx context.Context, _ paths.Paths, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		if len(args) == 0 {
 			fmt.Fprint(stderr, tokenUsage)
@@ -82,9 +86,6 @@ func cmdToken(ctx context.Context, p paths.Paths, args []string, stdout, stderr 
 		if path, err = tokenclient.DefaultTokenPath(); err != nil {
 			return err
 		}
-	}
-	if *socket == "" && p.Root != "/" {
-		*socket = p.TokendSocket
 	}
 	tok, err := tokenclient.Fetch(ctx, tokenclient.Options{Socket: *socket, Service: *service})
 	if err != nil {

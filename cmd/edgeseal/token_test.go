@@ -2,13 +2,22 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
@@ -54,8 +63,9 @@ func TestTokenFetchWritesTheTokenFileAndSaysWhere(t *testing.T) {
 		t.Fatalf("token file: %v %v", fi, err)
 	}
 	data, _ := os.ReadFile(path)
-	if !strings.Contains(string(data), `"client_token": "hvs.secret"`) {
-		t.Errorf("token file %s", data)
+	var sec api.Secret
+	if err := json.Unmarshal(data, &sec); err != nil || sec.Auth == nil || sec.Auth.ClientToken != "hvs.secret" {
+		t.Errorf("token file %s: %v", data, err)
 	}
 	if out, _, err := runCLI(t, "token", "fetch", "--quiet", "--socket", sock, "--out", path); err != nil || out != "" {
 		t.Errorf("--quiet: %q %v", out, err)
@@ -85,6 +95,38 @@ func TestTokenFetchTellsAScriptToRetryWhenVaultIsSealedOrNothingListens(t *testi
 	_, _, err := runCLI(t, "token", "fetch", "--socket", filepath.Join(t.TempDir(), "absent.sock"), "--out", "/x")
 	if err == nil || !strings.Contains(err.Error(), "not started") {
 		t.Errorf("no provider: %v", err)
+	}
+}
+
+func TestTokenFetchAsksTheSocketInTheEnvironmentEvenUnderRoot(t *testing.T) {
+	sock := provider(t, tokenclient.Response{Status: tokenclient.StatusRefused, Identity: "uid 4242 (pid 9, gid 4242)", Error: "no rule"})
+	t.Setenv("EDGESEAL_TOKEN_SOCKET", sock)
+	_, _, err := runCLI(t, "--root", t.TempDir(), "token", "fetch", "--out", filepath.Join(t.TempDir(), "t.json"))
+	if !errors.Is(err, tokenclient.ErrRefused) {
+		t.Errorf("err = %v, want the refusal of the provider at $EDGESEAL_TOKEN_SOCKET", err)
+	}
+}
+
+func TestTokenFetchRenewFailsOnceTheTokenIsRevoked(t *testing.T) {
+	vault := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden) // what renew-self answers for a revoked token
+		io.WriteString(w, `{"errors":["permission denied"]}`)
+	}))
+	defer vault.Close()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: vault.Certificate().Raw}), 0o644)
+	sock := provider(t, tokenclient.Response{Status: tokenclient.StatusOK, Service: "collector", VaultAddr: vault.URL, CACert: ca,
+		Token: json.RawMessage(`{"auth":{"client_token":"hvs.secret","lease_duration":1,"renewable":true}}`)})
+	path := filepath.Join(t.TempDir(), "token.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"token", "fetch", "--renew", "--socket", sock, "--out", path}, &out, &errOut)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "cannot renew the token of service collector") {
+		t.Errorf("err = %v (context: %v), want a renewal failure before the deadline", err, ctx.Err())
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the token file was not written before renewing: %v", err)
 	}
 }
 

@@ -123,23 +123,29 @@ func (p *Peer) Same() error {
 		if n > 0 {
 			return ErrGone
 		}
+	} else {
+		// No pidfd: the start time tells a reused pid from the caller.
+		st, err := readStat(p.proc, p.PID)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return ErrGone
+			}
+			return err
+		}
+		if st.start != p.start || st.state == 'Z' || st.state == 'X' {
+			return ErrGone
+		}
 	}
-	st, err := readStat(p.proc, p.PID)
+	uid, state, err := readStatus(p.proc, p.PID)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return ErrGone
 		}
 		return err
 	}
-	if st.start != p.start || st.state == 'Z' || st.state == 'X' {
+	if state == 'Z' || state == 'X' {
+		// Its leader exited; its other threads are on their way.
 		return ErrGone
-	}
-	uid, err := effectiveUID(p.proc, p.PID)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return ErrGone
-		}
-		return err
 	}
 	if uid != p.UID {
 		return fmt.Errorf("the calling process changed its uid from %d to %d after it connected", p.UID, uid)
@@ -182,13 +188,25 @@ func parseStat(data []byte) (stat, error) {
 	return stat{state: f[0][0], start: start}, nil
 }
 
-// effectiveUID reads the effective uid of pid from /proc/PID/status.
-func effectiveUID(proc string, pid int32) (uint32, error) {
+// readStatus reads the effective uid and the state of pid from
+// /proc/PID/status.
+func readStatus(proc string, pid int32) (uid uint32, state byte, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("%s/%d/status", proc, pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	return parseStatus(data)
+}
+
+func parseStatus(data []byte) (uid uint32, state byte, err error) {
+	var haveUID bool
 	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "State:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 && len(f[0]) == 1 {
+				state = f[0][0]
+			}
+			continue
+		}
 		rest, ok := strings.CutPrefix(line, "Uid:")
 		if !ok {
 			continue
@@ -197,11 +215,14 @@ func effectiveUID(proc string, pid int32) (uint32, error) {
 		if len(f) < 2 {
 			break
 		}
-		uid, err := strconv.ParseUint(f[1], 10, 32)
+		u, err := strconv.ParseUint(f[1], 10, 32)
 		if err != nil {
 			break
 		}
-		return uint32(uid), nil
+		uid, haveUID = uint32(u), true
 	}
-	return 0, fmt.Errorf("cannot parse /proc/%d/status: no Uid line", pid)
+	if !haveUID || state == 0 {
+		return 0, 0, fmt.Errorf("cannot parse /proc status: no State or Uid line")
+	}
+	return uid, state, nil
 }

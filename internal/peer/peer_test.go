@@ -303,3 +303,15 @@ func FuzzSnapAppOfCgroup(f *testing.F) {
 		}
 	})
 }
+
+func TestParseStatusReadsStateAndEffectiveUID(t *testing.T) {
+	uid, state, err := parseStatus([]byte("Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t7\nUid:\t1000\t1001\t1000\t1000\nGid:\t5\t5\t5\t5\n"))
+	if err != nil || uid != 1001 || state != 'S' {
+		t.Errorf("got uid %d state %c err %v; want the effective uid 1001, S", uid, state, err)
+	}
+	for _, bad := range []string{"", "State:\tZ (zombie)\n", "Uid:\t1\t2\t3\t4\n", "State:\tR\nUid:\tx\ty\n"} {
+		if _, _, err := parseStatus([]byte(bad)); err == nil {
+			t.Errorf("parseStatus(%q) succeeded", bad)
+		}
+	}
+}

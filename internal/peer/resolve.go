@@ -59,9 +59,6 @@ func (r *Resolver) Resolve(ctx context.Context, p *Peer) (Identity, error) {
 		p.proc = r.Proc
 	}
 	id := Identity{PID: p.PID, UID: p.UID, GID: p.GID}
-	if err := p.Same(); err != nil {
-		return id, err
-	}
 	if p.UID == 0 {
 		if cr, err := ParseCredentialAddr(p.Addr); err == nil {
 			id.Credential = &cr

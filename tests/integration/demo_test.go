@@ -94,12 +94,23 @@ func TestDemo(t *testing.T) {
 	say("   then one through the socket with `edgeseal token fetch`; it reads its own secret and is refused billing's --")
 	show("systemctl cat sample-app.service", d.run("systemctl", "cat", "sample-app.service"))
 	d.run("systemctl", "start", "sample-app.service")
-	d.waitTokenFile("/run/sample-app/token.json")
-	time.Sleep(time.Second) // the script's last lines
-	show("journalctl -u sample-app.service", d.run("journalctl", "--no-pager", "-o", "cat", "-u", "sample-app.service"))
+	var app string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if app = d.run("journalctl", "--no-pager", "-o", "cat", "-u", "sample-app.service"); strings.Contains(app, "permission denied") {
+			break
+		}
+	}
+	show("journalctl -u sample-app.service", app)
+	if !strings.Contains(app, "wrote secret/edgeseal/sample-app/greeting with the credential's token") ||
+		!strings.Contains(app, "read back with the fetched token: hello from sample-app") || !strings.Contains(app, "permission denied") {
+		t.Fatalf("sample-app did not get its own token both ways, or was not refused billing's secret:\n%s\n%s", app, d.journal())
+	}
 	show("journalctl -u edgeseal-tokend.service", d.m.Journal(t, "edgeseal-tokend.service"))
-	out, stderr, _ := d.m.RunAs(context.Background(), 4242, 4242, "edgeseal", "token", "fetch", "--out", "/tmp/x/token.json")
+	out, stderr, err := d.m.RunAs(context.Background(), 4242, 4242, "edgeseal", "token", "fetch", "--out", "/tmp/x/token.json")
 	show("setpriv --reuid=4242 edgeseal token fetch   (a uid no rule names)", out+stderr)
+	if err == nil || !strings.Contains(stderr, "refused uid 4242") {
+		t.Fatalf("uid 4242 was not refused: %v %s", err, stderr)
+	}
 
 	say("\n-- Vault crashes (SIGKILL): systemd restarts it, edgeseal unseals it again --")
 	d.run("kill", "-9", d.mainPID("edgeseal-vault.service"))

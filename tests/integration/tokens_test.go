@@ -54,6 +54,17 @@ LoadCredential=vault-token:/run/edgeseal/tokend.sock
 ExecStart=/bin/sleep infinity
 Restart=no
 `
+	// stranger asks for a credential no rule grants it.
+	strangerUnit = `[Unit]
+Description=stranger: no service of the config is this unit
+Requires=edgeseal.target
+After=edgeseal.target
+
+[Service]
+DynamicUser=yes
+LoadCredential=vault-token:/run/edgeseal/tokend.sock
+ExecStart=/bin/sleep infinity
+`
 	// staleClient connects, then exits, and leaves a child to send the request
 	// once its parent is gone: the pid the kernel recorded is dead by then.
 	staleClient = `import os, socket, sys, time
@@ -89,6 +100,7 @@ func TestEachServiceGetsItsOwnToken(t *testing.T) {
 	writeFile(t, filepath.Join(d.units, "app-one.service"), []byte(appOneUnit), 0o644)
 	writeFile(t, filepath.Join(d.units, "reporter.service"), []byte(reporterUnit), 0o644)
 	writeFile(t, filepath.Join(d.units, "flaky.service"), []byte(flakyUnit), 0o644)
+	writeFile(t, filepath.Join(d.units, "stranger.service"), []byte(strangerUnit), 0o644)
 	d.run("systemctl", "daemon-reload")
 	d.run("systemctl", "enable", "edgeseal.target")
 	d.start()
@@ -146,6 +158,23 @@ func TestEachServiceGetsItsOwnToken(t *testing.T) {
 	}
 	if _, _, err := d.m.Run(ctx, "test", "-e", "/tmp/nobody/token.json"); err == nil {
 		t.Errorf("a refused caller got a token file")
+	}
+
+	t.Log("When stranger.service, which no rule names, asks for a token with LoadCredential=")
+	d.m.Run(ctx, "systemctl", "start", "stranger.service")
+	t.Log("Then it gets no token, and the refusal is in the journal")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(d.m.Journal(t, "edgeseal-tokend.service"), "LoadCredential=vault-token of unit stranger.service") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no refusal of stranger.service in the journal\n%s", d.journal())
+		}
+	}
+	cred, _, _ := d.m.Run(ctx, "sh", "-c", "cat /run/credentials/stranger.service/vault-token 2>&1; systemctl is-active stranger.service")
+	t.Logf("And systemd starts it with an empty credential (cat; is-active): %q", strings.Join(strings.Fields(cred), " "))
+	if strings.Contains(cred, "client_token") {
+		t.Errorf("stranger.service got a token: %s", cred)
 	}
 
 	t.Log("When a process of uid 1001 connects and exits before its request is read (its pid is stale)")
