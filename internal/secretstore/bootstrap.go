@@ -136,19 +136,14 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	c, err := b.Client.Clone()
+	c, err := b.clientWith(root)
 	if err != nil {
-		return fmt.Errorf("cannot clone Vault client: %w", err)
+		return err
 	}
-	c.SetToken(root)
 	defer func() {
 		// Whatever happened, the root token must not outlive this function.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
 		if root != "" {
-			if err := c.Auth().Token().RevokeSelfWithContext(rctx, ""); err != nil {
-				b.Log.Warn("cannot revoke the setup root token; the next boot revokes every stray root token", "error", err)
-			}
+			b.revokeRoot(ctx, c, "the setup root token")
 		}
 		c.ClearToken()
 	}()

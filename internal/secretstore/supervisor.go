@@ -115,11 +115,10 @@ func (b *Bootstrap) issueSupervisorToken(ctx context.Context, c *api.Client) err
 	if err != nil {
 		return fmt.Errorf("cannot create the supervisor token: %w", err)
 	}
-	sc, err := b.Client.Clone()
+	sc, err := b.clientWith(s.Auth.ClientToken)
 	if err != nil {
-		return fmt.Errorf("cannot clone Vault client: %w", err)
+		return err
 	}
-	sc.SetToken(s.Auth.ClientToken)
 	b.supervisorMu.Lock()
 	b.supervisor = sc
 	b.supervisorMu.Unlock()
@@ -133,19 +132,32 @@ func (b *Bootstrap) refreshSupervisor(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c, err := b.clientWith(root)
+	if err != nil {
+		return err
+	}
+	defer b.revokeRoot(ctx, c, "a short-lived root token")
+	return b.issueSupervisorToken(ctx, c)
+}
+
+// clientWith returns a copy of b.Client carrying token.
+func (b *Bootstrap) clientWith(token string) (*api.Client, error) {
 	c, err := b.Client.Clone()
 	if err != nil {
-		return fmt.Errorf("cannot clone Vault client: %w", err)
+		return nil, fmt.Errorf("cannot clone Vault client: %w", err)
 	}
-	c.SetToken(root)
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := c.Auth().Token().RevokeSelfWithContext(rctx, ""); err != nil {
-			b.Log.Warn("cannot revoke a short-lived root token; the next boot revokes every stray root token", "error", err)
-		}
-	}()
-	return b.issueSupervisorToken(ctx, c)
+	c.SetToken(token)
+	return c, nil
+}
+
+// revokeRoot revokes the root token c carries, even when ctx has ended: a
+// root token must not outlive the function that made it.
+func (b *Bootstrap) revokeRoot(ctx context.Context, c *api.Client, what string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := c.Auth().Token().RevokeSelfWithContext(rctx, ""); err != nil {
+		b.Log.Warn("cannot revoke "+what+"; the next boot revokes every stray root token", "error", err)
+	}
 }
 
 func (b *Bootstrap) supervisorClient() *api.Client {
