@@ -50,9 +50,11 @@ func Match(services []config.Service, id peer.Identity, want string) (*config.Se
 					return &services[i], level, nil
 				}
 			}
-			return nil, "", fmt.Errorf("%w: service %q has no rule matching it", ErrNoRule, want)
+			break
 		}
-		return nil, "", fmt.Errorf("%w: there is no service %q", ErrNoRule, want)
+		// The same answer whether or not the service exists: a caller learns
+		// nothing about services it is not.
+		return nil, "", fmt.Errorf("%w: no service %q with a rule matching it", ErrNoRule, want)
 	}
 	for level := range 3 {
 		var found []*config.Service

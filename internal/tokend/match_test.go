@@ -88,3 +88,16 @@ func TestMatchOfANamedServiceNeedsOneOfItsRules(t *testing.T) {
 		t.Fatalf("Match(other-gid) = %v %q %v", svc, rule, err)
 	}
 }
+
+func TestAskingForAServiceTellsNothingOfWhetherItExists(t *testing.T) {
+	services := []config.Service{{Name: "billing", UIDs: []uint32{1002}}}
+	id := peer.Identity{PID: 9, UID: 4242, GID: 4242}
+	_, _, errExists := Match(services, id, "billing")
+	_, _, errAbsent := Match(services, id, "nosuch")
+	if !errors.Is(errExists, ErrNoRule) || !errors.Is(errAbsent, ErrNoRule) {
+		t.Fatalf("errors %v, %v; want ErrNoRule", errExists, errAbsent)
+	}
+	if a, b := strings.ReplaceAll(errExists.Error(), "billing", "X"), strings.ReplaceAll(errAbsent.Error(), "nosuch", "X"); a != b {
+		t.Errorf("an existing and an absent service are refused differently: %q, %q", errExists, errAbsent)
+	}
+}
