@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "attest":
 		return cmdAttest(p, args[1:], stdout, stderr)
 	case "token":
-		return cmdToken(ctx, p, args[1:], stdout, stderr)
+		return cmdToken(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])

@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
 
@@ -50,7 +49,7 @@ func (e temporaryError) Unwrap() error { return e.error }
 // cmdToken runs as the service, not as root: it reads nothing under --root,
 // and asks the provider wherever tokenclient would (--socket,
 // $EDGESEAL_TOKEN_SOCKET, DefaultSocket), as a service written in Go does.
-func cmdToken(ctx context.Context, _ paths.Paths, args []string, stdout, stderr io.Writer) error {
+func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		if len(args) == 0 {
 			fmt.Fprint(stderr, tokenUsage)

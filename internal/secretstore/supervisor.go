@@ -50,14 +50,16 @@ path "sys/policies/acl/` + ServicePolicyPrefix + `*" {
 }
 `
 
-// PolicyDigests returns, for each policy cfg asks for, the SHA-256 of its text:
-// what paths.Policies records as applied.
-func PolicyDigests(cfg *config.Config) map[string]string {
-	out := map[string]string{}
-	for name, hcl := range Policies(cfg) {
-		out[name] = digest(hcl)
+// ServicePolicyDigest returns the SHA-256 of the policy text cfg asks for
+// service (what paths.Policies records as applied), or "" if cfg has no such
+// service.
+func ServicePolicyDigest(cfg *config.Config, service string) string {
+	for _, s := range cfg.Services {
+		if s.Name == service {
+			return digest(servicePolicy(cfg.Vault, s))
+		}
 	}
-	return out
+	return ""
 }
 
 func digest(text string) string {

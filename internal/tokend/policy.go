@@ -28,7 +28,7 @@ type PolicySync struct {
 // Ensure implements PolicyEnsurer.
 func (p *PolicySync) Ensure(ctx context.Context, cfg *config.Config, service string) error {
 	name := secretstore.ServicePolicyPrefix + service
-	want := secretstore.PolicyDigests(cfg)[name]
+	want := secretstore.ServicePolicyDigest(cfg, service)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.good[name] == want {

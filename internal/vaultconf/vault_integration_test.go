@@ -14,8 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,93 +21,11 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
+	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
-const (
-	vaultVersion   = "v1.21.0"
-	vaultStartWait = 60 * time.Second
-	vaultStopWait  = 10 * time.Second
-)
-
-// vaultBinary is the Vault build of tests/lib/build-vault.sh (EDGESEAL_VAULT
-// overrides it). Its absence fails the test: nothing that needs Vault skips.
-func vaultBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("EDGESEAL_VAULT"); p != "" {
-		return p
-	}
-	cache := os.Getenv("EDGESEAL_CACHE")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, _ := os.UserHomeDir()
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "edgeseal")
-	}
-	p := filepath.Join(cache, "vault-"+vaultVersion, "vault")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("no Vault build at %s: run tests/lib/build-vault.sh (or `make vault`) first", p)
-	}
-	return p
-}
-
-// freePortPair is a loopback port p with p+1 free too: the test proves that
-// Vault opens no cluster listener on p+1.
-func freePortPair(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
-		l.Close()
-		if err == nil {
-			l2.Close()
-			return port
-		}
-	}
-	t.Fatal("no two adjacent free loopback ports")
-	return 0
-}
-
-// startVault runs `vault server -config=FILE` and ends it, by its pid, at cleanup.
-func startVault(t *testing.T, bin, configFile string) (logFile string, exited <-chan struct{}) {
-	t.Helper()
-	logFile = filepath.Join(t.TempDir(), "vault.log")
-	out, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, "server", "-config="+configFile)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("cannot start %s: %v", bin, err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(vaultStopWait):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	return logFile, done
-}
-
-func logTail(path string) string {
-	data, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	return strings.Join(lines[max(0, len(lines)-30):], "\n")
-}
+// vaultStartWait bounds Vault's start.
+const vaultStartWait = 60 * time.Second
 
 func httpsClient(pool *x509.CertPool) *http.Client {
 	return &http.Client{
@@ -142,7 +58,10 @@ func call(t *testing.T, c *http.Client, method, url string, body, out any) int {
 }
 
 func TestVaultRunsWithTheRenderedConfigAndThisBootsPKI(t *testing.T) {
-	bin := vaultBinary(t)
+	bin, err := testbed.VaultBinaryPath()
+	if err != nil {
+		t.Fatal(err) // nothing that needs Vault skips
+	}
 	for _, intermediate := range []bool{false, true} {
 		t.Run(fmt.Sprintf("intermediate=%v", intermediate), func(t *testing.T) {
 			t.Log("Given this boot's PKI and Vault's config rendered from edgeseal's")
@@ -154,7 +73,9 @@ func TestVaultRunsWithTheRenderedConfigAndThisBootsPKI(t *testing.T) {
 			if err := b.Write(p); err != nil {
 				t.Fatal(err)
 			}
-			port := freePortPair(t)
+			// The port after it is free too: the test proves Vault opens no
+			// cluster listener there.
+			port := testbed.FreeLoopbackPort(t)
 			v := config.Default().Vault
 			v.Listen = fmt.Sprintf("127.0.0.1:%d", port)
 			v.StoragePath = filepath.Join(p.Root, "var/lib/edgeseal-vault/data")
@@ -170,7 +91,9 @@ func TestVaultRunsWithTheRenderedConfigAndThisBootsPKI(t *testing.T) {
 			}
 
 			t.Log("When Vault starts with that config")
-			logFile, exited := startVault(t, bin, p.VaultConfig)
+			cmd := exec.Command(bin, "server", "-config="+p.VaultConfig)
+			cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
+			vault := testbed.StartProcess(t, "vault", cmd)
 			pool, err := pki.LoadCAPool(p.CACert)
 			if err != nil {
 				t.Fatal(err)
@@ -188,13 +111,12 @@ func TestVaultRunsWithTheRenderedConfigAndThisBootsPKI(t *testing.T) {
 					break
 				}
 				lastErr = err
-				select {
-				case <-exited:
-					t.Fatalf("Vault exited:\n%s", logTail(logFile))
-				case <-time.After(100 * time.Millisecond):
+				if vault.Exited() {
+					t.Fatalf("Vault exited:\n%s", vault.LogTail(30))
 				}
+				time.Sleep(100 * time.Millisecond)
 				if time.Now().After(deadline) {
-					t.Fatalf("Vault did not answer at %s within %v (%v):\n%s", addr, vaultStartWait, lastErr, logTail(logFile))
+					t.Fatalf("Vault did not answer at %s within %v (%v):\n%s", addr, vaultStartWait, lastErr, vault.LogTail(30))
 				}
 			}
 			t.Log("Then it answers over TLS verified with this boot's CA: uninitialised, HTTP 501")
@@ -223,13 +145,13 @@ func TestVaultRunsWithTheRenderedConfigAndThisBootsPKI(t *testing.T) {
 				Keys []string `json:"keys_base64"`
 			}
 			if code := call(t, c, http.MethodPut, addr+"/v1/sys/init", map[string]int{"secret_shares": 1, "secret_threshold": 1}, &initResp); code != http.StatusOK || len(initResp.Keys) != 1 {
-				t.Fatalf("init: HTTP %d, %d keys:\n%s", code, len(initResp.Keys), logTail(logFile))
+				t.Fatalf("init: HTTP %d, %d keys:\n%s", code, len(initResp.Keys), vault.LogTail(30))
 			}
 			var unseal struct {
 				Sealed bool `json:"sealed"`
 			}
 			if code := call(t, c, http.MethodPut, addr+"/v1/sys/unseal", map[string]string{"key": initResp.Keys[0]}, &unseal); code != http.StatusOK || unseal.Sealed {
-				t.Fatalf("unseal: HTTP %d, sealed %v:\n%s", code, unseal.Sealed, logTail(logFile))
+				t.Fatalf("unseal: HTTP %d, sealed %v:\n%s", code, unseal.Sealed, vault.LogTail(30))
 			}
 			if code := call(t, c, http.MethodGet, addr+"/v1/sys/health", nil, nil); code != http.StatusOK {
 				t.Errorf("health after unseal: HTTP %d, want 200 (active)", code)
