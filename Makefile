@@ -20,13 +20,14 @@ CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend
 UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
                edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target
 
-.PHONY: all help build install deps vault test test-unit test-integration bench demo fuzz clean
+.PHONY: all help build build-snap-binaries snap install deps vault test test-unit test-integration bench demo fuzz clean
 
 all: build
 
 help:
 	@echo "make build             static binaries in bin/"
-	@echo "make install DESTDIR=  binaries, units, sysusers/tmpfiles, sample config, docs"
+	@echo "make install DESTDIR=  binaries, units, AppArmor profiles, sysusers/tmpfiles, sample config, docs"
+	@echo "make snap SNAP_BAO=    dist/edgeseal_*.snap from snap/snapcraft.yaml, with SNAP_BAO as its server"
 	@echo "make deps              install what the test bed needs (Debian packages, the Vault build)"
 	@echo "make test              unit tests, then integration tests under systemd in a container"
 	@echo "make demo              boot a device in a container and show edgeseal at work"
@@ -35,6 +36,30 @@ help:
 build:
 	@mkdir -p bin
 	$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(CMDS))
+
+# The snap's binaries: the commands and the hook (meta/hooks/install, configure).
+build-snap-binaries:
+	@mkdir -p bin
+	$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(CMDS)) ./cmd/edgeseal-snap-hook
+
+# The snap, assembled as snapcraft would from snap/snapcraft.yaml (tools/snapmeta
+# writes meta/snap.yaml from it) and packed with `snap pack`. snapcraft builds
+# OpenBao from source; here SNAP_BAO names the static Vault-compatible server
+# binary to ship as bin/bao (the test bed's Vault build).
+SNAP_BAO    ?=
+SNAPDIR     ?= build/snap
+SNAP_OUT    ?= dist
+snap: build-snap-binaries
+	@if [ -z "$(SNAP_BAO)" ] || [ ! -x "$(SNAP_BAO)" ]; then \
+		echo "make snap: set SNAP_BAO to a static OpenBao (bao) or Vault binary, e.g. SNAP_BAO=\$$(tests/lib/build-vault.sh)" >&2; exit 2; fi
+	rm -rf $(SNAPDIR)/prime
+	install -Dm0755 -t $(SNAPDIR)/prime/bin bin/edgeseal bin/edgeseal-pki bin/edgeseal-unseal bin/edgeseal-tokend
+	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/install
+	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/configure
+	install -m0755 $(SNAP_BAO) $(SNAPDIR)/prime/bin/bao
+	$(GO) run ./tools/snapmeta -snapcraft snap/snapcraft.yaml -prime $(SNAPDIR)/prime
+	@mkdir -p $(SNAP_OUT)
+	snap pack --compression=lzo $(SNAPDIR)/prime $(SNAP_OUT)
 
 install: build
 	install -Dm0755 bin/edgeseal $(DESTDIR)$(BINDIR)/edgeseal
@@ -87,4 +112,4 @@ demo: deps vault
 	EDGESEAL_DEMO=1 $(GO) test -tags integration -count=1 -timeout 10m -run '^TestDemo$$' -v ./tests/integration/ 
 
 clean:
-	rm -rf bin
+	rm -rf bin build dist

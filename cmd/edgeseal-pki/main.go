@@ -45,7 +45,8 @@ Writes, in tmpfs (gone at power-off):
 Options:
   --config FILE          edgeseal's config (default /etc/edgeseal/edgeseal.yaml)
   --vault-key-path PATH  the TLS key path Vault's config names (default
-                         ` + vaultconf.CredentialKeyPath + `)
+                         ` + vaultconf.CredentialKeyPath + `;
+                         in the snap, the key itself: the snap has no credentials)
 
 Exit status: 0 done, 1 an error, 2 bad usage or a bad config.
 `
@@ -94,7 +95,7 @@ func parseArgs(args []string, help io.Writer) (options, error) {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.root, "root", "/", "")
 	fs.StringVar(&o.configFile, "config", "", "")
-	fs.StringVar(&o.vaultKeyPath, "vault-key-path", vaultconf.CredentialKeyPath, "")
+	fs.StringVar(&o.vaultKeyPath, "vault-key-path", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, usage)

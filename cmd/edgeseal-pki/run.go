@@ -16,7 +16,7 @@ import (
 // run is the boot step: config, PKI, Vault config; one log line each, never a
 // key.
 func run(ctx context.Context, log *journal.Logger, o options) error {
-	p := paths.New(o.root)
+	p := paths.Detect(o.root)
 	configFile := o.configFile
 	if configFile == "" {
 		configFile = p.ConfigFile
@@ -49,7 +49,16 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 		"valid_until", b.CACert.NotAfter.UTC().Format(time.RFC3339),
 		"dir", p.PKIDir)
 
-	data, err := vaultconf.Render(cfg.Vault, p.VaultCert, o.vaultKeyPath)
+	keyPath := o.vaultKeyPath
+	if keyPath == "" {
+		// The unit hands Vault a copy of the key with LoadCredential=; the snap
+		// has no credentials, and its Vault reads the key where it is.
+		keyPath = vaultconf.CredentialKeyPath
+		if p.SnapInstance != "" {
+			keyPath = p.VaultKey
+		}
+	}
+	data, err := vaultconf.Render(cfg.Vault, p.VaultCert, keyPath)
 	if err != nil {
 		return err
 	}
@@ -58,6 +67,6 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 	}
 	log.Info("wrote Vault's server config",
 		"path", p.VaultConfig, "listen", cfg.Vault.Listen, "storage", cfg.Vault.StoragePath,
-		"tls_key_file", o.vaultKeyPath)
+		"tls_key_file", keyPath)
 	return nil
 }

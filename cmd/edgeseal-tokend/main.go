@@ -78,7 +78,7 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	err := run(ctx, log, paths.New(*root), *cfgPath)
+	err := run(ctx, log, paths.Detect(*root), *cfgPath)
 	stop()
 	if err == nil {
 		return

@@ -78,7 +78,7 @@ func run() int {
 	fs := flag.NewFlagSet("edgeseal-unseal", flag.ContinueOnError)
 	root := fs.String("root", "/", "prefix of every path (tests)")
 	cfgPath := fs.String("config", "", "config file (default /etc/edgeseal/edgeseal.yaml)")
-	vaultUnit := fs.String("vault-unit", "edgeseal-vault.service", "systemd unit of the Vault server")
+	vaultUnit := fs.String("vault-unit", "", "systemd unit of the Vault server (default edgeseal-vault.service; snap.<snap>.vault.service in the snap)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -91,7 +91,14 @@ func run() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err := serve(ctx, log, paths.New(*root), *cfgPath, *vaultUnit)
+	p := paths.Detect(*root)
+	if *vaultUnit == "" {
+		*vaultUnit = "edgeseal-vault.service"
+		if p.SnapInstance != "" {
+			*vaultUnit = "snap." + p.SnapInstance + ".vault.service"
+		}
+	}
+	err := serve(ctx, log, p, *cfgPath, *vaultUnit)
 	if err == nil {
 		return 0
 	}
@@ -194,6 +201,10 @@ func revokeFailedUnits(ctx context.Context, log *journal.Logger, b *secretstore.
 }
 
 func lookupOwner(name string) (fsutil.Owner, error) {
+	if name == "root" {
+		// Always uid 0, even where there is no /etc/passwd (the snap's bare base).
+		return fsutil.Owner{UID: 0, GID: 0}, nil
+	}
 	u, err := user.Lookup(name)
 	if err != nil {
 		return fsutil.Owner{}, fmt.Errorf("cannot find the token provider's user %q (tokens.tokend_user): %w; "+

@@ -3,12 +3,17 @@
 // /etc, /var or /run. There are no global path variables: callers pass a Paths.
 package paths
 
-import "path/filepath"
+import (
+	"os"
+	"path/filepath"
+)
 
 // Paths is the on-disk layout of one edgeseal installation.
 type Paths struct {
 	// Root is prepended to every path: "/" on a device, t.TempDir() in tests.
 	Root string
+	// SnapInstance is the snap's instance name in the snap's layout (Snap), else "".
+	SnapInstance string
 
 	ConfigFile string // /etc/edgeseal/edgeseal.yaml
 
@@ -45,6 +50,11 @@ func New(root string) Paths {
 		StateDir:   j("var/lib/edgeseal"),
 		RunDir:     j("run/edgeseal"),
 	}
+	return derive(p)
+}
+
+// derive fills in every path below ConfigFile, StateDir and RunDir.
+func derive(p Paths) Paths {
 	p.SealedKey = filepath.Join(p.StateDir, "unseal-key.sealed")
 	p.InitMarker = filepath.Join(p.StateDir, "init-pending.json")
 	p.Recovery = filepath.Join(p.StateDir, "unseal-key.recovery")
@@ -62,4 +72,33 @@ func New(root string) Paths {
 	p.BootDone = filepath.Join(p.RunDir, "boot-setup.json")
 	p.StatusFile = filepath.Join(p.RunDir, "status.json")
 	return p
+}
+
+// Snap returns the layout inside the edgeseal snap: the config and persistent
+// state under $SNAP_DATA (revisioned: a refresh copies it, a revert goes back to
+// it), secrets of the boot in tmpfs under /run/snap.<instance> (the runtime
+// directory a strict snap may write), and the token provider's socket in
+// $SNAP_DATA/tokend, the directory the snap's content slot shares with
+// consumer snaps.
+func Snap(snapData, instance string) Paths {
+	p := New("/")
+	p.ConfigFile = filepath.Join(snapData, "edgeseal.yaml")
+	p.StateDir = filepath.Join(snapData, "state")
+	p.RunDir = filepath.Join("/run", "snap."+instance)
+	p.SnapInstance = instance
+	q := derive(p)
+	q.TokendSocket = filepath.Join(snapData, "tokend", "tokend.sock")
+	return q
+}
+
+// Detect is New(root), except in the snap: with root "/" and $SNAP_DATA and
+// $SNAP_INSTANCE_NAME set (snapd sets both for every app and hook), it is Snap.
+func Detect(root string) Paths {
+	if root == "" || root == "/" {
+		data, instance := os.Getenv("SNAP_DATA"), os.Getenv("SNAP_INSTANCE_NAME")
+		if data != "" && instance != "" {
+			return Snap(data, instance)
+		}
+	}
+	return New(root)
 }

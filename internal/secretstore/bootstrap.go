@@ -436,13 +436,14 @@ func (b *Bootstrap) issueTokendToken(ctx context.Context, c *api.Client) error {
 	if err := os.MkdirAll(b.Paths.TokendDir, 0o700); err != nil {
 		return fmt.Errorf("cannot create %s: %w", b.Paths.TokendDir, err)
 	}
+	// The mode first, while the directory is still root's: no CAP_FOWNER.
+	if err := os.Chmod(b.Paths.TokendDir, 0o700); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", b.Paths.TokendDir, err)
+	}
 	if b.TokendOwner != fsutil.Self {
 		if err := os.Chown(b.Paths.TokendDir, b.TokendOwner.UID, b.TokendOwner.GID); err != nil {
 			return fmt.Errorf("cannot give %s to the token provider's user: %w", b.Paths.TokendDir, err)
 		}
-	}
-	if err := os.Chmod(b.Paths.TokendDir, 0o700); err != nil {
-		return fmt.Errorf("cannot set mode of %s: %w", b.Paths.TokendDir, err)
 	}
 	if err := fsutil.WriteFileAtomic(b.Paths.IssuingToken, data, 0o600, b.TokendOwner); err != nil {
 		return err

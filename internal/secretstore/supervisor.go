@@ -290,13 +290,13 @@ func (b *Bootstrap) ServePolicySync(ctx context.Context) error {
 		return fmt.Errorf("cannot listen on %s: %w", path, err)
 	}
 	defer ln.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", path, err)
+	}
 	if b.TokendOwner != fsutil.Self {
 		if err := os.Chown(path, b.TokendOwner.UID, b.TokendOwner.GID); err != nil {
 			return fmt.Errorf("cannot give %s to the token provider's user: %w", path, err)
 		}
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		return fmt.Errorf("cannot set mode of %s: %w", path, err)
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()

@@ -356,4 +356,3 @@ func waitInactive(t *testing.T, d *device, unit string, limit time.Duration) tim
 	}
 	return time.Since(t0)
 }
-

@@ -4,18 +4,71 @@ package integration
 
 import (
 	"context"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/edgeseal/edgeseal/tests/testbed"
 )
+
+// edgesealUnits are the units `make install` ships.
+var edgesealUnits = []string{
+	"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service",
+	"edgeseal-tokend.socket", "edgeseal-tokend.service", "edgeseal.target",
+}
 
 // Unknown keys and bad values in unit files only warn (exit 0): a clean unit is
 // one that verifies with nothing on stderr.
 func TestUnitFilesVerifyWithoutWarnings(t *testing.T) {
 	d := newDevice(t, false, nil)
-	for _, u := range []string{"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service", "edgeseal.target"} {
+	for _, u := range edgesealUnits {
 		stdout, stderr, err := d.m.Run(context.Background(), "systemd-analyze", "verify", "/usr/lib/systemd/system/"+u)
 		if err != nil || strings.TrimSpace(stderr) != "" {
 			t.Errorf("systemd-analyze verify %s: %v\n%s%s", u, err, stdout, stderr)
 		}
+	}
+}
+
+// ExposureBounds are the highest `systemd-analyze security` exposure each service
+// may have: 2.0 for edgeseal's own, 3.5 for the Vault server. The README's table
+// shows the figures this test measures.
+var exposureBounds = map[string]float64{
+	"edgeseal-pki.service":    2.0,
+	"edgeseal-unseal.service": 2.0,
+	"edgeseal-tokend.service": 2.0,
+	"edgeseal-vault.service":  3.5,
+}
+
+var exposureLine = regexp.MustCompile(`Overall exposure level for (\S+): ([0-9]+\.[0-9])`)
+
+func TestEveryServiceMeetsItsExposureBound(t *testing.T) {
+	testbed.Require(t, "systemd-analyze")
+	for unit, bound := range exposureBounds {
+		t.Run(unit, func(t *testing.T) {
+			cmd := exec.Command("systemd-analyze", "security", "--offline=yes", "--no-pager",
+				"--root="+installRoot, filepath.Join(installRoot, "usr/lib/systemd/system", unit))
+			out, _ := cmd.CombinedOutput() // exit status is non-zero above --threshold; the figure is what counts
+			m := exposureLine.FindStringSubmatch(string(out))
+			if m == nil {
+				t.Fatalf("systemd-analyze security printed no exposure for %s:\n%s", unit, out)
+			}
+			got, err := strconv.ParseFloat(m[2], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: exposure %.1f (bound %.1f)", unit, got, bound)
+			if got > bound {
+				var open []string
+				for _, l := range strings.Split(string(out), "\n") {
+					if strings.HasPrefix(l, "✗") {
+						open = append(open, l)
+					}
+				}
+				t.Errorf("%s: exposure %.1f, want at most %.1f; what is left open:\n%s", unit, got, bound, strings.Join(open, "\n"))
+			}
+		})
 	}
 }

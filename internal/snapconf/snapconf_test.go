@@ -1,0 +1,132 @@
+package snapconf
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+)
+
+func TestNoOptionsGiveTheSnapDefaults(t *testing.T) {
+	cfg, data, err := Parse("edgeseal", []byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Vault.StoragePath, "/var/snap/edgeseal/current/vault/data"; got != want {
+		t.Errorf("storage path %q, want %q", got, want)
+	}
+	if cfg.Tokens.TokendUser != "root" {
+		t.Errorf("tokend user %q, want root", cfg.Tokens.TokendUser)
+	}
+	// The file it writes is a config the daemons load to the same values.
+	again, err := config.Parse("written", data)
+	if err != nil {
+		t.Fatalf("the written config does not load: %v\n%s", err, data)
+	}
+	if again.Vault.StoragePath != cfg.Vault.StoragePath || again.Seal.Method != "tpm2" {
+		t.Errorf("the written config differs: %+v", again)
+	}
+}
+
+func TestOptionsWithDashesSetTheYAMLKeys(t *testing.T) {
+	doc := `{"vault":{"listen":"127.0.0.1:8300","kv-version":1},
+		"seal":{"tpm2":{"device":"swtpm:127.0.0.1:2321","pcrs":[7,11],"pin-file":""}},
+		"tokens":{"service-period":"2h"},
+		"services":[{"name":"consumer","snap-apps":["consumer.fetch"],"wrap":true}]}`
+	cfg, _, err := Parse("edgeseal", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Vault.Listen != "127.0.0.1:8300" || cfg.Vault.KVVersion != 1 {
+		t.Errorf("vault: %+v", cfg.Vault)
+	}
+	if cfg.Seal.TPM2.Device != "swtpm:127.0.0.1:2321" || len(cfg.Seal.TPM2.PCRs) != 2 {
+		t.Errorf("tpm2: %+v", cfg.Seal.TPM2)
+	}
+	if cfg.Tokens.ServicePeriod.String() != "2h" {
+		t.Errorf("service period %v", cfg.Tokens.ServicePeriod)
+	}
+	if len(cfg.Services) != 1 || cfg.Services[0].SnapApps[0] != "consumer.fetch" || !cfg.Services[0].Wrap {
+		t.Errorf("services: %+v", cfg.Services)
+	}
+	// Options not set keep the snap's defaults.
+	if cfg.Vault.StoragePath != "/var/snap/edgeseal/current/vault/data" || cfg.Vault.Mount != "secret" {
+		t.Errorf("defaults lost: %+v", cfg.Vault)
+	}
+}
+
+func TestABadOptionIsRefusedByItsSnapName(t *testing.T) {
+	for _, tc := range []struct{ name, doc, want string }{
+		{"an out-of-range value", `{"vault":{"kv-version":3}}`, "vault.kv-version"},
+		{"an unknown option", `{"vault":{"colour":"red"}}`, "vault.colour"},
+		{"a bad duration", `{"tokens":{"wrap-ttl":"soon"}}`, "tokens.wrap-ttl"},
+		{"a bad service", `{"services":[{"name":"Bad Name"}]}`, "services[0].name"},
+		{"a section that is not a map", `{"vault":5}`, "vault"},
+		{"a user that is not a name", `{"tokens":{"tokend-user":"Root User"}}`, "tokens.tokend-user"},
+		{"not JSON", `{"vault":`, "cannot decode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Parse("edgeseal", []byte(tc.doc))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not name %q", err, tc.want)
+			}
+			if name, _, _ := strings.Cut(err.Error(), ":"); strings.Contains(name, "_") {
+				t.Errorf("error %q names a YAML key, not a snap option", err)
+			}
+		})
+	}
+}
+
+func TestEffectiveOptionsParseBackToTheSameConfig(t *testing.T) {
+	cfg, _, err := Parse("edgeseal", []byte(`{"pki":{"extra-names":["device.local"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eff, err := Effective(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range eff {
+		if strings.Contains(k, "_") {
+			t.Errorf("option %q has an underscore", k)
+		}
+	}
+	if !strings.Contains(eff["tokens"], `"tokend-user":"root"`) {
+		t.Errorf("tokens option %s", eff["tokens"])
+	}
+	doc := map[string]json.RawMessage{}
+	for k, v := range eff {
+		doc[k] = json.RawMessage(v)
+	}
+	b, _ := json.Marshal(doc)
+	again, _, err := Parse("edgeseal", b)
+	if err != nil {
+		t.Fatalf("effective options do not parse: %v\n%s", err, b)
+	}
+	if again.PKI.ExtraNames[0] != "device.local" || again.Vault.WatchInterval != cfg.Vault.WatchInterval {
+		t.Errorf("round trip differs: %+v", again)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"vault":{"listen":"127.0.0.1:8300"},"services":[{"name":"a","uids":[1000]}]}`))
+	f.Add([]byte(`{"seal":{"tpm2":{"pcrs":[7,1e300]}}}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		cfg, data, err := Parse("edgeseal", doc)
+		if err != nil {
+			return
+		}
+		// Whatever is accepted writes a file the daemons accept.
+		if _, err := config.Parse("written", data); err != nil {
+			t.Fatalf("accepted options wrote a config that does not load: %v", err)
+		}
+		if _, err := Effective(cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
