@@ -19,6 +19,8 @@ GOBUILD     := $(GO) build -trimpath -ldflags "-s -w"
 CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend
 UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
                edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target
+# AppArmor profiles (apparmor/*.in), installed in /etc/apparmor.d; docs/apparmor.md.
+PROFILES    := edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-vault
 
 .PHONY: all help build build-snap-binaries snap install deps vault test test-unit test-integration bench demo fuzz clean
 
@@ -72,6 +74,11 @@ install: build
 		    -e 's|@VAULT@|$(VAULT)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
 		    systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
 	done
+	install -d $(DESTDIR)$(SYSCONFDIR)/apparmor.d
+	for p in $(PROFILES); do \
+		sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@VAULT@|$(VAULT)|g' \
+		    apparmor/$$p.in > $(DESTDIR)$(SYSCONFDIR)/apparmor.d/$$p && chmod 0644 $(DESTDIR)$(SYSCONFDIR)/apparmor.d/$$p; \
+	done
 	install -Dm0644 systemd/edgeseal.sysusers $(DESTDIR)$(SYSUSERSDIR)/edgeseal.conf
 	install -Dm0644 systemd/edgeseal.tmpfiles $(DESTDIR)$(TMPFILESDIR)/edgeseal.conf
 	install -Dm0644 internal/config/edgeseal.yaml $(DESTDIR)$(DOCDIR)/edgeseal.yaml.sample
@@ -79,6 +86,8 @@ install: build
 	install -Dm0644 docs/sealed-blob.md $(DESTDIR)$(DOCDIR)/sealed-blob.md
 	install -Dm0644 docs/attestation.md $(DESTDIR)$(DOCDIR)/attestation.md
 	install -Dm0644 docs/recovery.md $(DESTDIR)$(DOCDIR)/recovery.md
+	install -Dm0644 docs/apparmor.md $(DESTDIR)$(DOCDIR)/apparmor.md
+	install -Dm0644 docs/snap.md $(DESTDIR)$(DOCDIR)/snap.md
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml ]; then \
 		install -Dm0644 internal/config/edgeseal.yaml $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml; \
 	fi

@@ -275,11 +275,20 @@ func TestSnapAppOfCgroup(t *testing.T) {
 	cases := []struct{ content, want string }{
 		{"0::/system.slice/snap.collector.daemon.service\n", "collector.daemon"},
 		{"0::/system.slice/snap.collector.daemon.service/sub\n", "collector.daemon"},
-		{"0::/user.slice/user-0.slice/session-3.scope/snap.d854bd35-2457-4ac8-b494-06061d74df33.tool.sh.scope\n", "tool.sh"},
+		// `snap run` (seen with snapd 2.57): snap.<snap>.<app>.<uuid>.scope.
+		{"0::/user.slice/user-0.slice/session-3.scope/snap.tool.sh.d854bd35-2457-4ac8-b494-06061d74df33.scope\n", "tool.sh"},
+		{"0::/system.slice/snap.es-consumer.fetch.0b4983ca-d58a-4eba-b6dc-6eab780ec021.scope\n", "es-consumer.fetch"},
 		{"12:pids:/x\n1:name=systemd:/system.slice/snap.foo_k1.bar.service\n0::/\n", "foo_k1.bar"},
 		// A scope a user made under their own manager, named like a snap's.
-		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.d854bd35-2457-4ac8-b494-06061d74df33.collector.daemon.scope\n", ""},
-		{"0::/system.slice/snap.d854bd35-2457-4ac8-b494-06061d74df33.foo.hook.configure.scope\n", ""},
+		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.collector.daemon.d854bd35-2457-4ac8-b494-06061d74df33.scope\n", ""},
+		// Inside systemd-nspawn: a stale v1 name=systemd line beside the unified tree.
+		{"9:name=systemd:/..\n8:pids:/\n0::/system.slice/snap.foo.bar.0a59f0cf-27c1-40de-887f-f1aa94e1d2f8.scope\n", "foo.bar"},
+		// Legacy v1 only: the unified line is "/".
+		{"1:name=systemd:/system.slice/snap.foo.bar.service\n0::/\n", "foo.bar"},
+		// Hooks are no app.
+		{"0::/system.slice/snap.foo.hook.configure.d854bd35-2457-4ac8-b494-06061d74df33.scope\n", ""},
+		// The UUID first is no name snapd makes.
+		{"0::/system.slice/snap.d854bd35-2457-4ac8-b494-06061d74df33.tool.sh.scope\n", ""},
 		{"0::/system.slice/snapd.service\n", ""},
 		{"0::/system.slice/snap.foo.service\n", ""},
 		{"0::/system.slice/snap.nouuid.foo.bar.scope\n", ""},

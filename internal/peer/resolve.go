@@ -237,16 +237,21 @@ func validAppName(s string) error {
 // SnapAppOfCgroup returns "<snap>.<app>" for a process whose /proc/PID/cgroup
 // content puts it in a snap app's cgroup, else "". The cgroup names are
 // systemd's for snapd: "snap.<snap>.<app>.service" for a daemon and
-// "snap.<uuid>.<snap>.<app>.scope" for an app run with `snap run`; hooks
-// ("snap.<uuid>.<snap>.hook.<hook>.scope") are no app. A snap cgroup under a
+// "snap.<snap>.<app>.<uuid>.scope" for an app run with `snap run` (snapd's
+// security tag, then a random UUID); hooks ("snap.<snap>.hook.<hook>.<uuid>.scope")
+// are no app. A snap cgroup under a
 // user manager (user@UID.service) is not trusted: a user names scopes there
 // freely.
 func SnapAppOfCgroup(content string) string {
-	path := ""
+	// "0::/path" is the unified hierarchy, which systemd keeps on unified and
+	// hybrid systems; "N:name=systemd:/path" is its v1 tree, the only one on a
+	// legacy system (where the unified line is absent or "/"). A stale
+	// name=systemd line can remain beside a unified tree (seen inside
+	// systemd-nspawn: "name=systemd:/.."): the unified path wins when it says
+	// anything.
+	var unified, named string
 	for line := range strings.Lines(content) {
 		line = strings.TrimRight(line, "\n")
-		// "0::/path" is the unified hierarchy; on a hybrid system systemd's own
-		// tree is "N:name=systemd:/path".
 		id, rest, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
@@ -255,12 +260,16 @@ func SnapAppOfCgroup(content string) string {
 		if !ok {
 			continue
 		}
-		if ctrl == "name=systemd" || (id == "0" && ctrl == "") {
-			path = p
-			if ctrl == "name=systemd" {
-				break
-			}
+		switch {
+		case id == "0" && ctrl == "":
+			unified = p
+		case ctrl == "name=systemd":
+			named = p
 		}
+	}
+	path := unified
+	if path == "" || path == "/" {
+		path = named
 	}
 	if path == "" {
 		return ""
@@ -292,10 +301,10 @@ func snapAppOfCgroupName(name string) string {
 		}
 	} else if r, ok := strings.CutSuffix(rest, ".scope"); ok {
 		f = strings.Split(r, ".")
-		if len(f) != 3 || !isUUID(f[0]) {
+		if len(f) != 3 || !isUUID(f[2]) {
 			return ""
 		}
-		f = f[1:]
+		f = f[:2]
 	} else {
 		return ""
 	}

@@ -1,0 +1,585 @@
+package apparmor_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/edgeseal/edgeseal/apparmor"
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/tpm"
+	"github.com/edgeseal/edgeseal/internal/vaultconf"
+)
+
+// The default install paths of `make install`.
+const (
+	libexecDir = "/usr/libexec/edgeseal"
+	vaultBin   = "/usr/bin/vault"
+)
+
+// The profiles, by name; each is in apparmor/<name>.in.
+const (
+	pki    = "edgeseal-pki"
+	unseal = "edgeseal-unseal"
+	tokend = "edgeseal-tokend"
+	vault  = "edgeseal-vault"
+)
+
+var profileNames = []string{pki, unseal, tokend, vault}
+
+// render does what make install does to a profile source.
+func render(text string) string {
+	return strings.NewReplacer("@LIBEXECDIR@", libexecDir, "@VAULT@", vaultBin, "@BINDIR@", "/usr/bin").Replace(text)
+}
+
+type renderedProfile struct {
+	file    string // the rendered profile in t.TempDir()
+	profile *apparmor.Profile
+}
+
+// renderAll renders every profile into a temporary directory and reads it.
+func renderAll(t *testing.T) map[string]renderedProfile {
+	t.Helper()
+	dir := t.TempDir()
+	out := map[string]renderedProfile{}
+	placeholder := regexp.MustCompile(`@[A-Z_]+@`)
+	for _, name := range profileNames {
+		src, err := os.ReadFile(name + ".in")
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := render(string(src))
+		if left := placeholder.FindString(text); left != "" {
+			t.Fatalf("%s.in: placeholder %s is not replaced by make install", name, left)
+		}
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		pol, err := apparmor.Parse(text)
+		if err != nil {
+			t.Fatalf("%s.in: %v", name, err)
+		}
+		if len(pol.Profiles) != 1 || pol.Profiles[0].Name != name {
+			t.Fatalf("%s.in: want exactly one profile, named %s", name, name)
+		}
+		out[name] = renderedProfile{file: file, profile: pol.Profiles[0]}
+	}
+	return out
+}
+
+// apparmorParser returns the path of apparmor_parser, or ends the test.
+func apparmorParser(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("apparmor_parser"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/apparmor_parser", "/sbin/apparmor_parser"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	const msg = "apparmor_parser not found: install apparmor (apt-get install apparmor)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// compile runs apparmor_parser on file without loading it into the kernel.
+func compile(parser, file string) ([]byte, error) {
+	return exec.Command(parser, "--skip-cache", "-Q", "-K", file).CombinedOutput()
+}
+
+func TestProfilesCompileWithApparmorParser(t *testing.T) {
+	parser := apparmorParser(t)
+	for name, r := range renderAll(t) {
+		t.Run(name, func(t *testing.T) {
+			if out, err := compile(parser, r.file); err != nil {
+				t.Errorf("apparmor_parser refuses %s: %v\n%s", name, err, out)
+			}
+		})
+	}
+}
+
+// The compile check above can fail: apparmor_parser refuses broken profiles.
+func TestApparmorParserRefusesABrokenProfile(t *testing.T) {
+	parser := apparmorParser(t)
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"bad permission":     "abi <abi/3.0>,\nprofile edgeseal-broken /usr/bin/x {\n  /etc/foo rz,\n}\n",
+		"undefined variable": "abi <abi/3.0>,\nprofile edgeseal-broken /usr/bin/x {\n  @{NO_SUCH_VARIABLE}/foo r,\n}\n",
+		"unclosed profile":   "abi <abi/3.0>,\nprofile edgeseal-broken /usr/bin/x {\n  /etc/foo r,\n",
+	} {
+		file := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := compile(parser, file); err == nil {
+			t.Errorf("apparmor_parser compiles a profile with a %s:\n%s", name, out)
+		}
+	}
+}
+
+// unitExecStart returns the program of a unit's ExecStart=, rendered.
+func unitExecStart(t *testing.T, unit string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "systemd", unit+".in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^ExecStart=(\S+)`).FindStringSubmatch(string(data))
+	if m == nil {
+		t.Fatalf("%s.in has no ExecStart=", unit)
+	}
+	return render(m[1])
+}
+
+func TestStepProfilesAttachToTheBinaryTheirUnitRuns(t *testing.T) {
+	profiles := renderAll(t)
+	for _, name := range []string{pki, unseal, tokend} {
+		want := unitExecStart(t, name+".service")
+		if got := profiles[name].profile.Attachment; got != want {
+			t.Errorf("%s attaches to %q, but %s.service runs %q", name, got, name, want)
+		}
+	}
+}
+
+func TestVaultProfileIsAttachedByNameOnly(t *testing.T) {
+	p := renderAll(t)[vault].profile
+	if p.Attachment != "" {
+		t.Errorf("%s attaches to %q: %s is also the operator's CLI, which must not be confined by it", vault, p.Attachment, vaultBin)
+	}
+	if got := unitExecStart(t, vault+".service"); got != vaultBin {
+		t.Errorf("edgeseal-vault.service runs %q, want %q", got, vaultBin)
+	}
+	data, err := os.ReadFile(filepath.Join("..", "systemd", "edgeseal-vault.service.in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^AppArmorProfile=-?` + vault + `$`).Match(data) {
+		t.Errorf("edgeseal-vault.service.in does not apply the profile: want AppArmorProfile=-%s", vault)
+	}
+}
+
+// Everything a profile grants is in the file: no include but the site's own
+// local/ addition, no child profile, no complain mode.
+func TestProfilesAreSelfContainedAndEnforcing(t *testing.T) {
+	for name, r := range renderAll(t) {
+		p := r.profile
+		for _, inc := range p.Includes {
+			if inc != (apparmor.Include{Path: "<local/" + name + ">", IfExists: true}) {
+				t.Errorf("%s includes %s: its rules would escape these tests", name, inc.Path)
+			}
+		}
+		if len(p.Children) > 0 {
+			t.Errorf("%s has child profiles", name)
+		}
+		if len(p.Flags) > 0 {
+			t.Errorf("%s has flags %v: want none (enforce mode)", name, p.Flags)
+		}
+	}
+}
+
+// access is one file access a step needs, or must never have.
+type access struct {
+	profile, what, path, perms string
+	owner                      bool // the file is owned by the step's user (for owner rules)
+}
+
+// tmp is the temporary file fsutil.WriteFileAtomic writes path through.
+func tmp(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-2907832074")
+}
+
+var (
+	layout        = paths.New("/")
+	storage       = config.Default().Vault.StoragePath
+	sealedBlob    = layout.SealedKey
+	vaultCredKey  = vaultconf.CredentialKeyPath
+	caKey         = filepath.Join(layout.PKIDir, "ca.key")
+	vaultDataFile = filepath.Join(storage, "core", "_keyring")
+)
+
+func TestEachStepCanDoItsJob(t *testing.T) {
+	profiles := renderAll(t)
+	var needs []access
+	for _, name := range profileNames {
+		bin := libexecDir + "/" + name
+		if name == vault {
+			bin = vaultBin
+		}
+		needs = append(needs,
+			access{name, "map its own binary", bin, "mr", false},
+			access{name, "read the huge page size (Go runtime)", "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r", false},
+			access{name, "read its own cgroup (Go runtime)", "/proc/4242/cgroup", "r", true},
+			access{name, "read its own mountinfo (Go runtime)", "/proc/4242/mountinfo", "r", true},
+			access{name, "read its cgroup v2 CPU limit (Go runtime)", "/sys/fs/cgroup/system.slice/" + name + ".service/cpu.max", "r", false},
+			access{name, "read its cgroup v1 CPU quota (Go runtime)", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r", false},
+			access{name, "use stdin", "/dev/null", "rw", false},
+		)
+		if name != pki {
+			needs = append(needs, access{name, "send sd_notify", "/run/systemd/notify", "w", false})
+		}
+	}
+	needs = append(needs,
+		// edgeseal-pki
+		access{pki, "read the config", layout.ConfigFile, "r", false},
+		access{pki, "make the pki directory", layout.PKIDir + "/", "rw", true},
+		access{pki, "write Vault's key", layout.VaultKey, "w", true},
+		access{pki, "write Vault's key through a temporary file", tmp(layout.VaultKey), "rw", true},
+		access{pki, "write Vault's certificate", layout.VaultCert, "w", true},
+		access{pki, "write the CA certificate", layout.CACert, "w", true},
+		access{pki, "write the CA certificate through a temporary file", tmp(layout.CACert), "rw", true},
+		access{pki, "write Vault's config", layout.VaultConfig, "w", true},
+		access{pki, "write Vault's config through a temporary file", tmp(layout.VaultConfig), "rw", true},
+		access{pki, "make Vault's config directory", filepath.Dir(layout.VaultConfig) + "/", "rw", true},
+
+		// edgeseal-unseal
+		access{unseal, "read the config", layout.ConfigFile, "r", false},
+		access{unseal, "read the recovery public key", "/etc/edgeseal/recovery.pem", "r", false},
+		access{unseal, "look up the token provider's user", "/etc/passwd", "r", false},
+		access{unseal, "run the ikm hook", config.Default().Seal.IKMHook.Command[0], "x", false},
+		access{unseal, "read the boot id", "/proc/sys/kernel/random/boot_id", "r", false},
+		access{unseal, "read the listen backlog", "/proc/sys/net/core/somaxconn", "r", false},
+		access{unseal, "read the sealed blob", sealedBlob, "rw", true},
+		access{unseal, "write the sealed blob through a temporary file", tmp(sealedBlob), "rw", true},
+		access{unseal, "write the init marker", tmp(layout.InitMarker), "rw", true},
+		access{unseal, "remove the init marker", layout.InitMarker, "w", true},
+		access{unseal, "write the recovery copy", layout.Recovery, "rw", true},
+		access{unseal, "fsync the state directory", layout.StateDir + "/", "r", true},
+		access{unseal, "open the TPM resource manager", tpm.DefaultDevice, "rw", false},
+		access{unseal, "open the raw TPM", "/dev/tpm0", "rw", false},
+		access{unseal, "list the TPMs", "/sys/class/tpm/", "r", false},
+		access{unseal, "read a TPM's version", "/sys/devices/pnp0/00:05/tpm/tpm0/tpm_version_major", "r", false},
+		access{unseal, "read the per-boot CA", layout.CACert, "r", false},
+		access{unseal, "set Vault's storage aside (rename source)", storage + "/", "rw", false},
+		access{unseal, "set Vault's storage aside (rename target)", storage + ".abandoned-1700000000/", "rw", false},
+		access{unseal, "write its status", tmp(layout.StatusFile), "rw", true},
+		access{unseal, "write its status", layout.StatusFile, "rw", true},
+		access{unseal, "mark this boot's setup done", layout.BootDone, "rw", true},
+		access{unseal, "write the applied policies", layout.Policies, "rw", true},
+		access{unseal, "make the token provider's directory", layout.TokendDir + "/", "rw", false},
+		access{unseal, "write the token-issuing token", layout.IssuingToken, "rw", false},
+		access{unseal, "write the token-issuing token through a temporary file", tmp(layout.IssuingToken), "rw", false},
+		access{unseal, "read the token ledger", layout.Ledger, "r", false},
+		access{unseal, "listen on the policy-sync socket", layout.SyncSocket, "rw", true},
+		access{unseal, "talk to the system bus", "/run/dbus/system_bus_socket", "rw", false},
+
+		// edgeseal-tokend
+		access{tokend, "read the config", layout.ConfigFile, "r", false},
+		access{tokend, "read the boot id", "/proc/sys/kernel/random/boot_id", "r", false},
+		access{tokend, "read the per-boot CA", layout.CACert, "r", false},
+		access{tokend, "read the token-issuing token", layout.IssuingToken, "r", true},
+		access{tokend, "read the applied policies", layout.Policies, "r", false},
+		access{tokend, "write its ledger", layout.Ledger, "rw", true},
+		access{tokend, "write its ledger through a temporary file", tmp(layout.Ledger), "rw", true},
+		access{tokend, "fsync its directory", layout.TokendDir + "/", "r", true},
+		access{tokend, "read a caller's stat", "/proc/31337/stat", "r", false},
+		access{tokend, "read a caller's status", "/proc/31337/status", "r", false},
+		access{tokend, "read a caller's cgroup", "/proc/31337/cgroup", "r", false},
+		access{tokend, "ask edgeseal-unseal for a policy sync", layout.SyncSocket, "w", false},
+		access{tokend, "talk to the system bus", "/run/dbus/system_bus_socket", "rw", false},
+
+		// Vault
+		access{vault, "read its config", layout.VaultConfig, "r", false},
+		access{vault, "read its certificate", layout.VaultCert, "r", false},
+		access{vault, "read its key (LoadCredential=)", vaultCredKey, "r", true},
+		access{vault, "read and write its storage", vaultDataFile, "rw", true},
+		access{vault, "make directories in its storage", storage + "/logical/", "rw", true},
+		access{vault, "read the listen backlog", "/proc/sys/net/core/somaxconn", "r", false},
+		access{vault, "read the local time zone", "/usr/share/zoneinfo/Europe/Berlin", "r", false},
+	)
+	for _, a := range needs {
+		t.Run(a.profile+" can "+a.what, func(t *testing.T) {
+			if !profiles[a.profile].profile.Allows(a.path, a.perms, a.owner) {
+				t.Errorf("%s cannot %s: no %q on %s", a.profile, a.what, a.perms, a.path)
+			}
+		})
+	}
+}
+
+func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
+	profiles := renderAll(t)
+	denied := []access{
+		// The token provider: no sealed key, no private key, no TPM.
+		{tokend, "read the sealed blob", sealedBlob, "r", false},
+		{tokend, "read the recovery copy of the unseal key", layout.Recovery, "r", false},
+		{tokend, "read the state directory", layout.StateDir + "/", "r", false},
+		{tokend, "read Vault's key in the pki directory", layout.VaultKey, "r", false},
+		{tokend, "read Vault's key credential", vaultCredKey, "r", false},
+		{tokend, "open the TPM resource manager", tpm.DefaultDevice, "r", false},
+		{tokend, "open the TPM resource manager for writing", tpm.DefaultDevice, "w", false},
+		{tokend, "open the raw TPM", "/dev/tpm0", "r", false},
+		{tokend, "write the token-issuing token", layout.IssuingToken, "w", false},
+		{tokend, "read Vault's storage", vaultDataFile, "r", false},
+		{tokend, "write the applied policies", layout.Policies, "w", false},
+
+		// The pki step: none of the secrets of later steps, no TPM, no CA key file.
+		{pki, "read the sealed blob", sealedBlob, "r", false},
+		{pki, "open the TPM resource manager", tpm.DefaultDevice, "r", false},
+		{pki, "read the token-issuing token", layout.IssuingToken, "r", false},
+		{pki, "write a CA key file", caKey, "w", false},
+		{pki, "write a CA key file through a temporary file", tmp(caKey), "w", false},
+		{pki, "read Vault's storage", vaultDataFile, "r", false},
+
+		// Vault: nothing of edgeseal's but its config, certificate and key copy.
+		{vault, "read the sealed blob", sealedBlob, "r", false},
+		{vault, "read the recovery copy of the unseal key", layout.Recovery, "r", false},
+		{vault, "read the token-issuing token", layout.IssuingToken, "r", false},
+		{vault, "read the token ledger", layout.Ledger, "r", false},
+		{vault, "read its key in the pki directory", layout.VaultKey, "r", false},
+		{vault, "open the TPM resource manager", tpm.DefaultDevice, "r", false},
+		{vault, "open the raw TPM", "/dev/tpm0", "r", false},
+		{vault, "rewrite its config", layout.VaultConfig, "w", false},
+		{vault, "rewrite its certificate", layout.VaultCert, "w", false},
+		{vault, "read edgeseal's config", layout.ConfigFile, "r", false},
+
+		// edgeseal-unseal: a client of Vault, not Vault.
+		{unseal, "read Vault's key credential", vaultCredKey, "r", false},
+		{unseal, "read Vault's key in the pki directory", layout.VaultKey, "r", false},
+		{unseal, "read Vault's data", vaultDataFile, "r", false},
+		{unseal, "write Vault's data", vaultDataFile, "w", false},
+		{unseal, "rewrite the per-boot CA", layout.CACert, "w", false},
+	}
+	for _, name := range profileNames {
+		denied = append(denied,
+			access{name, "read /etc/shadow", "/etc/shadow", "r", false},
+			access{name, "read root's ssh key", "/root/.ssh/id_ed25519", "r", false},
+			access{name, "replace a system binary", "/usr/bin/bash", "w", false},
+			access{name, "execute a shell", "/usr/bin/bash", "x", false},
+			access{name, "rewrite edgeseal's config", layout.ConfigFile, "w", false},
+			access{name, "rewrite its own binary", libexecDir + "/" + name, "w", false},
+			access{name, "read another device node", "/dev/sda", "r", false},
+			access{name, "write to the kernel's memory", "/dev/mem", "w", false},
+		)
+	}
+	for _, a := range denied {
+		t.Run(a.profile+" cannot "+a.what, func(t *testing.T) {
+			if profiles[a.profile].profile.MayAccess(a.path, a.perms) {
+				t.Errorf("%s may %s: %q on %s is allowed", a.profile, a.what, a.perms, a.path)
+			}
+		})
+	}
+}
+
+func TestNoProfileHasACatchAllFileRule(t *testing.T) {
+	probes := []string{"/", "/zz-edgeseal-probe", "/etc/zz-edgeseal-probe", "/var/zz/probe", "/run/zz-edgeseal-probe",
+		"/home/user/.bashrc", "/tmp/zz-probe"}
+	for name, r := range renderAll(t) {
+		for _, f := range r.profile.Files {
+			if f.Deny {
+				continue
+			}
+			if f.Bare() {
+				t.Errorf("%s has a bare file rule", name)
+				continue
+			}
+			for _, probe := range probes {
+				if f.Matches(probe) {
+					t.Errorf("%s: rule %q covers %s: a catch-all", name, f, probe)
+				}
+			}
+		}
+	}
+}
+
+func TestOnlyTheIKMHookMayBeExecutedAndOnlyInTheSameProfile(t *testing.T) {
+	for name, r := range renderAll(t) {
+		bin := libexecDir + "/" + name
+		if name == vault {
+			bin = vaultBin
+		}
+		for _, f := range r.profile.ExecRules() {
+			switch {
+			case f.Exec == "" && f.Path == bin:
+				// mr on its own binary
+			case name == unseal && f.Exec == "ix" && f.Path == "/etc/edgeseal/ikm-hook" && f.Perms == 0:
+				// the vendor hook inherits this profile (NoNewPrivileges=yes)
+			default:
+				t.Errorf("%s: rule %q executes or maps something executable", name, f)
+			}
+		}
+	}
+}
+
+// unitCapabilities returns the CapabilityBoundingSet= of a unit, as AppArmor
+// names capabilities (chown for CAP_CHOWN), sorted.
+func unitCapabilities(t *testing.T, unit string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "systemd", unit+".in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var caps []string
+	for _, line := range strings.Split(string(data), "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "CapabilityBoundingSet=")
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(v, "~") {
+			t.Fatalf("%s: an inverted CapabilityBoundingSet= (%s) is not supported here", unit, v)
+		}
+		if v == "" {
+			caps = nil // an empty assignment resets the set
+		}
+		for _, c := range strings.Fields(v) {
+			caps = append(caps, strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+		}
+	}
+	slices.Sort(caps)
+	return slices.Compact(caps)
+}
+
+func TestCapabilitiesAreExactlyTheUnitsOnes(t *testing.T) {
+	for name, r := range renderAll(t) {
+		p := r.profile
+		if p.GrantsAllCapabilities() {
+			t.Errorf("%s has a bare capability rule", name)
+		}
+		for _, c := range []string{"sys_admin", "sys_ptrace", "sys_module", "setuid", "net_admin", "mac_admin"} {
+			if p.AllowsCapability(c) {
+				t.Errorf("%s grants capability %s", name, c)
+			}
+		}
+		want := unitCapabilities(t, name+".service")
+		if got := p.Capabilities(); !slices.Equal(got, want) {
+			t.Errorf("%s grants capabilities %v, its unit's CapabilityBoundingSet= has %v", name, got, want)
+		}
+	}
+}
+
+func TestPKIHasNoNetworkAtAll(t *testing.T) {
+	p := renderAll(t)[pki].profile
+	for _, domain := range []string{"inet", "inet6"} {
+		if rules := p.NetworkRulesFor(domain); len(rules) > 0 {
+			t.Errorf("%s has network rules for %s: %v", pki, domain, rules)
+		}
+	}
+	if len(p.Network) > 0 {
+		t.Errorf("%s has network rules: %v", pki, p.Network)
+	}
+	if len(p.DBus) > 0 {
+		t.Errorf("%s has D-Bus rules", pki)
+	}
+}
+
+func TestNetworkIsTCPOnlyForTheStepsThatTalkToVault(t *testing.T) {
+	for name, r := range renderAll(t) {
+		if name == pki {
+			continue
+		}
+		p := r.profile
+		for _, domain := range []string{"inet", "inet6"} {
+			if !p.AllowsNetwork(domain, "stream") {
+				t.Errorf("%s cannot open a %s stream socket (Vault's TCP listener)", name, domain)
+			}
+			for _, typ := range []string{"dgram", "raw", "packet", "seqpacket"} {
+				if p.AllowsNetwork(domain, typ) {
+					t.Errorf("%s may open %s %s sockets", name, domain, typ)
+				}
+			}
+		}
+		for _, domain := range []string{"netlink", "packet", "bluetooth", "can"} {
+			if len(p.NetworkRulesFor(domain)) > 0 {
+				t.Errorf("%s has network rules for %s", name, domain)
+			}
+		}
+	}
+}
+
+func TestNoProfileMayTraceMountOrChangeProfile(t *testing.T) {
+	for name, r := range renderAll(t) {
+		for _, o := range r.profile.Other {
+			switch o.Kind {
+			case "unix":
+			case "signal":
+				if !strings.Contains(o.Text, "peer=unconfined") && !strings.Contains(o.Text, "peer="+name) {
+					t.Errorf("%s: %q signals a process that is neither systemd nor itself", name, o.Text)
+				}
+			default:
+				t.Errorf("%s: rule %q (%s)", name, o.Text, o.Kind)
+			}
+		}
+	}
+}
+
+// systemd1 is a method call to systemd's manager.
+func systemd1(member string) apparmor.DBusMessage {
+	return apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/systemd1",
+		Interface: "org.freedesktop.systemd1.Manager", Member: member,
+		PeerName: "org.freedesktop.systemd1", PeerLabel: "unconfined"}
+}
+
+// busDriver is a method call to the bus itself.
+func busDriver(member string) apparmor.DBusMessage {
+	return apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/DBus",
+		Interface: "org.freedesktop.DBus", Member: member, PeerName: "org.freedesktop.DBus", PeerLabel: "unconfined"}
+}
+
+func signal(path, iface, member string) apparmor.DBusMessage {
+	return apparmor.DBusMessage{Access: "receive", Bus: "system", Path: path, Interface: iface, Member: member,
+		PeerName: ":1.1", PeerLabel: "unconfined"}
+}
+
+func TestDBusIsLimitedToWhatEachStepAsksSystemd(t *testing.T) {
+	profiles := renderAll(t)
+	unitPath := "/org/freedesktop/systemd1/unit/edgeseal_2dvault_2eservice"
+	tests := []struct {
+		profile string
+		msg     apparmor.DBusMessage
+		want    bool
+	}{
+		// go-systemd's connection set-up, both.
+		{unseal, busDriver("Hello"), true},
+		{unseal, busDriver("AddMatch"), true},
+		{tokend, busDriver("Hello"), true},
+		{tokend, busDriver("AddMatch"), true},
+		{tokend, busDriver("RequestName"), false},
+		{unseal, busDriver("RequestName"), false},
+		// edgeseal-unseal: restart Vault; watch for failed units.
+		{unseal, systemd1("RestartUnit"), true},
+		{unseal, systemd1("Subscribe"), true},
+		{unseal, systemd1("ListUnitsFiltered"), true},
+		{unseal, systemd1("GetUnit"), true},
+		{unseal, signal("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "JobRemoved"), true},
+		{unseal, signal(unitPath, "org.freedesktop.DBus.Properties", "PropertiesChanged"), true},
+		{unseal, systemd1("StopUnit"), false},
+		{unseal, systemd1("StartTransientUnit"), false},
+		{unseal, systemd1("SetUnitProperties"), false},
+		{unseal, systemd1("KillUnit"), false},
+		// edgeseal-tokend: which unit a pid runs in, nothing else.
+		{tokend, systemd1("GetUnitByPID"), true},
+		{tokend, signal("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "JobRemoved"), true},
+		{tokend, systemd1("RestartUnit"), false},
+		{tokend, systemd1("StartUnit"), false},
+		{tokend, systemd1("StopUnit"), false},
+		{tokend, systemd1("Subscribe"), false},
+		{tokend, systemd1("StartTransientUnit"), false},
+		{tokend, apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/login1",
+			Interface: "org.freedesktop.login1.Manager", Member: "PowerOff",
+			PeerName: "org.freedesktop.login1", PeerLabel: "unconfined"}, false},
+		// Neither the pki step nor Vault uses D-Bus.
+		{pki, busDriver("Hello"), false},
+		{vault, busDriver("Hello"), false},
+		{vault, systemd1("GetUnitByPID"), false},
+	}
+	for _, tt := range tests {
+		verb := "cannot"
+		if tt.want {
+			verb = "can"
+		}
+		t.Run(fmt.Sprintf("%s %s %s %s", tt.profile, verb, tt.msg.Access, tt.msg.Member), func(t *testing.T) {
+			if got := profiles[tt.profile].profile.AllowsDBus(tt.msg); got != tt.want {
+				t.Errorf("%s: %v: allowed %v, want %v", tt.profile, tt.msg, got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,80 @@
+#!/bin/bash
+# Helpers of edgeseal's spread tasks (tests/spread/*/*/task.yaml):
+#   . "$TESTSLIB/edgeseal.sh"
+# A directory without task.yaml files: not a suite.
+
+# install_ikm_hook installs the vendor's key-material hook a device ships (the
+# ikm-hook seal method): it prints this device's secret, made here once.
+install_ikm_hook() {
+	install -d -m 0755 /etc/edgeseal
+	if [ ! -s /etc/edgeseal/device-secret ]; then
+		(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > /etc/edgeseal/device-secret)
+	fi
+	cat > /etc/edgeseal/ikm-hook <<'HOOK'
+#!/bin/sh
+# Vendor hook: prints this device's input keying material (IKM) on stdout.
+exec cat /etc/edgeseal/device-secret
+HOOK
+	chmod 0700 /etc/edgeseal/ikm-hook
+}
+
+# not COMMAND... succeeds when COMMAND fails (and says so when it does not).
+not() {
+	if "$@"; then
+		echo "unexpected success: $*" >&2
+		return 1
+	fi
+	return 0
+}
+
+# vault_addr is where this device's Vault listens.
+vault_addr() {
+	echo "https://127.0.0.1:$EDGESEAL_VAULT_PORT"
+}
+
+# vault_as TOKEN ARGS... runs the vault CLI with TOKEN, trusting this boot's CA.
+vault_as() {
+	local token=$1
+	shift
+	VAULT_ADDR=$(vault_addr) VAULT_CACERT=/run/edgeseal/pki/ca.crt VAULT_TOKEN=$token vault "$@"
+}
+
+# token_in FILE prints the client token of a token file (Vault's auth response JSON).
+token_in() {
+	python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["auth"]["client_token"])' "$1"
+}
+
+# wait_for DESCRIPTION COMMAND... retries COMMAND for up to 30 seconds.
+wait_for() {
+	local what=$1
+	shift
+	for _ in $(seq 300); do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "timed out waiting for $what" >&2
+	return 1
+}
+
+# chain_units are edgeseal's units, in the order a boot starts them.
+chain_units="edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service edgeseal-tokend.socket edgeseal.target"
+
+# restore_edgeseal stops edgeseal, removes its state and the task's units (the
+# arguments), and puts back the default config: the next task boots a device
+# fresh from the factory.
+restore_edgeseal() {
+	systemctl stop edgeseal.target edgeseal-tokend.service edgeseal-tokend.socket \
+		edgeseal-unseal.service edgeseal-vault.service edgeseal-pki.service "$@" 2>/dev/null || true
+	systemctl disable edgeseal.target 2>/dev/null || true
+	for unit in "$@"; do
+		rm -f "/etc/systemd/system/$unit"
+	done
+	systemctl daemon-reload
+	systemctl reset-failed 2>/dev/null || true
+	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /run/edgeseal
+	rm -f /etc/edgeseal/ikm-hook /etc/edgeseal/device-secret
+	edgeseal config default > /etc/edgeseal/edgeseal.yaml
+	systemd-tmpfiles --create /usr/lib/tmpfiles.d/edgeseal.conf
+}
