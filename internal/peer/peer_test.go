@@ -202,8 +202,8 @@ func TestParseStatCountsFieldsFromTheLastParenthesis(t *testing.T) {
 
 func TestParseCredentialAddr(t *testing.T) {
 	good := map[string]CredentialRequest{
-		"@f00dfeed/unit/reporter.service/vault-token":  {"reporter.service", "vault-token"},
-		"@0/unit/app@1.service/t":                      {"app@1.service", "t"},
+		"@f00dfeed/unit/reporter.service/vault-token": {"reporter.service", "vault-token"},
+		"@0/unit/app@1.service/t":                     {"app@1.service", "t"},
 		"@ffffffffffffffff/unit/snap.a.b.service/x.y": {"snap.a.b.service", "x.y"},
 	}
 	for addr, want := range good {

@@ -146,7 +146,7 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 		t.Logf("snap set to unsealed: %v", time.Since(t0).Round(time.Millisecond))
 		var last uint64
 		for _, app := range []string{"pki", "vault", "unseal"} {
-			v := sh(t, "systemctl show -P ExecMainStartTimestampMonotonic snap.edgeseal." + app + ".service")
+			v := sh(t, "systemctl show -P ExecMainStartTimestampMonotonic snap.edgeseal."+app+".service")
 			at, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 			if err != nil || at == 0 {
 				t.Fatalf("%s has no start time (%q)", app, v)
