@@ -557,7 +557,14 @@ func (r *spreadRun) runTask(p *spreadProject, task *spreadTask) error {
 	r.env.Set("SPREAD_VARIANT", "")
 	r.env.Set("SPREAD_SAMPLE", "1")
 	r.env.merge(p.Environment, suite.Environment, task.Environment)
-	overrides := map[string]string{"EDGESEAL_PREINSTALLED": "1"}
+	// No store here: a task that installs snaps runs snapd offline
+	// (tests/lib/snapd-offline.sh), and gets them packed on the host
+	// (buildSnaps), bound in, rather than packing them itself.
+	overrides := map[string]string{"EDGESEAL_PREINSTALLED": "1", "EDGESEAL_OFFLINE_SNAPD": "1"}
+	if _, ok := r.env.Get("EDGESEAL_SNAPS"); ok {
+		binds = append(binds, testbed.Bind{Host: buildSnaps(t), Container: "/srv/edgeseal-snaps", ReadOnly: true})
+		overrides["EDGESEAL_SNAPS"] = "/srv/edgeseal-snaps"
+	}
 	for _, k := range r.env.keys {
 		if strings.HasPrefix(k, "EDGESEAL_") && strings.HasSuffix(k, "_PORT") {
 			overrides[k] = strconv.Itoa(testbed.FreeLoopbackPort(t))

@@ -78,3 +78,45 @@ restore_edgeseal() {
 	edgeseal config default > /etc/edgeseal/edgeseal.yaml
 	systemd-tmpfiles --create /usr/lib/tmpfiles.d/edgeseal.conf
 }
+
+# start_swtpm starts a software TPM on loopback ($EDGESEAL_SWTPM_PORT, its control
+# port the next one) as a transient unit, its state where swtpm's AppArmor profile
+# allows, and waits until it answers.
+start_swtpm() {
+	install -d -m 0700 /var/lib/swtpm/edgeseal-spread
+	systemd-run --unit=edgeseal-spread-swtpm --collect \
+		swtpm socket --tpm2 --tpmstate dir=/var/lib/swtpm/edgeseal-spread \
+		--server "type=tcp,port=$EDGESEAL_SWTPM_PORT,bindaddr=127.0.0.1" \
+		--ctrl "type=tcp,port=$((EDGESEAL_SWTPM_PORT + 1)),bindaddr=127.0.0.1" \
+		--flags not-need-init,startup-clear
+	wait_for "swtpm on port $EDGESEAL_SWTPM_PORT" \
+		tpm2_getrandom -T "swtpm:host=127.0.0.1,port=$EDGESEAL_SWTPM_PORT" --hex 8
+}
+
+# stop_swtpm stops the software TPM and forgets its state.
+stop_swtpm() {
+	systemctl stop edgeseal-spread-swtpm.service 2>/dev/null || true
+	rm -rf /var/lib/swtpm/edgeseal-spread
+}
+
+# snap_retry SNAP COMMAND... runs COMMAND; where snap-confine fails to keep the
+# snap's new mount namespace ("cannot preserve mount namespace": seen in the
+# systemd container of the test bed, snapd 2.57 on kernel 6.18), it discards the
+# half-made namespace and runs COMMAND again, up to 5 times. Elsewhere it is
+# just COMMAND.
+snap_retry() {
+	local snap=$1 out
+	shift
+	for try in 1 2 3 4 5; do
+		if out=$("$@" 2>&1); then
+			printf '%s\n' "$out"
+			return 0
+		fi
+		if [ "$try" = 5 ] || ! grep -q "cannot preserve mount namespace" <<<"$out"; then
+			printf '%s\n' "$out" >&2
+			return 1
+		fi
+		echo "snap-confine could not keep the mount namespace of $snap (try $try); again" >&2
+		/usr/lib/snapd/snap-discard-ns "$snap" || true
+	done
+}
