@@ -4,7 +4,9 @@ package integration
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,6 +37,19 @@ func buildSnaps(t *testing.T) string {
 		"SNAPDIR="+filepath.Join(out, "build"), "SNAP_OUT="+out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make snap: %v\n%s", err, b)
+	}
+	// The snap's base is bare: every executable in it must be static.
+	prime := filepath.Join(out, "build", "prime")
+	for _, dir := range []string{"bin", "meta/hooks"} {
+		entries, err := os.ReadDir(filepath.Join(prime, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if err := staticELF(filepath.Join(prime, dir, e.Name())); err != nil {
+				t.Errorf("%s/%s: %v", dir, e.Name(), err)
+			}
+		}
 	}
 	// The consumer snap: tests/spread/snap/es-consumer with edgeseal's CLI.
 	consumer := filepath.Join(out, "consumer")
@@ -241,4 +256,23 @@ func serviceIs(out, app, startup, current string) bool {
 		}
 	}
 	return false
+}
+
+// staticELF fails for a file that is not an ELF executable, or that asks for a
+// program interpreter or shared libraries.
+func staticELF(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return errors.New("dynamically linked: it has a program interpreter")
+		}
+	}
+	if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
+		return fmt.Errorf("needs shared libraries %v", libs)
+	}
+	return nil
 }
