@@ -108,7 +108,10 @@ test-unit:
 
 test-integration: vault
 	$(GO) vet -tags integration ./...
-	$(GO) test -tags integration -count=1 -timeout 45m ./tests/... ./internal/...
+	@mkdir -p build && rm -f build/spread-not-run.txt
+	EDGESEAL_SPREAD_REPORT=$(CURDIR)/build/spread-not-run.txt \
+		$(GO) test -tags integration -count=1 -timeout 45m ./tests/... ./internal/...
+	@cat build/spread-not-run.txt
 
 fuzz:
 	tests/lib/fuzz-all.sh 20s

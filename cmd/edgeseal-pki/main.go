@@ -38,7 +38,7 @@ Writes, in tmpfs (gone at power-off):
 
   /run/edgeseal/pki/ca.crt        this boot's CA certificate: clients verify Vault with it
   /run/edgeseal/pki/vault.crt     Vault's certificate chain
-  /run/edgeseal/pki/vault.key     Vault's private key (0600 root; Vault gets a copy
+  /run/edgeseal/pki/vault.key     Vault's private key (0600, this step's user; Vault gets a copy
                                   through LoadCredential= in edgeseal-vault.service)
   /run/edgeseal/vault/vault.json  Vault's server config (listener, storage, TLS files)
 

@@ -26,7 +26,7 @@ type Paths struct {
 	PKIDir       string // RunDir/pki: per-boot CA certificate, leaf certificates and keys
 	CACert       string // PKIDir/ca.crt: the per-boot CA every client verifies against
 	VaultCert    string // PKIDir/vault.crt: Vault listener certificate (leaf + chain)
-	VaultKey     string // PKIDir/vault.key: Vault listener key (0600 root; systemd hands a copy to Vault via LoadCredential=)
+	VaultKey     string // PKIDir/vault.key: Vault listener key (0600, the PKI step's user; systemd hands a copy to Vault via LoadCredential=)
 	VaultConfig  string // RunDir/vault/vault.json: the Vault server's config, written by the pki step
 	TokendDir    string // RunDir/tokend: private to the token provider's user (0700)
 	IssuingToken string // TokendDir/issuing-token.json: the token-issuing token of this boot

@@ -15,8 +15,8 @@ const (
 	// writer runs with UMask=0077, so the mode is set explicitly.
 	dirMode  = 0o755
 	certMode = 0o644
-	// keyMode: only root (the writer) reads vault.key; Vault gets a private copy
-	// through LoadCredential=.
+	// keyMode: only the writer (edgeseal-pki.service's dynamic user) reads
+	// vault.key; Vault gets a private copy through LoadCredential=.
 	keyMode = 0o600
 	// maxCAFileSize bounds what LoadCAPool reads: a chain is a few KiB.
 	maxCAFileSize = 1 << 20
