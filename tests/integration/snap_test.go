@@ -85,14 +85,6 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
 	}})
 	ctx := context.Background()
-	sh := func(t *testing.T, script string) string {
-		t.Helper()
-		out, errOut, err := m.Run(ctx, "bash", "-euo", "pipefail", "-c", script)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s%s\njournal:\n%s", script, err, out, errOut, m.Journal(t, ""))
-		}
-		return out
-	}
 	// snap-confine on this test bed (snapd 2.57, kernel 6.18, inside nspawn)
 	// often fails to bind a snap's new mount namespace into /run/snapd/ns
 	// ("cannot preserve mount namespace ...: Invalid argument"); the namespace
@@ -105,13 +97,18 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 			if err == nil {
 				return out
 			}
-			if try < 6 && strings.Contains(errOut+out, "cannot preserve mount namespace") {
+			if snap != "" && try < 6 && strings.Contains(errOut+out, "cannot preserve mount namespace") {
 				t.Logf("%s: snap-confine could not preserve the mount namespace (test bed quirk, try %d); again", script, try)
 				m.Run(ctx, "/usr/lib/snapd/snap-discard-ns", snap)
 				continue
 			}
 			t.Fatalf("%s: %v\n%s%s\njournal:\n%s", script, err, out, errOut, m.Journal(t, ""))
 		}
+	}
+	// sh runs a command that starts no snap.
+	sh := func(t *testing.T, script string) string {
+		t.Helper()
+		return snapSh(t, "", script)
 	}
 	sh(t, "/srv/lib/snapd-offline.sh >/dev/null")
 
@@ -165,7 +162,14 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 
 	t.Run("a bad option is refused by name and changes nothing", func(t *testing.T) {
 		before := sh(t, "sha256sum /var/snap/edgeseal/current/edgeseal.yaml")
-		_, errOut, err := m.Run(ctx, "snap", "set", "edgeseal", "vault.kv-version=3")
+		var errOut string
+		var err error
+		for try := 1; try <= 5; try++ { // the configure hook meets the quirk snapSh tells of
+			if _, errOut, err = m.Run(ctx, "snap", "set", "edgeseal", "vault.kv-version=3"); !strings.Contains(errOut, "cannot preserve mount namespace") {
+				break
+			}
+			m.Run(ctx, "/usr/lib/snapd/snap-discard-ns", "edgeseal")
+		}
 		if err == nil || !strings.Contains(errOut, "vault.kv-version") {
 			t.Fatalf("snap set vault.kv-version=3: %v, %q; want a refusal naming vault.kv-version", err, errOut)
 		}
@@ -189,8 +193,7 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 		}
 		var resp struct {
 			Auth struct {
-				ClientToken string   `json:"client_token"`
-				Policies    []string `json:"policies"`
+				ClientToken string `json:"client_token"`
 			} `json:"auth"`
 		}
 		if err := json.Unmarshal([]byte(sh(t, "cat /var/snap/es-consumer/current/token.json")), &resp); err != nil {
@@ -208,10 +211,8 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 		// Another process of the device, not the consumer snap, is refused.
 		_, errOut, err := m.Run(ctx, "/snap/es-consumer/current/bin/edgeseal", "token", "fetch",
 			"--socket", "/var/snap/edgeseal/current/tokend/tokend.sock", "--out", "/tmp/stolen.json")
-		if err == nil {
-			t.Errorf("a process outside the consumer snap got a token")
-		} else if !strings.Contains(errOut, "refused") {
-			t.Logf("refusal: %s", errOut)
+		if err == nil || !strings.Contains(errOut, "refused") {
+			t.Errorf("a process outside the consumer snap: %v, %q; want a refusal", err, errOut)
 		}
 	})
 

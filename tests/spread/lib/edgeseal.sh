@@ -120,3 +120,23 @@ snap_retry() {
 		/usr/lib/snapd/snap-discard-ns "$snap" || true
 	done
 }
+
+# snap_refused SNAP COMMAND... succeeds when COMMAND fails for a reason of its own
+# (printed on stdout), retrying where the failure is snap-confine's quirk above.
+snap_refused() {
+	local snap=$1 out
+	shift
+	for try in 1 2 3 4 5; do
+		if out=$("$@" 2>&1); then
+			echo "unexpected success: $*" >&2
+			return 1
+		fi
+		if ! grep -q "cannot preserve mount namespace" <<<"$out"; then
+			printf '%s\n' "$out"
+			return 0
+		fi
+		echo "snap-confine could not keep the mount namespace of $snap (try $try); again" >&2
+		/usr/lib/snapd/snap-discard-ns "$snap" || true
+	done
+	return 1
+}
