@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -123,14 +125,36 @@ func Option(field string) string { return strings.ReplaceAll(field, "_", "-") }
 // points at the snap's options rather than the config file's.
 func optionMsg(msg string) string {
 	msg = strings.ReplaceAll(msg, "`edgeseal config default`", "`snap get -d edgeseal`")
-	for _, k := range []string{"tokend_user", "storage_path", "kv_version", "secret_prefix", "watch_interval",
-		"extra_names", "ikm_hook", "allow_insecure_none", "recovery_key", "pin_file", "service_period",
-		"issuing_period", "issuing_rotation", "wrap_ttl", "idle_exit", "request_timeout", "max_in_flight",
-		"shared_read", "shared_write", "snap_apps"} {
+	for _, k := range underscoreKeys {
 		msg = strings.ReplaceAll(msg, k, Option(k))
 	}
 	return msg
 }
+
+// underscoreKeys are the config's YAML keys that hold an underscore, read from
+// the config's struct tags so that a new key is never missed.
+var underscoreKeys = func() []string {
+	var keys []string
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return
+		}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if strings.Contains(name, "_") && !slices.Contains(keys, name) {
+				keys = append(keys, name)
+			}
+			walk(f.Type)
+		}
+	}
+	walk(reflect.TypeFor[config.Config]())
+	return keys
+}()
 
 // toMap is cfg as its YAML tree of maps, lists and scalars.
 func toMap(cfg *config.Config) (map[string]any, error) {

@@ -2,6 +2,7 @@ package snapconf
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -78,6 +79,14 @@ func TestABadOptionIsRefusedByItsSnapName(t *testing.T) {
 				t.Errorf("error %q names a YAML key, not a snap option", err)
 			}
 		})
+	}
+}
+
+func TestEveryUnderscoreKeyOfTheConfigIsRenamedInMessages(t *testing.T) {
+	for _, k := range []string{"tokend_user", "storage_path", "max_in_flight", "snap_apps", "allow_insecure_none", "pin_file"} {
+		if !slices.Contains(underscoreKeys, k) {
+			t.Errorf("%s is not among the keys renamed in messages: %v", k, underscoreKeys)
+		}
 	}
 }
 
