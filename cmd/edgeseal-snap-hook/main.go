@@ -115,11 +115,17 @@ func configure(ctx context.Context, p paths.Paths, sc snapctl, stderr io.Writer)
 
 	if cfg.Seal.Method == "tpm2" && strings.HasPrefix(cfg.Seal.TPM2.Device, "/") {
 		if _, err := os.Stat(cfg.Seal.TPM2.Device); err != nil {
+			// What a person sees in `snap info edgeseal` (health: at most 70
+			// characters), and in full in the hook's output.
 			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: the TPM %s (seal.tpm2.device) is missing: %v; "+
 				"connect the tpm interface (snap connect %s:tpm), or set seal.method or seal.tpm2.device\n",
 				cfg.Seal.TPM2.Device, err, p.SnapInstance)
-			return nil
+			_, err := sc.output(ctx, "set-health", "--code=no-tpm", "blocked", "no TPM: snap connect "+p.SnapInstance+":tpm, or set seal.tpm2.device")
+			return err
 		}
+	}
+	if _, err := sc.output(ctx, "set-health", "okay"); err != nil {
+		return err
 	}
 	apps := make([]string, len(daemons))
 	for i, d := range daemons {

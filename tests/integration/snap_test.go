@@ -119,6 +119,10 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 	if out := sh(t, "snap services edgeseal"); !serviceIs(out, "edgeseal.unseal", "disabled", "inactive") {
 		t.Fatalf("without a TPM the chain should wait, disabled:\n%s", out)
 	}
+	// and says so where a person looks.
+	if out := sh(t, "snap info edgeseal"); !strings.Contains(out, "status:  blocked") || !strings.Contains(out, "no TPM") {
+		t.Errorf("snap info does not say the snap waits for a TPM:\n%s", out)
+	}
 	if got := strings.TrimSpace(sh(t, "snap get edgeseal vault.storage-path")); got != "/var/snap/edgeseal/current/vault/data" {
 		t.Errorf("snap get vault.storage-path = %q", got)
 	}
@@ -154,6 +158,9 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 		st, err := c.Sys().SealStatus()
 		if err != nil || st.Sealed || !st.Initialized {
 			t.Fatalf("Vault seal status %+v, %v", st, err)
+		}
+		if out := sh(t, "snap list edgeseal"); strings.Contains(out, "blocked") {
+			t.Errorf("snap list still says blocked:\n%s", out)
 		}
 		if out := sh(t, "ls /var/snap/edgeseal/current/state"); !strings.Contains(out, "unseal-key.sealed") {
 			t.Errorf("no sealed key in the snap's state: %s", out)
