@@ -22,10 +22,18 @@ import (
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 )
 
-// units are the boot chain, in order, then the token provider, as `edgeseal
-// status` shows them.
-var units = []string{"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service", "edgeseal.target",
-	"edgeseal-tokend.socket", "edgeseal-tokend.service"}
+// chainUnits are the boot chain, in order, then the token provider, as
+// `edgeseal status` shows them: edgeseal's units, or the snap's (snapd names
+// a daemon snap.<snap>.<app>.service, a socket snap.<snap>.<app>.<name>.socket).
+func chainUnits(p paths.Paths) []string {
+	if p.SnapInstance == "" {
+		return []string{"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service", "edgeseal.target",
+			"edgeseal-tokend.socket", "edgeseal-tokend.service"}
+	}
+	s := "snap." + p.SnapInstance + "."
+	return []string{s + "pki.service", s + "vault.service", s + "unseal.service",
+		s + "tokend.tokend.socket", s + "tokend.service"}
+}
 
 type statusReport struct {
 	Ready     bool                `json:"ready"`
@@ -36,6 +44,8 @@ type statusReport struct {
 	Daemon    *secretstore.Status `json:"daemon,omitempty"`
 	PKI       *pkiReport          `json:"pki,omitempty"`
 	Problems  []string            `json:"problems,omitempty"`
+
+	units []string // the units asked about, in the order shown
 }
 
 type vaultReport struct {
@@ -96,7 +106,8 @@ func gatherStatus(ctx context.Context, p paths.Paths, cfgPath string) *statusRep
 	if _, err := os.Stat(p.SealedKey); err == nil {
 		r.SealedKey.Present = true
 	}
-	r.Units = unitStates(ctx)
+	r.units = chainUnits(p)
+	r.Units = unitStates(ctx, r.units)
 
 	if data, err := os.ReadFile(p.StatusFile); err == nil {
 		var st secretstore.Status
@@ -144,7 +155,7 @@ func gatherStatus(ctx context.Context, p paths.Paths, cfgPath string) *statusRep
 }
 
 // unitStates asks systemd for the chain's units; nil when there is no systemd.
-func unitStates(ctx context.Context) map[string]string {
+func unitStates(ctx context.Context, units []string) map[string]string {
 	conn, err := sddbus.NewSystemConnectionContext(ctx)
 	if err != nil {
 		return nil
@@ -190,7 +201,7 @@ func printStatus(w io.Writer, r *statusReport) {
 	if r.PKI != nil {
 		fmt.Fprintf(tw, "  Per-boot PKI\t%s\tvalid until %s\n", r.PKI.CA, r.PKI.NotAfter.Local().Format(time.DateTime))
 	}
-	for _, u := range units {
+	for _, u := range r.units {
 		if s, ok := r.Units[u]; ok {
 			fmt.Fprintf(tw, "  Unit\t%s\t%s\n", u, s)
 		}

@@ -159,6 +159,11 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 		if err != nil || st.Sealed || !st.Initialized {
 			t.Fatalf("Vault seal status %+v, %v", st, err)
 		}
+		// The operator's view, from the snap's own command.
+		if out := snapSh(t, "edgeseal", "snap run edgeseal status"); !strings.Contains(out, "ready: Vault is unsealed") ||
+			!strings.Contains(out, "snap.edgeseal.unseal.service") || !strings.Contains(out, "snap.edgeseal.tokend.tokend.socket") {
+			t.Errorf("snap run edgeseal status:\n%s", out)
+		}
 		if out := sh(t, "snap list edgeseal"); strings.Contains(out, "blocked") {
 			t.Errorf("snap list still says blocked:\n%s", out)
 		}
