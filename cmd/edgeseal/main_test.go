@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/paths"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, error) {
@@ -136,5 +137,20 @@ func TestAttestRefusesBadInput(t *testing.T) {
 				t.Errorf("err = %v, stderr %q; want a usage error mentioning %q", err, errOut, tc.msg)
 			}
 		})
+	}
+}
+
+func TestTheStepsAreNamedAsTheirInstallNamesThem(t *testing.T) {
+	units, snap := paths.New("/"), paths.Snap("/var/snap/edgeseal/x1", "edgeseal")
+	for _, c := range []struct{ got, want string }{
+		{stepUnit(units, "vault"), "edgeseal-vault.service"},
+		{stepUnit(snap, "vault"), "snap.edgeseal.vault.service"},
+		{restartStep(units, "unseal"), "systemctl restart edgeseal-unseal.service"},
+		{restartStep(snap, "unseal"), "snap restart edgeseal.unseal"},
+		{strings.Join(chainUnits(snap), " "), "snap.edgeseal.pki.service snap.edgeseal.vault.service snap.edgeseal.unseal.service snap.edgeseal.tokend.tokend.socket snap.edgeseal.tokend.service"},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
 	}
 }

@@ -32,7 +32,7 @@ tpm2: PCR values that were not approved in time). It opens the recovery copy
 key against Vault (it unseals Vault, or makes and revokes a root token), then
 seals it again with the configured sealer to the device's current state. The old
 sealed blob is kept beside the new one (.before-recovery). Must run as root; then
-restart edgeseal-unseal.service.
+restart edgeseal-unseal.service (in the snap: snap restart edgeseal.unseal).
 
 `)
 		fs.PrintDefaults()
@@ -94,7 +94,7 @@ restart edgeseal-unseal.service.
 		return err
 	}
 	fmt.Fprintf(stdout, "recovered: the unseal key is sealed again (%s) to this device's current state in %s; "+
-		"now run: systemctl restart edgeseal-unseal.service\n", cfg.Seal.Method, p.SealedKey)
+		"now run: %s\n", cfg.Seal.Method, p.SealedKey, restartStep(p, "unseal"))
 	return nil
 }
 
@@ -111,7 +111,7 @@ func proveKey(ctx context.Context, p paths.Paths, cfg *config.Config, key []byte
 	}
 	st, err := c.Sys().SealStatusWithContext(ctx)
 	if err != nil {
-		return fmt.Errorf("cannot reach Vault to check the recovered key (is edgeseal-vault.service running?): %w", err)
+		return fmt.Errorf("cannot reach Vault to check the recovered key (is %s running?): %w", stepUnit(p, "vault"), err)
 	}
 	if st.Sealed {
 		if _, err := secretstore.Unseal(ctx, c, key); err != nil {

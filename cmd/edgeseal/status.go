@@ -22,6 +22,23 @@ import (
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 )
 
+// stepUnit names the unit of a step of the chain ("pki", "vault", "unseal",
+// "tokend"), and restartStep the command that restarts it, on the units
+// install or in the snap.
+func stepUnit(p paths.Paths, step string) string {
+	if p.SnapInstance != "" {
+		return "snap." + p.SnapInstance + "." + step + ".service"
+	}
+	return "edgeseal-" + step + ".service"
+}
+
+func restartStep(p paths.Paths, step string) string {
+	if p.SnapInstance != "" {
+		return "snap restart " + p.SnapInstance + "." + step
+	}
+	return "systemctl restart edgeseal-" + step + ".service"
+}
+
 // chainUnits are the boot chain, in order, then the token provider, as
 // `edgeseal status` shows them: edgeseal's units, or the snap's (snapd names
 // a daemon snap.<snap>.<app>.service, a socket snap.<snap>.<app>.<name>.socket).
