@@ -68,12 +68,15 @@ ReadWritePaths=/run/edgeseal-trace
 	}
 	d.run("systemctl", "daemon-reload")
 
-	t.Log("Given a device booting with its steps traced: first boot, a token, a Vault restart")
+	t.Log("Given a device booting with its steps traced: first boot, a token, a Vault reload and restart")
 	d.start()
 	ctx := context.Background()
 	if out, stderr, err := d.m.RunAs(ctx, 1001, 1001, "edgeseal", "token", "fetch", "--out", "/tmp/collector/token.json"); err != nil {
 		t.Fatalf("token fetch: %v\n%s%s", err, out, stderr)
 	}
+	// A reload (SIGHUP: Vault reads its config and certificate again), then a
+	// restart (edgeseal-unseal unseals it again).
+	d.run("systemctl", "reload", "edgeseal-vault.service")
 	d.run("systemctl", "restart", "edgeseal-vault.service")
 	d.waitUnsealed(30 * time.Second)
 	if out, stderr, err := d.m.RunAs(ctx, 1001, 1001, "edgeseal", "token", "fetch", "--out", "/tmp/collector/token.json"); err != nil {
