@@ -80,40 +80,23 @@ func buildSnaps(t *testing.T) string {
 func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 	snaps := buildSnaps(t)
 	tpm := testbed.StartSWTPM(t)
-	m := testbed.Boot(t, testbed.MachineOptions{Binds: []testbed.Bind{
+	m := testbed.Boot(t, testbed.MachineOptions{CPU: "0", Binds: []testbed.Bind{
 		{Host: snaps, Container: "/srv/snaps", ReadOnly: true},
 		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
 	}})
 	ctx := context.Background()
-	// snap-confine on this test bed (snapd 2.57, kernel 6.18, inside nspawn)
-	// often fails to bind a snap's new mount namespace into /run/snapd/ns
-	// ("cannot preserve mount namespace ...: Invalid argument"); the namespace
-	// is then half made. snapSh discards it (snap-discard-ns) and runs the
-	// command again, for exactly that failure, and logs each time.
-	snapSh := func(t *testing.T, snap, script string) string {
-		t.Helper()
-		for try := 1; ; try++ {
-			out, errOut, err := m.Run(ctx, "bash", "-euo", "pipefail", "-c", script)
-			if err == nil {
-				return out
-			}
-			if snap != "" && try < 6 && strings.Contains(errOut+out, "cannot preserve mount namespace") {
-				t.Logf("%s: snap-confine could not preserve the mount namespace (test bed quirk, try %d); again", script, try)
-				m.Run(ctx, "/usr/lib/snapd/snap-discard-ns", snap)
-				continue
-			}
-			t.Fatalf("%s: %v\n%s%s\njournal:\n%s", script, err, out, errOut, m.Journal(t, ""))
-		}
-	}
-	// sh runs a command that starts no snap.
 	sh := func(t *testing.T, script string) string {
 		t.Helper()
-		return snapSh(t, "", script)
+		out, errOut, err := m.Run(ctx, "bash", "-euo", "pipefail", "-c", script)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s%s\njournal:\n%s", script, err, out, errOut, m.Journal(t, ""))
+		}
+		return out
 	}
 	sh(t, "/srv/lib/snapd-offline.sh >/dev/null")
 
 	t0 := time.Now()
-	snapSh(t, "edgeseal", "snap install --dangerous /srv/snaps/edgeseal_*.snap")
+	sh(t, "snap install --dangerous /srv/snaps/edgeseal_*.snap")
 	t.Logf("snap install: %v", time.Since(t0).Round(time.Millisecond))
 	// No TPM at /dev/tpmrm0 here: the chain waits, disabled, for one.
 	if out := sh(t, "snap services edgeseal"); !serviceIs(out, "edgeseal.unseal", "disabled", "inactive") {
@@ -130,7 +113,7 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 	apiPort := testbed.FreeLoopbackPort(t)
 	services := `[{"name":"consumer","snap-apps":["es-consumer.fetch"]}]`
 	t0 = time.Now()
-	snapSh(t, "edgeseal", fmt.Sprintf("snap set edgeseal seal.tpm2.device=swtpm:127.0.0.1:%d vault.listen=127.0.0.1:%d services='%s'",
+	sh(t, fmt.Sprintf("snap set edgeseal seal.tpm2.device=swtpm:127.0.0.1:%d vault.listen=127.0.0.1:%d services='%s'",
 		tpm.Port, apiPort, services))
 	t.Run("the daemons start in order and Vault is unsealed", func(t *testing.T) {
 		deadline := time.Now().Add(90 * time.Second)
@@ -160,7 +143,7 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 			t.Fatalf("Vault seal status %+v, %v", st, err)
 		}
 		// The operator's view, from the snap's own command.
-		if out := snapSh(t, "edgeseal", "snap run edgeseal status"); !strings.Contains(out, "ready: Vault is unsealed") ||
+		if out := sh(t, "snap run edgeseal status"); !strings.Contains(out, "ready: Vault is unsealed") ||
 			!strings.Contains(out, "snap.edgeseal.unseal.service") || !strings.Contains(out, "snap.edgeseal.tokend.tokend.socket") {
 			t.Errorf("snap run edgeseal status:\n%s", out)
 		}
@@ -174,14 +157,7 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 
 	t.Run("a bad option is refused by name and changes nothing", func(t *testing.T) {
 		before := sh(t, "sha256sum /var/snap/edgeseal/current/edgeseal.yaml")
-		var errOut string
-		var err error
-		for try := 1; try <= 5; try++ { // the configure hook meets the quirk snapSh tells of
-			if _, errOut, err = m.Run(ctx, "snap", "set", "edgeseal", "vault.kv-version=3"); !strings.Contains(errOut, "cannot preserve mount namespace") {
-				break
-			}
-			m.Run(ctx, "/usr/lib/snapd/snap-discard-ns", "edgeseal")
-		}
+		_, errOut, err := m.Run(ctx, "snap", "set", "edgeseal", "vault.kv-version=3")
 		if err == nil || !strings.Contains(errOut, "vault.kv-version") {
 			t.Fatalf("snap set vault.kv-version=3: %v, %q; want a refusal naming vault.kv-version", err, errOut)
 		}
@@ -197,9 +173,9 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 	})
 
 	t.Run("a consumer snap connected to the tokend slot gets its own token", func(t *testing.T) {
-		snapSh(t, "es-consumer", "snap install --dangerous /srv/snaps/es-consumer_*.snap")
+		sh(t, "snap install --dangerous /srv/snaps/es-consumer_*.snap")
 		sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend")
-		out := snapSh(t, "es-consumer", "snap run es-consumer.fetch")
+		out := sh(t, "snap run es-consumer.fetch")
 		if !strings.Contains(out, "service consumer") {
 			t.Errorf("fetch said %q", out)
 		}

@@ -561,9 +561,11 @@ func (r *spreadRun) runTask(p *spreadProject, task *spreadTask) error {
 	// (tests/lib/snapd-offline.sh), and gets them packed on the host
 	// (buildSnaps), bound in, rather than packing them itself.
 	overrides := map[string]string{"EDGESEAL_PREINSTALLED": "1", "EDGESEAL_OFFLINE_SNAPD": "1"}
+	cpu := ""
 	if _, ok := r.env.Get("EDGESEAL_SNAPS"); ok {
 		binds = append(binds, testbed.Bind{Host: buildSnaps(t), Container: "/srv/edgeseal-snaps", ReadOnly: true})
 		overrides["EDGESEAL_SNAPS"] = "/srv/edgeseal-snaps"
+		cpu = "0" // for snap-confine: see testbed.MachineOptions.CPU
 	}
 	for _, k := range r.env.keys {
 		if strings.HasPrefix(k, "EDGESEAL_") && strings.HasSuffix(k, "_PORT") {
@@ -583,7 +585,7 @@ func (r *spreadRun) runTask(p *spreadProject, task *spreadTask) error {
 	r.env.Set("EDGESEAL_SPREAD_REBOOT_MARKER", r.remote+"/"+spreadRunDir+"/reboot")
 
 	t0 := time.Now()
-	r.m = testbed.Boot(t, testbed.MachineOptions{UsrOverlay: filepath.Join(installRoot, "usr"), Binds: binds})
+	r.m = testbed.Boot(t, testbed.MachineOptions{UsrOverlay: filepath.Join(installRoot, "usr"), Binds: binds, CPU: cpu})
 	t.Logf("device booted in %v", time.Since(t0).Round(time.Millisecond))
 
 	type level struct{ name, dir, prepare, restore string }

@@ -32,6 +32,14 @@ type MachineOptions struct {
 	Binds       []Bind        // host directories bound in
 	Args        []string      // arguments for systemd inside, kernel-command-line style
 	BootTimeout time.Duration // default 60s
+	// CPU, when not empty, pins the container (systemd-nspawn and everything in
+	// it) to these CPUs ("0"). snap-confine needs it on this test bed: kernel
+	// 6.18 numbers mount namespaces from per-CPU ranges, so a namespace made on
+	// one CPU can carry a lower number than an older one made on the other, and
+	// the kernel then refuses to bind it into /run/snapd/ns as a possible loop
+	// ("cannot preserve mount namespace ...: Invalid argument"; seen: always on
+	// one CPU, never on the other). On one CPU the numbers only grow.
+	CPU string
 }
 
 // Machine is systemd as PID 1 in a systemd-nspawn container over the host's root:
@@ -119,6 +127,9 @@ func (m *Machine) bootOnce(t testing.TB) string {
 	args = append(args, "systemd.condition-first-boot=false")
 	args = append(args, m.opts.Args...)
 	cmd := exec.Command("systemd-nspawn", args...)
+	if m.opts.CPU != "" {
+		cmd = exec.Command("taskset", append([]string{"--cpu-list", m.opts.CPU, "systemd-nspawn"}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
 	cmd.Stdin = nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
