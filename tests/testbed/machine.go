@@ -38,7 +38,8 @@ type MachineOptions struct {
 	// one CPU can carry a lower number than an older one made on the other, and
 	// the kernel then refuses to bind it into /run/snapd/ns as a possible loop
 	// ("cannot preserve mount namespace ...: Invalid argument"; seen: always on
-	// one CPU, never on the other). On one CPU the numbers only grow.
+	// one CPU, never on the other). On one CPU the numbers only grow. Commands
+	// run inside with Run and RunAs are pinned too.
 	CPU string
 }
 
@@ -215,6 +216,10 @@ func (m *Machine) RunAs(ctx context.Context, uid, gid int, args ...string) (stdo
 
 func (m *Machine) run(ctx context.Context, args []string) (string, string, error) {
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
+	if m.opts.CPU != "" {
+		// Commands from outside run where the container runs (see CPU).
+		cmd = exec.CommandContext(ctx, "taskset", append([]string{"--cpu-list", m.opts.CPU, "nsenter"}, args...)...)
+	}
 	// When ctx ends, nsenter is killed, but a process inside may still hold its
 	// output pipes: stop waiting for them soon after.
 	cmd.WaitDelay = 2 * time.Second
