@@ -39,7 +39,8 @@ build:
 	@mkdir -p bin
 	$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(CMDS))
 
-# The snap's binaries: the commands and the hook (meta/hooks/install, configure).
+# The snap's binaries: the commands and the hook (meta/hooks/install, configure,
+# connect-plug-tpm).
 build-snap-binaries:
 	@mkdir -p bin
 	$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(CMDS)) ./cmd/edgeseal-snap-hook
@@ -58,6 +59,7 @@ snap: build-snap-binaries
 	install -Dm0755 -t $(SNAPDIR)/prime/bin bin/edgeseal bin/edgeseal-pki bin/edgeseal-unseal bin/edgeseal-tokend
 	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/install
 	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/configure
+	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/connect-plug-tpm
 	install -m0755 $(SNAP_BAO) $(SNAPDIR)/prime/bin/bao
 	$(GO) run ./tools/snapmeta -snapcraft snap/snapcraft.yaml -prime $(SNAPDIR)/prime
 	@mkdir -p $(SNAP_OUT)

@@ -1,5 +1,5 @@
-// Command edgeseal-snap-hook is the edgeseal snap's install and configure hook
-// (one static binary, installed as meta/hooks/install and meta/hooks/configure:
+// Command edgeseal-snap-hook is the edgeseal snap's install, configure and
+// connect-plug-tpm hook (one static binary, installed as each of meta/hooks/:
 // the snap's bare base has no shell). The install hook makes the snap's state
 // directory; the configure hook, which snapd runs after install and after every
 // `snap set edgeseal ...`, turns the options into the YAML config the daemons
@@ -54,10 +54,12 @@ func run(ctx context.Context, hook string, stderr io.Writer) error {
 	switch hook {
 	case "install":
 		return install(p)
-	case "configure":
+	case "configure", "connect-plug-tpm":
+		// Connecting the tpm plug is what a TPM-sealed chain may have been
+		// waiting for: the same checks, then start.
 		return configure(ctx, p, sc, stderr)
 	default:
-		return fmt.Errorf("unknown hook %q: want install or configure", hook)
+		return fmt.Errorf("unknown hook %q: want install, configure or connect-plug-tpm", hook)
 	}
 }
 
@@ -114,13 +116,21 @@ func configure(ctx context.Context, p paths.Paths, sc snapctl, stderr io.Writer)
 	}
 
 	if cfg.Seal.Method == "tpm2" && strings.HasPrefix(cfg.Seal.TPM2.Device, "/") {
+		// A TPM device: it must exist, and the tpm plug must be connected for
+		// the snap to open it (it is not connected automatically). Until
+		// then the chain waits, and says why in `snap info edgeseal`
+		// (health: at most 70 characters); its hook's output has it in full.
+		code, why := "", ""
 		if _, err := os.Stat(cfg.Seal.TPM2.Device); err != nil {
-			// What a person sees in `snap info edgeseal` (health: at most 70
-			// characters), and in full in the hook's output.
+			code, why = "no-tpm", "no TPM: snap connect "+p.SnapInstance+":tpm, or set seal.tpm2.device"
 			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: the TPM %s (seal.tpm2.device) is missing: %v; "+
-				"connect the tpm interface (snap connect %s:tpm), or set seal.method or seal.tpm2.device\n",
-				cfg.Seal.TPM2.Device, err, p.SnapInstance)
-			_, err := sc.output(ctx, "set-health", "--code=no-tpm", "blocked", "no TPM: snap connect "+p.SnapInstance+":tpm, or set seal.tpm2.device")
+				"set seal.method or seal.tpm2.device\n", cfg.Seal.TPM2.Device, err)
+		} else if !sc.connected(ctx, "tpm") {
+			code, why = "tpm-not-connected", "the tpm plug is not connected: snap connect "+p.SnapInstance+":tpm"
+			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped until the tpm plug is connected: snap connect %s:tpm\n", p.SnapInstance)
+		}
+		if code != "" {
+			_, err := sc.output(ctx, "set-health", "--code="+code, "blocked", why)
 			return err
 		}
 	}
@@ -168,6 +178,13 @@ func (s snapctl) output(ctx context.Context, args ...string) ([]byte, error) {
 		return nil, fmt.Errorf("snapctl %s: %v: %s", args[0], err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.Bytes(), nil
+}
+
+// connected tells whether the snap's plug is connected (snapctl is-connected
+// exits 1 when it is not).
+func (s snapctl) connected(ctx context.Context, plug string) bool {
+	_, err := s.output(ctx, "is-connected", plug)
+	return err == nil
 }
 
 // enabled tells whether snapctl services lists app as enabled.

@@ -106,6 +106,18 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 	if out := sh(t, "snap info edgeseal"); !strings.Contains(out, "status:  blocked") || !strings.Contains(out, "no TPM") {
 		t.Errorf("snap info does not say the snap waits for a TPM:\n%s", out)
 	}
+	// A TPM device the snap may not open yet (its tpm plug is not connected
+	// automatically): still blocked, and saying what to connect. (A node
+	// standing in for the TPM: nothing opens it here.)
+	sh(t, "mknod -m 0600 /dev/tpmrm0 c 10 224 && snap set edgeseal seal.tpm2.pcrs='[7]'")
+	if out := sh(t, "snap info edgeseal"); !strings.Contains(out, "status:  blocked") || !strings.Contains(out, "snap connect edgeseal:tpm") ||
+		!strings.Contains(out, "tpm-not-connected") {
+		t.Errorf("snap info does not say the tpm plug must be connected:\n%s", out)
+	}
+	if !serviceIs(sh(t, "snap services edgeseal"), "edgeseal.unseal", "disabled", "inactive") {
+		t.Error("the chain started without its tpm plug connected")
+	}
+	sh(t, "rm /dev/tpmrm0")
 	if got := strings.TrimSpace(sh(t, "snap get edgeseal vault.storage-path")); got != "/var/snap/edgeseal/current/vault/data" {
 		t.Errorf("snap get vault.storage-path = %q", got)
 	}
@@ -141,6 +153,12 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 		st, err := c.Sys().SealStatus()
 		if err != nil || st.Sealed || !st.Initialized {
 			t.Fatalf("Vault seal status %+v, %v", st, err)
+		}
+		// Connecting the tpm plug runs connect-plug-tpm, which finds the
+		// chain running and leaves it so.
+		sh(t, "snap connect edgeseal:tpm")
+		if !serviceIs(sh(t, "snap services edgeseal.unseal"), "edgeseal.unseal", "enabled", "active") {
+			t.Error("connecting the tpm plug stopped the chain")
 		}
 		// The operator's view, from the snap's own command.
 		if out := sh(t, "snap run edgeseal status"); !strings.Contains(out, "ready: Vault is unsealed") ||
