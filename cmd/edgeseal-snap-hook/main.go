@@ -122,7 +122,7 @@ func configure(ctx context.Context, p paths.Paths, sc snapctl, stderr io.Writer)
 		// (health: at most 70 characters); its hook's output has it in full.
 		code, why := "", ""
 		if _, err := os.Stat(cfg.Seal.TPM2.Device); err != nil {
-			code, why = "no-tpm", "no TPM: snap connect "+p.SnapInstance+":tpm, or set seal.tpm2.device"
+			code, why = "no-tpm", "no TPM device: set seal.tpm2.device, or seal.method"
 			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: the TPM %s (seal.tpm2.device) is missing: %v; "+
 				"set seal.method or seal.tpm2.device\n", cfg.Seal.TPM2.Device, err)
 		} else if !sc.connected(ctx, "tpm") {
