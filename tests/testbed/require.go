@@ -21,6 +21,12 @@ var packages = map[string]string{
 	"tpm2_checkquote": "tpm2-tools",
 	"tpm2_pcrextend":  "tpm2-tools",
 	"make":            "make",
+	"strace":          "strace",
+	"taskset":         "util-linux",
+	"mkfs.ext4":       "e2fsprogs",
+	"mount":           "mount",
+	"snap":            "snapd",
+	"mksquashfs":      "squashfs-tools",
 }
 
 // Require fails the test unless every command is on PATH, saying what to install.
