@@ -47,9 +47,8 @@ func chainUnits(p paths.Paths) []string {
 		return []string{"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service", "edgeseal.target",
 			"edgeseal-tokend.socket", "edgeseal-tokend.service"}
 	}
-	s := "snap." + p.SnapInstance + "."
-	return []string{s + "pki.service", s + "vault.service", s + "unseal.service",
-		s + "tokend.tokend.socket", s + "tokend.service"}
+	return []string{stepUnit(p, "pki"), stepUnit(p, "vault"), stepUnit(p, "unseal"),
+		"snap." + p.SnapInstance + ".tokend.tokend.socket", stepUnit(p, "tokend")}
 }
 
 type statusReport struct {

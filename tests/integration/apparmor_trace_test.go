@@ -86,7 +86,7 @@ ReadWritePaths=/run/edgeseal-trace
 	d.run("systemctl", "stop", "edgeseal.target", "edgeseal-tokend.service", "edgeseal-tokend.socket",
 		"edgeseal-unseal.service", "edgeseal-vault.service", "edgeseal-pki.service")
 
-	policy := renderedProfiles(t)
+	policy := installedProfiles(t)
 	for _, s := range tracedSteps {
 		t.Run(s.profile, func(t *testing.T) {
 			p := policy[s.profile]
@@ -134,18 +134,16 @@ func execStart(t *testing.T, unit string) string {
 	return ""
 }
 
-// renderedProfiles are apparmor/*.in as `make install` renders them.
-func renderedProfiles(t *testing.T) map[string]*apparmor.Profile {
+// installedProfiles are the profiles `make install` rendered.
+func installedProfiles(t *testing.T) map[string]*apparmor.Profile {
 	t.Helper()
 	out := map[string]*apparmor.Profile{}
 	for _, s := range tracedSteps {
-		data, err := os.ReadFile(filepath.Join(repoRoot(), "apparmor", s.profile+".in"))
+		data, err := os.ReadFile(filepath.Join(installRoot, "etc", "apparmor.d", s.profile))
 		if err != nil {
 			t.Fatal(err)
 		}
-		text := strings.NewReplacer("@LIBEXECDIR@", "/usr/libexec/edgeseal", "@BINDIR@", "/usr/bin",
-			"@VAULT@", "/usr/bin/vault").Replace(string(data))
-		pol, err := apparmor.Parse(text)
+		pol, err := apparmor.Parse(string(data))
 		if err != nil {
 			t.Fatalf("%s: %v", s.profile, err)
 		}

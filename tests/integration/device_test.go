@@ -41,6 +41,11 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
+		defer func() {
+			if builtSnaps.dir != "" {
+				os.RemoveAll(builtSnaps.dir)
+			}
+		}()
 		if err := install(dir); err != nil {
 			fmt.Fprintf(os.Stderr, "cannot install edgeseal for the tests: %v\n", err)
 			return 1
@@ -82,8 +87,9 @@ func install(dest string) error {
 	if out, err := bench.CombinedOutput(); err != nil {
 		return fmt.Errorf("cannot build tokenbench: %v\n%s", err, out)
 	}
-	// /etc/edgeseal comes from each device's own directory, not the install tree.
-	return os.RemoveAll(filepath.Join(dest, "etc"))
+	// /etc/edgeseal comes from each device's own directory, not the install
+	// tree; etc/apparmor.d stays, as `make install` rendered the profiles.
+	return os.RemoveAll(filepath.Join(dest, "etc", "edgeseal"))
 }
 
 // device is one edge device: persistent state on host directories that survive its

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,12 +24,38 @@ import (
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
+// builtSnaps is the directory buildSnaps packed the snaps into, once for all
+// the tests that install them; TestMain removes it.
+var builtSnaps struct {
+	once sync.Once
+	dir  string
+	ok   bool
+}
+
 // buildSnaps packs the edgeseal snap (`make snap`, with the test bed's Vault as
-// its server) and the consumer snap into a directory of their own.
+// its server) and the consumer snap into a directory of their own, the first
+// time it is called, and returns that directory.
 func buildSnaps(t *testing.T) string {
 	t.Helper()
 	testbed.Require(t, "snap", "mksquashfs")
-	out := t.TempDir()
+	builtSnaps.once.Do(func() {
+		dir, err := os.MkdirTemp("", "edgeseal-snaps-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		builtSnaps.dir = dir
+		packSnaps(t, dir)
+		builtSnaps.ok = true // not reached when packSnaps stops the test
+	})
+	if !builtSnaps.ok {
+		t.Fatal("the snaps could not be packed (see the first test that needed them)")
+	}
+	return builtSnaps.dir
+}
+
+// packSnaps packs the snaps into out.
+func packSnaps(t *testing.T, out string) {
+	t.Helper()
 	vault, err := testbed.VaultBinaryPath()
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +97,6 @@ func buildSnaps(t *testing.T) string {
 	if err := os.RemoveAll(filepath.Join(out, "build")); err != nil {
 		t.Fatal(err)
 	}
-	return out
 }
 
 // The story of a snap install: snapd, offline, installs edgeseal; its daemons
