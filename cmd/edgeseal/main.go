@@ -27,6 +27,7 @@ Commands:
   token fetch [--out F] [--renew]   get this service's Vault token from the provider
   attest quote --nonce HEX    answer a controller's challenge with a TPM quote (root only)
   attest verify --ak F --nonce HEX [--pcr N=HEX]   check a quote (no TPM needed)
+  vault list|apply|unlock|lock|delete|recover   encrypted file vaults (fscrypt)
 
 Run "edgeseal COMMAND --help" for the options of one command.
 `
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAttest(p, args[1:], stdout, stderr)
 	case "token":
 		return cmdToken(ctx, args[1:], stdout, stderr)
+	case "vault":
+		return cmdVault(ctx, p, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])

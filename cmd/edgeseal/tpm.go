@@ -48,8 +48,9 @@ func cmdTPM(p paths.Paths, args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: edgeseal tpm reseal [--pcr N=HEX ...]
 
-Approves new PCR values for the TPM-sealed unseal key, without changing the key
-or the sealed object, and rewrites the sealed blob atomically. It must run where
+Approves new PCR values for the TPM-sealed unseal key and every file vault's
+key, without changing the keys or the sealed objects, and rewrites each sealed
+blob atomically. It must run where
 the key unseals now (an approved state): before an update, pass the values the
 update will produce (--pcr 7=...); with no --pcr, it approves the current values.
 Must run as root.
@@ -86,21 +87,36 @@ Must run as root.
 			}
 		}
 	}
-	blob, err := os.ReadFile(p.SealedKey)
-	if err != nil {
-		return fmt.Errorf("cannot read the sealed unseal key (run as root, after the first boot): %w", err)
-	}
-	newBlob, err := seal.ApproveTPM2(cfg.Seal.TPM2, blob, approve)
-	if err != nil {
-		return fmt.Errorf("cannot approve new PCR values: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(p.SealedKey, newBlob, 0o600, fsutil.Self); err != nil {
-		return err
-	}
 	what := "the current values"
 	if approve != nil {
 		what = "the given values"
 	}
-	fmt.Fprintf(stdout, "approved %s of PCRs %v for %s\n", what, cfg.Seal.TPM2.PCRs, p.SealedKey)
+	approveBlob := func(blob []byte) ([]byte, error) { return seal.ApproveTPM2(cfg.Seal.TPM2, blob, approve) }
+	blob, err := os.ReadFile(p.SealedKey)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		fmt.Fprintf(stdout, "no sealed unseal key in %s yet (before the first boot): only file vaults to approve\n", p.SealedKey)
+	case err != nil:
+		return fmt.Errorf("cannot read the sealed unseal key (run as root): %w", err)
+	default:
+		newBlob, err := approveBlob(blob)
+		if err != nil {
+			return fmt.Errorf("cannot approve new PCR values: %w", err)
+		}
+		if err := fsutil.WriteFileAtomic(p.SealedKey, newBlob, 0o600, fsutil.Self); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "approved %s of PCRs %v for %s\n", what, cfg.Seal.TPM2.PCRs, p.SealedKey)
+	}
+	// The file vaults' keys are sealed to the same PCRs.
+	m, err := newVaultManager(p, cfg)
+	if err != nil {
+		return err
+	}
+	changes, err := m.ReplaceTPM(nil, approveBlob)
+	printChanges(stdout, changes)
+	if err != nil {
+		return fmt.Errorf("cannot approve new PCR values for every file vault: %w", err)
+	}
 	return nil
 }

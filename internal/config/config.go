@@ -4,7 +4,11 @@
 // the field, so an operator can fix it without reading code.
 package config
 
-import "time"
+import (
+	"path/filepath"
+	"slices"
+	"time"
+)
 
 // Config is the whole edgeseal configuration. The commented sample in
 // edgeseal.yaml (embedded, installed as the default) documents every field and
@@ -16,6 +20,8 @@ type Config struct {
 	Tokens   Tokens    `yaml:"tokens"`
 	Tokend   Tokend    `yaml:"tokend"`
 	Services []Service `yaml:"services"`
+	// FileVaults are the encrypted directories (fscrypt) edgeseal keeps.
+	FileVaults FileVaults `yaml:"file_vaults"`
 }
 
 // Vault is the secret store server edgeseal starts, unseals and sets up.
@@ -162,3 +168,90 @@ type Duration time.Duration
 
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// FileVaults are named directories encrypted with the kernel's filesystem
+// encryption (fscrypt), whose keys are wrapped by the TPM; `edgeseal vault apply`
+// and edgeseal-fsvault.service reconcile the device with them.
+type FileVaults struct {
+	// Dir holds the default vaults. Default /var/lib/edgeseal/vaults; it must be
+	// on a filesystem with encryption enabled (ext4 -O encrypt, f2fs).
+	Dir string `yaml:"dir"`
+	// Defaults adds the vaults "config" (device configuration secrets) and
+	// "images" (application state) in Dir, unless Vaults names them. Default true.
+	Defaults bool `yaml:"defaults"`
+	// Vaults are the vaults besides (or overriding) the defaults; at most
+	// MaxFileVaults in all, the defaults included.
+	Vaults []FileVault `yaml:"vaults"`
+}
+
+// Policies of a file vault, and its key sources.
+const (
+	VaultUnlock    = "unlock"     // the vault exists and is unlocked
+	VaultLock      = "lock"       // the vault exists and is locked
+	VaultChangeKey = "change-key" // rewrap the vault's key to KeyVersion, then unlock
+	KeySourceTPM   = "tpm"        // the vault key is sealed to this device's TPM
+	// FileVaultSchema is the schema version of a vault entry this build knows.
+	FileVaultSchema = 1
+)
+
+// FileVault is one encrypted directory.
+type FileVault struct {
+	// Schema is the version of this entry's format: required, and 1
+	// (FileVaultSchema), the one this build reads.
+	Schema int `yaml:"schema"`
+	// UUID identifies the vault (RFC 4122 text form, lower case); a controller
+	// names vaults by it. Required; it must match the UUID the vault was created
+	// with.
+	UUID string `yaml:"uuid"`
+	// Name is [a-z0-9][a-z0-9_-]* (at most 64): `edgeseal vault NAME`, and the
+	// instance of edgeseal-fsvault@NAME.service.
+	Name string `yaml:"name"`
+	// Path is the encrypted directory: absolute, clean, on a disk filesystem (not
+	// under /proc, /sys, /dev or /run), neither inside another vault nor holding
+	// one. Default Dir/Name.
+	Path string `yaml:"path"`
+	// Policy is unlock (default), lock or change-key.
+	Policy string `yaml:"policy"`
+	// KeySource is where the vault key comes from: tpm (default). Keys from a
+	// controller ("controller", "tpm+controller") are refused by this build.
+	KeySource string `yaml:"key_source"`
+	// KeyVersion: with policy change-key, the key version to rewrap to, at least
+	// 1 (greater than the vault's current one to change it; apply is a no-op once
+	// equal). Never negative.
+	KeyVersion int `yaml:"key_version"`
+}
+
+// DefaultVaultNames are the vaults FileVaults.Defaults adds.
+var DefaultVaultNames = []string{"config", "images"}
+
+// Effective returns the vaults to keep: the default ones (unless Defaults is
+// false or Vaults names them), then Vaults, each with its defaults filled in (path
+// Dir/Name, policy unlock, key source tpm, schema 1). A default vault has no UUID
+// in config: the one it was created with stands.
+func (f FileVaults) Effective() []FileVault {
+	var out []FileVault
+	if f.Defaults {
+		for _, name := range DefaultVaultNames {
+			if !slices.ContainsFunc(f.Vaults, func(v FileVault) bool { return v.Name == name }) {
+				out = append(out, FileVault{Name: name})
+			}
+		}
+	}
+	out = append(out, f.Vaults...)
+	for i := range out {
+		v := &out[i]
+		if v.Schema == 0 {
+			v.Schema = FileVaultSchema
+		}
+		if v.Path == "" {
+			v.Path = filepath.Join(f.Dir, v.Name)
+		}
+		if v.Policy == "" {
+			v.Policy = VaultUnlock
+		}
+		if v.KeySource == "" {
+			v.KeySource = KeySourceTPM
+		}
+	}
+	return out
+}

@@ -180,6 +180,10 @@ func FuzzParse(f *testing.F) {
 		"vault: &a {mount: x}\npki: *a\n",
 		"seal: {method: none, allow_insecure_none: true}\n---\n",
 		"pki:\n  extra_names: [a.b, '::1', a.b]\n",
+		"file_vaults:\n  dir: /srv/v\n  vaults:\n    - {schema: 1, uuid: 3f2504e0-4f89-41d3-9a0c-0305e82c3301, name: a, path: /srv/a, policy: change-key, key_source: tpm, key_version: 2}\n" +
+			"    - {schema: 1, uuid: 9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d, name: images, policy: lock}\n",
+		"file_vaults:\n  defaults: false\n  vaults:\n    - schema: 1\n      uuid: 3f2504e0-4f89-41d3-9a0c-0305e82c3301\n      name: a\n      path: /srv/a/b\n" +
+			"    - {schema: 1, uuid: 3F2504E0-4f89-41d3-9a0c-0305e82c3301, name: b, path: /srv/a}\n",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -158,6 +158,10 @@ func sectionOf(typeName string) string {
 		return "tokend."
 	case "Service":
 		return "services[]."
+	case "FileVaults":
+		return "file_vaults."
+	case "FileVault":
+		return "file_vaults.vaults[]."
 	}
 	return ""
 }

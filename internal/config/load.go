@@ -50,7 +50,8 @@ func Default() *Config {
 			RequestTimeout: Duration(5 * time.Second),
 			MaxInFlight:    64,
 		},
-		Services: []Service{},
+		Services:   []Service{},
+		FileVaults: FileVaults{Dir: "/var/lib/edgeseal/vaults", Defaults: true, Vaults: []FileVault{}},
 	}
 }
 

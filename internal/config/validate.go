@@ -40,7 +40,7 @@ func between(field string, d Duration, lo, hi time.Duration) *Error {
 // validate checks every field; the first problem is returned as an *Error whose
 // Field names it (Parse adds the file and line).
 func (c *Config) validate() *Error {
-	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateTokend, c.validateServices, c.validateIdentities}
+	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateTokend, c.validateServices, c.validateIdentities, c.validateFileVaults}
 	for _, check := range checks {
 		if err := check(); err != nil {
 			return err
@@ -293,6 +293,164 @@ func idRule(seen map[uint32]string, id uint32, service, kind string) error {
 		return fmt.Errorf("%s %d already belongs to service %q: an id is one service", kind, id, other)
 	}
 	seen[id] = service
+	return nil
+}
+
+// MaxFileVaults bounds the file vaults of a device, the default ones included.
+const MaxFileVaults = 256
+
+var (
+	uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	// volatileDirs are on filesystems (proc, sysfs, devtmpfs, tmpfs) where a vault
+	// can be neither encrypted nor kept across a reboot.
+	volatileDirs = []string{"/proc", "/sys", "/dev", "/run", "/var/run"}
+)
+
+const (
+	exampleUUID  = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+	newUUIDHint  = "for a new vault, any random one: cat /proc/sys/kernel/random/uuid"
+	vaultNestMsg = "vaults cannot nest (a directory inside a vault is encrypted with that vault's key)"
+)
+
+// validateFileVaults checks the file vaults section: each entry on its own, then
+// the vaults the device keeps (Effective, the defaults included) together, so
+// that no two vaults share a name, a UUID or a directory, and none is inside
+// another.
+func (c *Config) validateFileVaults() *Error {
+	fv := c.FileVaults
+	vaults := fv.Effective()
+	if len(vaults) > MaxFileVaults {
+		if n := len(vaults) - len(fv.Vaults); n > 0 {
+			return fieldErr("file_vaults.vaults", "%d vaults and %d default ones: at most %d in all (file_vaults.defaults: false leaves out the default ones)",
+				len(fv.Vaults), n, MaxFileVaults)
+		}
+		return fieldErr("file_vaults.vaults", "%d vaults: at most %d", len(fv.Vaults), MaxFileVaults)
+	}
+	if err := vaultPath("file_vaults.dir", fv.Dir, "/var/lib/edgeseal/vaults"); err != nil {
+		return err
+	}
+	for i, v := range fv.Vaults {
+		if err := validateFileVault(fmt.Sprintf("file_vaults.vaults[%d]", i), v); err != nil {
+			return err
+		}
+	}
+	// Effective lists the default vaults first, then fv.Vaults in order.
+	nDefault := len(vaults) - len(fv.Vaults)
+	field := func(i int) string { return fmt.Sprintf("file_vaults.vaults[%d]", i-nDefault) }
+	// what names vault i for an operator; where adds its directory.
+	what := func(i int) string {
+		if i < nDefault {
+			return fmt.Sprintf("the default vault %s at %s", vaults[i].Name, vaults[i].Path)
+		}
+		return field(i)
+	}
+	where := func(i int) string {
+		if i < nDefault {
+			return what(i)
+		}
+		return fmt.Sprintf("%s at %s", field(i), vaults[i].Path)
+	}
+	for i := nDefault; i < len(vaults); i++ {
+		v, f := vaults[i], field(i)
+		// path names the directory as the operator wrote it, or says it is the default.
+		path := fmt.Sprintf("%q", v.Path)
+		if fv.Vaults[i-nDefault].Path == "" {
+			path = fmt.Sprintf("%q (file_vaults.dir/name: path is not set)", v.Path)
+		}
+		for j := range i {
+			o := vaults[j]
+			switch {
+			case o.Name == v.Name:
+				return fieldErr(f+".name", "%q is already the name of %s: a name is one vault", v.Name, what(j))
+			case o.UUID != "" && o.UUID == v.UUID:
+				return fieldErr(f+".uuid", "%q is already the UUID of %s: each vault has its own (%s)", v.UUID, what(j), newUUIDHint)
+			case o.Path == v.Path && j < nDefault:
+				return fieldErr(f+".path", "%s is already the path of %s: give this vault another path, name it %s to set the default vault's policy, "+
+					"or set file_vaults.defaults: false", path, what(j), o.Name)
+			case o.Path == v.Path:
+				return fieldErr(f+".path", "%s is already the path of %s: a directory is one vault", path, what(j))
+			case inside(v.Path, o.Path):
+				return fieldErr(f+".path", "%s is inside %s: %s", path, where(j), vaultNestMsg)
+			case inside(o.Path, v.Path):
+				return fieldErr(f+".path", "%s holds %s: %s", path, where(j), vaultNestMsg)
+			}
+		}
+	}
+	return nil
+}
+
+// inside is true if path is a directory under dir (both clean, absolute).
+func inside(path, dir string) bool {
+	return strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// vaultPath checks a directory of file vaults: absolute, clean, not the root,
+// and on a disk filesystem.
+func vaultPath(field, p, example string) *Error {
+	switch {
+	case p == "/":
+		return fieldErr(field, `"/" is the root directory: choose a directory of its own, such as %s`, example)
+	case !filepath.IsAbs(p) || filepath.Clean(p) != p:
+		return fieldErr(field, "%q must be an absolute, clean path such as %s", p, example)
+	}
+	for _, d := range volatileDirs {
+		if p == d || inside(p, d) {
+			return fieldErr(field, "%q is under %s, which is not a disk filesystem: a vault there could not be encrypted and "+
+				"would not survive a reboot; choose a directory on the disk, such as %s", p, d, example)
+		}
+	}
+	return nil
+}
+
+// validateFileVault checks one entry of file_vaults.vaults on its own.
+func validateFileVault(f string, v FileVault) *Error {
+	switch {
+	case v.Schema == 0:
+		return fieldErr(f+".schema", "is missing: set schema: %d (the vault entry format this build reads)", FileVaultSchema)
+	case v.Schema > FileVaultSchema:
+		return fieldErr(f+".schema", "%d is newer than this build of edgeseal, which reads schema %d only: "+
+			"update edgeseal, or write the entry in schema %d", v.Schema, FileVaultSchema, FileVaultSchema)
+	case v.Schema != FileVaultSchema:
+		return fieldErr(f+".schema", "%d is not a schema version: set schema: %d (the vault entry format this build reads)", v.Schema, FileVaultSchema)
+	}
+	switch {
+	case v.UUID == "":
+		return fieldErr(f+".uuid", "is missing: set the vault's UUID, e.g. %s (%s; an existing vault's is in `edgeseal vault list`)", exampleUUID, newUUIDHint)
+	case !uuidRE.MatchString(v.UUID):
+		return fieldErr(f+".uuid", "%q is not a UUID: write it in RFC 4122 text form, 8-4-4-4-12 hexadecimal digits, e.g. %s", v.UUID, exampleUUID)
+	case strings.ToLower(v.UUID) != v.UUID:
+		return fieldErr(f+".uuid", "%q must be written in lower case: %s", v.UUID, strings.ToLower(v.UUID))
+	case strings.Trim(v.UUID, "0-") == "":
+		return fieldErr(f+".uuid", "%q is the nil UUID, which names no vault (%s)", v.UUID, newUUIDHint)
+	}
+	if !nameRE.MatchString(v.Name) {
+		return fieldErr(f+".name", "%q must match [a-z0-9][a-z0-9_-]* (at most %d characters)", v.Name, maxNameLen)
+	}
+	if v.Path != "" {
+		if err := vaultPath(f+".path", v.Path, "/var/lib/edgeseal/vaults/"+v.Name); err != nil {
+			return err
+		}
+	}
+	switch v.Policy {
+	case "", VaultUnlock, VaultLock, VaultChangeKey:
+	default:
+		return fieldErr(f+".policy", "%q is not a vault policy: use %s, %s or %s", v.Policy, VaultUnlock, VaultLock, VaultChangeKey)
+	}
+	switch v.KeySource {
+	case "", KeySourceTPM:
+	case "controller", "tpm+controller":
+		return fieldErr(f+".key_source", "%q is not supported by this build, which supports %s only (controller keys come later): "+
+			"set key_source: %s, or leave it out", v.KeySource, KeySourceTPM, KeySourceTPM)
+	default:
+		return fieldErr(f+".key_source", "%q is not a key source: use %s (the default)", v.KeySource, KeySourceTPM)
+	}
+	switch {
+	case v.KeyVersion < 0:
+		return fieldErr(f+".key_version", "%d is negative: a key version is 0 or more", v.KeyVersion)
+	case v.Policy == VaultChangeKey && v.KeyVersion < 1:
+		return fieldErr(f+".key_version", "is %d with policy %s: set key_version to the version to rewrap to "+
+			"(above the vault's current one, which `edgeseal vault list` shows)", v.KeyVersion, VaultChangeKey)
+	}
 	return nil
 }
 

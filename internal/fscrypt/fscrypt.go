@@ -10,6 +10,8 @@
 package fscrypt
 
 import (
+	"crypto/hkdf"
+	"crypto/sha512"
 	"errors"
 	"fmt"
 	"os"
@@ -185,4 +187,20 @@ func Policy(dir string) (id Identifier, encrypted bool, err error) {
 		return Identifier{}, true, fmt.Errorf("%s is encrypted with a v1 policy (the fscrypt tool's old kind): edgeseal uses only v2", dir)
 	}
 	return pol.Master_key_identifier, true, nil
+}
+
+// Identify computes the identifier the kernel gives key, without adding it:
+// HKDF-SHA512 of the key (no salt), info "fscrypt\0" and context 1, the first
+// 16 bytes (fs/crypto/keyring.c and hkdf.c).
+func Identify(key []byte) (Identifier, error) {
+	var id Identifier
+	if len(key) != KeySize {
+		return id, fmt.Errorf("cannot identify a key of %d bytes: want %d", len(key), KeySize)
+	}
+	out, err := hkdf.Key(sha512.New, key, nil, "fscrypt\x00\x01", len(id))
+	if err != nil {
+		return id, fmt.Errorf("cannot identify a key: %w", err)
+	}
+	copy(id[:], out)
+	return id, nil
 }

@@ -17,24 +17,7 @@ import (
 // encryptFS mounts a fresh ext4 made with the encrypt feature on a loop
 // device, in a directory of the test, and unmounts it at cleanup.
 func encryptFS(t *testing.T) string {
-	t.Helper()
-	testbed.Require(t, "mkfs.ext4", "mount")
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "disk.img"), filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range [][]string{{"truncate", "-s", "32M", img}, {"mkfs.ext4", "-q", "-O", "encrypt", "-F", img}, {"mount", "-o", "loop", img, mnt}} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", c, err, out)
-		}
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", mnt, err, out)
-		}
-	})
-	return mnt
+	return testbed.NewEncryptFS(t, "32M").Mount
 }
 
 func newKey(t *testing.T) []byte {
@@ -69,6 +52,9 @@ func TestAnEncryptedDirectoryLocksAndUnlocksWithItsKey(t *testing.T) {
 	}
 	if id == (Identifier{}) {
 		t.Fatal("the kernel gave no key identifier")
+	}
+	if want, err := Identify(key); err != nil || want != id {
+		t.Fatalf("Identify = %v, %v; the kernel says %v", want, err, id)
 	}
 	vault := filepath.Join(mnt, "vault")
 	if err := os.Mkdir(vault, 0o700); err != nil {

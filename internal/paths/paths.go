@@ -21,6 +21,7 @@ type Paths struct {
 	SealedKey  string // StateDir/unseal-key.sealed: the sealed Vault unseal key
 	InitMarker string // StateDir/init-pending.json: a first boot's init is in progress
 	Recovery   string // StateDir/unseal-key.recovery: the unseal key encrypted to the operator's recovery key
+	VaultMeta  string // StateDir/fsvault: one NAME.json per file vault, its key wrapped by its protectors (0700)
 
 	RunDir       string // /run/edgeseal: tmpfs, re-made every boot
 	PKIDir       string // RunDir/pki: per-boot CA certificate, leaf certificates and keys
@@ -36,6 +37,7 @@ type Paths struct {
 	Policies     string // RunDir/policies.json: digests of the service policies in Vault, per name
 	BootDone     string // RunDir/boot-setup.json: this boot's setup is done (tmpfs: gone at reboot)
 	StatusFile   string // RunDir/status.json: what the unseal daemon is doing, for `edgeseal status`
+	VaultStatus  string // RunDir/fsvault/status.json: the file vaults' states after the last apply, lock or unlock
 }
 
 // New returns the layout under root ("/" on a device).
@@ -58,6 +60,7 @@ func derive(p Paths) Paths {
 	p.SealedKey = filepath.Join(p.StateDir, "unseal-key.sealed")
 	p.InitMarker = filepath.Join(p.StateDir, "init-pending.json")
 	p.Recovery = filepath.Join(p.StateDir, "unseal-key.recovery")
+	p.VaultMeta = filepath.Join(p.StateDir, "fsvault")
 	p.PKIDir = filepath.Join(p.RunDir, "pki")
 	p.CACert = filepath.Join(p.PKIDir, "ca.crt")
 	p.VaultCert = filepath.Join(p.PKIDir, "vault.crt")
@@ -71,6 +74,7 @@ func derive(p Paths) Paths {
 	p.Policies = filepath.Join(p.RunDir, "policies.json")
 	p.BootDone = filepath.Join(p.RunDir, "boot-setup.json")
 	p.StatusFile = filepath.Join(p.RunDir, "status.json")
+	p.VaultStatus = filepath.Join(p.RunDir, "fsvault", "status.json")
 	return p
 }
 

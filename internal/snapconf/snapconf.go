@@ -31,8 +31,9 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 )
 
-// Sections are the top-level options, one per section of the YAML config.
-var Sections = []string{"vault", "pki", "seal", "tokens", "tokend", "services"}
+// Sections are the top-level options, one per section of the YAML config (the
+// configure hook asks snapctl for these only).
+var Sections = []string{"vault", "pki", "seal", "tokens", "tokend", "services", "file-vaults"}
 
 // MaxDocument bounds the options document read from snapctl.
 const MaxDocument = config.MaxSize
@@ -40,11 +41,15 @@ const MaxDocument = config.MaxSize
 // Defaults is the config the snap starts with: the config package's defaults,
 // with Vault's storage in the snap's data directory (through "current", so the
 // path stays valid across refreshes) and the token-issuing token owned by
-// root, the user every app of the snap runs as.
+// root, the user every app of the snap runs as. The file vaults live in the
+// snap's common directory: snapd copies the revision's data directory at every
+// refresh, which would copy a vault's files in clear (unlocked) or fail on them
+// (locked), and the snap may not write /var/lib/edgeseal.
 func Defaults(instance string) *config.Config {
 	c := config.Default()
 	c.Vault.StoragePath = filepath.Join("/var/snap", instance, "current", "vault", "data")
 	c.Tokens.TokendUser = "root"
+	c.FileVaults.Dir = filepath.Join("/var/snap", instance, "common", "vaults")
 	return c
 }
 

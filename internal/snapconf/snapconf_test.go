@@ -2,6 +2,7 @@ package snapconf
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,9 @@ func TestNoOptionsGiveTheSnapDefaults(t *testing.T) {
 	}
 	if cfg.Tokens.TokendUser != "root" {
 		t.Errorf("tokend user %q, want root", cfg.Tokens.TokendUser)
+	}
+	if got, want := cfg.FileVaults.Dir, "/var/snap/edgeseal/common/vaults"; got != want {
+		t.Errorf("file vaults dir %q, want %q", got, want)
 	}
 	// The file it writes is a config the daemons load to the same values.
 	again, err := config.Parse("written", data)
@@ -65,6 +69,13 @@ func TestABadOptionIsRefusedByItsSnapName(t *testing.T) {
 		{"a bad service", `{"services":[{"name":"Bad Name"}]}`, "services[0].name"},
 		{"a section that is not a map", `{"vault":5}`, "vault"},
 		{"a user that is not a name", `{"tokens":{"tokend-user":"Root User"}}`, "tokens.tokend-user"},
+		{"a file vault's key source", `{"file-vaults":{"vaults":[{"schema":1,"uuid":"` + uuid + `","name":"a","key-source":"controller"}]}}`,
+			"file-vaults.vaults[0].key-source: \"controller\" is not supported by this build, which supports tpm only (controller keys come later): set key-source: tpm"},
+		{"a file vault's key version", `{"file-vaults":{"vaults":[{"schema":1,"uuid":"` + uuid + `","name":"a","policy":"change-key"}]}}`,
+			"file-vaults.vaults[0].key-version: is 0 with policy change-key: set key-version"},
+		{"a file vault's schema", `{"file-vaults":{"vaults":[{"uuid":"` + uuid + `","name":"a"}]}}`, "file-vaults.vaults[0].schema: is missing: set schema: 1"},
+		{"a file vaults dir", `{"file-vaults":{"dir":"/run/v"}}`, "file-vaults.dir"},
+		{"a file vault option misspelt", `{"file-vaults":{"vaults":[{"schema":1,"uuid":"` + uuid + `","name":"a","key-src":"tpm"}]}}`, "unknown key"},
 		{"not JSON", `{"vault":`, "cannot decode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,10 +94,54 @@ func TestABadOptionIsRefusedByItsSnapName(t *testing.T) {
 }
 
 func TestEveryUnderscoreKeyOfTheConfigIsRenamedInMessages(t *testing.T) {
-	for _, k := range []string{"tokend_user", "storage_path", "max_in_flight", "snap_apps", "allow_insecure_none", "pin_file"} {
+	for _, k := range []string{"tokend_user", "storage_path", "max_in_flight", "snap_apps", "allow_insecure_none", "pin_file", "file_vaults", "key_source", "key_version"} {
 		if !slices.Contains(underscoreKeys, k) {
 			t.Errorf("%s is not among the keys renamed in messages: %v", k, underscoreKeys)
 		}
+	}
+}
+
+// The configure hook asks snapctl for Sections only: a section missing from it
+// could never be set.
+func TestSectionsAreTheConfigsTopLevelKeys(t *testing.T) {
+	var want []string
+	for f := range reflect.TypeFor[config.Config]().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		want = append(want, Option(name))
+	}
+	if !reflect.DeepEqual(Sections, want) {
+		t.Errorf("Sections = %q, want %q", Sections, want)
+	}
+}
+
+// A uuid of a file vault in these tests.
+const uuid = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+
+func TestFileVaultOptionsSetTheYAMLKeys(t *testing.T) {
+	doc := `{"file-vaults":{"defaults":false,"vaults":[
+		{"schema":1,"uuid":"` + uuid + `","name":"app-data","path":"/var/snap/edgeseal/common/app-data","policy":"change-key","key-source":"tpm","key-version":2},
+		{"schema":1,"uuid":"9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d","name":"logs"}]}}`
+	cfg, data, err := Parse("edgeseal", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.FileVaults{Dir: "/var/snap/edgeseal/common/vaults", Vaults: []config.FileVault{
+		{Schema: 1, UUID: uuid, Name: "app-data", Path: "/var/snap/edgeseal/common/app-data", Policy: config.VaultChangeKey, KeySource: config.KeySourceTPM, KeyVersion: 2},
+		{Schema: 1, UUID: "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d", Name: "logs"},
+	}}
+	if !reflect.DeepEqual(cfg.FileVaults, want) {
+		t.Errorf("file vaults %+v\nwant %+v", cfg.FileVaults, want)
+	}
+	again, err := config.Parse("written", data)
+	if err != nil || !reflect.DeepEqual(again.FileVaults, want) {
+		t.Errorf("the written config has %+v (%v)\n%s", again, err, data)
+	}
+	eff, err := Effective(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(eff["file-vaults"], `"key-version":2`) || !strings.Contains(eff["file-vaults"], `"defaults":false`) {
+		t.Errorf("file-vaults option %s", eff["file-vaults"])
 	}
 }
 
@@ -125,6 +180,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"vault":{"listen":"127.0.0.1:8300"},"services":[{"name":"a","uids":[1000]}]}`))
 	f.Add([]byte(`{"seal":{"tpm2":{"pcrs":[7,1e300]}}}`))
+	f.Add([]byte(`{"file-vaults":{"dir":"/srv/v","vaults":[{"schema":1,"uuid":"` + uuid + `","name":"a","policy":"change-key","key-version":1}]}}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		cfg, data, err := Parse("edgeseal", doc)
 		if err != nil {

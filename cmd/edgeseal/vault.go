@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsvault"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/recovery"
+	"github.com/edgeseal/edgeseal/internal/seal"
+)
+
+const vaultUsage = `Usage: edgeseal vault COMMAND [OPTIONS] [NAME]
+
+File vaults are directories encrypted by the kernel (fscrypt), whose keys are
+sealed to the TPM. The config's file_vaults section says which exist and their
+policy (unlock, lock, change-key); the default vaults "config" and "images"
+exist unless file_vaults.defaults is false.
+
+Commands:
+  list [--json]             every vault's state: unlocked, locked, lock pending
+                            (files busy), orphaned, not created, or error (why)
+  apply [--json]            make the device match the config: create new vaults,
+                            unlock, lock or change keys per policy, lock orphans
+  unlock NAME               create (if new) and unlock NAME; its policy must not
+                            be lock (edgeseal-fsvault@NAME.service runs this)
+  lock [--wait D] NAME      lock NAME now; with files open, wait up to D for them
+                            to close, else report "lock pending: files busy"
+  delete --purge NAME       erase NAME's key material and files, for good; NAME
+                            must be out of the config first
+  recover --recovery-key F [NAME...]
+                            seal vault keys to the TPM again from their recovery
+                            copies (after PCR values changed unapproved)
+
+Every command but list must run as root. The state is also written to
+/run/edgeseal/fsvault/status.json after every change.
+`
+
+func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, vaultUsage)
+		return fmt.Errorf("%w: vault needs a command", errUsage)
+	}
+	cmd, args := args[0], args[1:]
+	if cmd == "-h" || cmd == "--help" || cmd == "help" {
+		fmt.Fprint(stdout, vaultUsage)
+		return nil
+	}
+	fs := flag.NewFlagSet("edgeseal vault "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, vaultUsage) }
+	cfgPath := fs.String("config", p.ConfigFile, "config file")
+	asJSON, wait, purge, keyFile := new(bool), new(time.Duration), new(bool), new(string)
+	switch cmd {
+	case "list", "apply":
+		fs.BoolVar(asJSON, "json", false, "print JSON")
+	case "lock":
+		fs.DurationVar(wait, "wait", 0, "wait this long for open files to close")
+	case "delete":
+		fs.BoolVar(purge, "purge", false, "erase the vault's key material and files (required)")
+	case "recover":
+		fs.StringVar(keyFile, "recovery-key", "", "the recovery private key (PKCS#8 PEM) matching seal.recovery_key (required)")
+	case "unlock":
+	default:
+		fmt.Fprint(stderr, vaultUsage)
+		return fmt.Errorf("%w: unknown vault command %q", errUsage, cmd)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	names := fs.Args()
+	switch cmd {
+	case "unlock", "lock", "delete":
+		if len(names) != 1 {
+			return fmt.Errorf("%w: vault %s takes one vault name", errUsage, cmd)
+		}
+	case "list", "apply":
+		if len(names) != 0 {
+			return fmt.Errorf("%w: vault %s takes no vault name", errUsage, cmd)
+		}
+	}
+	if cmd == "delete" && !*purge {
+		return fmt.Errorf("%w: vault delete destroys the vault's data for good: say so with --purge", errUsage)
+	}
+	if cmd == "recover" && *keyFile == "" {
+		return fmt.Errorf("%w: --recovery-key is required", errUsage)
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	m, err := newVaultManager(p, cfg)
+	if err != nil {
+		return err
+	}
+	var changes []fsvault.Change
+	switch cmd {
+	case "list":
+		list, err := m.List()
+		if err != nil {
+			return err
+		}
+		return printVaults(stdout, list, *asJSON)
+	case "apply":
+		changes, list, err := m.Apply(ctx)
+		if *asJSON {
+			if perr := json.NewEncoder(stdout).Encode(struct {
+				Changes []fsvault.Change `json:"changes"`
+				Vaults  []fsvault.Status `json:"vaults"`
+			}{changes, list}); perr != nil {
+				return perr
+			}
+			return err
+		}
+		printChanges(stdout, changes)
+		if list != nil {
+			printVaults(stdout, list, false)
+		}
+		return err
+	case "unlock":
+		changes, err = m.Unlock(ctx, names[0])
+	case "lock":
+		changes, err = m.Lock(ctx, names[0], *wait)
+	case "delete":
+		changes, err = m.Delete(ctx, names[0])
+	case "recover":
+		changes, err = recoverVaults(ctx, m, names, *keyFile)
+	}
+	printChanges(stdout, changes)
+	if err == nil && len(changes) == 0 && len(names) == 1 {
+		fmt.Fprintf(stdout, "vault %s: nothing to do\n", names[0])
+	}
+	return err
+}
+
+// newVaultManager builds the manager: the TPM sealer of seal.tpm2 wraps vault
+// keys, and a recovery copy goes to seal.recovery_key if set.
+func newVaultManager(p paths.Paths, cfg *config.Config) (*fsvault.Manager, error) {
+	m := &fsvault.Manager{Paths: p, Config: cfg, TPM: seal.NewTPM2(cfg.Seal.TPM2)}
+	if cfg.Seal.RecoveryKey != "" {
+		data, err := readBounded(cfg.Seal.RecoveryKey, 64<<10)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read the recovery public key (seal.recovery_key): %w", err)
+		}
+		if m.Recovery, err = recovery.ParseRecipient(data); err != nil {
+			return nil, fmt.Errorf("cannot use the recovery public key %s (seal.recovery_key): %w", cfg.Seal.RecoveryKey, err)
+		}
+	}
+	return m, nil
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		err = fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, err
+}
+
+func recoverVaults(ctx context.Context, m *fsvault.Manager, names []string, keyFile string) ([]fsvault.Change, error) {
+	data, err := readBounded(keyFile, 64<<10)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the recovery private key: %w", err)
+	}
+	priv, err := recovery.ParsePrivate(data)
+	clear(data)
+	if err != nil {
+		return nil, err
+	}
+	return m.Recover(ctx, names, priv)
+}
+
+func printChanges(w io.Writer, changes []fsvault.Change) {
+	for _, c := range changes {
+		fmt.Fprintf(w, "vault %s: %s\n", c.Vault, c.Action)
+	}
+}
+
+func printVaults(w io.Writer, list []fsvault.Status, asJSON bool) error {
+	if asJSON {
+		if list == nil {
+			list = []fsvault.Status{}
+		}
+		return json.NewEncoder(w).Encode(struct {
+			Vaults []fsvault.Status `json:"vaults"`
+		}{list})
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPOLICY\tKEY\tLAST CHANGE\tPATH")
+	for _, s := range list {
+		policy := s.Policy
+		if s.Orphaned {
+			policy = "-"
+		}
+		key := "-"
+		if s.KeyVersion > 0 {
+			key = fmt.Sprintf("%s v%d", s.KeySource, s.KeyVersion)
+		}
+		changed := "-"
+		if !s.LastChange.IsZero() {
+			changed = s.LastChange.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Describe(), policy, key, changed, s.Path)
+	}
+	return tw.Flush()
+}

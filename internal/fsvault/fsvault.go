@@ -1,0 +1,452 @@
+// Package fsvault keeps edgeseal's file vaults: named directories encrypted by
+// the kernel (fscrypt v2 policies), each with a random key that never changes and
+// is stored only wrapped by protectors (the TPM, and the operator's recovery key
+// when one is set). It reconciles the device with the config (create, unlock,
+// lock, rewrap), reports each vault's state, and crypto-erases a vault only when
+// asked by name.
+//
+// Why a package of its own: a vault's key lives as long as its data, far longer
+// than a boot, so its metadata is written before anything depends on it and is
+// never rewritten in place; and a lock the kernel could not finish (files still
+// open) is reported as pending, never as locked.
+package fsvault
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fscrypt"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/recovery"
+	"github.com/edgeseal/edgeseal/internal/tpm"
+)
+
+// Wrapper wraps and unwraps a vault key for one key source (the seal package's
+// tpm2 Sealer for key source tpm).
+type Wrapper interface {
+	Seal(ctx context.Context, secret []byte) ([]byte, error)
+	Unseal(ctx context.Context, blob []byte) ([]byte, error)
+}
+
+// States of a vault, as `edgeseal vault list` and the status file name them.
+const (
+	StateUnlocked    = "unlocked"
+	StateLocked      = "locked"
+	StateLockPending = "lock-pending" // the key is removed, but open files keep it in use
+	StateOrphaned    = "orphaned"     // no longer in config: locked, kept until deleted with --purge
+	StateNotCreated  = "not-created"  // in config, not yet made (before the first apply)
+	StateError       = "error"
+)
+
+// Errors a caller acts on.
+var (
+	// ErrUnknownVault: no vault of that name in config or on the device.
+	ErrUnknownVault = errors.New("no such vault")
+	// ErrBusy: files of the vault are open; the lock is pending until they close.
+	ErrBusy = errors.New("lock pending: files busy")
+	// ErrNotAsConfigured: apply could not bring every vault to its policy.
+	ErrNotAsConfigured = errors.New("some vaults are not as configured")
+)
+
+// Manager acts on the vaults of one device.
+type Manager struct {
+	Paths  paths.Paths
+	Config *config.Config
+	// TPM wraps vault keys for key source tpm.
+	TPM Wrapper
+	// Recovery, if set, also gets each new vault key (seal.recovery_key).
+	Recovery *recovery.Recipient
+	// Now is the clock (time.Now if nil).
+	Now func() time.Time
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now != nil {
+		return m.Now().UTC().Truncate(time.Second)
+	}
+	return time.Now().UTC().Truncate(time.Second)
+}
+
+// Change is one thing apply, lock, unlock or delete did.
+type Change struct {
+	Vault  string `json:"vault"`
+	Action string `json:"action"`
+}
+
+// Status is what `edgeseal vault list` shows of a vault.
+type Status struct {
+	Name       string    `json:"name"`
+	UUID       string    `json:"uuid,omitempty"`
+	Path       string    `json:"path"`
+	State      string    `json:"state"`
+	Reason     string    `json:"reason,omitempty"`
+	Holders    []string  `json:"holders,omitempty"`
+	Policy     string    `json:"policy,omitempty"`
+	Orphaned   bool      `json:"orphaned,omitempty"`
+	KeySource  string    `json:"key_source,omitempty"`
+	KeyVersion int       `json:"key_version,omitempty"`
+	LastChange time.Time `json:"last_change,omitzero"`
+}
+
+// Describe is the state as a person reads it.
+func (s Status) Describe() string {
+	d := s.State
+	switch s.State {
+	case StateLockPending:
+		d = "lock pending: files busy"
+		if len(s.Holders) > 0 {
+			d += " (" + strings.Join(s.Holders, ", ") + ")"
+		}
+		if s.Orphaned {
+			d = "orphaned, " + d
+		}
+	case StateError:
+		d = "error: " + s.Reason
+	case StateOrphaned:
+		d = "orphaned (locked; delete with --purge to erase)"
+	}
+	return d
+}
+
+// metaPath is where the metadata of the vault name lives.
+func (m *Manager) metaPath(name string) string {
+	return filepath.Join(m.Paths.VaultMeta, name+".json")
+}
+
+// loadMeta reads the metadata of name; an absent file is os.ErrNotExist.
+func (m *Manager) loadMeta(name string) (*Meta, error) {
+	f, err := os.Open(m.metaPath(name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxMeta+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", f.Name(), err)
+	}
+	meta, err := ParseMeta(data)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use %s (restore it from a backup): %w", f.Name(), err)
+	}
+	if meta.Name != name {
+		return nil, fmt.Errorf("cannot use %s: %w: it names vault %q", f.Name(), ErrCorruptMeta, meta.Name)
+	}
+	return meta, nil
+}
+
+func (m *Manager) writeMeta(meta *Meta) error {
+	if err := os.MkdirAll(m.Paths.VaultMeta, 0o700); err != nil {
+		return fmt.Errorf("cannot create %s: %w", m.Paths.VaultMeta, err)
+	}
+	return fsutil.WriteFileAtomic(m.metaPath(meta.Name), meta.Marshal(), 0o600, fsutil.Self)
+}
+
+// metaNames lists the vaults that have metadata on the device.
+func (m *Manager) metaNames() ([]string, error) {
+	ents, err := os.ReadDir(m.Paths.VaultMeta)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("cannot list %s: %w", m.Paths.VaultMeta, err)
+	}
+	var names []string
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if ok && e.Type().IsRegular() && nameRE.MatchString(name) {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// exclusive holds the vaults' lock file (in tmpfs, beside the status file)
+// until the returned func runs: two applies (the boot service and an
+// operator) never interleave.
+func (m *Manager) exclusive() (func(), error) {
+	dir := filepath.Dir(m.Paths.VaultStatus)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create %s: %w", dir, err)
+	}
+	name := filepath.Join(dir, ".lock")
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open %s: %w", name, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cannot lock %s: %w", name, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// keyring is a directory of the vault's filesystem outside the vault, for the
+// key ioctls: an fd of the vault directory itself would be a file using the
+// key, and keep a lock pending. (A filesystem's root cannot be encrypted, so
+// the parent is on the same filesystem.)
+func keyring(meta *Meta) string { return filepath.Dir(meta.Path) }
+
+// observe reads the state of a vault that has metadata from the kernel.
+func observe(meta *Meta) Status {
+	s := Status{Name: meta.Name, UUID: meta.UUID, Path: meta.Path, KeySource: config.KeySourceTPM,
+		KeyVersion: meta.KeyVersion(), LastChange: meta.Changed}
+	id, encrypted, err := fscrypt.Policy(meta.Path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return s.fail(fmt.Errorf("the directory %s is gone (restore it, or delete the vault with --purge)", meta.Path))
+	case err != nil:
+		return s.fail(err)
+	case !encrypted:
+		return s.fail(fmt.Errorf("%s is not encrypted (creation did not finish: run edgeseal vault apply)", meta.Path))
+	case id != meta.Identifier():
+		return s.fail(fmt.Errorf("%s is encrypted with key %s, not the vault's key %s", meta.Path, id, meta.KeyIdentifier))
+	}
+	st, err := fscrypt.Status(keyring(meta), id)
+	if err != nil {
+		return s.fail(err)
+	}
+	switch st {
+	case fscrypt.Present:
+		s.State = StateUnlocked
+	case fscrypt.Absent:
+		s.State = StateLocked
+	case fscrypt.IncompletelyRemoved:
+		s.State, s.Holders = StateLockPending, Holders(meta.Path)
+	default:
+		return s.fail(fmt.Errorf("the kernel reports key %s as %v", id, st))
+	}
+	return s
+}
+
+func (s Status) fail(err error) Status {
+	s.State, s.Reason = StateError, err.Error()
+	return s
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// checkNewPath refuses a path a new vault cannot take: a directory that is not
+// empty, a file, or a filesystem that cannot encrypt. It changes nothing.
+func checkNewPath(path string) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("cannot use %s for a new vault: %w", path, err)
+	case !fi.IsDir():
+		return fmt.Errorf("cannot use %s for a new vault: it is not a directory", path)
+	default:
+		ents, err := os.ReadDir(path)
+		if err != nil {
+			return fmt.Errorf("cannot use %s for a new vault: %w", path, err)
+		}
+		if len(ents) > 0 {
+			return fmt.Errorf("cannot use %s for a new vault: it is not empty (%d entries): move its files away, or name an empty or absent directory", path, len(ents))
+		}
+		if _, encrypted, err := fscrypt.Policy(path); err == nil && encrypted {
+			return fmt.Errorf("cannot use %s for a new vault: %w", path, fscrypt.ErrOtherPolicy)
+		}
+	}
+	// The nearest directory that exists tells whether the filesystem encrypts.
+	dir := path
+	for {
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	if _, err := fscrypt.Status(dir, fscrypt.Identifier{}); err != nil {
+		if errors.Is(err, fscrypt.ErrNotSupported) {
+			return fmt.Errorf("cannot use %s for a new vault: %w", path, fscrypt.ErrNotSupported)
+		}
+		return fmt.Errorf("cannot use %s for a new vault: %w", path, err)
+	}
+	return nil
+}
+
+// create makes the vault v: a random key, wrapped; the empty directory; the
+// metadata written (so a crash from here on leaves a vault apply can finish,
+// never a key lost); then the key added and the policy set.
+func (m *Manager) create(ctx context.Context, v config.FileVault) (*Meta, error) {
+	if err := checkNewPath(v.Path); err != nil {
+		return nil, fmt.Errorf("cannot create vault %s: %w", v.Name, err)
+	}
+	key := make([]byte, fscrypt.KeySize)
+	defer clear(key)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("cannot make a key for vault %s: %w", v.Name, err)
+	}
+	id, err := fscrypt.Identify(key)
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	meta := &Meta{Format: MetaFormat, Version: MetaVersion, UUID: v.UUID, Name: v.Name, Path: v.Path,
+		KeyIdentifier: id.String(), Created: now, Changed: now}
+	if meta.UUID == "" {
+		meta.UUID = newUUID()
+	}
+	version := max(v.KeyVersion, 1)
+	if err := m.wrap(ctx, meta, key, version); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(meta.Path, 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create the directory of vault %s: %w", meta.Name, err)
+	}
+	if err := m.writeMeta(meta); err != nil {
+		return nil, err
+	}
+	return meta, m.finishCreate(meta, key)
+}
+
+// wrap sets meta's protectors to key wrapped by the TPM (as key version
+// version) and, if set, the recovery key.
+func (m *Manager) wrap(ctx context.Context, meta *Meta, key []byte, version int) error {
+	blob, err := m.TPM.Seal(ctx, key)
+	if err != nil {
+		return fmt.Errorf("cannot seal the key of vault %s to the TPM: %w", meta.Name, err)
+	}
+	ps := []Protector{{Type: ProtectorTPM2, KeyVersion: version, Blob: blob}}
+	if m.Recovery != nil {
+		blob, err := recovery.Seal(m.Recovery, key)
+		if err != nil {
+			return fmt.Errorf("cannot encrypt the key of vault %s to the recovery key: %w", meta.Name, err)
+		}
+		ps = append(ps, Protector{Type: ProtectorRecovery, Recipient: m.Recovery.Fingerprint(), Blob: blob})
+	}
+	meta.Protectors = ps
+	return nil
+}
+
+// finishCreate makes the empty directory encrypted with key.
+func (m *Manager) finishCreate(meta *Meta, key []byte) error {
+	if _, err := m.addKey(meta, key); err != nil {
+		return err
+	}
+	if err := fscrypt.SetPolicy(meta.Path, meta.Identifier()); err != nil {
+		return fmt.Errorf("cannot encrypt vault %s: %w", meta.Name, err)
+	}
+	return fsutil.SyncDir(filepath.Dir(meta.Path))
+}
+
+// addKey adds key for meta's directory and checks it is the vault's key.
+func (m *Manager) addKey(meta *Meta, key []byte) (fscrypt.Identifier, error) {
+	if len(key) != fscrypt.KeySize {
+		return fscrypt.Identifier{}, fmt.Errorf("cannot unlock vault %s: %w: its key unwraps to %d bytes", meta.Name, ErrCorruptMeta, len(key))
+	}
+	id, err := fscrypt.AddKey(keyring(meta), key)
+	if err != nil {
+		return id, fmt.Errorf("cannot unlock vault %s: %w", meta.Name, err)
+	}
+	if id != meta.Identifier() {
+		fscrypt.RemoveKey(keyring(meta), id)
+		return id, fmt.Errorf("cannot unlock vault %s: %w: its key's identifier is %s, not %s", meta.Name, ErrCorruptMeta, id, meta.KeyIdentifier)
+	}
+	return id, nil
+}
+
+// unwrap returns the vault key from the TPM protector.
+func (m *Manager) unwrap(ctx context.Context, meta *Meta) ([]byte, error) {
+	p := meta.Protector(ProtectorTPM2)
+	key, err := m.TPM.Unseal(ctx, p.Blob)
+	if err != nil {
+		if errors.Is(err, tpm.ErrPCRMismatch) && meta.Protector(ProtectorRecovery) != nil {
+			return nil, fmt.Errorf("cannot unseal the key of vault %s: %w; or, with the recovery key, edgeseal vault recover --recovery-key FILE", meta.Name, err)
+		}
+		return nil, fmt.Errorf("cannot unseal the key of vault %s: %w", meta.Name, err)
+	}
+	return key, nil
+}
+
+// unlock adds the vault's key to the kernel.
+func (m *Manager) unlock(ctx context.Context, meta *Meta) error {
+	key, err := m.unwrap(ctx, meta)
+	if err != nil {
+		return err
+	}
+	defer clear(key)
+	_, err = m.addKey(meta, key)
+	return err
+}
+
+// lock removes the vault's key. Busy is ErrBusy with the holders named: the
+// key is gone from the kernel's keyring, but open files keep their contents
+// readable until they close and a lock runs again.
+func lock(meta *Meta) error {
+	busy, err := fscrypt.RemoveKey(keyring(meta), meta.Identifier())
+	if errors.Is(err, fscrypt.ErrKeyAbsent) {
+		return nil
+	}
+	if err == nil && busy {
+		// The first removal evicts what it can; a file closed since is let go now.
+		busy, err = fscrypt.RemoveKey(keyring(meta), meta.Identifier())
+		if errors.Is(err, fscrypt.ErrKeyAbsent) {
+			return nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cannot lock vault %s: %w", meta.Name, err)
+	}
+	if busy {
+		if h := Holders(meta.Path); len(h) > 0 {
+			return fmt.Errorf("vault %s: %w (%s)", meta.Name, ErrBusy, strings.Join(h, ", "))
+		}
+		return fmt.Errorf("vault %s: %w", meta.Name, ErrBusy)
+	}
+	return nil
+}
+
+// rewrap wraps the vault key anew as key version version: a new sealed object
+// (and a new recovery copy); no file is touched, the key is the same.
+func (m *Manager) rewrap(ctx context.Context, meta *Meta, version int) error {
+	key, err := m.unwrap(ctx, meta)
+	if err != nil {
+		return err
+	}
+	defer clear(key)
+	if id, err := fscrypt.Identify(key); err != nil || id != meta.Identifier() {
+		return fmt.Errorf("cannot change the key of vault %s: %w: the unwrapped key is not the vault's", meta.Name, ErrCorruptMeta)
+	}
+	next := *meta
+	if err := m.wrap(ctx, &next, key, version); err != nil {
+		return err
+	}
+	next.Changed = m.now()
+	if err := m.writeMeta(&next); err != nil {
+		return err
+	}
+	*meta = next
+	return nil
+}
+
+// vaultByName returns the effective config of the vault name.
+func (m *Manager) vaultByName(name string) (config.FileVault, bool) {
+	i := slices.IndexFunc(m.Config.FileVaults.Effective(), func(v config.FileVault) bool { return v.Name == name })
+	if i < 0 {
+		return config.FileVault{}, false
+	}
+	return m.Config.FileVaults.Effective()[i], true
+}
