@@ -277,8 +277,8 @@ func fiemap(t *testing.T, path string) [][2]int64 {
 	const count = 32
 	buf := make([]byte, 32+56*count)
 	binary.LittleEndian.PutUint64(buf[8:], ^uint64(0)) // fm_length: all
-	binary.LittleEndian.PutUint32(buf[16:], 1)          // FIEMAP_FLAG_SYNC
-	binary.LittleEndian.PutUint32(buf[24:], count)      // fm_extent_count
+	binary.LittleEndian.PutUint32(buf[16:], 1)         // FIEMAP_FLAG_SYNC
+	binary.LittleEndian.PutUint32(buf[24:], count)     // fm_extent_count
 	const fsIocFiemap = 0xC020660B
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocFiemap, uintptr(unsafe.Pointer(&buf[0]))); errno != 0 {
 		t.Fatalf("FIEMAP %s: %v", path, errno)
