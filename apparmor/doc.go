@@ -1,6 +1,7 @@
 // Package apparmor holds the AppArmor profiles of edgeseal's confined steps
-// (edgeseal-pki.in, edgeseal-unseal.in, edgeseal-tokend.in, edgeseal-vault.in:
-// profile sources whose @LIBEXECDIR@ and @VAULT@ are replaced when installed)
+// (edgeseal-pki.in, edgeseal-unseal.in, edgeseal-tokend.in, edgeseal-vault.in,
+// edgeseal-fsvault.in: profile sources whose @LIBEXECDIR@, @BINDIR@ and @VAULT@
+// are replaced when installed)
 // and a small reader of AppArmor profile text, so that tests can ask what a
 // profile allows: which files with which permissions (allow rules minus deny
 // rules, with AppArmor's globs and variables), which network families, which

@@ -212,25 +212,25 @@ func (m *Manager) Lock(ctx context.Context, name string, wait time.Duration) ([]
 		if observe(meta).State == StateLocked {
 			return nil, nil
 		}
+		// Wait for open files to close; the holders are looked for once, at
+		// the end (a scan of /proc every round would flood an audit log).
 		deadline := time.Now().Add(wait)
 		for {
-			err = lock(meta)
-			if !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
-				break
+			busy, err := removeKey(meta)
+			if err != nil {
+				return nil, err
+			}
+			if !busy {
+				return []string{"locked"}, nil
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return []string{"lock pending: files busy"}, busyError(meta)
 			}
 			select {
 			case <-ctx.Done():
-				return []string{"lock pending: files busy"}, err
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
-		switch {
-		case err == nil:
-			return []string{"locked"}, nil
-		case errors.Is(err, ErrBusy):
-			return []string{"lock pending: files busy"}, err
-		}
-		return nil, err
 	})
 }
 

@@ -396,27 +396,41 @@ func (m *Manager) unlock(ctx context.Context, meta *Meta) error {
 // key is gone from the kernel's keyring, but open files keep their contents
 // readable until they close and a lock runs again.
 func lock(meta *Meta) error {
-	busy, err := fscrypt.RemoveKey(keyring(meta), meta.Identifier())
-	if errors.Is(err, fscrypt.ErrKeyAbsent) {
-		return nil
-	}
-	if err == nil && busy {
-		// The first removal evicts what it can; a file closed since is let go now.
-		busy, err = fscrypt.RemoveKey(keyring(meta), meta.Identifier())
-		if errors.Is(err, fscrypt.ErrKeyAbsent) {
-			return nil
-		}
-	}
+	busy, err := removeKey(meta)
 	if err != nil {
-		return fmt.Errorf("cannot lock vault %s: %w", meta.Name, err)
+		return err
 	}
 	if busy {
-		if h := Holders(meta.Path); len(h) > 0 {
-			return fmt.Errorf("vault %s: %w (%s)", meta.Name, ErrBusy, strings.Join(h, ", "))
-		}
-		return fmt.Errorf("vault %s: %w", meta.Name, ErrBusy)
+		return busyError(meta)
 	}
 	return nil
+}
+
+// removeKey removes the vault's key; busy is true while open files keep it.
+func removeKey(meta *Meta) (busy bool, err error) {
+	for range 2 {
+		// The first removal evicts what it can; a file closed since is let go
+		// by the second.
+		busy, err = fscrypt.RemoveKey(keyring(meta), meta.Identifier())
+		if errors.Is(err, fscrypt.ErrKeyAbsent) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("cannot lock vault %s: %w", meta.Name, err)
+		}
+		if !busy {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// busyError is ErrBusy naming the processes that hold the vault.
+func busyError(meta *Meta) error {
+	if h := Holders(meta.Path); len(h) > 0 {
+		return fmt.Errorf("vault %s: %w (%s)", meta.Name, ErrBusy, strings.Join(h, ", "))
+	}
+	return fmt.Errorf("vault %s: %w", meta.Name, ErrBusy)
 }
 
 // rewrap wraps the vault key anew as key version version: a new sealed object

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/canonical/go-tpm2"
@@ -610,4 +611,30 @@ func TestBadVaultsAreRefusedAndNothingChanges(t *testing.T) {
 
 func execMount(fstype, dir string) (string, error) {
 	return "", unix.Mount(fstype, dir, fstype, 0, "size=4m")
+}
+
+// A lock told to wait (what edgeseal-fsvault@NAME.service's stop does)
+// finishes as soon as the last open file closes.
+func TestALockThatWaitsFinishesWhenTheFilesClose(t *testing.T) {
+	b := newBed(t, nil)
+	b.apply()
+	b.write("images", "open.txt", marker)
+	f, err := os.Open(filepath.Join(b.vaultPath("images"), "open.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		time.Sleep(400 * time.Millisecond)
+		f.Close()
+	}()
+	got, err := b.manager().Lock(context.Background(), "images", 10*time.Second)
+	<-closed
+	if err != nil || !slices.Equal(got, []Change{{"images", "locked"}}) {
+		t.Fatalf("lock --wait: %v, %v", got, err)
+	}
+	if s := b.state("images"); s.State != StateLocked {
+		t.Errorf("after the wait: %+v", s)
+	}
 }
