@@ -18,9 +18,10 @@ export CGO_ENABLED := 0
 GOBUILD     := $(GO) build -trimpath -ldflags "-s -w"
 CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend
 UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
-               edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target
+               edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target \
+               edgeseal-fsvault.service edgeseal-fsvault@.service
 # AppArmor profiles (apparmor/*.in), installed in /etc/apparmor.d; docs/apparmor.md.
-PROFILES    := edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-vault
+PROFILES    := edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-vault edgeseal-fsvault
 
 .PHONY: all help build build-snap-binaries snap install deps vault test test-unit test-integration bench demo fuzz clean
 
@@ -90,6 +91,8 @@ install: build
 	install -Dm0644 docs/recovery.md $(DESTDIR)$(DOCDIR)/recovery.md
 	install -Dm0644 docs/apparmor.md $(DESTDIR)$(DOCDIR)/apparmor.md
 	install -Dm0644 docs/snap.md $(DESTDIR)$(DOCDIR)/snap.md
+	install -Dm0644 docs/fsvault.md $(DESTDIR)$(DOCDIR)/fsvault.md
+	install -Dm0644 docs/examples/app-with-vault.service $(DESTDIR)$(DOCDIR)/examples/app-with-vault.service
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml ]; then \
 		install -Dm0644 internal/config/edgeseal.yaml $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml; \
 	fi
@@ -121,6 +124,7 @@ fuzz:
 bench: deps vault
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 5x -timeout 30m ./tests/integration/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 50x ./internal/tpm/
+	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 20x ./internal/fsvault/
 
 demo: deps vault
 	EDGESEAL_DEMO=1 $(GO) test -tags integration -count=1 -timeout 10m -run '^TestDemo$$' -v ./tests/integration/ 

@@ -19,19 +19,41 @@ import (
 
 // The default install paths of `make install`.
 const (
-	libexecDir = "/usr/libexec/edgeseal"
-	vaultBin   = "/usr/bin/vault"
+	libexecDir  = "/usr/libexec/edgeseal"
+	vaultBin    = "/usr/bin/vault"
+	edgesealBin = "/usr/bin/edgeseal"
 )
 
 // The profiles, by name; each is in apparmor/<name>.in.
 const (
-	pki    = "edgeseal-pki"
-	unseal = "edgeseal-unseal"
-	tokend = "edgeseal-tokend"
-	vault  = "edgeseal-vault"
+	pki     = "edgeseal-pki"
+	unseal  = "edgeseal-unseal"
+	tokend  = "edgeseal-tokend"
+	vault   = "edgeseal-vault"
+	fsvault = "edgeseal-fsvault"
 )
 
-var profileNames = []string{pki, unseal, tokend, vault}
+var profileNames = []string{pki, unseal, tokend, vault, fsvault}
+
+// binary is the program a profile confines: the step's own binary, Vault, or
+// for the file vault steps the operator's CLI (`edgeseal vault ...`).
+func binary(name string) string {
+	switch name {
+	case vault:
+		return vaultBin
+	case fsvault:
+		return edgesealBin
+	}
+	return libexecDir + "/" + name
+}
+
+// units are the units that run a profile's program.
+func units(name string) []string {
+	if name == fsvault {
+		return []string{"edgeseal-fsvault.service", "edgeseal-fsvault@.service"}
+	}
+	return []string{name + ".service"}
+}
 
 // render does what make install does to a profile source.
 func render(text string) string {
@@ -152,20 +174,45 @@ func TestStepProfilesAttachToTheBinaryTheirUnitRuns(t *testing.T) {
 	}
 }
 
-func TestVaultProfileIsAttachedByNameOnly(t *testing.T) {
-	p := renderAll(t)[vault].profile
-	if p.Attachment != "" {
-		t.Errorf("%s attaches to %q: %s is also the operator's CLI, which must not be confined by it", vault, p.Attachment, vaultBin)
+// Vault's server and the file vault steps run binaries that are also the
+// operator's CLI (vault, edgeseal): their profiles have no attachment, and
+// their units apply them by name.
+func TestCLIProfilesAreAttachedByNameOnly(t *testing.T) {
+	profiles := renderAll(t)
+	for _, name := range []string{vault, fsvault} {
+		p := profiles[name].profile
+		if p.Attachment != "" {
+			t.Errorf("%s attaches to %q: %s is also the operator's CLI, which must not be confined by it", name, p.Attachment, binary(name))
+		}
+		for _, unit := range units(name) {
+			if got := unitExecStart(t, unit); got != binary(name) {
+				t.Errorf("%s runs %q, want %q", unit, got, binary(name))
+			}
+			data, err := os.ReadFile(filepath.Join("..", "systemd", unit+".in"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !regexp.MustCompile(`(?m)^AppArmorProfile=-?` + name + `$`).Match(data) {
+				t.Errorf("%s.in does not apply the profile: want AppArmorProfile=-%s", unit, name)
+			}
+		}
 	}
-	if got := unitExecStart(t, vault+".service"); got != vaultBin {
-		t.Errorf("edgeseal-vault.service runs %q, want %q", got, vaultBin)
-	}
-	data, err := os.ReadFile(filepath.Join("..", "systemd", "edgeseal-vault.service.in"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !regexp.MustCompile(`(?m)^AppArmorProfile=-?` + vault + `$`).Match(data) {
-		t.Errorf("edgeseal-vault.service.in does not apply the profile: want AppArmorProfile=-%s", vault)
+}
+
+// edgeseal-fsvault@.service stops (locks) with the same binary, in the same
+// profile: AppArmorProfile= applies to every Exec*= of the unit.
+func TestFSVaultUnitRunsOnlyTheEdgesealCLI(t *testing.T) {
+	for _, unit := range units(fsvault) {
+		data, err := os.ReadFile(filepath.Join("..", "systemd", unit+".in"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Rendered first: @BINDIR@ starts like systemd's @ prefix.
+		for _, m := range regexp.MustCompile(`(?m)^(Exec[A-Za-z]*)=[-+!@:|]*(\S+)`).FindAllStringSubmatch(render(string(data)), -1) {
+			if got := m[2]; got != edgesealBin {
+				t.Errorf("%s: %s= runs %q: the profile %s allows only %s", unit, m[1], got, fsvault, edgesealBin)
+			}
+		}
 	}
 }
 
@@ -206,18 +253,23 @@ var (
 	vaultCredKey  = vaultconf.CredentialKeyPath
 	caKey         = filepath.Join(layout.PKIDir, "ca.key")
 	vaultDataFile = filepath.Join(storage, "core", "_keyring")
+
+	// File vaults: the default vault "images" in file_vaults.dir, a file in it,
+	// its metadata.
+	vaultsDir   = config.Default().FileVaults.Dir
+	fileVault   = filepath.Join(vaultsDir, "images")
+	vaultFile   = filepath.Join(fileVault, "app", "state.db")
+	vaultMeta   = filepath.Join(layout.VaultMeta, "images.json")
+	vaultLock   = filepath.Join(filepath.Dir(layout.VaultStatus), ".lock")
+	vaultStatus = layout.VaultStatus
 )
 
 func TestEachStepCanDoItsJob(t *testing.T) {
 	profiles := renderAll(t)
 	var needs []access
 	for _, name := range profileNames {
-		bin := libexecDir + "/" + name
-		if name == vault {
-			bin = vaultBin
-		}
 		needs = append(needs,
-			access{name, "map its own binary", bin, "mr", false},
+			access{name, "map its own binary", binary(name), "mr", false},
 			access{name, "read the huge page size (Go runtime)", "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r", false},
 			access{name, "read its own cgroup (Go runtime)", "/proc/4242/cgroup", "r", true},
 			access{name, "read its own mountinfo (Go runtime)", "/proc/4242/mountinfo", "r", true},
@@ -225,7 +277,7 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 			access{name, "read its cgroup v1 CPU quota (Go runtime)", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r", false},
 			access{name, "use stdin", "/dev/null", "rw", false},
 		)
-		if name != pki {
+		if name != pki && name != fsvault { // fsvault's units are Type=oneshot
 			needs = append(needs, access{name, "send sd_notify", "/run/systemd/notify", "w", false})
 		}
 	}
@@ -296,6 +348,31 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 		access{vault, "make directories in its storage", storage + "/logical/", "rw", true},
 		access{vault, "read the listen backlog", "/proc/sys/net/core/somaxconn", "r", false},
 		access{vault, "read the local time zone", "/usr/share/zoneinfo/Europe/Berlin", "r", false},
+
+		// edgeseal-fsvault
+		access{fsvault, "read the config", layout.ConfigFile, "r", false},
+		access{fsvault, "read the recovery public key", "/etc/edgeseal/recovery.pem", "r", false},
+		access{fsvault, "open the TPM resource manager", tpm.DefaultDevice, "rw", false},
+		access{fsvault, "open the raw TPM", "/dev/tpm0", "rw", false},
+		access{fsvault, "list the TPMs", "/sys/class/tpm/", "r", false},
+		access{fsvault, "read a TPM's version", "/sys/devices/pnp0/00:05/tpm/tpm0/tpm_version_major", "r", false},
+		access{fsvault, "ask the key status on the state directory (before the first vault)", layout.StateDir + "/", "r", true},
+		access{fsvault, "make the metadata directory", layout.VaultMeta + "/", "rw", true},
+		access{fsvault, "read a vault's metadata", vaultMeta, "r", true},
+		access{fsvault, "write a vault's metadata through a temporary file", tmp(vaultMeta), "rw", true},
+		access{fsvault, "rename the temporary file over a vault's metadata", vaultMeta, "w", true},
+		access{fsvault, "take the vaults' lock", vaultLock, "rwk", true},
+		access{fsvault, "make the vaults' directory", vaultsDir + "/", "rw", true},
+		access{fsvault, "add and remove a vault's key on the vaults' directory", vaultsDir + "/", "r", false},
+		access{fsvault, "make a vault's directory", fileVault + "/", "w", true},
+		access{fsvault, "set and read a vault's policy, list it", fileVault + "/", "r", false},
+		access{fsvault, "make its runtime directory", filepath.Dir(vaultStatus) + "/", "rw", true},
+		access{fsvault, "write the vaults' states", vaultStatus, "rw", true},
+		access{fsvault, "write the vaults' states through a temporary file", tmp(vaultStatus), "rw", true},
+		access{fsvault, "list the processes", "/proc/", "r", false},
+		access{fsvault, "list a process's open files", "/proc/31337/fd/", "r", false},
+		access{fsvault, "read a process's mappings", "/proc/31337/maps", "r", false},
+		access{fsvault, "read a process's command name", "/proc/31337/comm", "r", false},
 	)
 	for _, a := range needs {
 		t.Run(a.profile+" can "+a.what, func(t *testing.T) {
@@ -342,6 +419,30 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 		{vault, "rewrite its certificate", layout.VaultCert, "w", false},
 		{vault, "read edgeseal's config", layout.ConfigFile, "r", false},
 
+		// edgeseal-fsvault: the TPM and the vaults' keys, nothing of Vault's.
+		{fsvault, "read the sealed blob", sealedBlob, "r", false},
+		{fsvault, "write the sealed blob", sealedBlob, "w", false},
+		{fsvault, "write the sealed blob through a temporary file", tmp(sealedBlob), "w", false},
+		{fsvault, "read the recovery copy of the unseal key", layout.Recovery, "r", false},
+		{fsvault, "write the init marker", layout.InitMarker, "w", false},
+		{fsvault, "write in the state directory", layout.StateDir + "/", "w", false},
+		{fsvault, "read Vault's key in the pki directory", layout.VaultKey, "r", false},
+		{fsvault, "read a CA key file", caKey, "r", false},
+		{fsvault, "read Vault's key credential", vaultCredKey, "r", false},
+		{fsvault, "read the token-issuing token", layout.IssuingToken, "r", false},
+		{fsvault, "read the token ledger", layout.Ledger, "r", false},
+		{fsvault, "list the token provider's directory", layout.TokendDir + "/", "r", false},
+		{fsvault, "read Vault's data", vaultDataFile, "r", false},
+		{fsvault, "write Vault's data", vaultDataFile, "w", false},
+		{fsvault, "list Vault's storage", storage + "/", "r", false},
+		{fsvault, "rewrite the unseal step's status", layout.StatusFile, "w", false},
+		{fsvault, "talk to the system bus", "/run/dbus/system_bus_socket", "w", false},
+		{fsvault, "read a file in a vault", vaultFile, "r", false},
+		{fsvault, "write a file in a vault", vaultFile, "w", false},
+		{fsvault, "read another process's memory", "/proc/31337/mem", "r", false},
+		{fsvault, "read another process's environment", "/proc/31337/environ", "r", false},
+		{fsvault, "open another process's fd links as files", "/proc/31337/fd/3", "r", false},
+
 		// edgeseal-unseal: a client of Vault, not Vault.
 		{unseal, "read Vault's key credential", vaultCredKey, "r", false},
 		{unseal, "read Vault's key in the pki directory", layout.VaultKey, "r", false},
@@ -356,10 +457,17 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 			access{name, "replace a system binary", "/usr/bin/bash", "w", false},
 			access{name, "execute a shell", "/usr/bin/bash", "x", false},
 			access{name, "rewrite edgeseal's config", layout.ConfigFile, "w", false},
-			access{name, "rewrite its own binary", libexecDir + "/" + name, "w", false},
+			access{name, "rewrite its own binary", binary(name), "w", false},
 			access{name, "read another device node", "/dev/sda", "r", false},
 			access{name, "write to the kernel's memory", "/dev/mem", "w", false},
 		)
+		if name != fsvault {
+			denied = append(denied,
+				access{name, "read a file vault's wrapped key", vaultMeta, "r", false},
+				access{name, "write a file vault's metadata", vaultMeta, "w", false},
+				access{name, "read a file in a vault", vaultFile, "r", false},
+			)
+		}
 	}
 	for _, a := range denied {
 		t.Run(a.profile+" cannot "+a.what, func(t *testing.T) {
@@ -393,13 +501,9 @@ func TestNoProfileHasACatchAllFileRule(t *testing.T) {
 
 func TestOnlyTheIKMHookMayBeExecutedAndOnlyInTheSameProfile(t *testing.T) {
 	for name, r := range renderAll(t) {
-		bin := libexecDir + "/" + name
-		if name == vault {
-			bin = vaultBin
-		}
 		for _, f := range r.profile.ExecRules() {
 			switch {
-			case f.Exec == "" && f.Path == bin:
+			case f.Exec == "" && f.Path == binary(name):
 				// mr on its own binary
 			case name == unseal && f.Exec == "ix" && f.Path == "/etc/edgeseal/ikm-hook" && f.Perms == 0:
 				// the vendor hook inherits this profile (NoNewPrivileges=yes)
@@ -445,13 +549,20 @@ func TestCapabilitiesAreExactlyTheUnitsOnes(t *testing.T) {
 			t.Errorf("%s has a bare capability rule", name)
 		}
 		for _, c := range []string{"sys_admin", "sys_ptrace", "sys_module", "setuid", "net_admin", "mac_admin"} {
+			// The file vault steps remove keys for all users (sys_admin) and
+			// read other processes' fd links (sys_ptrace).
+			if name == fsvault && (c == "sys_admin" || c == "sys_ptrace") {
+				continue
+			}
 			if p.AllowsCapability(c) {
 				t.Errorf("%s grants capability %s", name, c)
 			}
 		}
-		want := unitCapabilities(t, name+".service")
-		if got := p.Capabilities(); !slices.Equal(got, want) {
-			t.Errorf("%s grants capabilities %v, its unit's CapabilityBoundingSet= has %v", name, got, want)
+		for _, unit := range units(name) {
+			want := unitCapabilities(t, unit)
+			if got := p.Capabilities(); !slices.Equal(got, want) {
+				t.Errorf("%s grants capabilities %v, the CapabilityBoundingSet= of %s has %v", name, got, unit, want)
+			}
 		}
 	}
 }
@@ -471,7 +582,9 @@ func TestPKIHasNoNetworkAtAll(t *testing.T) {
 	}
 }
 
-func TestNetworkIsTCPOnlyForTheStepsThatTalkToVault(t *testing.T) {
+// TCP reaches Vault, and a software TPM in tests (the file vault steps reach
+// only the latter).
+func TestNetworkIsTCPOnlyForTheStepsThatTalkToVaultOrATPM(t *testing.T) {
 	for name, r := range renderAll(t) {
 		if name == pki {
 			continue
@@ -479,7 +592,7 @@ func TestNetworkIsTCPOnlyForTheStepsThatTalkToVault(t *testing.T) {
 		p := r.profile
 		for _, domain := range []string{"inet", "inet6"} {
 			if !p.AllowsNetwork(domain, "stream") {
-				t.Errorf("%s cannot open a %s stream socket (Vault's TCP listener)", name, domain)
+				t.Errorf("%s cannot open a %s stream socket (Vault's TCP listener, a software TPM)", name, domain)
 			}
 			for _, typ := range []string{"dgram", "raw", "packet", "seqpacket"} {
 				if p.AllowsNetwork(domain, typ) {
@@ -504,9 +617,35 @@ func TestNoProfileMayTraceMountOrChangeProfile(t *testing.T) {
 				if !strings.Contains(o.Text, "peer=unconfined") && !strings.Contains(o.Text, "peer="+name) {
 					t.Errorf("%s: %q signals a process that is neither systemd nor itself", name, o.Text)
 				}
+			case "ptrace":
+				// The file vault steps read other processes' fd links and
+				// maps (which AppArmor checks as ptrace read); nothing more,
+				// and nobody else.
+				if name != fsvault || o.Deny || o.Text != "ptrace (read)" {
+					t.Errorf("%s: rule %q (%s): only %s may have ptrace, and only (read)", name, o.Text, o.Kind, fsvault)
+				}
 			default:
 				t.Errorf("%s: rule %q (%s)", name, o.Text, o.Kind)
 			}
+		}
+	}
+}
+
+// The file vault steps talk to nobody over AF_UNIX: no D-Bus, no sd_notify
+// (Type=oneshot); they only write to the journal stream systemd hands over.
+func TestFileVaultStepsHaveNoDBusAndNoUnixPeer(t *testing.T) {
+	p := renderAll(t)[fsvault].profile
+	if len(p.DBus) > 0 {
+		t.Errorf("%s has D-Bus rules", fsvault)
+	}
+	for _, path := range []string{"/run/dbus/system_bus_socket", "/run/systemd/notify", "/run/systemd/journal/socket", "/dev/log", layout.SyncSocket, layout.TokendSocket} {
+		if p.MayAccess(path, "w") {
+			t.Errorf("%s may write to the socket %s", fsvault, path)
+		}
+	}
+	for _, o := range p.Other {
+		if o.Kind == "unix" && o.Text != "unix (send) type=stream peer=(label=unconfined)" {
+			t.Errorf("%s: rule %q: want only sending on the journal stream", fsvault, o.Text)
 		}
 	}
 }
@@ -566,10 +705,13 @@ func TestDBusIsLimitedToWhatEachStepAsksSystemd(t *testing.T) {
 		{tokend, apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/login1",
 			Interface: "org.freedesktop.login1.Manager", Member: "PowerOff",
 			PeerName: "org.freedesktop.login1", PeerLabel: "unconfined"}, false},
-		// Neither the pki step nor Vault uses D-Bus.
+		// Neither the pki step, nor Vault, nor the file vault steps use D-Bus.
 		{pki, busDriver("Hello"), false},
 		{vault, busDriver("Hello"), false},
 		{vault, systemd1("GetUnitByPID"), false},
+		{fsvault, busDriver("Hello"), false},
+		{fsvault, systemd1("RestartUnit"), false},
+		{fsvault, systemd1("GetUnitByPID"), false},
 	}
 	for _, tt := range tests {
 		verb := "cannot"
