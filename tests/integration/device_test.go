@@ -110,10 +110,14 @@ const demoHook = `#!/bin/sh
 exec cat /etc/edgeseal/device-secret
 `
 
+// deviceOption changes a device before its first boot: more disks bound in
+// (opts.Binds), units written into d.units.
+type deviceOption func(d *device, opts *testbed.MachineOptions)
+
 // newDevice prepares a device's disks. Its config is the default with the
 // ikm-hook sealer and, unless keepDefaultPort, a free port so devices do not
-// collide; edit changes it further.
-func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *device {
+// collide; edit changes it further, and each option the device before it boots.
+func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config), options ...deviceOption) *device {
 	t.Helper()
 	testbed.Require(t, "systemd-nspawn", "make")
 	state := t.TempDir()
@@ -146,7 +150,7 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *d
 	writeFile(t, filepath.Join(d.etc, "device-secret"), []byte(hex.EncodeToString(secret)), 0o600)
 	writeFile(t, filepath.Join(d.etc, "ikm-hook"), []byte(demoHook), 0o700)
 
-	d.m = testbed.Boot(t, testbed.MachineOptions{
+	opts := testbed.MachineOptions{
 		UsrOverlay: filepath.Join(installRoot, "usr"),
 		Binds: []testbed.Bind{
 			{Host: d.etc, Container: "/etc/edgeseal", ReadOnly: true},
@@ -154,7 +158,11 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config)) *d
 			{Host: filepath.Join(state, "var-lib-edgeseal-vault"), Container: "/var/lib/edgeseal-vault"},
 			{Host: d.units, Container: "/etc/systemd/system"},
 		},
-	})
+	}
+	for _, o := range options {
+		o(d, &opts)
+	}
+	d.m = testbed.Boot(t, opts)
 	return d
 }
 
