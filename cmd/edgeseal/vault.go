@@ -32,8 +32,10 @@ Commands:
                             unlock, lock or change keys per policy, lock orphans
   unlock NAME               create (if new) and unlock NAME; its policy must not
                             be lock (edgeseal-fsvault@NAME.service runs this)
-  lock [--wait D] NAME      lock NAME now; with files open, wait up to D for them
-                            to close, else report "lock pending: files busy"
+  lock [--wait D] NAME|--all
+                            lock NAME (or every vault) now; with files open, wait
+                            up to D for them to close, else report "lock pending:
+                            files busy"
   delete --purge NAME       erase NAME's key material and files, for good; NAME
                             must be out of the config first
   recover --recovery-key F [NAME...]
@@ -58,12 +60,13 @@ func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr 
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, vaultUsage) }
 	cfgPath := fs.String("config", p.ConfigFile, "config file")
-	asJSON, wait, purge, keyFile := new(bool), new(time.Duration), new(bool), new(string)
+	asJSON, wait, purge, all, keyFile := new(bool), new(time.Duration), new(bool), new(bool), new(string)
 	switch cmd {
 	case "list", "apply":
 		fs.BoolVar(asJSON, "json", false, "print JSON")
 	case "lock":
 		fs.DurationVar(wait, "wait", 0, "wait this long for open files to close")
+		fs.BoolVar(all, "all", false, "lock every vault on the device (no NAME)")
 	case "delete":
 		fs.BoolVar(purge, "purge", false, "erase the vault's key material and files (required)")
 	case "recover":
@@ -80,12 +83,16 @@ func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr 
 		return errUsage
 	}
 	names := fs.Args()
-	switch cmd {
-	case "unlock", "lock", "delete":
+	switch {
+	case cmd == "lock" && *all:
+		if len(names) != 0 {
+			return fmt.Errorf("%w: vault lock --all takes no vault name", errUsage)
+		}
+	case cmd == "unlock" || cmd == "lock" || cmd == "delete":
 		if len(names) != 1 {
 			return fmt.Errorf("%w: vault %s takes one vault name", errUsage, cmd)
 		}
-	case "list", "apply":
+	case cmd == "list" || cmd == "apply":
 		if len(names) != 0 {
 			return fmt.Errorf("%w: vault %s takes no vault name", errUsage, cmd)
 		}
@@ -131,15 +138,23 @@ func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr 
 	case "unlock":
 		changes, err = m.Unlock(ctx, names[0])
 	case "lock":
-		changes, err = m.Lock(ctx, names[0], *wait)
+		if *all {
+			changes, err = m.LockAll(ctx, *wait)
+		} else {
+			changes, err = m.Lock(ctx, names[0], *wait)
+		}
 	case "delete":
 		changes, err = m.Delete(ctx, names[0])
 	case "recover":
 		changes, err = recoverVaults(ctx, m, names, *keyFile)
 	}
 	printChanges(stdout, changes)
-	if err == nil && len(changes) == 0 && len(names) == 1 {
-		fmt.Fprintf(stdout, "vault %s: nothing to do\n", names[0])
+	if err == nil && len(changes) == 0 {
+		if len(names) == 1 {
+			fmt.Fprintf(stdout, "vault %s: nothing to do\n", names[0])
+		} else {
+			fmt.Fprintln(stdout, "vaults: nothing to do")
+		}
 	}
 	return err
 }
@@ -216,7 +231,20 @@ func printVaults(w io.Writer, list []fsvault.Status, asJSON bool) error {
 		if !s.LastChange.IsZero() {
 			changed = s.LastChange.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Describe(), policy, key, changed, s.Path)
+		state := s.Describe()
+		if s.State == fsvault.StateError {
+			state = "error (below)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, state, policy, key, changed, s.Path)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Reasons are long: each on its own lines, so the table stays narrow.
+	for _, s := range list {
+		if s.State == fsvault.StateError {
+			fmt.Fprintf(w, "\n%s: %s\n", s.Name, s.Reason)
+		}
+	}
+	return nil
 }

@@ -234,6 +234,25 @@ func (m *Manager) Lock(ctx context.Context, name string, wait time.Duration) ([]
 	})
 }
 
+// LockAll locks every vault on the device, in the config or orphaned, as Lock
+// does each: what edgeseal-fsvault.service does when it stops (at shutdown).
+// The vaults are waited for together, up to wait in all.
+func (m *Manager) LockAll(ctx context.Context, wait time.Duration) ([]Change, error) {
+	names, err := m.metaNames()
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(wait)
+	var changes []Change
+	var errs []error
+	for _, name := range names {
+		c, err := m.Lock(ctx, name, max(time.Until(deadline), 0))
+		changes = append(changes, c...)
+		errs = append(errs, err)
+	}
+	return changes, errors.Join(errs...)
+}
+
 // one runs fn on the vault name under the lock, and writes the status file.
 func (m *Manager) one(ctx context.Context, name string, fn func() ([]string, error)) ([]Change, error) {
 	release, err := m.exclusive()

@@ -13,21 +13,34 @@ import (
 const maxHolders = 16
 
 // Holders names the processes ("pid 123 (app)") that hold a file of dir open,
-// have their working directory in it, or map one of its files: what keeps a
-// lock pending. It sees only what /proc shows this process; a process it
+// have their working directory in it, map one of its files, or (the first of
+// a mount namespace) have it mounted: what keeps a lock pending. It sees only what /proc shows this process; a process it
 // cannot read is left out.
 func Holders(dir string) []string {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
+	ref, haveRef := refOf(dir)
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	seenNS := map[string]bool{self: true}
 	var out []string
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil {
 			continue
 		}
-		if holds(filepath.Join("/proc", p.Name()), dir) {
+		proc := filepath.Join("/proc", p.Name())
+		held := holds(proc, dir)
+		if !held && haveRef {
+			// A mount namespace of its own (a sandboxed unit) may hold the
+			// vault by a mount: name its first process only.
+			if ns, err := os.Readlink(filepath.Join(proc, "ns", "mnt")); err == nil && !seenNS[ns] {
+				seenNS[ns] = true
+				held = mountsUnder(filepath.Join(proc, "mountinfo"), ref)
+			}
+		}
+		if held {
 			out = append(out, fmt.Sprintf("pid %d (%s)", pid, comm(pid)))
 			if len(out) == maxHolders {
 				return append(out, "...")

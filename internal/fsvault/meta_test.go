@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,39 @@ func TestAHolderIsAPathInTheVault(t *testing.T) {
 		"7f02-7f03 r--s 00000000 07:00 99                         "+dir+"/cache.mmap\n"), 0o644)
 	if !mapsFileUnder(maps, dir) || mapsFileUnder(maps, "/srv") {
 		t.Error("a mapped file of the vault is not found in maps, or one outside is")
+	}
+}
+
+// A sandboxed unit holds a vault by a mount of the vault's filesystem whose
+// root is the vault or below it; a mount of the whole filesystem does not.
+func TestAMountOfTheVaultInAnotherNamespaceHoldsIt(t *testing.T) {
+	mountinfo := filepath.Join(t.TempDir(), "mountinfo")
+	os.WriteFile(mountinfo, []byte(
+		"36 35 98:0 / /var/lib/edgeseal/vaults rw,noatime master:1 - ext4 /dev/loop0 rw\n"+
+			"37 35 98:0 /images /var/lib/edgeseal/vaults/images rw - ext4 /dev/loop0 rw\n"+
+			"38 35 98:0 /other\\040dir /srv rw - ext4 /dev/loop0 rw\n"), 0o644)
+	cases := []struct {
+		ref  mountRef
+		want bool
+	}{
+		{mountRef{"98:0", "/images"}, true},
+		{mountRef{"98:0", "/other dir"}, true},
+		{mountRef{"98:0", "/config"}, false},
+		{mountRef{"98:1", "/images"}, false},
+	}
+	for _, tc := range cases {
+		if got := mountsUnder(mountinfo, tc.ref); got != tc.want {
+			t.Errorf("mountsUnder(%+v) = %v", tc.ref, got)
+		}
+	}
+	for in, want := range map[string]string{`a\040b`: "a b", `tab\011`: "tab\t", `back\134slash`: `back\slash`, `odd\09`: `odd\09`, `end\04`: `end\04`} {
+		if got := unescape(in); got != want {
+			t.Errorf("unescape(%q) = %q; want %q", in, got, want)
+		}
+	}
+	// This test's own directory: on its filesystem, at a path ending in its name.
+	dir := t.TempDir()
+	if ref, ok := refOf(dir); !ok || !strings.HasSuffix(ref.path, filepath.Base(dir)) || !strings.Contains(ref.dev, ":") {
+		t.Errorf("refOf(%s) = %+v, %v", dir, ref, ok)
 	}
 }

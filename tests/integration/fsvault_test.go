@@ -223,6 +223,17 @@ func TestFileVaultAppStartsOnlyAfterItsVaultIsUnlocked(t *testing.T) {
 		}
 	}
 
+	t.Log("When an operator locks the vault while the app runs (it holds the vault by its sandbox's mount, no file open)")
+	_, stderr, err := d.m.Run(context.Background(), "edgeseal", "vault", "lock", "images")
+	appPID := strings.TrimSpace(d.run("systemctl", "show", "-p", "MainPID", "--value", appUnit))
+	t.Log("Then the lock is pending (the key is removed, the mount keeps it in use), naming the app's process")
+	if err == nil || !strings.Contains(stderr, "lock pending: files busy (pid "+appPID+" (sleep))") {
+		t.Errorf("edgeseal vault lock images with the app running: %v\n%s", err, stderr)
+	}
+	if s := vaults(d)["images"]; s.State != fsvault.StateLockPending || len(s.Holders) != 1 {
+		t.Errorf("vault images with the app running: %+v, want lock pending with the app named", s)
+	}
+
 	t.Log("When its vault's unit is stopped")
 	d.run("systemctl", "stop", imagesUnit)
 	t.Log("Then systemd stops the app first, and the vault is locked: `edgeseal vault list` says so,")
@@ -323,6 +334,9 @@ func TestFileVaultShutdownLocksItAndTheDiskAloneIsCiphertext(t *testing.T) {
 	d, disk := newVaultDevice(t, sw)
 	const outside = "this line is outside any vault"
 	writeFile(t, filepath.Join(disk.Mount, "outside.txt"), []byte(outside+"\n"), 0o644)
+	// The vault config has no instance unit: edgeseal-fsvault.service's stop
+	// locks it.
+	d.run("sh", "-c", "echo 'device secret' > /var/lib/edgeseal/vaults/config/secret.txt")
 	if n := appLines(d, 1); n != 1 {
 		t.Fatalf("the app's state has %d lines, want 1\n%s", n, d.journal())
 	}
@@ -335,8 +349,10 @@ func TestFileVaultShutdownLocksItAndTheDiskAloneIsCiphertext(t *testing.T) {
 	t.Log("When the device shuts down (systemd stops every unit)")
 	d.m.Stop(t)
 
-	t.Log("Then the vault was locked on the way down: the disk is still mounted on the host, but its key is gone")
+	t.Log("Then the vaults were locked on the way down, images by its unit and config by edgeseal-fsvault.service:")
+	t.Log("  the disk is still mounted on the host, but their keys are gone")
 	assertCiphertextOnly(t, filepath.Join(disk.Mount, "images"))
+	assertCiphertextOnly(t, filepath.Join(disk.Mount, "config"))
 
 	t.Log("And the disk image alone holds the line written outside the vaults, but not the app's line nor its file's name")
 	disk.Unmount(t)
@@ -347,7 +363,7 @@ func TestFileVaultShutdownLocksItAndTheDiskAloneIsCiphertext(t *testing.T) {
 	if !strings.Contains(string(raw), outside) {
 		t.Fatalf("the raw image does not hold %q: the search would find nothing anyway", outside)
 	}
-	for _, plain := range []string{appLine, appFile} {
+	for _, plain := range []string{appLine, appFile, "device secret", "secret.txt"} {
 		if strings.Contains(string(raw), plain) {
 			t.Errorf("the raw image holds %q in clear", plain)
 		}
