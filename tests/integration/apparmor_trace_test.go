@@ -24,6 +24,8 @@ var tracedSteps = []struct{ unit, profile string }{
 	{"edgeseal-vault.service", "edgeseal-vault"},
 	{"edgeseal-unseal.service", "edgeseal-unseal"},
 	{"edgeseal-tokend.service", "edgeseal-tokend"},
+	{"edgeseal-fsvault.service", "edgeseal-fsvault"},
+	{"edgeseal-fsvault@.service", "edgeseal-fsvault"},
 }
 
 // traceSyscalls are the calls AppArmor mediates by path or socket family.
@@ -39,27 +41,34 @@ const traceSyscalls = "open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2
 func TestEveryStepStaysWithinItsAppArmorProfileOnABoot(t *testing.T) {
 	testbed.Require(t, "strace", "tpm2_startup")
 	sw := testbed.StartSWTPM(t)
+	disk := testbed.NewEncryptFS(t, "64M")
 	d := newDevice(t, false, func(c *config.Config) {
 		c.Seal.Method = "tpm2"
 		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
 		c.Services = []config.Service{{Name: "collector", UIDs: []uint32{1001}}}
+	}, func(_ *device, opts *testbed.MachineOptions) {
+		opts.Binds = append(opts.Binds, testbed.Bind{Host: disk.Mount, Container: "/var/lib/edgeseal/vaults"})
 	})
 	d.writeConfig()
 	d.run("install", "-d", "-m", "1777", "/run/edgeseal-trace")
 	for _, s := range tracedSteps {
-		exec := execStart(t, s.unit)
+		var execs strings.Builder
+		for _, e := range stepExecs(t, s.unit) {
+			// The lock of a vault with files open waits 1s, not 10s, here.
+			cmd := strings.Replace(e.cmd, "--wait 10s", "--wait 1s", 1)
+			fmt.Fprintf(&execs, "%s=\n%s=/usr/bin/strace -D -f -ff -qq -y -s 4096 -e status=successful -e trace=%s -o /run/edgeseal-trace/%s %s\n",
+				e.key, e.key, traceSyscalls, s.profile, cmd)
+		}
 		dropIn := fmt.Sprintf(`[Service]
 # Traced by TestEveryStepStaysWithinItsAppArmorProfileOnABoot: strace runs as a
 # grandchild (-D), so the step keeps its pid (socket activation, sd_notify);
 # it needs ptrace, which the unit's system-call filter would refuse, and
 # CAP_SYS_PTRACE to read the memory of steps that make themselves non-dumpable.
-ExecStart=
-ExecStart=/usr/bin/strace -D -f -ff -qq -y -s 4096 -e status=successful -e trace=%s -o /run/edgeseal-trace/%s %s
-SystemCallFilter=
+%sSystemCallFilter=
 CapabilityBoundingSet=CAP_SYS_PTRACE
 AmbientCapabilities=CAP_SYS_PTRACE
 ReadWritePaths=/run/edgeseal-trace
-`, traceSyscalls, s.profile, exec)
+`, execs.String())
 		dir := filepath.Join(d.units, s.unit+".d")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -82,12 +91,36 @@ ReadWritePaths=/run/edgeseal-trace
 	if out, stderr, err := d.m.RunAs(ctx, 1001, 1001, "edgeseal", "token", "fetch", "--out", "/tmp/collector/token.json"); err != nil {
 		t.Fatalf("token fetch after the Vault restart: %v\n%s%s", err, out, stderr)
 	}
+
+	t.Log("And its file vaults: made at boot, a vault unlocked for an app, a lock pending while the app and")
+	t.Log("  a shell hold the vault, a reload, and every vault locked at shutdown")
+	d.run("systemctl", "start", "edgeseal-fsvault.service")
+	d.run("systemctl", "start", "edgeseal-fsvault@images.service")
+	d.run("systemd-run", "--unit=trace-app", "-p", "ProtectSystem=strict", "-p", "ReadWritePaths=/var/lib/edgeseal/vaults/images",
+		"sh", "-c", "echo state > /var/lib/edgeseal/vaults/images/state && exec sleep 300")
+	d.run("systemd-run", "--unit=trace-shell", "-p", "WorkingDirectory=/var/lib/edgeseal/vaults/images", "sleep", "300")
+	// Its stop waits 1s for them, then fails: lock pending, holders named.
+	if _, _, err := d.m.Run(ctx, "systemctl", "stop", "edgeseal-fsvault@images.service"); err != nil {
+		t.Logf("stop of edgeseal-fsvault@images.service with the vault held: %v (expected: lock pending)", err)
+	}
+	if j := d.m.Journal(t, "edgeseal-fsvault@images.service"); !strings.Contains(j, "lock pending: files busy (pid ") {
+		t.Errorf("the traced lock did not name the vault's holders:\n%s", j)
+	}
+	d.run("systemctl", "stop", "trace-app.service", "trace-shell.service")
+	d.run("systemctl", "reload", "edgeseal-fsvault.service")
+
 	// Stopping ends each strace, which then writes out what it saw.
 	d.run("systemctl", "stop", "edgeseal.target", "edgeseal-tokend.service", "edgeseal-tokend.socket",
-		"edgeseal-unseal.service", "edgeseal-vault.service", "edgeseal-pki.service")
+		"edgeseal-unseal.service", "edgeseal-vault.service", "edgeseal-pki.service", "edgeseal-fsvault.service")
+	if j := d.m.Journal(t, "edgeseal-fsvault.service"); !strings.Contains(j, "vault config: locked") || !strings.Contains(j, "vault images: locked") {
+		t.Errorf("the traced stop of edgeseal-fsvault.service did not lock every vault:\n%s", j)
+	}
 
 	policy := installedProfiles(t)
 	for _, s := range tracedSteps {
+		if s.unit == "edgeseal-fsvault@.service" {
+			continue // the same profile and trace files as edgeseal-fsvault.service
+		}
 		t.Run(s.profile, func(t *testing.T) {
 			p := policy[s.profile]
 			if p == nil {
@@ -116,6 +149,26 @@ ReadWritePaths=/run/edgeseal-trace
 			}
 		})
 	}
+}
+
+// stepExecs are the commands an installed unit runs as its step, by key
+// (ExecStart=, and ExecStop= or ExecReload= when they run the step's program
+// too, not a helper outside the sandbox such as +/bin/kill).
+func stepExecs(t *testing.T, unit string) []struct{ key, cmd string } {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(installRoot, "usr/lib/systemd/system", unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := strings.Fields(execStart(t, unit))[0]
+	var out []struct{ key, cmd string }
+	for _, line := range strings.Split(string(data), "\n") {
+		key, cmd, ok := strings.Cut(line, "=")
+		if ok && (key == "ExecStart" || key == "ExecStop" || key == "ExecReload") && (strings.HasPrefix(cmd, bin+" ") || cmd == bin) {
+			out = append(out, struct{ key, cmd string }{key, cmd})
+		}
+	}
+	return out
 }
 
 // execStart is the ExecStart= command of an installed unit.
