@@ -42,8 +42,9 @@ Commands:
                             seal vault keys to the TPM again from their recovery
                             copies (after PCR values changed unapproved)
 
-Every command but list must run as root. The state is also written to
-/run/edgeseal/fsvault/status.json after every change.
+Every command but list must run as root. The states are written to
+/run/edgeseal/fsvault/status.json after every change; list run as a user shows
+that file.
 `
 
 func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) error {
@@ -107,18 +108,31 @@ func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr 
 	if err != nil {
 		return err
 	}
+	if cmd == "list" {
+		m := &fsvault.Manager{Paths: p, Config: cfg}
+		if os.Geteuid() != 0 {
+			// The vaults' metadata is root's: a user sees the last status.
+			r, err := m.LastReport()
+			if err != nil {
+				return fmt.Errorf("cannot read the vaults' status (run as root for their live state): %w", err)
+			}
+			if !*asJSON {
+				fmt.Fprintf(stdout, "(as of %s, from %s; run as root for the live state)\n", r.Updated.Format(time.RFC3339), p.VaultStatus)
+			}
+			return printVaults(stdout, r.Vaults, *asJSON)
+		}
+		list, err := m.List()
+		if err != nil {
+			return err
+		}
+		return printVaults(stdout, list, *asJSON)
+	}
 	m, err := newVaultManager(p, cfg)
 	if err != nil {
 		return err
 	}
 	var changes []fsvault.Change
 	switch cmd {
-	case "list":
-		list, err := m.List()
-		if err != nil {
-			return err
-		}
-		return printVaults(stdout, list, *asJSON)
 	case "apply":
 		changes, list, err := m.Apply(ctx)
 		if *asJSON {

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -129,19 +128,7 @@ func TestFileVaultErrorsNameTheField(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("/etc/edgeseal/edgeseal.yaml", []byte(tc.doc))
-			e, ok := errors.AsType[*Error](err)
-			if !ok {
-				t.Fatalf("err = %v (%T), want *Error", err, err)
-			}
-			if e.Line != tc.line {
-				t.Errorf("line = %d, want %d (%v)", e.Line, tc.line, err)
-			}
-			if e.Field != tc.field {
-				t.Errorf("field = %q, want %q (%v)", e.Field, tc.field, err)
-			}
-			if !strings.Contains(e.Msg, tc.msg) {
-				t.Errorf("message %q lacks %q", e.Msg, tc.msg)
-			}
+			checkError(t, err, tc.line, tc.field, tc.msg)
 		})
 	}
 }

@@ -119,22 +119,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("/etc/edgeseal/edgeseal.yaml", []byte(tc.doc))
-			e, ok := errors.AsType[*Error](err)
-			if !ok {
-				t.Fatalf("err = %v (%T), want *Error", err, err)
-			}
-			if e.File != "/etc/edgeseal/edgeseal.yaml" {
-				t.Errorf("file = %q", e.File)
-			}
-			if e.Line != tc.line {
-				t.Errorf("line = %d, want %d (%v)", e.Line, tc.line, err)
-			}
-			if e.Field != tc.field {
-				t.Errorf("field = %q, want %q (%v)", e.Field, tc.field, err)
-			}
-			if !strings.Contains(e.Msg, tc.msg) {
-				t.Errorf("message %q lacks %q", e.Msg, tc.msg)
-			}
+			checkError(t, err, tc.line, tc.field, tc.msg)
 		})
 	}
 }
@@ -211,5 +196,27 @@ func TestErrorLeavesOutWhatIsUnknown(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// checkError asserts err is the *Error of /etc/edgeseal/edgeseal.yaml at line,
+// naming field, with msg in its message.
+func checkError(t *testing.T, err error, line int, field, msg string) {
+	t.Helper()
+	e, ok := errors.AsType[*Error](err)
+	if !ok {
+		t.Fatalf("err = %v (%T), want *Error", err, err)
+	}
+	if e.File != "/etc/edgeseal/edgeseal.yaml" {
+		t.Errorf("file = %q", e.File)
+	}
+	if e.Line != line {
+		t.Errorf("line = %d, want %d (%v)", e.Line, line, err)
+	}
+	if e.Field != field {
+		t.Errorf("field = %q, want %q (%v)", e.Field, field, err)
+	}
+	if !strings.Contains(e.Msg, msg) {
+		t.Errorf("message %q lacks %q", e.Msg, msg)
 	}
 }

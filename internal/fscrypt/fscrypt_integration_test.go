@@ -26,19 +26,6 @@ func newKey(t *testing.T) []byte {
 	return k
 }
 
-func names(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
 // The lifecycle of an encrypted directory: a key added and a policy set on an
 // empty directory; files written; the key removed (names and contents
 // unreadable); the key added again (all back); a lock while a file is open
@@ -81,7 +68,7 @@ func TestAnEncryptedDirectoryLocksAndUnlocksWithItsKey(t *testing.T) {
 	if st, err := Status(mnt, id); err != nil || st != Absent {
 		t.Fatalf("status after removal: %v, %v", st, err)
 	}
-	if n := names(t, vault); len(n) != 1 || n[0] == "db.conf" {
+	if n := testbed.DirNames(t, vault); len(n) != 1 || n[0] == "db.conf" {
 		t.Errorf("locked directory lists %v: want one name, not in clear", n)
 	}
 	if _, err := os.ReadFile(filepath.Join(vault, "db.conf")); err == nil {
@@ -135,7 +122,7 @@ func TestBadTargetsAreRefusedWithWhatIsWrong(t *testing.T) {
 	if err := SetPolicy(full, id); !errors.Is(err, ErrNotEmpty) {
 		t.Errorf("a non-empty directory: %v, want ErrNotEmpty", err)
 	}
-	if n := names(t, full); !slices.Equal(n, []string{"x"}) {
+	if n := testbed.DirNames(t, full); !slices.Equal(n, []string{"x"}) {
 		t.Errorf("the refused directory changed: %v", n)
 	}
 

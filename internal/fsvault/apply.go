@@ -123,8 +123,10 @@ func (m *Manager) reconcile(ctx context.Context, v config.FileVault, policy stri
 	if v.Path != meta.Path {
 		return acts, fmt.Errorf("vault %s: the config puts it at %s, but it is at %s: a vault cannot move (set path back, or delete it with --purge and let apply make a new one)", v.Name, v.Path, meta.Path)
 	}
-	if err := m.repair(ctx, meta); err != nil {
+	if finished, err := m.repair(ctx, meta); err != nil {
 		return acts, err
+	} else if finished {
+		acts = append(acts, "creation finished (it was interrupted)")
 	}
 	if policy == config.VaultChangeKey {
 		switch have := meta.KeyVersion(); {
@@ -165,20 +167,20 @@ func (m *Manager) reconcile(ctx context.Context, v config.FileVault, policy stri
 
 // repair finishes a creation a crash interrupted: the metadata is written but
 // the directory is still empty and not encrypted.
-func (m *Manager) repair(ctx context.Context, meta *Meta) error {
+func (m *Manager) repair(ctx context.Context, meta *Meta) (finished bool, err error) {
 	_, encrypted, err := fscrypt.Policy(meta.Path)
 	if err != nil || encrypted {
-		return nil // observe reports what is wrong
+		return false, nil // observe reports what is wrong
 	}
 	if err := checkNewPath(meta.Path); err != nil {
-		return fmt.Errorf("vault %s: cannot finish its creation: %w", meta.Name, err)
+		return false, fmt.Errorf("vault %s: cannot finish its creation: %w", meta.Name, err)
 	}
-	key, err := m.TPM.Unseal(ctx, meta.Protector(ProtectorTPM2).Blob)
+	key, err := m.unwrap(ctx, meta)
 	if err != nil {
-		return fmt.Errorf("cannot finish the creation of vault %s: cannot unseal its key: %w", meta.Name, err)
+		return false, fmt.Errorf("cannot finish the creation of vault %s: %w", meta.Name, err)
 	}
 	defer clear(key)
-	return m.finishCreate(meta, key)
+	return true, m.finishCreate(meta, key)
 }
 
 // Unlock makes sure the vault name exists and is unlocked (creating it if the
@@ -422,6 +424,10 @@ func (m *Manager) writeReport(list []Status) error {
 	}
 	return fsutil.WriteFileAtomic(m.Paths.VaultStatus, append(data, '\n'), 0o644, fsutil.Self)
 }
+
+// LastReport is the status file: the vaults' states after the last apply,
+// lock, unlock, delete or recover (for those who may not read the metadata).
+func (m *Manager) LastReport() (*Report, error) { return m.readReport() }
 
 // readReport reads the status file back (nil if there is none).
 func (m *Manager) readReport() (*Report, error) {

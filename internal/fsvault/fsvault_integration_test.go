@@ -114,6 +114,19 @@ func (b *bed) write(name, file, content string) {
 	f.Close()
 }
 
+// openFile applies the config, writes the marker to a file of vault name and
+// returns that file open, as an app would hold it.
+func (b *bed) openFile(name string) *os.File {
+	b.t.Helper()
+	b.apply()
+	b.write(name, "open.txt", marker)
+	f, err := os.Open(filepath.Join(b.vaultPath(name), "open.txt"))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return f
+}
+
 func (b *bed) setPolicy(name, policy string, keyVersion int) {
 	for i, v := range b.cfg.FileVaults.Vaults {
 		if v.Name == name {
@@ -137,19 +150,6 @@ func (b *bed) image() []byte {
 		b.t.Fatal(err)
 	}
 	return data
-}
-
-func names(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
 }
 
 // extendPCR changes a PCR as a boot of other software would.
@@ -188,13 +188,13 @@ func TestAVaultLocksAndUnlocksWithItsDataIntact(t *testing.T) {
 	if s := b.state("images"); s.State != StateLocked {
 		t.Errorf("images after lock: %+v", s)
 	}
-	if ns := names(t, b.vaultPath("images")); len(ns) != 1 || ns[0] == "state.txt" {
+	if ns := testbed.DirNames(t, b.vaultPath("images")); len(ns) != 1 || ns[0] == "state.txt" {
 		t.Errorf("a locked vault shows names %q; want one encrypted name", ns)
 	}
 	if _, err := os.ReadFile(filepath.Join(b.vaultPath("images"), "state.txt")); err == nil {
 		t.Error("a file of a locked vault opened by its plaintext name")
 	}
-	enc := filepath.Join(b.vaultPath("images"), names(t, b.vaultPath("images"))[0])
+	enc := filepath.Join(b.vaultPath("images"), testbed.DirNames(t, b.vaultPath("images"))[0])
 	if _, err := os.ReadFile(enc); !errors.Is(err, syscall.ENOKEY) {
 		t.Errorf("reading a locked file: %v; want ENOKEY", err)
 	}
@@ -243,7 +243,7 @@ func TestApplyingTheSameConfigTwiceChangesNothing(t *testing.T) {
 func snapshot(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, n := range names(t, dir) {
+	for _, n := range testbed.DirNames(t, dir) {
 		p := filepath.Join(dir, n)
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -426,7 +426,7 @@ func TestTheDiskInAnotherDeviceStaysLocked(t *testing.T) {
 	if s := b.state("images"); s.State != StateError || !strings.Contains(s.Reason, "another device") {
 		t.Errorf("images on the other device: %+v", s)
 	}
-	if ns := names(t, b.vaultPath("images")); slices.Contains(ns, "state.txt") {
+	if ns := testbed.DirNames(t, b.vaultPath("images")); slices.Contains(ns, "state.txt") {
 		t.Error("names readable on another device")
 	}
 
@@ -528,15 +528,10 @@ func TestAnUpdateApprovedBeforehandUnlocksAfterIt(t *testing.T) {
 // next apply after the close finishes the lock.
 func TestALockWithOpenFilesIsPendingUntilTheyClose(t *testing.T) {
 	b := newBed(t, nil)
-	b.apply()
-	b.write("images", "open.txt", marker)
-	f, err := os.Open(filepath.Join(b.vaultPath("images"), "open.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := b.openFile("images")
 	defer f.Close()
 
-	_, err = b.manager().Lock(context.Background(), "images", 0)
+	_, err := b.manager().Lock(context.Background(), "images", 0)
 	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
 		t.Fatalf("lock with an open file: %v; want ErrBusy naming pid %d", err, os.Getpid())
 	}
@@ -617,12 +612,7 @@ func execMount(fstype, dir string) (string, error) {
 // finishes as soon as the last open file closes.
 func TestALockThatWaitsFinishesWhenTheFilesClose(t *testing.T) {
 	b := newBed(t, nil)
-	b.apply()
-	b.write("images", "open.txt", marker)
-	f, err := os.Open(filepath.Join(b.vaultPath("images"), "open.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := b.openFile("images")
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
@@ -636,5 +626,44 @@ func TestALockThatWaitsFinishesWhenTheFilesClose(t *testing.T) {
 	}
 	if s := b.state("images"); s.State != StateLocked {
 		t.Errorf("after the wait: %+v", s)
+	}
+}
+
+// A power cut during a creation, after the wrapped key is written but before
+// the directory is encrypted: the next apply finishes it with the same key.
+func TestACreationCutShortIsFinishedByTheNextApply(t *testing.T) {
+	b := newBed(t, func(c *config.Config) {
+		c.FileVaults.Defaults = false
+		c.FileVaults.Vaults = []config.FileVault{{Schema: 1, UUID: "5b1c7d2e-8f3a-4c6b-a1d9-0e7f2c4b8a63", Name: "logs"}}
+	})
+	m := b.manager()
+	v := b.cfg.FileVaults.Effective()[0]
+	// What create does up to the metadata write, then the power goes.
+	key := make([]byte, fscrypt.KeySize)
+	rand.Read(key)
+	id, _ := fscrypt.Identify(key)
+	meta := &Meta{Format: MetaFormat, Version: MetaVersion, UUID: v.UUID, Name: v.Name, Path: v.Path, KeyIdentifier: id.String()}
+	if err := m.wrap(context.Background(), meta, key, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(v.Path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.writeMeta(meta); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.state("logs"); s.State != StateError || !strings.Contains(s.Reason, "creation did not finish") {
+		t.Errorf("list after the cut: %+v", s)
+	}
+
+	if got := b.apply(); !slices.Equal(got, []Change{{"logs", "creation finished (it was interrupted)"}}) {
+		t.Errorf("apply after the cut did %v", got)
+	}
+	if pid, encrypted, err := fscrypt.Policy(v.Path); err != nil || !encrypted || pid != id {
+		t.Errorf("the directory after the apply: %v, %v, %v; want encrypted with %v", pid, encrypted, err, id)
+	}
+	b.write("logs", "entry", marker)
+	if got := b.apply(); len(got) != 0 {
+		t.Errorf("apply again did %v", got)
 	}
 }

@@ -223,6 +223,20 @@ func TestFileVaultAppStartsOnlyAfterItsVaultIsUnlocked(t *testing.T) {
 		}
 	}
 
+	t.Log("And a user who may not read the vaults' metadata sees their last status")
+	if out, stderr, err := d.m.RunAs(context.Background(), 1001, 1001, "edgeseal", "vault", "list"); err != nil ||
+		!strings.Contains(out, "run as root for the live state") || !strings.Contains(out, "/var/lib/edgeseal/vaults/images") {
+		t.Errorf("edgeseal vault list as uid 1001: %v\n%s%s", err, out, stderr)
+	}
+	t.Log("And a service running as a user of its own reaches a vault given to it through a bind mount")
+	d.run("chown", "nobody:nogroup", "/var/lib/edgeseal/vaults/config")
+	if out := d.run("systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=nobody", "-p", "Group=nogroup",
+		"-p", "Requires=edgeseal-fsvault@config.service", "-p", "After=edgeseal-fsvault@config.service",
+		"-p", "BindPaths=/var/lib/edgeseal/vaults/config:/var/lib/app",
+		"sh", "-c", "echo 'owned by the service' > /var/lib/app/state && cat /var/lib/app/state"); !strings.Contains(out, "owned by the service") {
+		t.Errorf("a user service writing its vault through BindPaths=: %q", out)
+	}
+
 	t.Log("When an operator locks the vault while the app runs (it holds the vault by its sandbox's mount, no file open)")
 	_, stderr, err := d.m.Run(context.Background(), "edgeseal", "vault", "lock", "images")
 	appPID := strings.TrimSpace(d.run("systemctl", "show", "-p", "MainPID", "--value", appUnit))

@@ -59,3 +59,18 @@ func (e *EncryptFS) Unmount(t testing.TB) {
 	}
 	e.mounted = false
 }
+
+// DirNames lists the names in dir, as the kernel gives them (ciphertext in a
+// locked vault).
+func DirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
