@@ -188,6 +188,9 @@ func unitStates(ctx context.Context, units []string) map[string]string {
 	return out
 }
 
+// maxCell bounds a cell of the status table; longer text goes below it.
+const maxCell = 60
+
 func printStatus(w io.Writer, r *statusReport) {
 	fmt.Fprintf(w, "edgeseal: %s\n\n", r.Summary)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
@@ -201,6 +204,7 @@ func printStatus(w io.Writer, r *statusReport) {
 		}
 	}
 	fmt.Fprintf(tw, "  Vault\t%s\t%s\n", v.Addr, state)
+	var long string // the daemon's line, when too long for the table
 	key := "absent"
 	if r.SealedKey.Present {
 		key = "present, seal method " + r.SealedKey.Method
@@ -212,7 +216,12 @@ func printStatus(w io.Writer, r *statusReport) {
 			line += fmt.Sprintf("; re-unsealed Vault %d time(s), last at %s, %d ms after it went away",
 				d.Reunseals, d.LastReunseal.Local().Format(time.DateTime), d.LastReunsealMillis)
 		}
-		fmt.Fprintf(tw, "  Unseal daemon\t%s\t(updated %s)\n", line, d.Updated.Local().Format(time.DateTime))
+		cell := line
+		if len(line) > maxCell {
+			// A long reason (a failure) would widen every row: it goes below.
+			cell, long = strings.SplitN(line, ":", 2)[0]+" (below)", line
+		}
+		fmt.Fprintf(tw, "  Unseal daemon\t%s\t(updated %s)\n", cell, d.Updated.Local().Format(time.DateTime))
 	}
 	if r.PKI != nil {
 		fmt.Fprintf(tw, "  Per-boot PKI\t%s\tvalid until %s\n", r.PKI.CA, r.PKI.NotAfter.Local().Format(time.DateTime))
@@ -223,6 +232,9 @@ func printStatus(w io.Writer, r *statusReport) {
 		}
 	}
 	tw.Flush()
+	if long != "" {
+		fmt.Fprintf(w, "\nUnseal daemon: %s\n", long)
+	}
 	if len(r.Problems) > 0 {
 		fmt.Fprintf(w, "\nProblems:\n  %s\n", strings.Join(r.Problems, "\n  "))
 	}
