@@ -171,6 +171,7 @@ func TestDemo(t *testing.T) {
 	if strings.TrimSpace(app) == "active" {
 		t.Fatal("app-with-vault started on a vault that could not be unlocked")
 	}
+	show("edgeseal vault list", d.run("edgeseal", "vault", "list"))
 	for name, s := range vaults(d) {
 		if s.State != fsvault.StateError || !strings.Contains(s.Reason, "PCR 7") {
 			t.Fatalf("vault %s after an unapproved boot: %+v, want error naming PCR 7", name, s)
