@@ -53,6 +53,9 @@ func TestFileVaultErrorsNameTheField(t *testing.T) {
 		// file_vaults.dir
 		{"dir must be absolute", "file_vaults:\n  dir: var/lib/vaults\n", 2, "file_vaults.dir", `"var/lib/vaults" must be an absolute, clean path such as /var/lib/edgeseal/vaults`},
 		{"dir must be clean", "file_vaults:\n  dir: /var/lib/../vaults\n", 2, "file_vaults.dir", "absolute, clean"},
+		{"dir must not be edgeseal's state", "file_vaults:\n  dir: /var/lib/edgeseal\n", 2, "file_vaults.dir", "would put edgeseal's own state in a vault"},
+		{"dir must not hold edgeseal's state", "file_vaults:\n  dir: /var/lib\n", 2, "file_vaults.dir", "would put edgeseal's own state in a vault"},
+		{"dir must not be in the vaults' metadata", "file_vaults:\n  dir: /var/lib/edgeseal/fsvault/v\n", 2, "file_vaults.dir", "would put edgeseal's own state in a vault"},
 		{"dir must not end in a slash", "file_vaults:\n  dir: /var/lib/vaults/\n", 2, "file_vaults.dir", "absolute, clean"},
 		{"dir must be set", "file_vaults:\n  dir: ''\n", 2, "file_vaults.dir", "absolute, clean"},
 		{"dir is not the root", "file_vaults:\n  dir: /\n", 2, "file_vaults.dir", `"/" is the root directory`},
@@ -114,8 +117,10 @@ func TestFileVaultErrorsNameTheField(t *testing.T) {
 			`"/srv/a" holds file_vaults.vaults[0] at /srv/a/b: vaults cannot nest`},
 		{"a vault is not inside a default one", vaults(vault("a", uuid1, ", path: /var/lib/edgeseal/vaults/images/a")), 3, "file_vaults.vaults[0].path",
 			"is inside the default vault images at /var/lib/edgeseal/vaults/images: vaults cannot nest"},
-		{"a vault holds no default one", vaults(vault("a", uuid1, ", path: /var/lib/edgeseal")), 3, "file_vaults.vaults[0].path",
-			`"/var/lib/edgeseal" holds the default vault config at /var/lib/edgeseal/vaults/config`},
+		{"a vault holds no default one", "file_vaults:\n  dir: /srv/vaults\n  vaults:\n    - {" + vault("a", uuid1, ", path: /srv") + "}\n", 4, "file_vaults.vaults[0].path",
+			`"/srv" holds the default vault config at /srv/vaults/config`},
+		{"a vault holds not edgeseal's state", vaults(vault("a", uuid1, ", path: /var/lib/edgeseal")), 3, "file_vaults.vaults[0].path",
+			`"/var/lib/edgeseal" would put edgeseal's own state in a vault`},
 		{"a vault without path is not inside another", "file_vaults:\n  dir: /srv/v/w\n  defaults: false\n  vaults:\n    - {" + vault("a", uuid1, ", path: /srv/v") + "}\n    - {" + vault("b", uuid2, "") + "}\n",
 			6, "file_vaults.vaults[1].path", `"/srv/v/w/b" (file_vaults.dir/name: path is not set) is inside file_vaults.vaults[0] at /srv/v`},
 

@@ -393,6 +393,13 @@ func vaultPath(field, p, example string) *Error {
 	case !filepath.IsAbs(p) || filepath.Clean(p) != p:
 		return fieldErr(field, "%q must be an absolute, clean path such as %s", p, example)
 	}
+	// edgeseal's state must stay readable before any vault is unlocked: the
+	// sealed unseal key, and the vaults' own wrapped keys.
+	const state, meta = "/var/lib/edgeseal", "/var/lib/edgeseal/fsvault"
+	if p == state || inside(state, p) || p == meta || inside(p, meta) {
+		return fieldErr(field, "%q would put edgeseal's own state in a vault (%s holds the sealed unseal key and %s the vaults' wrapped keys, "+
+			"read before any vault is unlocked): choose a directory of its own, such as %s", p, state, meta, example)
+	}
 	for _, d := range volatileDirs {
 		if p == d || inside(p, d) {
 			return fieldErr(field, "%q is under %s, which is not a disk filesystem: a vault there could not be encrypted and "+
