@@ -50,9 +50,9 @@ func cmdTPM(p paths.Paths, args []string, stdout, stderr io.Writer) error {
 
 Approves new PCR values for the TPM-sealed unseal key and every file vault's
 key, without changing the keys or the sealed objects, and rewrites each sealed
-blob atomically. It must run where
-the key unseals now (an approved state): before an update, pass the values the
-update will produce (--pcr 7=...); with no --pcr, it approves the current values.
+blob atomically. It must run where the keys unseal now (an approved state):
+before an update, pass the values the update will produce (--pcr 7=...); with
+no --pcr, it approves the current values.
 Must run as root.
 
 `)
