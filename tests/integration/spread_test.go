@@ -438,9 +438,10 @@ type spreadRun struct {
 const spreadRunDir = ".spread-runner"
 
 // copySpreadProject copies what the tasks use of the repository (spread.yaml,
-// tests/spread, tests/lib, apparmor/) into dst, as spread sends the project.
+// tests/spread, tests/lib, apparmor/, docs/examples/) into dst, as spread sends
+// the project.
 func copySpreadProject(src, dst string) error {
-	for _, rel := range []string{"spread.yaml", spreadTasksDir, "tests/lib", "apparmor"} {
+	for _, rel := range []string{"spread.yaml", spreadTasksDir, "tests/lib", "apparmor", "docs/examples"} {
 		from := filepath.Join(src, rel)
 		if _, err := os.Stat(from); errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -566,6 +567,13 @@ func (r *spreadRun) runTask(p *spreadProject, task *spreadTask) error {
 		binds = append(binds, testbed.Bind{Host: buildSnaps(t), Container: "/srv/edgeseal-snaps", ReadOnly: true})
 		overrides["EDGESEAL_SNAPS"] = "/srv/edgeseal-snaps"
 		cpu = "0" // for snap-confine: see testbed.MachineOptions.CPU
+	}
+	if _, ok := r.env.Get("EDGESEAL_VAULT_DISK"); ok {
+		// A container cannot make a loop device: the file vaults' disk is made
+		// on the host and bound in.
+		disk := testbed.NewEncryptFS(t, "64M")
+		binds = append(binds, testbed.Bind{Host: disk.Mount, Container: "/var/lib/edgeseal/vaults"})
+		overrides["EDGESEAL_VAULT_DISK"] = "provided"
 	}
 	for _, k := range r.env.keys {
 		if strings.HasPrefix(k, "EDGESEAL_") && strings.HasSuffix(k, "_PORT") {
