@@ -9,7 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +19,7 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsvault"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
@@ -59,7 +62,10 @@ type statusReport struct {
 	SealedKey sealedKeyReport     `json:"sealed_key"`
 	Daemon    *secretstore.Status `json:"daemon,omitempty"`
 	PKI       *pkiReport          `json:"pki,omitempty"`
-	Problems  []string            `json:"problems,omitempty"`
+	// FileVaults counts the file vaults by state, from their status file
+	// (`edgeseal vault list` has the detail).
+	FileVaults map[string]int `json:"file_vaults,omitempty"`
+	Problems   []string       `json:"problems,omitempty"`
 
 	units []string // the units asked about, in the order shown
 }
@@ -129,6 +135,12 @@ func gatherStatus(ctx context.Context, p paths.Paths, cfgPath string) *statusRep
 		var st secretstore.Status
 		if json.Unmarshal(data, &st) == nil {
 			r.Daemon = &st
+		}
+	}
+	if vr, err := (&fsvault.Manager{Paths: p}).LastReport(); err == nil && len(vr.Vaults) > 0 {
+		r.FileVaults = map[string]int{}
+		for _, v := range vr.Vaults {
+			r.FileVaults[v.State]++
 		}
 	}
 	if data, err := os.ReadFile(p.CACert); err == nil {
@@ -225,6 +237,13 @@ func printStatus(w io.Writer, r *statusReport) {
 	}
 	if r.PKI != nil {
 		fmt.Fprintf(tw, "  Per-boot PKI\t%s\tvalid until %s\n", r.PKI.CA, r.PKI.NotAfter.Local().Format(time.DateTime))
+	}
+	if len(r.FileVaults) > 0 {
+		var counts []string
+		for _, state := range slices.Sorted(maps.Keys(r.FileVaults)) {
+			counts = append(counts, fmt.Sprintf("%d %s", r.FileVaults[state], state))
+		}
+		fmt.Fprintf(tw, "  File vaults\t%s\t(edgeseal vault list)\n", strings.Join(counts, ", "))
 	}
 	for _, u := range r.units {
 		if s, ok := r.Units[u]; ok {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -21,6 +22,15 @@ func TestALongFailureIsPrintedBelowTheStatusTable(t *testing.T) {
 		}
 	}
 	if !strings.Contains(out.String(), "Unseal daemon  failed (below)") || !strings.Contains(out.String(), "\nUnseal daemon: "+reason+"\n") {
+		t.Errorf("status:\n%s", out.String())
+	}
+}
+
+// The file vaults show as counts by state, from their status file.
+func TestStatusCountsTheFileVaultsByState(t *testing.T) {
+	var out bytes.Buffer
+	printStatus(&out, &statusReport{Summary: "ready: Vault is unsealed", FileVaults: map[string]int{"unlocked": 2, "error": 1}})
+	if !regexp.MustCompile(`(?m)^  File vaults +1 error, 2 unlocked +\(edgeseal vault list\)$`).MatchString(out.String()) {
 		t.Errorf("status:\n%s", out.String())
 	}
 }
