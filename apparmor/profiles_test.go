@@ -549,9 +549,8 @@ func TestCapabilitiesAreExactlyTheUnitsOnes(t *testing.T) {
 			t.Errorf("%s has a bare capability rule", name)
 		}
 		for _, c := range []string{"sys_admin", "sys_ptrace", "sys_module", "setuid", "net_admin", "mac_admin"} {
-			// The file vault steps remove keys for all users (sys_admin) and
-			// read other processes' fd links (sys_ptrace).
-			if name == fsvault && (c == "sys_admin" || c == "sys_ptrace") {
+			// The file vault steps read other processes' fd links (sys_ptrace).
+			if name == fsvault && c == "sys_ptrace" {
 				continue
 			}
 			if p.AllowsCapability(c) {

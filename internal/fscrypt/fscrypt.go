@@ -39,6 +39,9 @@ var (
 	ErrOtherPolicy = errors.New("the directory is already encrypted with another key")
 	// ErrKeyAbsent: the key of the directory is not in the kernel (locked).
 	ErrKeyAbsent = errors.New("the key is not added")
+	// ErrOtherUsers: other users added the same key: removing this user's
+	// claim left it in the kernel, and the directories unlocked.
+	ErrOtherUsers = errors.New("other users have added the key too: it stays in the kernel until they remove it")
 )
 
 // KeyStatus is what the kernel holds of a key.
@@ -107,15 +110,19 @@ func AddKey(path string, key []byte) (Identifier, error) {
 	return id, nil
 }
 
-// RemoveKey removes the key id from the filesystem holding path: its
-// directories lock. busy is true when files of it were still open: the kernel
-// then keeps the key for them (their contents stay readable) until they close,
-// and status reports IncompletelyRemoved; removing it again finishes the job.
+// RemoveKey removes this user's claim to the key id on the filesystem holding
+// path; with no other claim, the key goes and its directories lock. It needs
+// no capability (FS_IOC_REMOVE_ENCRYPTION_KEY, not its _ALL_USERS form, which
+// needs CAP_SYS_ADMIN): the key is only ever added by the user that removes
+// it. busy is true when files of it were still open: the kernel then keeps the
+// key for them (their contents stay readable) until they close, and status
+// reports IncompletelyRemoved; removing it again finishes the job. A key that
+// other users added too stays: ErrOtherUsers.
 func RemoveKey(path string, id Identifier) (busy bool, err error) {
 	var arg unix.FscryptRemoveKeyArg
 	arg.Key_spec.Type = unix.FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER
 	copy(arg.Key_spec.U[:], id[:])
-	if err := ioctl(path, unix.FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS, unsafe.Pointer(&arg)); err != nil {
+	if err := ioctl(path, unix.FS_IOC_REMOVE_ENCRYPTION_KEY, unsafe.Pointer(&arg)); err != nil {
 		switch {
 		case errors.Is(err, unix.ENOKEY):
 			return false, fmt.Errorf("cannot remove key %s from the filesystem of %s: %w", id, path, ErrKeyAbsent)
@@ -123,6 +130,9 @@ func RemoveKey(path string, id Identifier) (busy bool, err error) {
 			return false, fmt.Errorf("cannot remove key %s from the filesystem of %s: %w", id, path, ErrNotSupported)
 		}
 		return false, fmt.Errorf("cannot remove key %s from the filesystem of %s: %w", id, path, err)
+	}
+	if arg.Removal_status_flags&unix.FSCRYPT_KEY_REMOVAL_STATUS_FLAG_OTHER_USERS != 0 {
+		return false, fmt.Errorf("cannot remove key %s from the filesystem of %s: %w", id, path, ErrOtherUsers)
 	}
 	return arg.Removal_status_flags&unix.FSCRYPT_KEY_REMOVAL_STATUS_FLAG_FILES_BUSY != 0, nil
 }
