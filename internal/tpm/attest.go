@@ -71,6 +71,24 @@ func EnsureAK(t *tpm2.TPMContext) (tpm2.ResourceContext, error) {
 	return ak, nil
 }
 
+// ensureAKPEM returns the attestation key (EnsureAK) and its public key as PEM,
+// the form a quote and an enrolment carry.
+func ensureAKPEM(t *tpm2.TPMContext) (tpm2.ResourceContext, string, error) {
+	ak, err := EnsureAK(t)
+	if err != nil {
+		return nil, "", err
+	}
+	pub, _, _, err := t.ReadPublic(ak)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot read the attestation key: %w", err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub.Public())
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot encode the attestation key: %w", err)
+	}
+	return ak, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
+
 // QualifyingData binds a quote to the controller's nonce and the device's claims:
 // SHA-256("edgeseal attest v1\0" || nonce || JSON of the claims, keys sorted).
 // It is the quote's extraData (qualification for tpm2_checkquote).
@@ -103,17 +121,9 @@ func MakeQuote(t *tpm2.TPMContext, nonce []byte, claims map[string]string, pcrs 
 		return nil, fmt.Errorf("cannot quote: the nonce is %d bytes; use 8 to 32", len(nonce))
 	}
 	pcrs = slices.Compact(slices.Sorted(slices.Values(pcrs)))
-	ak, err := EnsureAK(t)
+	ak, akPEM, err := ensureAKPEM(t)
 	if err != nil {
 		return nil, err
-	}
-	akPub, _, _, err := t.ReadPublic(ak)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the attestation key: %w", err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(akPub.Public())
-	if err != nil {
-		return nil, fmt.Errorf("cannot encode the attestation key: %w", err)
 	}
 	qd := QualifyingData(nonce, claims)
 	// The values read must be the ones quoted: read, quote, read again.
@@ -143,7 +153,7 @@ func MakeQuote(t *tpm2.TPMContext, nonce []byte, claims map[string]string, pcrs 
 		}
 		q := &Quote{Version: 1, Nonce: hex.EncodeToString(nonce), Claims: claims, QualifyingData: hex.EncodeToString(qd),
 			PCRBank: "sha256", PCRs: map[string]string{}, Attest: a, Signature: s,
-			AKPublic: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}
+			AKPublic: akPEM}
 		for p, v := range after {
 			q.PCRs[strconv.Itoa(p)] = hex.EncodeToString(v)
 		}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/sha256"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 
@@ -54,7 +52,7 @@ func MakeEnrolment(t *tpm2.TPMContext, nonce []byte) (*Enrolment, error) {
 	if err != nil {
 		return nil, err
 	}
-	ak, err := EnsureAK(t)
+	ak, akPEM, err := ensureAKPEM(t)
 	if err != nil {
 		return nil, err
 	}
@@ -62,19 +60,11 @@ func MakeEnrolment(t *tpm2.TPMContext, nonce []byte) (*Enrolment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the storage root key: %w", err)
 	}
-	akPub, _, _, err := t.ReadPublic(ak)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the attestation key: %w", err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(akPub.Public())
-	if err != nil {
-		return nil, fmt.Errorf("cannot encode the attestation key: %w", err)
-	}
 	attest, sig, err := t.Certify(srk, ak, enrolQualifyingData(nonce), nil, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot certify the storage root key: %w", err)
 	}
-	e := &Enrolment{Version: 1, AKPublic: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}
+	e := &Enrolment{Version: 1, AKPublic: akPEM}
 	if e.SRKPublic, err = mu.MarshalToBytes(srkPub); err != nil {
 		return nil, err
 	}

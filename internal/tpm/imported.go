@@ -57,16 +57,11 @@ func (i *Importable) MarshalBinary() ([]byte, error) {
 // UnmarshalImportable decodes what MarshalBinary wrote, strictly: it comes
 // from a controller, over the network. Anything else is ErrBadObject.
 func UnmarshalImportable(data []byte) (*Importable, error) {
-	if len(data) > maxImportableSize {
-		return nil, fmt.Errorf("%w: %d bytes", ErrBadObject, len(data))
-	}
 	var w wireImportable
-	n, err := mu.UnmarshalFromBytes(data, &w)
+	if err := decodeWire(data, maxImportableSize, &w); err != nil {
+		return nil, err
+	}
 	switch {
-	case err != nil:
-		return nil, fmt.Errorf("%w: %v", ErrBadObject, err)
-	case n != len(data):
-		return nil, fmt.Errorf("%w: %d bytes after the object", ErrBadObject, len(data)-n)
 	case w.Version != importableVersion:
 		return nil, fmt.Errorf("%w: version %d (this edgeseal reads %d)", ErrBadObject, w.Version, importableVersion)
 	case w.Public == nil || w.Public.Type != tpm2.ObjectTypeKeyedHash || len(w.Duplicate) == 0 || len(w.Seed) == 0:

@@ -34,6 +34,22 @@ type wireSealed struct {
 	Signature *tpm2.Signature
 }
 
+// decodeWire decodes data, at most limit bytes and nothing after the value,
+// into w with the TPM's encoding; anything else is ErrBadObject.
+func decodeWire(data []byte, limit int, w any) error {
+	if len(data) > limit {
+		return fmt.Errorf("%w: %d bytes", ErrBadObject, len(data))
+	}
+	n, err := mu.UnmarshalFromBytes(data, w)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrBadObject, err)
+	case n != len(data):
+		return fmt.Errorf("%w: %d bytes after the object", ErrBadObject, len(data)-n)
+	}
+	return nil
+}
+
 // MarshalBinary encodes the sealed object for the sealed blob.
 func (o *SealedObject) MarshalBinary() ([]byte, error) {
 	w := wireSealed{Version: wireVersion, SRKName: o.SRKName, Public: o.Public, Private: o.Private,
@@ -50,16 +66,11 @@ func (o *SealedObject) MarshalBinary() ([]byte, error) {
 // UnmarshalSealedObject decodes what MarshalBinary wrote; anything else is
 // ErrBadObject.
 func UnmarshalSealedObject(data []byte) (o *SealedObject, err error) {
-	if len(data) > maxWireSize {
-		return nil, fmt.Errorf("%w: %d bytes", ErrBadObject, len(data))
-	}
 	var w wireSealed
-	n, err := mu.UnmarshalFromBytes(data, &w)
+	if err := decodeWire(data, maxWireSize, &w); err != nil {
+		return nil, err
+	}
 	switch {
-	case err != nil:
-		return nil, fmt.Errorf("%w: %v", ErrBadObject, err)
-	case n != len(data):
-		return nil, fmt.Errorf("%w: %d bytes after the object", ErrBadObject, len(data)-n)
 	case w.Version != wireVersion:
 		return nil, fmt.Errorf("%w: version %d (this edgeseal reads %d)", ErrBadObject, w.Version, wireVersion)
 	case w.Public == nil || w.SignKey == nil || w.Signature == nil || len(w.PCRs) != 1 ||
