@@ -458,9 +458,10 @@ func (m *Manager) rewrap(ctx context.Context, meta *Meta, version int) error {
 
 // vaultByName returns the effective config of the vault name.
 func (m *Manager) vaultByName(name string) (config.FileVault, bool) {
-	i := slices.IndexFunc(m.Config.FileVaults.Effective(), func(v config.FileVault) bool { return v.Name == name })
+	vaults := m.Config.FileVaults.Effective()
+	i := slices.IndexFunc(vaults, func(v config.FileVault) bool { return v.Name == name })
 	if i < 0 {
 		return config.FileVault{}, false
 	}
-	return m.Config.FileVaults.Effective()[i], true
+	return vaults[i], true
 }
