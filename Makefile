@@ -16,7 +16,7 @@ DESTDIR     ?=
 GO          ?= go
 export CGO_ENABLED := 0
 GOBUILD     := $(GO) build -trimpath -ldflags "-s -w"
-CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend
+CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-controller
 UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
                edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target \
                edgeseal-fsvault.service edgeseal-fsvault@.service
@@ -71,6 +71,7 @@ install: build
 	install -Dm0755 bin/edgeseal-pki $(DESTDIR)$(LIBEXECDIR)/edgeseal-pki
 	install -Dm0755 bin/edgeseal-unseal $(DESTDIR)$(LIBEXECDIR)/edgeseal-unseal
 	install -Dm0755 bin/edgeseal-tokend $(DESTDIR)$(LIBEXECDIR)/edgeseal-tokend
+	install -Dm0755 bin/edgeseal-controller $(DESTDIR)$(BINDIR)/edgeseal-controller
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in $(UNITS); do \
 		sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
@@ -92,6 +93,7 @@ install: build
 	install -Dm0644 docs/apparmor.md $(DESTDIR)$(DOCDIR)/apparmor.md
 	install -Dm0644 docs/snap.md $(DESTDIR)$(DOCDIR)/snap.md
 	install -Dm0644 docs/fsvault.md $(DESTDIR)$(DOCDIR)/fsvault.md
+	install -Dm0644 docs/controller.md $(DESTDIR)$(DOCDIR)/controller.md
 	install -Dm0644 docs/examples/app-with-vault.service $(DESTDIR)$(DOCDIR)/examples/app-with-vault.service
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml ]; then \
 		install -Dm0644 internal/config/edgeseal.yaml $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml; \

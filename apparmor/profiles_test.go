@@ -373,6 +373,10 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 		access{fsvault, "list a process's open files", "/proc/31337/fd/", "r", false},
 		access{fsvault, "read a process's mappings", "/proc/31337/maps", "r", false},
 		access{fsvault, "read a process's command name", "/proc/31337/comm", "r", false},
+		access{fsvault, "read the enrolment with a controller", layout.Enrolment, "r", false},
+		access{fsvault, "read its TLS client key for the controller", layout.ClientKey, "r", false},
+		access{fsvault, "read the location claim where the docs suggest it", "/run/edgeseal-location/location", "r", false},
+		access{fsvault, "resolve the controller's host name", "/etc/resolv.conf", "r", false},
 	)
 	for _, a := range needs {
 		t.Run(a.profile+" can "+a.what, func(t *testing.T) {
@@ -442,6 +446,8 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 		{fsvault, "read another process's memory", "/proc/31337/mem", "r", false},
 		{fsvault, "read another process's environment", "/proc/31337/environ", "r", false},
 		{fsvault, "open another process's fd links as files", "/proc/31337/fd/3", "r", false},
+		{fsvault, "rewrite the enrolment (only `edgeseal controller enrol`, from a root shell)", layout.Enrolment, "w", false},
+		{fsvault, "rewrite its TLS client key", layout.ClientKey, "w", false},
 
 		// edgeseal-unseal: a client of Vault, not Vault.
 		{unseal, "read Vault's key credential", vaultCredKey, "r", false},
@@ -466,6 +472,8 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 				access{name, "read a file vault's wrapped key", vaultMeta, "r", false},
 				access{name, "write a file vault's metadata", vaultMeta, "w", false},
 				access{name, "read a file in a vault", vaultFile, "r", false},
+				access{name, "read the device's TLS client key for the controller", layout.ClientKey, "r", false},
+				access{name, "read the enrolment with a controller", layout.Enrolment, "r", false},
 			)
 		}
 	}
@@ -581,8 +589,9 @@ func TestPKIHasNoNetworkAtAll(t *testing.T) {
 	}
 }
 
-// TCP reaches Vault, and a software TPM in tests (the file vault steps reach
-// only the latter).
+// TCP reaches Vault, and a software TPM in tests; the file vault steps reach
+// a software TPM and a controller (HTTPS), and only they may send datagrams:
+// DNS, to resolve the controller's host name.
 func TestNetworkIsTCPOnlyForTheStepsThatTalkToVaultOrATPM(t *testing.T) {
 	for name, r := range renderAll(t) {
 		if name == pki {
@@ -594,6 +603,9 @@ func TestNetworkIsTCPOnlyForTheStepsThatTalkToVaultOrATPM(t *testing.T) {
 				t.Errorf("%s cannot open a %s stream socket (Vault's TCP listener, a software TPM)", name, domain)
 			}
 			for _, typ := range []string{"dgram", "raw", "packet", "seqpacket"} {
+				if typ == "dgram" && name == fsvault {
+					continue
+				}
 				if p.AllowsNetwork(domain, typ) {
 					t.Errorf("%s may open %s %s sockets", name, domain, typ)
 				}

@@ -28,6 +28,7 @@ Commands:
   attest quote --nonce HEX    answer a controller's challenge with a TPM quote (root only)
   attest verify --ak F --nonce HEX [--pcr N=HEX]   check a quote (no TPM needed)
   vault list|apply|unlock|lock|delete|recover   encrypted file vaults (fscrypt)
+  controller enrol|status|attest   enrolment with a controller that releases vault keys
 
 Run "edgeseal COMMAND --help" for the options of one command.
 `
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdToken(ctx, args[1:], stdout, stderr)
 	case "vault":
 		return cmdVault(ctx, p, args[1:], stdout, stderr)
+	case "controller":
+		return cmdController(ctx, p, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])

@@ -11,23 +11,31 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/canonical/go-tpm2"
+
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/controller"
 	"github.com/edgeseal/edgeseal/internal/fsvault"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
 const vaultUsage = `Usage: edgeseal vault COMMAND [OPTIONS] [NAME]
 
 File vaults are directories encrypted by the kernel (fscrypt), whose keys are
-sealed to the TPM. The config's file_vaults section says which exist and their
-policy (unlock, lock, change-key); the default vaults "config" and "images"
-exist unless file_vaults.defaults is false.
+sealed to the TPM, or wrapped by a key from the controller the device is
+enrolled with (key_source controller), or both (tpm+controller). The config's
+file_vaults section says which exist and their policy (unlock, lock,
+change-key); the default vaults "config" and "images" exist unless
+file_vaults.defaults is false.
 
 Commands:
-  list [--json]             every vault's state: unlocked, locked, lock pending
-                            (files busy), orphaned, not created, or error (why)
+  list [--json]             every vault's state: unlocked (and how: tpm,
+                            controller-key, escrow-recovery), locked, lock
+                            pending (files busy), orphaned, not created,
+                            awaiting attestation, or error (why)
   apply [--json]            make the device match the config: create new vaults,
                             unlock, lock or change keys per policy, lock orphans
   unlock NAME               create (if new) and unlock NAME; its policy must not
@@ -174,9 +182,17 @@ func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr 
 }
 
 // newVaultManager builds the manager: the TPM sealer of seal.tpm2 wraps vault
-// keys, and a recovery copy goes to seal.recovery_key if set.
+// keys, a recovery copy goes to seal.recovery_key if set, and the controller
+// the device is enrolled with (if any) releases keys and keeps escrow.
 func newVaultManager(p paths.Paths, cfg *config.Config) (*fsvault.Manager, error) {
 	m := &fsvault.Manager{Paths: p, Config: cfg, TPM: seal.NewTPM2(cfg.Seal.TPM2)}
+	switch _, err := controller.LoadEnrolment(p); {
+	case err == nil:
+		m.Controller = &controller.Device{Paths: p, Config: cfg.Controller,
+			OpenTPM: func() (*tpm2.TPMContext, error) { return tpm.Open(cfg.Seal.TPM2.Device) }}
+	case !errors.Is(err, controller.ErrNotEnrolled):
+		return nil, err
+	}
 	if cfg.Seal.RecoveryKey != "" {
 		data, err := readBounded(cfg.Seal.RecoveryKey, 64<<10)
 		if err != nil {
@@ -246,8 +262,11 @@ func printVaults(w io.Writer, list []fsvault.Status, asJSON bool) error {
 			changed = s.LastChange.Format(time.RFC3339)
 		}
 		state := s.Describe()
-		if s.State == fsvault.StateError {
+		switch s.State {
+		case fsvault.StateError:
 			state = "error (below)"
+		case fsvault.StateAwaiting:
+			state = "awaiting attestation (below)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, state, policy, key, changed, s.Path)
 	}
@@ -256,7 +275,7 @@ func printVaults(w io.Writer, list []fsvault.Status, asJSON bool) error {
 	}
 	// Reasons are long: each on its own lines, so the table stays narrow.
 	for _, s := range list {
-		if s.State == fsvault.StateError {
+		if s.State == fsvault.StateError || s.State == fsvault.StateAwaiting {
 			fmt.Fprintf(w, "\n%s: %s\n", s.Name, s.Reason)
 		}
 	}

@@ -22,6 +22,29 @@ type Config struct {
 	Services []Service `yaml:"services"`
 	// FileVaults are the encrypted directories (fscrypt) edgeseal keeps.
 	FileVaults FileVaults `yaml:"file_vaults"`
+	// Controller is what the device tells a controller when it attests (the
+	// enrolment itself is `edgeseal controller enrol`).
+	Controller Controller `yaml:"controller"`
+}
+
+// Controller sets how the device answers a controller's attestation
+// challenge: the claims bound into its quotes, and how long one exchange may
+// take. Where the controller is and the device's credentials come from
+// enrolment (`edgeseal controller enrol`), kept in the state directory.
+type Controller struct {
+	// Claims are fixed claims sent with every quote (a site or asset tag): at
+	// most 13, names of [a-z][a-z0-9_]*, values up to 256 bytes. device_id,
+	// location and addresses are reserved for the claims edgeseal fills in.
+	Claims map[string]string `yaml:"claims"`
+	// LocationFile, if set, is a file whose first line is the "location" claim
+	// (a GNSS or site service writes it; under /run, say). A controller that
+	// expects a location withholds keys when it differs (geo-fencing).
+	LocationFile string `yaml:"location_file"`
+	// Addresses adds the "addresses" claim: the device's global unicast IP
+	// addresses, sorted, comma separated. Default false.
+	Addresses bool `yaml:"addresses"`
+	// Timeout bounds one exchange with the controller. Default 10s.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Vault is the secret store server edgeseal starts, unseals and sets up.
@@ -190,6 +213,12 @@ const (
 	VaultLock      = "lock"       // the vault exists and is locked
 	VaultChangeKey = "change-key" // rewrap the vault's key to KeyVersion, then unlock
 	KeySourceTPM   = "tpm"        // the vault key is sealed to this device's TPM
+	// KeySourceController: the vault key is wrapped by a key the controller
+	// releases (sealed to this device's TPM on the way).
+	KeySourceController = "controller"
+	// KeySourceTPMController: both are needed, a secret sealed by the TPM
+	// (in an approved PCR state) and the controller's key.
+	KeySourceTPMController = "tpm+controller"
 	// FileVaultSchema is the schema version of a vault entry this build knows.
 	FileVaultSchema = 1
 )
@@ -212,9 +241,19 @@ type FileVault struct {
 	Path string `yaml:"path"`
 	// Policy is unlock (default), lock or change-key.
 	Policy string `yaml:"policy"`
-	// KeySource is where the vault key comes from: tpm (default). Keys from a
-	// controller ("controller", "tpm+controller") are refused by this build.
+	// KeySource is where the vault key comes from: tpm (default), controller,
+	// or tpm+controller (both needed). A change rewraps the key at the next
+	// apply; no file is re-encrypted.
 	KeySource string `yaml:"key_source"`
+	// Attestation: the controller releases this vault's keys only after the
+	// device passes its attestation challenge (a quote of the PCRs it names,
+	// with the claims). Only with a controller key source. Default false.
+	Attestation bool `yaml:"attestation"`
+	// Offline: keep the last controller key received sealed by the TPM (in an
+	// approved PCR state), so the vault unlocks while the controller cannot
+	// be reached. Only with a controller key source. Default false: a
+	// controller that withholds the key (a theft reported) keeps it locked.
+	Offline bool `yaml:"offline"`
 	// KeyVersion: with policy change-key, the key version to rewrap to, at least
 	// 1 (greater than the vault's current one to change it; apply is a no-op once
 	// equal). Never negative.

@@ -86,10 +86,13 @@ func TestFileVaultErrorsNameTheField(t *testing.T) {
 		{"path is not under /dev", vaults(vault("a", uuid1, ", path: /dev/shm/a")), 3, "file_vaults.vaults[0].path", "is under /dev"},
 		{"path is not under /run", vaults(vault("a", uuid1, ", path: /run/a")), 3, "file_vaults.vaults[0].path", "is under /run"},
 		{"policy must be known", vaults(vault("a", uuid1, ", policy: open")), 3, "file_vaults.vaults[0].policy", `"open" is not a vault policy: use unlock, lock or change-key`},
-		{"key_source controller comes later", vaults(vault("a", uuid1, ", key_source: controller")), 3, "file_vaults.vaults[0].key_source",
-			`"controller" is not supported by this build, which supports tpm only (controller keys come later)`},
-		{"key_source tpm+controller comes later", vaults(vault("a", uuid1, ", key_source: tpm+controller")), 3, "file_vaults.vaults[0].key_source", "supports tpm only"},
-		{"key_source must be known", vaults(vault("a", uuid1, ", key_source: tpm2")), 3, "file_vaults.vaults[0].key_source", `"tpm2" is not a key source: use tpm`},
+		{"attestation needs a controller key source", vaults(vault("a", uuid1, ", attestation: true")), 3, "file_vaults.vaults[0].attestation",
+			"needs a controller: set key_source: controller or tpm+controller"},
+		{"offline needs a controller key source", vaults(vault("a", uuid1, ", key_source: tpm, offline: true")), 3, "file_vaults.vaults[0].offline",
+			"needs a controller"},
+		{"key_source must be known", vaults(vault("a", uuid1, ", key_source: tpm2")), 3, "file_vaults.vaults[0].key_source", `"tpm2" is not a key source: use tpm (the default), controller or tpm+controller`},
+		{"change-key is for key source tpm", vaults(vault("a", uuid1, ", policy: change-key, key_version: 2, key_source: controller")), 3, "file_vaults.vaults[0].policy",
+			"change-key is for key source tpm: a controller rotates its own keys"},
 		{"key_version is not negative", vaults(vault("a", uuid1, ", key_version: -1")), 3, "file_vaults.vaults[0].key_version", "-1 is negative"},
 		{"change-key needs a key_version", vaults(vault("a", uuid1, ", policy: change-key")), 3, "file_vaults.vaults[0].key_version",
 			"is 0 with policy change-key: set key_version to the version to rewrap to"},
@@ -143,6 +146,8 @@ func TestValidFileVaultsAreAccepted(t *testing.T) {
 		{"no vaults but the defaults", "file_vaults:\n  vaults: []\n"},
 		{"no vaults at all", "file_vaults:\n  defaults: false\n"},
 		{"every field set", vaults(vault("app-data", uuid1, ", path: /srv/app-data, policy: unlock, key_source: tpm, key_version: 0"))},
+		{"a controller key", vaults(vault("app-data", uuid1, ", key_source: controller"))},
+		{"tpm and controller, with attestation, offline", vaults(vault("app-data", uuid1, ", key_source: tpm+controller, attestation: true, offline: true"))},
 		{"a locked vault", vaults(vault("a", uuid1, ", policy: lock"))},
 		{"a key change", vaults(vault("a", uuid1, ", policy: change-key, key_version: 3"))},
 		{"a key version kept with another policy", vaults(vault("a", uuid1, ", key_version: 2"))},
@@ -184,7 +189,7 @@ func TestSampleFileVaultExampleIsValid(t *testing.T) {
 		t.Errorf("example vaults = %+v\nwant %+v", cfg.FileVaults.Vaults, want)
 	}
 	for _, words := range []string{"edgeseal vault apply", "edgeseal vault list", "edgeseal-fsvault@NAME.service", "edgeseal vault delete NAME --purge",
-		"schema", "uuid", "name", "path", "policy", "key_source", "key_version"} {
+		"schema", "uuid", "name", "path", "policy", "key_source", "attestation", "offline", "key_version"} {
 		if !strings.Contains(sample[strings.Index(sample, "# File vaults"):], words) {
 			t.Errorf("the sample's file_vaults section does not mention %q", words)
 		}

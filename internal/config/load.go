@@ -52,6 +52,7 @@ func Default() *Config {
 		},
 		Services:   []Service{},
 		FileVaults: FileVaults{Dir: "/var/lib/edgeseal/vaults", Defaults: true, Vaults: []FileVault{}},
+		Controller: Controller{Claims: map[string]string{}, Timeout: Duration(10 * time.Second)},
 	}
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeseal/edgeseal/internal/ctlproto"
 	"github.com/edgeseal/edgeseal/internal/peer"
 )
 
@@ -40,7 +42,7 @@ func between(field string, d Duration, lo, hi time.Duration) *Error {
 // validate checks every field; the first problem is returned as an *Error whose
 // Field names it (Parse adds the file and line).
 func (c *Config) validate() *Error {
-	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateTokend, c.validateServices, c.validateIdentities, c.validateFileVaults}
+	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateTokend, c.validateServices, c.validateIdentities, c.validateFileVaults, c.validateController}
 	for _, check := range checks {
 		if err := check(); err != nil {
 			return err
@@ -445,15 +447,21 @@ func validateFileVault(f string, v FileVault) *Error {
 	}
 	switch v.KeySource {
 	case "", KeySourceTPM:
-	case "controller", "tpm+controller":
-		return fieldErr(f+".key_source", "%q is not supported by this build, which supports %s only (controller keys come later): "+
-			"set key_source: %s, or leave it out", v.KeySource, KeySourceTPM, KeySourceTPM)
+		if v.Attestation {
+			return fieldErr(f+".attestation", "needs a controller: set key_source: %s or %s, or leave attestation out", KeySourceController, KeySourceTPMController)
+		}
+		if v.Offline {
+			return fieldErr(f+".offline", "needs a controller: set key_source: %s or %s, or leave offline out", KeySourceController, KeySourceTPMController)
+		}
+	case KeySourceController, KeySourceTPMController:
 	default:
-		return fieldErr(f+".key_source", "%q is not a key source: use %s (the default)", v.KeySource, KeySourceTPM)
+		return fieldErr(f+".key_source", "%q is not a key source: use %s (the default), %s or %s", v.KeySource, KeySourceTPM, KeySourceController, KeySourceTPMController)
 	}
 	switch {
 	case v.KeyVersion < 0:
 		return fieldErr(f+".key_version", "%d is negative: a key version is 0 or more", v.KeyVersion)
+	case v.Policy == VaultChangeKey && v.KeySource != "" && v.KeySource != KeySourceTPM:
+		return fieldErr(f+".policy", "%s is for key source %s: a controller rotates its own keys (the device rewraps to them)", VaultChangeKey, KeySourceTPM)
 	case v.Policy == VaultChangeKey && v.KeyVersion < 1:
 		return fieldErr(f+".key_version", "is %d with policy %s: set key_version to the version to rewrap to "+
 			"(above the vault's current one, which `edgeseal vault list` shows)", v.KeyVersion, VaultChangeKey)
@@ -472,4 +480,34 @@ func (c *Config) VaultAddr() string {
 		host = "127.0.0.1"
 	}
 	return "https://" + net.JoinHostPort(host, port)
+}
+
+// Claims edgeseal fills in itself; the config cannot set them.
+var reservedClaims = []string{"device_id", "location", "addresses"}
+
+// maxStaticClaims leaves room in a quote (ctlproto.MaxClaims) for the
+// reserved claims.
+const maxStaticClaims = 13
+
+func (c *Config) validateController() *Error {
+	ct := c.Controller
+	if len(ct.Claims) > maxStaticClaims {
+		return fieldErr("controller.claims", "has %d claims: at most %d (a quote carries %d, and %s are edgeseal's)",
+			len(ct.Claims), maxStaticClaims, maxStaticClaims+len(reservedClaims), strings.Join(reservedClaims, ", "))
+	}
+	for _, k := range slices.Sorted(maps.Keys(ct.Claims)) {
+		if slices.Contains(reservedClaims, k) {
+			return fieldErr("controller.claims."+k, "is filled in by edgeseal: remove it (location comes from controller.location_file, addresses from controller.addresses)")
+		}
+		if err := ctlproto.CheckClaims(map[string]string{k: ct.Claims[k]}); err != nil {
+			return fieldErr("controller.claims."+k, "%v", err)
+		}
+	}
+	if ct.LocationFile != "" && (!filepath.IsAbs(ct.LocationFile) || filepath.Clean(ct.LocationFile) != ct.LocationFile) {
+		return fieldErr("controller.location_file", "%q must be an absolute, clean path, such as /run/gnss/location", ct.LocationFile)
+	}
+	if ct.Timeout.D() < 100*time.Millisecond || ct.Timeout.D() > 5*time.Minute {
+		return fieldErr("controller.timeout", "%v is out of range: use 100ms to 5m (default 10s)", ct.Timeout.D())
+	}
+	return nil
 }

@@ -114,6 +114,10 @@ func (m *Manager) reconcile(ctx context.Context, v config.FileVault, policy stri
 			return nil, err
 		}
 		acts = append(acts, fmt.Sprintf("created (uuid %s, key version %d)", meta.UUID, meta.KeyVersion()))
+		if m.reported != "" {
+			acts = append(acts, m.reported)
+			m.reported = ""
+		}
 	} else if err != nil {
 		return nil, err
 	}
@@ -123,7 +127,7 @@ func (m *Manager) reconcile(ctx context.Context, v config.FileVault, policy stri
 	if v.Path != meta.Path {
 		return acts, fmt.Errorf("vault %s: the config puts it at %s, but it is at %s: a vault cannot move (set path back, or delete it with --purge and let apply make a new one)", v.Name, v.Path, meta.Path)
 	}
-	if finished, err := m.repair(ctx, meta); err != nil {
+	if finished, err := m.repair(ctx, meta, v); err != nil {
 		return acts, err
 	} else if finished {
 		acts = append(acts, "creation finished (it was interrupted)")
@@ -133,7 +137,7 @@ func (m *Manager) reconcile(ctx context.Context, v config.FileVault, policy stri
 		case v.KeyVersion < have:
 			return acts, fmt.Errorf("vault %s: key_version %d is older than the vault's key version %d: set key_version above %d to change the key", v.Name, v.KeyVersion, have, have)
 		case v.KeyVersion > have:
-			if err := m.rewrap(ctx, meta, v.KeyVersion); err != nil {
+			if err := m.rewrap(ctx, meta, v); err != nil {
 				return acts, err
 			}
 			acts = append(acts, fmt.Sprintf("key changed (key version %d to %d; no file re-encrypted)", have, v.KeyVersion))
@@ -145,11 +149,12 @@ func (m *Manager) reconcile(ctx context.Context, v config.FileVault, policy stri
 	}
 	switch policy {
 	case config.VaultUnlock, config.VaultChangeKey:
-		if st.State != StateUnlocked {
-			if err := m.unlock(ctx, meta); err != nil {
+		if st.State != StateUnlocked || needsRewrap(meta, v) != "" {
+			did, err := m.unlock(ctx, meta, v, st.State != StateUnlocked)
+			acts = append(acts, did...)
+			if err != nil {
 				return acts, err
 			}
-			acts = append(acts, "unlocked")
 		}
 	case config.VaultLock:
 		if st.State != StateLocked {
@@ -167,7 +172,7 @@ func (m *Manager) reconcile(ctx context.Context, v config.FileVault, policy stri
 
 // repair finishes a creation a crash interrupted: the metadata is written but
 // the directory is still empty and not encrypted.
-func (m *Manager) repair(ctx context.Context, meta *Meta) (finished bool, err error) {
+func (m *Manager) repair(ctx context.Context, meta *Meta, v config.FileVault) (finished bool, err error) {
 	_, encrypted, err := fscrypt.Policy(meta.Path)
 	if err != nil || encrypted {
 		return false, nil // observe reports what is wrong
@@ -175,12 +180,13 @@ func (m *Manager) repair(ctx context.Context, meta *Meta) (finished bool, err er
 	if err := checkNewPath(meta.Path); err != nil {
 		return false, fmt.Errorf("vault %s: cannot finish its creation: %w", meta.Name, err)
 	}
-	key, err := m.unwrap(ctx, meta)
+	x, o, err := m.unwrap(ctx, meta, v)
 	if err != nil {
 		return false, fmt.Errorf("cannot finish the creation of vault %s: %w", meta.Name, err)
 	}
-	defer clear(key)
-	return true, m.finishCreate(meta, key)
+	defer x.close()
+	defer o.wipe()
+	return true, m.finishCreate(meta, o.key)
 }
 
 // Unlock makes sure the vault name exists and is unlocked (creating it if the
@@ -273,8 +279,8 @@ func (m *Manager) one(ctx context.Context, name string, fn func() ([]string, err
 	}
 	if prev, _ := m.readReport(); prev != nil {
 		for _, s := range prev.Vaults {
-			if s.Name != name && s.State == StateError {
-				failed[s.Name] = errors.New(s.Reason)
+			if err := lastError(s); s.Name != name && err != nil {
+				failed[s.Name] = err
 			}
 		}
 	}
@@ -348,8 +354,8 @@ func (m *Manager) List() ([]Status, error) {
 	failed := map[string]error{}
 	if prev, _ := m.readReport(); prev != nil {
 		for _, s := range prev.Vaults {
-			if s.State == StateError {
-				failed[s.Name] = errors.New(s.Reason)
+			if err := lastError(s); err != nil {
+				failed[s.Name] = err
 			}
 		}
 	}
@@ -402,7 +408,33 @@ func (m *Manager) statuses(failed map[string]error) ([]Status, error) {
 		}
 		out = append(out, s)
 	}
+	m.carry(out)
 	return out, nil
+}
+
+// carry fills in how each unlocked vault was unlocked: by this Manager, or
+// as the status file says (an earlier command, the same boot: a vault still
+// unlocked was not unlocked again since).
+func (m *Manager) carry(list []Status) {
+	prev, _ := m.readReport()
+	for i := range list {
+		s := &list[i]
+		if s.State != StateUnlocked {
+			continue
+		}
+		if u, ok := m.unlocks[s.Name]; ok {
+			s.UnlockedBy, s.Offline, s.ChangedPCRs = u.UnlockedBy, u.Offline, u.ChangedPCRs
+			continue
+		}
+		if prev == nil {
+			continue
+		}
+		for _, p := range prev.Vaults {
+			if p.Name == s.Name && p.UUID == s.UUID && p.State == StateUnlocked {
+				s.UnlockedBy, s.Offline, s.ChangedPCRs = p.UnlockedBy, p.Offline, p.ChangedPCRs
+			}
+		}
+	}
 }
 
 // inPolicy is true if s is the state v's policy asks for.

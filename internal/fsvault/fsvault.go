@@ -26,11 +26,11 @@ import (
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/controller"
 	"github.com/edgeseal/edgeseal/internal/fscrypt"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/recovery"
-	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
 // Wrapper wraps and unwraps a vault key for one key source (the seal package's
@@ -44,9 +44,10 @@ type Wrapper interface {
 const (
 	StateUnlocked    = "unlocked"
 	StateLocked      = "locked"
-	StateLockPending = "lock-pending" // the key is removed, but open files keep it in use
-	StateOrphaned    = "orphaned"     // no longer in config: locked, kept until deleted with --purge
-	StateNotCreated  = "not-created"  // in config, not yet made (before the first apply)
+	StateLockPending = "lock-pending"         // the key is removed, but open files keep it in use
+	StateOrphaned    = "orphaned"             // no longer in config: locked, kept until deleted with --purge
+	StateNotCreated  = "not-created"          // in config, not yet made (before the first apply)
+	StateAwaiting    = "awaiting-attestation" // locked: the controller withholds the keys until the device passes its challenge
 	StateError       = "error"
 )
 
@@ -68,8 +69,17 @@ type Manager struct {
 	TPM Wrapper
 	// Recovery, if set, also gets each new vault key (seal.recovery_key).
 	Recovery *recovery.Recipient
+	// Controller, if set (the device is enrolled), releases the keys of the
+	// vaults with a controller key source, keeps every vault key in escrow,
+	// and returns it after a good quote when the TPM refuses (PCRs changed).
+	Controller KeyService
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+
+	// unlocks is how each vault was unlocked by this Manager.
+	unlocks map[string]Status
+	// reported is what the last report to the controller at a creation did.
+	reported string
 }
 
 func (m *Manager) now() time.Time {
@@ -98,6 +108,15 @@ type Status struct {
 	KeySource  string    `json:"key_source,omitempty"`
 	KeyVersion int       `json:"key_version,omitempty"`
 	LastChange time.Time `json:"last_change,omitzero"`
+	// UnlockedBy is how the vault was unlocked this boot: tpm,
+	// controller-key or escrow-recovery (an unlocked vault only).
+	UnlockedBy string `json:"unlocked_by,omitempty"`
+	// Offline: unlocked with the offline copy of the controller's key (the
+	// controller was unreachable).
+	Offline bool `json:"offline,omitempty"`
+	// ChangedPCRs are the PCRs the TPM found changed when it refused to
+	// unseal (escrow-recovery).
+	ChangedPCRs []int `json:"changed_pcrs,omitempty"`
 }
 
 // Describe is the state as a person reads it.
@@ -114,6 +133,19 @@ func (s Status) Describe() string {
 		}
 	case StateError:
 		d = "error: " + s.Reason
+	case StateAwaiting:
+		d = "awaiting attestation"
+	case StateUnlocked:
+		if s.UnlockedBy != "" {
+			d += " (" + s.UnlockedBy
+			if s.Offline {
+				d += ", offline copy"
+			}
+			if len(s.ChangedPCRs) > 0 {
+				d += ", PCR " + joinInts(s.ChangedPCRs) + " changed"
+			}
+			d += ")"
+		}
 	case StateOrphaned:
 		d = "orphaned (locked; delete with --purge to erase)"
 	}
@@ -199,7 +231,7 @@ func keyring(meta *Meta) string { return filepath.Dir(meta.Path) }
 
 // observe reads the state of a vault that has metadata from the kernel.
 func observe(meta *Meta) Status {
-	s := Status{Name: meta.Name, UUID: meta.UUID, Path: meta.Path, KeySource: config.KeySourceTPM,
+	s := Status{Name: meta.Name, UUID: meta.UUID, Path: meta.Path, KeySource: meta.Source(),
 		KeyVersion: meta.KeyVersion(), LastChange: meta.Changed}
 	id, encrypted, err := fscrypt.Policy(meta.Path)
 	switch {
@@ -231,7 +263,28 @@ func observe(meta *Meta) Status {
 
 func (s Status) fail(err error) Status {
 	s.State, s.Reason = StateError, err.Error()
+	if errors.Is(err, ErrAwaitingAttestation) && s.State != StateUnlocked {
+		s.State = StateAwaiting
+	}
 	return s
+}
+
+// awaitingError is an awaiting-attestation reason read back from the status
+// file.
+type awaitingError struct{ reason string }
+
+func (e *awaitingError) Error() string        { return e.reason }
+func (e *awaitingError) Is(target error) bool { return target == ErrAwaitingAttestation }
+
+// lastError is the error a status from the status file reports (nil if none).
+func lastError(s Status) error {
+	switch s.State {
+	case StateError:
+		return errors.New(s.Reason)
+	case StateAwaiting:
+		return &awaitingError{s.Reason}
+	}
+	return nil
 }
 
 // newUUID returns a random (version 4) UUID.
@@ -309,8 +362,19 @@ func (m *Manager) create(ctx context.Context, v config.FileVault) (*Meta, error)
 	if meta.UUID == "" {
 		meta.UUID = newUUID()
 	}
-	version := max(v.KeyVersion, 1)
-	if err := m.wrap(ctx, meta, key, version); err != nil {
+	x := &exchange{m: m, meta: meta, v: v}
+	defer x.close()
+	var ck *controller.Key
+	if hasController(v.KeySource) {
+		if ck, err = x.newKeys(ctx); err != nil {
+			return nil, fmt.Errorf("cannot create vault %s: %w", v.Name, err)
+		}
+	}
+	src, err := m.protect(ctx, meta, v.KeySource, v.KeyVersion, ck, v.Offline, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.setProtectors(meta, src, key); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(meta.Path, 0o700); err != nil {
@@ -319,26 +383,13 @@ func (m *Manager) create(ctx context.Context, v config.FileVault) (*Meta, error)
 	if err := m.writeMeta(meta); err != nil {
 		return nil, err
 	}
-	return meta, m.finishCreate(meta, key)
-}
-
-// wrap sets meta's protectors to key wrapped by the TPM (as key version
-// version) and, if set, the recovery key.
-func (m *Manager) wrap(ctx context.Context, meta *Meta, key []byte, version int) error {
-	blob, err := m.TPM.Seal(ctx, key)
-	if err != nil {
-		return fmt.Errorf("cannot seal the key of vault %s to the TPM: %w", meta.Name, err)
+	if err := m.finishCreate(meta, key); err != nil {
+		return meta, err
 	}
-	ps := []Protector{{Type: ProtectorTPM2, KeyVersion: version, Blob: blob}}
-	if m.Recovery != nil {
-		blob, err := recovery.Seal(m.Recovery, key)
-		if err != nil {
-			return fmt.Errorf("cannot encrypt the key of vault %s to the recovery key: %w", meta.Name, err)
-		}
-		ps = append(ps, Protector{Type: ProtectorRecovery, Recipient: m.Recovery.Fingerprint(), Blob: blob})
-	}
-	meta.Protectors = ps
-	return nil
+	// The controller learns the key version the vault is wrapped with, and
+	// keeps the key in escrow, from the start.
+	m.reported = m.report(ctx, meta, &opened{key: key})
+	return meta, nil
 }
 
 // finishCreate makes the empty directory encrypted with key.
@@ -368,28 +419,126 @@ func (m *Manager) addKey(meta *Meta, key []byte) (fscrypt.Identifier, error) {
 	return id, nil
 }
 
-// unwrap returns the vault key from the TPM protector.
-func (m *Manager) unwrap(ctx context.Context, meta *Meta) ([]byte, error) {
-	p := meta.Protector(ProtectorTPM2)
-	key, err := m.TPM.Unseal(ctx, p.Blob)
+// unwrap returns the vault key from its key source protector (asking the
+// controller as the source needs, recovering from escrow if the TPM refuses),
+// checked against the vault's key identifier.
+func (m *Manager) unwrap(ctx context.Context, meta *Meta, v config.FileVault) (*exchange, *opened, error) {
+	x := &exchange{m: m, meta: meta, v: v}
+	o, err := x.open(ctx)
 	if err != nil {
-		if errors.Is(err, tpm.ErrPCRMismatch) && meta.Protector(ProtectorRecovery) != nil {
-			return nil, fmt.Errorf("cannot unseal the key of vault %s: %w; or, with the recovery key, edgeseal vault recover --recovery-key FILE", meta.Name, err)
-		}
-		return nil, fmt.Errorf("cannot unseal the key of vault %s: %w", meta.Name, err)
+		x.close()
+		return nil, nil, err
 	}
-	return key, nil
+	if id, err := fscrypt.Identify(o.key); err != nil || id != meta.Identifier() {
+		o.wipe()
+		x.close()
+		return nil, nil, fmt.Errorf("cannot unwrap the key of vault %s: %w: the unwrapped key is not the vault's", meta.Name, ErrCorruptMeta)
+	}
+	return x, o, nil
 }
 
-// unlock adds the vault's key to the kernel.
-func (m *Manager) unlock(ctx context.Context, meta *Meta) error {
-	key, err := m.unwrap(ctx, meta)
+// unlock adds the vault's key to the kernel (add false: only rewraps it, for
+// a vault already unlocked), rewrapping it first where the config or the
+// controller asks: a new key source, a rotated controller key, a reseal
+// after an escrow recovery. It says what it did.
+func (m *Manager) unlock(ctx context.Context, meta *Meta, v config.FileVault, add bool) ([]string, error) {
+	x, o, err := m.unwrap(ctx, meta, v)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer clear(key)
-	_, err = m.addKey(meta, key)
-	return err
+	defer x.close()
+	defer o.wipe()
+	acts, err := m.rewrapFor(ctx, x, o)
+	if err != nil {
+		return acts, err
+	}
+	if !add {
+		// Rewrapped while unlocked (a new key source): the controller
+		// learns the key version, and keeps the key in escrow, now.
+		if len(acts) > 0 {
+			if r := m.report(ctx, meta, &opened{key: o.key}); r != "" {
+				acts = append(acts, r)
+			}
+		}
+		return acts, nil
+	}
+	if _, err := m.addKey(meta, o.key); err != nil {
+		return acts, err
+	}
+	m.remember(meta.Name, o)
+	act := "unlocked"
+	if o.method != UnlockTPM {
+		act += " (" + o.method
+		if o.offline {
+			act += ", the offline copy of the controller's key: the controller is unreachable"
+		}
+		if len(o.changed) > 0 {
+			act += ", PCR " + joinInts(o.changed) + " changed"
+		}
+		act += ")"
+	}
+	acts = append(acts, act)
+	if r := m.report(ctx, meta, o); r != "" {
+		acts = append(acts, r)
+	}
+	return acts, nil
+}
+
+// rewrapFor rewrites the vault's key source protector when the config asks
+// for another, when the controller rotated its key, or after an escrow
+// recovery (sealed to the PCR values of now). No file is re-encrypted.
+func (m *Manager) rewrapFor(ctx context.Context, x *exchange, o *opened) ([]string, error) {
+	meta, v := x.meta, x.v
+	why := needsRewrap(meta, v)
+	old := meta.SourceProtector()
+	switch {
+	case why != "":
+	case o.method == UnlockEscrow:
+		why = "from escrow, sealed to the TPM's PCR values of now"
+	case o.current != nil:
+		why = fmt.Sprintf("rotated from the controller's key version %d to %d", old.KeyVersion, o.current.Version)
+	default:
+		return nil, nil
+	}
+	var ck *controller.Key
+	if hasController(v.KeySource) {
+		ck = o.current
+		if ck == nil && hasController(meta.Source()) && o.ck != nil {
+			ck = o.ck
+		}
+		if ck == nil {
+			var err error
+			if ck, err = x.newKeys(ctx); err != nil {
+				return nil, fmt.Errorf("cannot rewrap vault %s (%s): %w", meta.Name, why, err)
+			}
+		}
+	}
+	version := v.KeyVersion
+	if old.Type == ProtectorTPM2 {
+		version = old.KeyVersion
+	}
+	src, err := m.protect(ctx, meta, v.KeySource, version, ck, v.Offline, o.key)
+	if err != nil {
+		return nil, err
+	}
+	next := *meta
+	if err := m.setProtectors(&next, src, o.key); err != nil {
+		return nil, err
+	}
+	next.Changed = m.now()
+	if err := m.writeMeta(&next); err != nil {
+		return nil, err
+	}
+	*meta = next
+	return []string{"key rewrapped: " + why + " (no file re-encrypted)"}, nil
+}
+
+// remember keeps how a vault was unlocked, for its status.
+func (m *Manager) remember(name string, o *opened) {
+	if m.unlocks == nil {
+		m.unlocks = map[string]Status{}
+	}
+	m.unlocks[name] = Status{UnlockedBy: o.method, Offline: o.offline, ChangedPCRs: o.changed}
 }
 
 // lock removes the vault's key. Busy is ErrBusy with the holders named: the
@@ -435,17 +584,23 @@ func busyError(meta *Meta) error {
 
 // rewrap wraps the vault key anew as key version version: a new sealed object
 // (and a new recovery copy); no file is touched, the key is the same.
-func (m *Manager) rewrap(ctx context.Context, meta *Meta, version int) error {
-	key, err := m.unwrap(ctx, meta)
+func (m *Manager) rewrap(ctx context.Context, meta *Meta, v config.FileVault) error {
+	x, o, err := m.unwrap(ctx, meta, v)
 	if err != nil {
 		return err
 	}
-	defer clear(key)
-	if id, err := fscrypt.Identify(key); err != nil || id != meta.Identifier() {
-		return fmt.Errorf("cannot change the key of vault %s: %w: the unwrapped key is not the vault's", meta.Name, ErrCorruptMeta)
+	defer x.close()
+	defer o.wipe()
+	if meta.Source() != config.KeySourceTPM || v.KeySource != config.KeySourceTPM {
+		return fmt.Errorf("cannot change the key of vault %s: change-key is for key source tpm; a controller rotates its own keys", meta.Name)
+	}
+	src, err := m.protect(ctx, meta, config.KeySourceTPM, v.KeyVersion, nil, false, o.key)
+	if err != nil {
+		return err
 	}
 	next := *meta
-	if err := m.wrap(ctx, &next, key, version); err != nil {
+	next.Protectors = nil // a new recovery copy too
+	if err := m.setProtectors(&next, src, o.key); err != nil {
 		return err
 	}
 	next.Changed = m.now()

@@ -38,16 +38,18 @@ import (
 // the vaults and edgeseal's state, as a device's root filesystem would) and
 // its TPM.
 type bed struct {
-	t   *testing.T
+	t   testing.TB
 	fs  *testbed.EncryptFS
 	tpm *testbed.SWTPM
 	cfg *config.Config
+	// ctl, if set, is the device's controller (controller_integration_test.go).
+	ctl KeyService
 }
 
 // marker is the plaintext an app writes: it must never be on the disk.
 const marker = "EDGESEAL-PLAINTEXT-MARKER-"
 
-func newBed(t *testing.T, edit func(*config.Config)) *bed {
+func newBed(t testing.TB, edit func(*config.Config)) *bed {
 	b := &bed{t: t, fs: testbed.NewEncryptFS(t, "64M"), tpm: testbed.StartSWTPM(t), cfg: config.Default()}
 	b.cfg.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", b.tpm.Port)
 	b.cfg.FileVaults.Dir = filepath.Join(b.fs.Mount, "vaults")
@@ -70,7 +72,7 @@ func newBed(t *testing.T, edit func(*config.Config)) *bed {
 }
 
 func (b *bed) manager() *Manager {
-	return &Manager{Paths: paths.New(b.fs.Mount), Config: b.cfg, TPM: seal.NewTPM2(b.cfg.Seal.TPM2)}
+	return &Manager{Paths: paths.New(b.fs.Mount), Config: b.cfg, TPM: seal.NewTPM2(b.cfg.Seal.TPM2), Controller: b.ctl}
 }
 
 func (b *bed) apply() []Change {
@@ -642,7 +644,11 @@ func TestACreationCutShortIsFinishedByTheNextApply(t *testing.T) {
 	rand.Read(key)
 	id, _ := fscrypt.Identify(key)
 	meta := &Meta{Format: MetaFormat, Version: MetaVersion, UUID: v.UUID, Name: v.Name, Path: v.Path, KeyIdentifier: id.String()}
-	if err := m.wrap(context.Background(), meta, key, 1); err != nil {
+	src, err := m.protect(context.Background(), meta, config.KeySourceTPM, 1, nil, false, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.setProtectors(meta, src, key); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(v.Path, 0o700); err != nil {

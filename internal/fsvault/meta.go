@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fscrypt"
 )
 
@@ -33,7 +34,23 @@ const (
 	// ProtectorRecovery: the vault key encrypted to the operator's recovery
 	// public key (seal.recovery_key), for `edgeseal recover`.
 	ProtectorRecovery = "recovery"
+	// ProtectorController: the vault key encrypted under a key the controller
+	// releases (key_version is the controller key's version); cache, if set,
+	// is that controller key sealed by the TPM, for an offline unlock.
+	ProtectorController = "controller"
+	// ProtectorTPMController: the vault key encrypted under a key derived from
+	// both a secret sealed by the TPM (share) and the controller's key: the
+	// TPM alone, or the controller alone, cannot unwrap it.
+	ProtectorTPMController = "tpm+controller"
 )
+
+// sources are the protector types that stand for a key source, one per
+// vault; the recovery protector is beside it.
+var sources = map[string]string{
+	ProtectorTPM2:          config.KeySourceTPM,
+	ProtectorController:    config.KeySourceController,
+	ProtectorTPMController: config.KeySourceTPMController,
+}
 
 // ErrCorruptMeta: a metadata file that does not parse or is out of shape.
 var ErrCorruptMeta = errors.New("vault metadata is corrupt")
@@ -69,6 +86,11 @@ type Protector struct {
 	// Recipient is the fingerprint of the recovery key (recovery only).
 	Recipient string `json:"recipient,omitempty"`
 	Blob      []byte `json:"blob"`
+	// Share is the TPM-sealed secret of a tpm+controller protector.
+	Share []byte `json:"share,omitempty"`
+	// Cache is the controller key of KeyVersion sealed by the TPM (a
+	// controller protector of a vault with offline: true).
+	Cache []byte `json:"cache,omitempty"`
 }
 
 // Identifier returns the key identifier.
@@ -89,12 +111,32 @@ func (m *Meta) Protector(typ string) *Protector {
 	return nil
 }
 
-// KeyVersion is the key version of the vault's TPM protector (0 if none).
+// KeyVersion is the key version of the vault's key source protector: for
+// tpm, the count of change-keys; for the controller sources, the version of
+// the controller key it is wrapped with.
 func (m *Meta) KeyVersion() int {
-	if p := m.Protector(ProtectorTPM2); p != nil {
+	if p := m.SourceProtector(); p != nil {
 		return p.KeyVersion
 	}
 	return 0
+}
+
+// SourceProtector is the protector of the vault's key source.
+func (m *Meta) SourceProtector() *Protector {
+	for i := range m.Protectors {
+		if _, ok := sources[m.Protectors[i].Type]; ok {
+			return &m.Protectors[i]
+		}
+	}
+	return nil
+}
+
+// Source is the vault's key source, as the config names it.
+func (m *Meta) Source() string {
+	if p := m.SourceProtector(); p != nil {
+		return sources[p.Type]
+	}
+	return ""
 }
 
 // Marshal encodes m as indented JSON ending in a newline.
@@ -154,21 +196,39 @@ func (m *Meta) check() error {
 		if len(p.Blob) == 0 || len(p.Blob) > maxBlob {
 			return fmt.Errorf("protectors[%d]: blob of %d bytes: want 1 to %d", i, len(p.Blob), maxBlob)
 		}
+		if len(p.Share) > maxBlob || len(p.Cache) > maxBlob {
+			return fmt.Errorf("protectors[%d]: share or cache of more than %d bytes", i, maxBlob)
+		}
 		switch p.Type {
 		case ProtectorTPM2:
-			if p.KeyVersion < 1 || p.Recipient != "" {
-				return fmt.Errorf("protectors[%d]: a tpm2 protector needs key_version >= 1 and no recipient", i)
+			if p.KeyVersion < 1 || p.Recipient != "" || p.Share != nil || p.Cache != nil {
+				return fmt.Errorf("protectors[%d]: a tpm2 protector needs key_version >= 1, and no recipient, share or cache", i)
+			}
+		case ProtectorController:
+			if p.KeyVersion < 1 || p.Recipient != "" || p.Share != nil {
+				return fmt.Errorf("protectors[%d]: a controller protector needs key_version >= 1, and no recipient or share", i)
+			}
+		case ProtectorTPMController:
+			if p.KeyVersion < 1 || p.Recipient != "" || len(p.Share) == 0 {
+				return fmt.Errorf("protectors[%d]: a tpm+controller protector needs key_version >= 1, a share, and no recipient", i)
 			}
 		case ProtectorRecovery:
-			if p.Recipient == "" || len(p.Recipient) > 128 || p.KeyVersion != 0 {
-				return fmt.Errorf("protectors[%d]: a recovery protector needs a recipient and no key_version", i)
+			if p.Recipient == "" || len(p.Recipient) > 128 || p.KeyVersion != 0 || p.Share != nil || p.Cache != nil {
+				return fmt.Errorf("protectors[%d]: a recovery protector needs a recipient, and no key_version, share or cache", i)
 			}
 		default:
-			return fmt.Errorf("protectors[%d]: unknown type %q (this build knows %s and %s)", i, p.Type, ProtectorTPM2, ProtectorRecovery)
+			return fmt.Errorf("protectors[%d]: unknown type %q (this build knows %s, %s, %s and %s)", i, p.Type,
+				ProtectorTPM2, ProtectorController, ProtectorTPMController, ProtectorRecovery)
 		}
 	}
-	if !seen[ProtectorTPM2] {
-		return errors.New("no tpm2 protector")
+	n := 0
+	for t := range sources {
+		if seen[t] {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("%d key source protectors (%s, %s or %s): want exactly one", n, ProtectorTPM2, ProtectorController, ProtectorTPMController)
 	}
 	return nil
 }

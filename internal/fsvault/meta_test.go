@@ -32,6 +32,26 @@ func TestVersion1MetadataKeepsParsing(t *testing.T) {
 	}
 }
 
+// A tpm+controller vault's metadata (its share, and the offline copy of the
+// controller's key) keeps parsing, and encodes back byte for byte.
+func TestVersion1TPMAndControllerMetadataKeepsParsing(t *testing.T) {
+	data, err := os.ReadFile("testdata/meta-v1-tpm-controller.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseMeta(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := m.SourceProtector()
+	if m.Source() != "tpm+controller" || m.KeyVersion() != 3 || p == nil || len(p.Share) == 0 || len(p.Cache) == 0 || m.Protector(ProtectorTPM2) != nil {
+		t.Errorf("parsed %+v", m)
+	}
+	if out := m.Marshal(); !bytes.Equal(out, data) {
+		t.Errorf("encodes back as\n%s\nnot\n%s", out, data)
+	}
+}
+
 // Metadata out of shape is ErrCorruptMeta, saying what is wrong.
 func TestMetadataOutOfShapeIsCorrupt(t *testing.T) {
 	good, _ := os.ReadFile("testdata/meta-v1.json")
@@ -55,7 +75,17 @@ func TestMetadataOutOfShapeIsCorrupt(t *testing.T) {
 		{"an unknown protector", edit(`"type": "recovery"`, `"type": "usb"`), `unknown type "usb"`},
 		{"two tpm2 protectors", edit(`"type": "recovery",
       "recipient": "sha256:3f2a"`, `"type": "tpm2", "key_version": 1`), "a second tpm2 protector"},
-		{"no tpm2 protector", reshape(good, func(m *Meta) { m.Protectors = m.Protectors[1:] }), "no tpm2 protector"},
+		{"no key source protector", reshape(good, func(m *Meta) { m.Protectors = m.Protectors[1:] }), "0 key source protectors"},
+		{"two key source protectors", reshape(good, func(m *Meta) {
+			m.Protectors = append(m.Protectors, Protector{Type: ProtectorController, KeyVersion: 1, Blob: []byte{1}})
+		}), "2 key source protectors"},
+		{"a tpm+controller protector without its share", reshape(good, func(m *Meta) {
+			m.Protectors[0] = Protector{Type: ProtectorTPMController, KeyVersion: 1, Blob: []byte{1}}
+		}), "needs key_version >= 1, a share"},
+		{"a controller protector with a share", reshape(good, func(m *Meta) {
+			m.Protectors[0] = Protector{Type: ProtectorController, KeyVersion: 1, Blob: []byte{1}, Share: []byte{1}}
+		}), "no recipient or share"},
+		{"a tpm2 protector with a cache", reshape(good, func(m *Meta) { m.Protectors[0].Cache = []byte{1} }), "no recipient, share or cache"},
 		{"key version 0", edit(`"key_version": 2`, `"key_version": 0`), "needs key_version >= 1"},
 		{"an empty blob", edit(`"eyJ2ZXJzaW9uIjoxfQo="`, `""`), "blob of 0 bytes"},
 		{"too big", append(bytes.Repeat([]byte(" "), maxMeta), good...), "more than"},
@@ -84,6 +114,8 @@ func reshape(good []byte, fn func(*Meta)) []byte {
 func FuzzParseMeta(f *testing.F) {
 	good, _ := os.ReadFile("testdata/meta-v1.json")
 	f.Add(good)
+	both, _ := os.ReadFile("testdata/meta-v1-tpm-controller.json")
+	f.Add(both)
 	f.Add([]byte(`{"format":"edgeseal-fsvault","version":1}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fscrypt"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 )
@@ -20,12 +21,27 @@ var ErrNoRecoveryCopy = errors.New("the vault has no recovery copy of its key (s
 // is wrapped by the same sealed object.
 func (m *Manager) ReplaceTPM(names []string, fn func(blob []byte) ([]byte, error)) ([]Change, error) {
 	return m.each(names, func(meta *Meta) (string, error) {
-		p := meta.Protector(ProtectorTPM2)
-		blob, err := fn(p.Blob)
-		if err != nil {
-			return "", fmt.Errorf("vault %s: %w", meta.Name, err)
+		p := meta.SourceProtector()
+		// Every blob the TPM sealed: the key (tpm2), the TPM's share
+		// (tpm+controller), the offline copy of the controller's key.
+		blobs := []*[]byte{&p.Share, &p.Cache}
+		if p.Type == ProtectorTPM2 {
+			blobs = []*[]byte{&p.Blob}
 		}
-		p.Blob = blob
+		n := 0
+		for _, b := range blobs {
+			if len(*b) == 0 {
+				continue
+			}
+			out, err := fn(*b)
+			if err != nil {
+				return "", fmt.Errorf("vault %s: %w", meta.Name, err)
+			}
+			*b, n = out, n+1
+		}
+		if n == 0 {
+			return "nothing sealed by the TPM (key source controller, no offline copy)", nil
+		}
 		meta.Changed = m.now()
 		if err := m.writeMeta(meta); err != nil {
 			return "", err
@@ -42,6 +58,10 @@ func (m *Manager) Recover(ctx context.Context, names []string, priv *ecdh.Privat
 		p := meta.Protector(ProtectorRecovery)
 		if p == nil {
 			return "", fmt.Errorf("cannot recover vault %s: %w", meta.Name, ErrNoRecoveryCopy)
+		}
+		if meta.Source() != config.KeySourceTPM {
+			return "", fmt.Errorf("cannot recover vault %s with the recovery key: its key source is %s, which needs the controller's key too; "+
+				"the controller's escrow recovers it (edgeseal vault apply, after `edgeseal-controller device approve`)", meta.Name, meta.Source())
 		}
 		key, err := recovery.Open(priv, p.Blob)
 		if err != nil {

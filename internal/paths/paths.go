@@ -22,6 +22,9 @@ type Paths struct {
 	InitMarker string // StateDir/init-pending.json: a first boot's init is in progress
 	Recovery   string // StateDir/unseal-key.recovery: the unseal key encrypted to the operator's recovery key
 	VaultMeta  string // StateDir/fsvault: one NAME.json per file vault, its key wrapped by its protectors (0700)
+	Controller string // StateDir/controller: the enrolment with a controller (0700)
+	Enrolment  string // Controller/enrolment.json: the controller's URL, CA and signing key, the device id and TLS client certificate
+	ClientKey  string // Controller/client.key: the device's TLS client key for the controller (0600)
 
 	RunDir       string // /run/edgeseal: tmpfs, re-made every boot
 	PKIDir       string // RunDir/pki: per-boot CA certificate, leaf certificates and keys
@@ -61,6 +64,9 @@ func derive(p Paths) Paths {
 	p.InitMarker = filepath.Join(p.StateDir, "init-pending.json")
 	p.Recovery = filepath.Join(p.StateDir, "unseal-key.recovery")
 	p.VaultMeta = filepath.Join(p.StateDir, "fsvault")
+	p.Controller = filepath.Join(p.StateDir, "controller")
+	p.Enrolment = filepath.Join(p.Controller, "enrolment.json")
+	p.ClientKey = filepath.Join(p.Controller, "client.key")
 	p.PKIDir = filepath.Join(p.RunDir, "pki")
 	p.CACert = filepath.Join(p.PKIDir, "ca.crt")
 	p.VaultCert = filepath.Join(p.PKIDir, "vault.crt")

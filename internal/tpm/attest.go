@@ -96,6 +96,9 @@ func QualifyingData(nonce []byte, claims map[string]string) []byte {
 	h := sha256.New()
 	h.Write([]byte(qualifyingDomain))
 	h.Write(nonce)
+	if len(claims) == 0 {
+		claims = nil // no claims: one encoding (null), whether nil or empty
+	}
 	c, _ := json.Marshal(claims) // encoding/json sorts map keys
 	h.Write(c)
 	return h.Sum(nil)

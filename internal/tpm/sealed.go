@@ -264,20 +264,36 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	return unpackSealedData(data)
 }
 
+// MismatchError is ErrPCRMismatch naming the PCRs whose values differ (the
+// status a controller and an operator read).
+type MismatchError struct {
+	PCRs []int
+}
+
+func (e *MismatchError) Error() string {
+	ps := make([]string, len(e.PCRs))
+	for i, p := range e.PCRs {
+		ps[i] = strconv.Itoa(p)
+	}
+	return fmt.Sprintf("%v: PCR %s (sha256); boot the approved software, or approve new values with `edgeseal tpm reseal` from an approved state",
+		ErrPCRMismatch, strings.Join(ps, ", "))
+}
+
+func (e *MismatchError) Unwrap() error { return ErrPCRMismatch }
+
 // pcrMismatch names the PCRs whose values differ from the approved ones.
 func (o *SealedObject) pcrMismatch(t *tpm2.TPMContext) error {
 	now, err := ReadPCRs(t, o.PCRs)
 	if err != nil {
 		return fmt.Errorf("%w (and %v)", ErrPCRMismatch, err)
 	}
-	var differ []string
+	e := &MismatchError{}
 	for _, p := range o.PCRs {
 		if !bytes.Equal(now[p], o.Values[p]) {
-			differ = append(differ, strconv.Itoa(p))
+			e.PCRs = append(e.PCRs, p)
 		}
 	}
-	return fmt.Errorf("%w: PCR %s (sha256); boot the approved software, or approve new values with `edgeseal tpm reseal` from an approved state",
-		ErrPCRMismatch, strings.Join(differ, ", "))
+	return e
 }
 
 func (o *SealedObject) classifyUnseal(t *tpm2.TPMContext, err error) error {

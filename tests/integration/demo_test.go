@@ -185,6 +185,8 @@ func TestDemo(t *testing.T) {
 	}
 	show("edgeseal status", d.run("sh", "-c", "edgeseal status; true"))
 	show("edgeseal vault list", d.run("edgeseal", "vault", "list"))
+
+	demoController(t, d, powerCycle, say, show)
 	say("\n== demo done: the container and the software TPM are stopped, their state removed ==")
 }
 

@@ -1,0 +1,196 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/ctlproto"
+	"github.com/edgeseal/edgeseal/internal/paths"
+)
+
+// DefaultTimeout bounds one exchange when the caller gives no timeout.
+const DefaultTimeout = 10 * time.Second
+
+// maxErrorBody bounds what is read of an answer that is not a success (an
+// ErrorBody's text is at most ctlproto.MaxReason; JSON may escape it).
+const maxErrorBody = 8 << 10
+
+// NewHTTPS is the built-in transport: HTTPS with mutual TLS 1.3 to e.URL.
+// The controller's certificate must chain to e.CA (and nothing else); the
+// device shows e.ClientCert with the key in p.ClientKey. Each answer is
+// decoded strictly (ctlproto). Errors are classified: ErrUnreachable (no
+// connection, a timeout), ErrServerCertificate (a controller not from the
+// enrolled CA), ErrRefused (an error answer, or the controller refusing the
+// device's certificate), ctlproto.ErrMalformed (an answer out of shape).
+// No proxy is used.
+func NewHTTPS(p paths.Paths, e *Enrolment, timeout time.Duration) (Transport, error) {
+	if err := e.check(); err != nil {
+		return nil, fmt.Errorf("cannot use the enrolment: %w: %v", ErrBadEnrolment, err)
+	}
+	pool, err := parseCA([]byte(e.CA))
+	if err != nil {
+		return nil, fmt.Errorf("cannot use the enrolment's CA: %w", err)
+	}
+	keyPEM, err := readBounded(p.ClientKey, maxClientKey)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the TLS client key (run as root; if it is gone, enrol again with --force): %w", err)
+	}
+	cert, err := tls.X509KeyPair([]byte(e.ClientCert), keyPEM)
+	clear(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use the TLS client key %s with the enrolment's certificate (enrol again with --force): %w", p.ClientKey, err)
+	}
+	return newHTTPS(e.URL, pool, &cert, timeout)
+}
+
+// httpsTransport posts one JSON message per exchange and decodes the answer.
+type httpsTransport struct {
+	base   string
+	client *http.Client
+}
+
+func newHTTPS(base string, roots *x509.CertPool, cert *tls.Certificate, timeout time.Duration) (*httpsTransport, error) {
+	base, err := parseURL(base)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use the controller's URL: %w", err)
+	}
+	u, _ := url.Parse(base)
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		RootCAs:    roots,
+		ServerName: u.Hostname(),
+	}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: timeout}).DialContext,
+		TLSClientConfig:       tc,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+		MaxIdleConns:          1,
+		IdleConnTimeout:       30 * time.Second,
+	}
+	return &httpsTransport{base: base, client: &http.Client{
+		Transport: tr,
+		Timeout:   timeout,
+		// A redirect is an answer that is not a success.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}, nil
+}
+
+// CloseIdleConnections ends the connections kept for another exchange.
+func (h *httpsTransport) CloseIdleConnections() { h.client.CloseIdleConnections() }
+
+func (h *httpsTransport) Challenge(ctx context.Context) (*ctlproto.Challenge, error) {
+	var c ctlproto.Challenge
+	if err := h.post(ctx, ctlproto.PathChallenge, &ctlproto.ChallengeRequest{}, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (h *httpsTransport) Keys(ctx context.Context, req *ctlproto.KeysRequest) (*ctlproto.SignedBundle, error) {
+	var s ctlproto.SignedBundle
+	if err := h.post(ctx, ctlproto.PathKeys, req, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (h *httpsTransport) Report(ctx context.Context, r *ctlproto.Report) error {
+	return h.post(ctx, ctlproto.PathReport, r, &ctlproto.ReportAck{})
+}
+
+// post sends req to path and decodes the answer into resp.
+func (h *httpsTransport) post(ctx context.Context, path string, req, resp ctlproto.Message) error {
+	if err := req.Validate(); err != nil {
+		return fmt.Errorf("internal error: a request to %s out of shape: %w", path, err)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("cannot encode the request to %s: %w", path, err)
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+path, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("cannot make the request to %s: %w", path, err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	hr.Header.Set("Accept", "application/json")
+	res, err := h.client.Do(hr)
+	if err != nil {
+		return classify(path, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode < 200 || res.StatusCode > 299 {
+		return refused(path, res)
+	}
+	data, err := io.ReadAll(io.LimitReader(res.Body, ctlproto.MaxBody+1))
+	if err != nil {
+		return classify(path, err)
+	}
+	if err := ctlproto.Unmarshal(data, resp); err != nil {
+		return fmt.Errorf("cannot read the controller's answer to %s: %w", path, err)
+	}
+	return nil
+}
+
+// refused is ErrRefused with the answer's status and its ErrorBody's text
+// (bounded, validated: never the raw body).
+func refused(path string, res *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(res.Body, maxErrorBody+1))
+	msg := "no error message"
+	var eb ctlproto.ErrorBody
+	if len(data) <= maxErrorBody && ctlproto.Unmarshal(data, &eb) == nil {
+		msg = strings.ReplaceAll(eb.Error, "\n", " ")
+	}
+	return fmt.Errorf("%w (%s): HTTP %d %s: %s", ErrRefused, path, res.StatusCode, http.StatusText(res.StatusCode), msg)
+}
+
+// classify sorts a failed exchange: a controller not from the enrolled CA,
+// a TLS refusal of the device's certificate, a cancelled call, or (anything
+// else: a dial, a timeout, a connection dropped) unreachable.
+func classify(path string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var (
+		verr *tls.CertificateVerificationError
+		uerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+		ierr x509.CertificateInvalidError
+		rerr tls.RecordHeaderError
+		oerr *net.OpError
+	)
+	switch {
+	case errors.As(err, &verr), errors.As(err, &uerr), errors.As(err, &herr), errors.As(err, &ierr):
+		return fmt.Errorf("%w (%s): %w", ErrServerCertificate, path, err)
+	case errors.As(err, &oerr) && oerr.Op == "remote error":
+		// A TLS alert from the controller: it refused this device's
+		// certificate (revoked, expired, from an old enrolment).
+		return fmt.Errorf("%w (%s): the controller refused this device's TLS certificate: %w", ErrRefused, path, err)
+	case errors.As(err, &rerr) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		// net/http turns the tls.RecordHeaderError of a plain HTTP answer
+		// into an untyped error: its text is all there is.
+		return fmt.Errorf("cannot talk to the controller (%s): it does not speak TLS there: %w", path, err)
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("cannot talk to the controller (%s): %w", path, err)
+	}
+	return fmt.Errorf("%w (%s): %w", ErrUnreachable, path, err)
+}

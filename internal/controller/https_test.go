@@ -1,0 +1,223 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/canonical/go-tpm2"
+
+	"github.com/edgeseal/edgeseal/internal/ctlproto"
+)
+
+// controllerAt starts a TLS server on loopback with a certificate from ca,
+// asking for client certificates from clients (nil: none), answering with h.
+func controllerAt(t *testing.T, ca, clients *testCA, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	s := httptest.NewUnstartedServer(h)
+	s.TLS = ca.serverTLS(t, clients)
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshakes refused on purpose
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func goodChallenge(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != ctlproto.PathChallenge || len(r.TLS.PeerCertificates) == 0 ||
+		r.TLS.PeerCertificates[0].Subject.CommonName != "gw-1" {
+		http.Error(w, `{"error":"wrong request"}`, http.StatusBadRequest)
+		return
+	}
+	json.NewEncoder(w).Encode(&ctlproto.Challenge{Nonce: bytes.Repeat([]byte{1}, 32), PCRs: []int{0, 7},
+		Claims: []string{"device_id"}, Expires: time.Now().Add(time.Minute)})
+}
+
+// stall answers after the client is gone (or 5s).
+func stall(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body) // the server notices the client gone only once the body is read
+	select {
+	case <-r.Context().Done():
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// Each way an exchange fails is told apart: an outage (ErrUnreachable, which
+// may fall back to offline keys) from a controller that is not the enrolled
+// one, one that said no, and an answer out of shape (none of which may).
+func TestHTTPSErrorsAreClassified(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	impostor := newTestCA(t, "impostor CA")
+	closed := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		return "https://" + l.Addr().String()
+	}()
+	answer := func(status int, body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+		}
+	}
+	plain := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(plain.Close)
+	cases := []struct {
+		name   string
+		url    func() string
+		is     error
+		isNot  error
+		text   string
+		server *testCA // the CA the server's certificate is from
+		wants  *testCA // the CA the server wants client certificates from
+		h      http.HandlerFunc
+	}{
+		{"a good answer decodes", nil, nil, nil, "", ca, ca, goodChallenge},
+		{"a closed port is unreachable", func() string { return closed }, ErrUnreachable, nil, "connection refused", nil, nil, nil},
+		{"a server certificate from another CA is not trusted, and not an outage", nil,
+			ErrServerCertificate, ErrUnreachable, "certificate signed by unknown authority", impostor, ca, goodChallenge},
+		{"a controller that refuses the device's certificate refuses", nil,
+			ErrRefused, ErrUnreachable, "refused this device's TLS certificate", ca, impostor, goodChallenge},
+		{"an ErrorBody is refused, with its text and status", nil, ErrRefused, ErrUnreachable,
+			"HTTP 403 Forbidden: device revoked by the operator", ca, ca, answer(403, `{"error":"device revoked by the operator"}`)},
+		{"an error page that is not an ErrorBody is refused, without its text", nil, ErrRefused, nil,
+			"HTTP 502 Bad Gateway: no error message", ca, ca, answer(502, "<html>"+strings.Repeat("x", 1<<20))},
+		{"a redirect is refused", nil, ErrRefused, nil, "HTTP 307", ca, ca,
+			func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "https://elsewhere/", http.StatusTemporaryRedirect)
+			}},
+		{"an oversize body is malformed", nil, ctlproto.ErrMalformed, ErrUnreachable, "more than", ca, ca,
+			answer(200, `{"nonce":"`+strings.Repeat("A", ctlproto.MaxBody)+`"}`)},
+		{"trailing garbage is malformed", nil, ctlproto.ErrMalformed, nil, "data after the message", ca, ca,
+			func(w http.ResponseWriter, r *http.Request) { goodChallenge(w, r); w.Write([]byte(`{}`)) }},
+		{"an unknown field is malformed", nil, ctlproto.ErrMalformed, nil, "unknown field", ca, ca,
+			answer(200, `{"nonce":"AQ==","pcrs":[0],"expires":"2026-01-01T00:00:00Z","keys":1}`)},
+		{"an answer out of shape is malformed", nil, ctlproto.ErrMalformed, nil, "nonce: 1 bytes", ca, ca,
+			answer(200, `{"nonce":"AQ==","pcrs":[0],"expires":"2026-01-01T00:00:00Z"}`)},
+		{"a slow controller is unreachable", nil, ErrUnreachable, nil, "Timeout", ca, ca,
+			stall},
+		{"a server that does not speak TLS is not an outage", func() string { return strings.Replace(plain.URL, "http:", "https:", 1) },
+			nil, ErrUnreachable, "does not speak TLS", nil, nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			url := ""
+			if tc.url != nil {
+				url = tc.url()
+			} else {
+				url = controllerAt(t, tc.server, tc.wants, tc.h).URL
+			}
+			d := enrolTestDevice(t, url, ca, "gw-1")
+			tr, err := NewHTTPS(d.p, d.e, 300*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := tr.Challenge(t.Context())
+			if tc.is == nil && tc.text == "" {
+				if err != nil || len(c.PCRs) != 2 {
+					t.Fatalf("Challenge = %+v, %v", c, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Challenge = %+v; want an error", c)
+			}
+			t.Log(err)
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("Challenge: %v; want %v", err, tc.is)
+			}
+			if tc.isNot != nil && errors.Is(err, tc.isNot) {
+				t.Errorf("Challenge: %v; must not be %v", err, tc.isNot)
+			}
+			if !strings.Contains(err.Error(), tc.text) {
+				t.Errorf("Challenge: %v; want it to say %q", err, tc.text)
+			}
+			if len(err.Error()) > 2048 {
+				t.Errorf("the error is %d bytes long", len(err.Error()))
+			}
+		})
+	}
+}
+
+// A cancelled call is neither an outage nor a refusal.
+func TestHTTPSCancelledIsNotUnreachable(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	s := controllerAt(t, ca, ca, stall)
+	d := enrolTestDevice(t, s.URL, ca, "gw-1")
+	tr, err := NewHTTPS(d.p, d.e, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err = tr.Challenge(ctx)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnreachable) || errors.Is(err, ErrRefused) {
+		t.Errorf("Challenge: %v; want context.Canceled only", err)
+	}
+}
+
+// The client key must be there, and be the certificate's.
+func TestHTTPSNeedsTheEnrolledClientKey(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	d := enrolTestDevice(t, "https://127.0.0.1:1", ca, "gw-1")
+	other := enrolTestDevice(t, "https://127.0.0.1:1", ca, "gw-1")
+	if _, err := NewHTTPS(d.p, other.e, time.Second); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("NewHTTPS with another device's certificate: %v", err)
+	}
+	d.p.ClientKey += ".gone"
+	if _, err := NewHTTPS(d.p, d.e, time.Second); err == nil || !strings.Contains(err.Error(), "TLS client key") {
+		t.Errorf("NewHTTPS with no client key: %v", err)
+	}
+}
+
+// A Device checks locally what it can before it touches the TPM or asks the
+// controller anything.
+func TestKeysChecksLocallyFirst(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	noTPM := func() (*tpm2.TPMContext, error) { t.Error("the TPM was opened"); return nil, errors.New("no") }
+	good := ctlproto.VaultRequest{UUID: "0f9c4a3e-2b7d-4e1a-9c55-3d2f8e6a1b70", Name: "images", Keys: true}
+	t.Run("not enrolled", func(t *testing.T) {
+		d := &Device{Paths: enrolTestDevice(t, "https://127.0.0.1:1", ca, "gw-1").p, OpenTPM: noTPM}
+		d.Paths.Enrolment += ".gone"
+		if _, err := d.Keys(t.Context(), []ctlproto.VaultRequest{good}); !errors.Is(err, ErrNotEnrolled) {
+			t.Errorf("Keys: %v; want ErrNotEnrolled", err)
+		}
+		if err := d.Report(t.Context(), &ctlproto.Report{Vaults: []ctlproto.VaultReport{{UUID: good.UUID, KeyVersion: 1}}}); !errors.Is(err, ErrNotEnrolled) {
+			t.Errorf("Report: %v; want ErrNotEnrolled", err)
+		}
+	})
+	d := &Device{Paths: enrolTestDevice(t, "https://127.0.0.1:1", ca, "gw-1").p, OpenTPM: noTPM}
+	cases := []struct {
+		name   string
+		cfg    string
+		vaults []ctlproto.VaultRequest
+		want   string
+	}{
+		{"no vault", "", nil, "vaults: 0"},
+		{"a vault asking for nothing", "", []ctlproto.VaultRequest{{UUID: good.UUID, Name: "images"}}, "neither keys nor escrow"},
+		{"a repeated vault", "", []ctlproto.VaultRequest{good, good}, "repeated"},
+		{"an unreadable location file", "/nonexistent/location",
+			[]ctlproto.VaultRequest{{UUID: good.UUID, Name: "images", Keys: true, Attestation: true}}, "/nonexistent/location"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d.Config.LocationFile = tc.cfg
+			if _, err := d.Keys(t.Context(), tc.vaults); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Keys: %v; want %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := d.SealForEscrow(make([]byte, 32)); err == nil || !strings.Contains(err.Error(), "not 64") {
+		t.Errorf("SealForEscrow of 32 bytes: %v", err)
+	}
+}

@@ -1,0 +1,297 @@
+package refctl
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/ctlproto"
+)
+
+// The operator's commands. Each takes the directory's lock, so they may run
+// while the controller serves.
+
+// AddDevice adds a device that will enrol with the token returned: a
+// one-time secret, valid for 24 hours, that only its SHA-256 is kept of.
+// pcrs are the PCRs its quotes must cover (nil: DefaultPCRs); claims, the
+// claims they must carry with these values.
+func AddDevice(dir, name string, pcrs []int, claims map[string]string) (string, error) {
+	if err := checkName(name); err != nil {
+		return "", fmt.Errorf("cannot add device: %w", err)
+	}
+	if pcrs == nil {
+		pcrs = DefaultPCRs
+	}
+	pcrs = slices.Sorted(slices.Values(pcrs))
+	if err := checkPCRList(pcrs); err != nil {
+		return "", fmt.Errorf("cannot add device %s: %w: %v", name, ErrInvalid, err)
+	}
+	if err := ctlproto.CheckClaims(claims); err != nil {
+		return "", fmt.Errorf("cannot add device %s: %w: %v", name, ErrInvalid, err)
+	}
+	tok, t, err := newToken()
+	if err != nil {
+		return "", fmt.Errorf("cannot add device %s: %w", name, err)
+	}
+	err = newPaths(dir).update(func(st *state) (bool, error) {
+		if st.Devices[name] != nil {
+			return false, fmt.Errorf("%w (to enrol it again, after its TPM or disk was replaced: device add --reenrol)", ErrExists)
+		}
+		st.Devices[name] = &device{PCRs: pcrs, Claims: cloneClaims(claims), Token: t}
+		return true, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("cannot add device %s: %w", name, err)
+	}
+	return tok, nil
+}
+
+// Reenrol gives a device a new enrolment token. Enrolling with it replaces
+// the device's attestation key, storage root key, client certificate and
+// expected PCR values; its vaults and their keys are kept. Until then the
+// device goes on as it is.
+func Reenrol(dir, name string) (string, error) {
+	tok, t, err := newToken()
+	if err != nil {
+		return "", fmt.Errorf("cannot re-enrol device %s: %w", name, err)
+	}
+	err = withDevice(dir, name, func(d *device) error {
+		d.Token, d.EnrolNonce = t, nil
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("cannot re-enrol device %s: %w", name, err)
+	}
+	return tok, nil
+}
+
+func newToken() (string, *token, error) {
+	b := make([]byte, tokenBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", nil, err
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	return tok, &token{Hash: hashToken(tok), Expires: time.Now().Add(tokenLifetime)}, nil
+}
+
+func hashToken(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
+
+// Revoke marks a device reported stolen (revoked true): from its next
+// request on, every vault is withheld, with a reason it can show. Revoke
+// with revoked false restores it.
+func Revoke(dir, name string, revoked bool) error {
+	verb := "revoke"
+	if !revoked {
+		verb = "restore"
+	}
+	if err := withDevice(dir, name, func(d *device) error { d.Revoked = revoked; return nil }); err != nil {
+		return fmt.Errorf("cannot %s device %s: %w", verb, name, err)
+	}
+	return nil
+}
+
+// Approve makes the PCR values of the device's last refused quote the
+// expected ones (after an update the operator trusts changed them), and
+// returns the PCRs that changed.
+func Approve(dir, name string) ([]int, error) {
+	var changed []int
+	err := withDevice(dir, name, func(d *device) error {
+		if d.Refused == nil {
+			return fmt.Errorf("%w: no refused quote to approve (the device's last quote was good, or it has sent none)", ErrInvalid)
+		}
+		changed = slices.Clone(d.Refused.Changed)
+		d.Expected = maps.Clone(d.Refused.PCRs)
+		d.Approved, d.Refused = changed, nil
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot approve device %s: %w", name, err)
+	}
+	return changed, nil
+}
+
+// Expect replaces the claims the device's quotes must carry (nil or empty:
+// none).
+func Expect(dir, name string, claims map[string]string) error {
+	if err := ctlproto.CheckClaims(claims); err != nil {
+		return fmt.Errorf("cannot set the claims of device %s: %w: %v", name, ErrInvalid, err)
+	}
+	err := withDevice(dir, name, func(d *device) error { d.Claims = cloneClaims(claims); return nil })
+	if err != nil {
+		return fmt.Errorf("cannot set the claims of device %s: %w", name, err)
+	}
+	return nil
+}
+
+// Rotate asks for a new key version of a device's vault (by name or UUID).
+// It is made at the device's next key request, once the device has moved
+// its vault to the current version: never two versions ahead of it.
+func Rotate(dir, dev, vaultID string) error {
+	err := withDevice(dir, dev, func(d *device) error {
+		_, v, err := d.findVault(vaultID)
+		if err != nil {
+			return err
+		}
+		v.RotatePending = true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cannot rotate vault %s of device %s: %w", vaultID, dev, err)
+	}
+	return nil
+}
+
+func (d *device) findVault(id string) (string, *vault, error) {
+	if v := d.Vaults[id]; v != nil {
+		return id, v, nil
+	}
+	var found []string
+	for u, v := range d.Vaults {
+		if v.Name == id {
+			found = append(found, u)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", nil, ErrUnknownVault
+	case 1:
+		return found[0], d.Vaults[found[0]], nil
+	}
+	slices.Sort(found)
+	return "", nil, fmt.Errorf("%w: vaults %s are all named %s: give the UUID", ErrInvalid, strings.Join(found, ", "), id)
+}
+
+// withDevice runs fn on the named device under the lock and saves the state
+// if fn succeeds.
+func withDevice(dir, name string, fn func(d *device) error) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	return newPaths(dir).update(func(st *state) (bool, error) {
+		d := st.Devices[name]
+		if d == nil {
+			return false, ErrUnknownDevice
+		}
+		if err := fn(d); err != nil {
+			return false, err
+		}
+		return true, nil
+	})
+}
+
+func checkName(name string) error {
+	if !idRE.MatchString(name) {
+		return fmt.Errorf("%w: device name %q: use 1 to 64 of a-z 0-9 . _ - (starting with a letter or digit)", ErrInvalid, name)
+	}
+	return nil
+}
+
+func cloneClaims(c map[string]string) map[string]string {
+	if len(c) == 0 {
+		return nil
+	}
+	return maps.Clone(c)
+}
+
+// DeviceView is what an operator sees of a device.
+type DeviceView struct {
+	Name       string    `json:"name"`
+	Enrolled   bool      `json:"enrolled"`
+	EnrolledAt time.Time `json:"enrolled_at,omitzero"`
+	// TokenExpires: an enrolment token waits, unused, until then.
+	TokenExpires time.Time         `json:"token_expires,omitzero"`
+	Revoked      bool              `json:"revoked"`
+	PCRs         []int             `json:"pcrs"`
+	Expected     map[int]string    `json:"expected,omitempty"`
+	Claims       map[string]string `json:"claims,omitempty"`
+	Refused      *RefusedView      `json:"refused,omitempty"`
+	Vaults       []VaultView       `json:"vaults"`
+}
+
+// RefusedView is the device's last quote refused for its PCR values.
+type RefusedView struct {
+	At      time.Time      `json:"at"`
+	Reason  string         `json:"reason"`
+	Changed []int          `json:"changed"`
+	PCRs    map[int]string `json:"pcrs"`
+}
+
+// VaultView is one of a device's vaults.
+type VaultView struct {
+	Name          string    `json:"name"`
+	UUID          string    `json:"uuid"`
+	Attestation   bool      `json:"attestation"`
+	Versions      []int     `json:"versions"` // key versions kept
+	Acked         int       `json:"acked"`    // the version the device reported
+	RotatePending bool      `json:"rotate_pending,omitempty"`
+	Escrowed      bool      `json:"escrowed"`
+	EscrowUpdated time.Time `json:"escrow_updated,omitzero"`
+	LastUnlock    string    `json:"last_unlock,omitempty"`
+	LastUnlockAt  time.Time `json:"last_unlock_at,omitzero"`
+}
+
+// Show is what the controller knows of a device.
+func Show(dir, name string) (*DeviceView, error) {
+	if err := checkName(name); err != nil {
+		return nil, fmt.Errorf("cannot show device: %w", err)
+	}
+	var dv *DeviceView
+	err := newPaths(dir).view(func(st *state) error {
+		d := st.Devices[name]
+		if d == nil {
+			return ErrUnknownDevice
+		}
+		dv = d.view(name, time.Now())
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot show device %s: %w", name, err)
+	}
+	return dv, nil
+}
+
+// List is every device, by name.
+func List(dir string) ([]*DeviceView, error) {
+	var all []*DeviceView
+	err := newPaths(dir).view(func(st *state) error {
+		for _, name := range slices.Sorted(maps.Keys(st.Devices)) {
+			all = append(all, st.Devices[name].view(name, time.Now()))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot list devices: %w", err)
+	}
+	return all, nil
+}
+
+func (d *device) view(name string, now time.Time) *DeviceView {
+	dv := &DeviceView{Name: name, Enrolled: !d.Enrolled.IsZero(), EnrolledAt: d.Enrolled, Revoked: d.Revoked,
+		PCRs: slices.Clone(d.PCRs), Expected: maps.Clone(d.Expected), Claims: maps.Clone(d.Claims), Vaults: []VaultView{}}
+	if d.Token != nil && !d.Token.Used && now.Before(d.Token.Expires) {
+		dv.TokenExpires = d.Token.Expires
+	}
+	if r := d.Refused; r != nil {
+		dv.Refused = &RefusedView{At: r.At, Reason: r.Reason, Changed: slices.Clone(r.Changed), PCRs: maps.Clone(r.PCRs)}
+	}
+	for _, id := range slices.Sorted(maps.Keys(d.Vaults)) {
+		v := d.Vaults[id]
+		vv := VaultView{Name: v.Name, UUID: id, Attestation: v.Attestation, Acked: v.Acked, RotatePending: v.RotatePending,
+			Escrowed: len(v.Escrow) > 0, EscrowUpdated: v.EscrowUpdated, LastUnlock: v.LastUnlock, LastUnlockAt: v.LastUnlockAt}
+		for _, k := range v.Keys {
+			vv.Versions = append(vv.Versions, k.Version)
+		}
+		dv.Vaults = append(dv.Vaults, vv)
+	}
+	slices.SortStableFunc(dv.Vaults, func(a, b VaultView) int { return strings.Compare(a.Name, b.Name) })
+	return dv
+}

@@ -1,0 +1,174 @@
+package refctl
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/ctlproto"
+	"github.com/edgeseal/edgeseal/internal/tpm"
+)
+
+// Enrolment, authenticated by the one-time token an operator got from
+// AddDevice. The device asks for a nonce, then sends its attestation key,
+// its storage root key certified by that key over the nonce
+// (tpm.Enrolment), a quote of its PCR selection over the same nonce, and
+// the public half of its TLS client key. The controller trusts the
+// attestation key on first use, because the token vouches for the device (a
+// real controller checks the TPM's endorsement certificate too), records the
+// quoted PCR values as the expected ones, and certifies the client key.
+
+// maxEnrolment bounds the tpm.Enrolment JSON (ctlproto bounds it too).
+const maxEnrolment = 4 * ctlproto.MaxSealed
+
+// findToken is the device whose unused, unexpired token tok is; else the
+// reason it is refused.
+func findToken(st *state, tok string, now time.Time) (string, *device, string) {
+	h := []byte(hashToken(tok))
+	for name, d := range st.Devices {
+		if d.Token == nil || subtle.ConstantTimeCompare([]byte(d.Token.Hash), h) != 1 {
+			continue
+		}
+		switch {
+		case d.Token.Used:
+			return name, nil, "the enrolment token was used already: ask the operator for a new one (device add --reenrol)"
+		case !now.Before(d.Token.Expires):
+			return name, nil, "the enrolment token expired: ask the operator for a new one (device add --reenrol)"
+		}
+		return name, d, ""
+	}
+	return "", nil, "the enrolment token is not one this controller issued"
+}
+
+func randomNonce() ([]byte, error) {
+	n := make([]byte, ctlproto.NonceSize)
+	_, err := rand.Read(n)
+	return n, err
+}
+
+func (s *server) enrolNonce(r *http.Request) reply {
+	var req ctlproto.EnrolNonceRequest
+	if err := ctlproto.Decode(r.Body, &req); err != nil {
+		return fail(http.StatusBadRequest, "", err.Error())
+	}
+	var out reply
+	err := s.p.update(func(st *state) (bool, error) {
+		now := s.now()
+		name, d, why := findToken(st, req.Token, now)
+		if d == nil {
+			out = fail(http.StatusUnauthorized, name, why)
+			return false, nil
+		}
+		nonce, err := randomNonce()
+		if err != nil {
+			return false, err
+		}
+		d.EnrolNonce = &enrolNonce{Nonce: nonce, Expires: now.Add(nonceLifetime)}
+		out = ok(name, &ctlproto.EnrolNonce{Nonce: nonce, PCRs: d.PCRs}, "enrolment nonce issued")
+		return true, nil
+	})
+	if err != nil {
+		return internal("", err)
+	}
+	return out
+}
+
+func (s *server) enrol(r *http.Request) reply {
+	var req ctlproto.EnrolRequest
+	if err := ctlproto.Decode(r.Body, &req); err != nil {
+		return fail(http.StatusBadRequest, "", err.Error())
+	}
+	e, err := decodeEnrolment(req.Enrolment)
+	if err != nil {
+		return fail(http.StatusBadRequest, "", "enrolment: "+err.Error())
+	}
+	ak, err := tpm.ParseAKPublic([]byte(e.AKPublic))
+	if err != nil {
+		return fail(http.StatusBadRequest, "", "enrolment: ak_public: "+err.Error())
+	}
+	clientKey, err := ctlproto.ParsePublicKey(req.ClientKey)
+	if err != nil {
+		return fail(http.StatusBadRequest, "", "client_key: "+err.Error())
+	}
+	var out reply
+	err = s.p.update(func(st *state) (bool, error) {
+		now := s.now()
+		name, d, why := findToken(st, req.Token, now)
+		if d == nil {
+			out = fail(http.StatusUnauthorized, name, why)
+			return false, nil
+		}
+		if d.EnrolNonce == nil || !bytes.Equal(d.EnrolNonce.Nonce, req.Nonce) || !now.Before(d.EnrolNonce.Expires) {
+			out = fail(http.StatusForbidden, name, "the enrolment nonce is not the one issued, or it expired: ask for a new one")
+			return false, nil
+		}
+		// The nonce is spent whatever happens next.
+		d.EnrolNonce = nil
+		if _, err := tpm.VerifyEnrolment(e, ak, req.Nonce); err != nil {
+			out = fail(http.StatusForbidden, name, "cannot enrol: "+err.Error())
+			return true, nil
+		}
+		if why := checkGenuine(req.Quote, e.AKPublic, req.Nonce, d.PCRs); why != "" {
+			out = fail(http.StatusForbidden, name, "cannot enrol: the enrolment quote: "+why)
+			return true, nil
+		}
+		cert, err := issueClientCert(s.k.caKey, s.k.ca, name, clientKey)
+		if err != nil {
+			out = internal(name, fmt.Errorf("cannot certify the client key: %w", err))
+			return true, nil
+		}
+		signing, err := ctlproto.MarshalPublicKey(&s.k.signer.PublicKey)
+		if err != nil {
+			out = internal(name, err)
+			return true, nil
+		}
+		verdict := "enrolled"
+		if !d.Enrolled.IsZero() {
+			verdict = "enrolled again (attestation key, storage root key and client certificate replaced)"
+			if !bytes.Equal(d.SRKPublic, e.SRKPublic) {
+				// Escrowed keys are sealed to the old TPM: no use any more.
+				for _, v := range d.Vaults {
+					v.Escrow, v.EscrowUpdated = nil, time.Time{}
+				}
+				verdict += "; escrowed keys dropped (sealed to the old TPM)"
+			}
+		}
+		d.Token.Used = true
+		d.Enrolled, d.AKPublic, d.SRKPublic = now, e.AKPublic, e.SRKPublic
+		d.CertSerial = cert.SerialNumber.Text(16)
+		d.Expected = map[int]string{}
+		for p, v := range req.Quote.Values() {
+			d.Expected[p] = hex.EncodeToString(v)
+		}
+		d.Challenges, d.Refused, d.Approved = nil, nil, nil
+		out = ok(name, &ctlproto.Enrolled{DeviceID: name, ClientCert: string(certPEM(cert.Raw)), SigningKey: signing}, verdict)
+		return true, nil
+	})
+	if err != nil {
+		return internal("", err)
+	}
+	return out
+}
+
+// decodeEnrolment reads a tpm.Enrolment strictly.
+func decodeEnrolment(data []byte) (*tpm.Enrolment, error) {
+	if len(data) > maxEnrolment {
+		return nil, fmt.Errorf("%d bytes, at most %d", len(data), maxEnrolment)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var e tpm.Enrolment
+	if err := dec.Decode(&e); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the enrolment")
+	}
+	return &e, nil
+}

@@ -1,0 +1,242 @@
+package refctl
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/canonical/go-tpm2"
+	"github.com/canonical/go-tpm2/mu"
+	"github.com/canonical/go-tpm2/objectutil"
+
+	"github.com/edgeseal/edgeseal/internal/ctlproto"
+)
+
+// Unit tests need no TPM: a storage root key's public area is made from a
+// software key (SealToTPM needs nothing else), and an enrolled device is
+// written into the state as enrolment would.
+
+// fakeSRK is the public area of an edgeseal storage root key that no TPM
+// holds.
+func fakeSRK(t testing.TB) []byte {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := objectutil.NewECCStorageKeyTemplate(objectutil.WithoutDictionaryAttackProtection())
+	pub.Unique = &tpm2.PublicIDU{ECC: &tpm2.ECCPoint{X: k.X.FillBytes(make([]byte, 32)), Y: k.Y.FillBytes(make([]byte, 32))}}
+	b, err := mu.MarshalToBytes(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fakeAK is a PEM public key standing for an attestation key.
+func fakeAK(t testing.TB) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+// lockedBuffer is a log read while the server writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// clock is a settable Options.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// ctl is a served controller with one device enrolled as "edge-7", by hand.
+type ctl struct {
+	t      *testing.T
+	dir    string
+	base   string
+	log    *lockedBuffer
+	clock  *clock
+	client *http.Client // with edge-7's certificate
+	anon   *http.Client // with none
+	signer *ecdsa.PublicKey
+}
+
+const testDevice = "edge-7"
+
+func newCtl(t *testing.T, opts Options) *ctl {
+	t.Helper()
+	c := &ctl{t: t, dir: filepath.Join(t.TempDir(), "ctl"), log: &lockedBuffer{}, clock: &clock{t: time.Now()}}
+	if err := Init(c.dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AddDevice(c.dir, testDevice, []int{7}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := newPaths(c.dir)
+	k, err := p.readKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.signer = &k.signer.PublicKey
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := issueClientCert(k.caKey, k.ca, testDevice, &key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.update(func(st *state) (bool, error) {
+		d := st.Devices[testDevice]
+		d.Token.Used = true
+		d.Enrolled, d.AKPublic, d.SRKPublic = time.Now(), fakeAK(t), fakeSRK(t)
+		d.CertSerial = cert.SerialNumber.Text(16)
+		d.Expected = map[int]string{7: strings.Repeat("00", 32)}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(k.ca)
+	mk := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: certs}}}
+	}
+	c.client = mk(tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key})
+	c.anon = mk()
+
+	opts.Log, opts.Now = c.log, c.clock.Now
+	ready, done := make(chan string, 1), make(chan error, 1)
+	opts.Ready = func(a string) { ready <- a }
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { done <- Serve(ctx, c.dir, "127.0.0.1:0", opts) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("controller log:\n%s", c.log)
+		}
+	})
+	select {
+	case addr := <-ready:
+		c.base = "https://" + addr
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the controller did not listen")
+	}
+	return c
+}
+
+// post sends a raw body; it returns the status and the body.
+func (c *ctl) post(cl *http.Client, path string, body []byte) (int, []byte) {
+	c.t.Helper()
+	r, err := cl.Post(c.base+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var out bytes.Buffer
+	out.ReadFrom(r.Body)
+	return r.StatusCode, out.Bytes()
+}
+
+// errorOf is the error text of a non-200 answer.
+func errorOf(t *testing.T, body []byte) string {
+	t.Helper()
+	var e ctlproto.ErrorBody
+	if err := ctlproto.Unmarshal(body, &e); err != nil {
+		t.Fatalf("not an error body: %v: %s", err, body)
+	}
+	return e.Error
+}
+
+// keys asks for vaults without a quote, and opens the signed bundle.
+func (c *ctl) keys(vaults ...ctlproto.VaultRequest) *ctlproto.Bundle {
+	c.t.Helper()
+	nonce := make([]byte, ctlproto.NonceSize)
+	rand.Read(nonce)
+	body, _ := json.Marshal(&ctlproto.KeysRequest{RequestNonce: nonce, Vaults: vaults})
+	status, out := c.post(c.client, ctlproto.PathKeys, body)
+	if status != http.StatusOK {
+		c.t.Fatalf("keys: %d %s", status, out)
+	}
+	var sb ctlproto.SignedBundle
+	if err := ctlproto.Unmarshal(out, &sb); err != nil {
+		c.t.Fatal(err)
+	}
+	b, err := ctlproto.OpenBundle(&sb, c.signer, testDevice, nonce)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return b
+}
+
+func (c *ctl) report(vaults ...ctlproto.VaultReport) {
+	c.t.Helper()
+	body, _ := json.Marshal(&ctlproto.Report{Vaults: vaults})
+	if status, out := c.post(c.client, ctlproto.PathReport, body); status != http.StatusOK {
+		c.t.Fatalf("report: %d %s", status, out)
+	}
+}
+
+func (c *ctl) device() *device {
+	c.t.Helper()
+	var d *device
+	if err := newPaths(c.dir).view(func(st *state) error { d = st.Devices[testDevice]; return nil }); err != nil {
+		c.t.Fatal(err)
+	}
+	return d
+}
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }
