@@ -127,7 +127,7 @@ back if the new enrolment fails. Must run as root.
 			return fmt.Errorf("%w: %s is required (see edgeseal controller enrol --help)", errUsage, f.name)
 		}
 	}
-	ca, err := readBounded(*caFile, maxCAFile)
+	ca, err := fsutil.ReadBounded(*caFile, maxCAFile)
 	if err != nil {
 		return fmt.Errorf("cannot read the controller's CA (--ca): %w", err)
 	}
@@ -176,7 +176,7 @@ func readToken(path string) (string, error) {
 			err = fmt.Errorf("more than %d bytes", maxTokenFile)
 		}
 	} else {
-		data, err = readBounded(path, maxTokenFile)
+		data, err = fsutil.ReadBounded(path, maxTokenFile)
 	}
 	defer clear(data)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/controller"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/fsvault"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/recovery"
@@ -194,7 +195,7 @@ func newVaultManager(p paths.Paths, cfg *config.Config) (*fsvault.Manager, error
 		return nil, err
 	}
 	if cfg.Seal.RecoveryKey != "" {
-		data, err := readBounded(cfg.Seal.RecoveryKey, 64<<10)
+		data, err := fsutil.ReadBounded(cfg.Seal.RecoveryKey, 64<<10)
 		if err != nil {
 			return nil, fmt.Errorf("cannot read the recovery public key (seal.recovery_key): %w", err)
 		}
@@ -205,21 +206,8 @@ func newVaultManager(p paths.Paths, cfg *config.Config) (*fsvault.Manager, error
 	return m, nil
 }
 
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err == nil && int64(len(data)) > limit {
-		err = fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, err
-}
-
 func recoverVaults(ctx context.Context, m *fsvault.Manager, names []string, keyFile string) ([]fsvault.Change, error) {
-	data, err := readBounded(keyFile, 64<<10)
+	data, err := fsutil.ReadBounded(keyFile, 64<<10)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the recovery private key: %w", err)
 	}

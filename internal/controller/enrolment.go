@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -126,7 +125,7 @@ func (e *Enrolment) ClientCertificate() (*x509.Certificate, error) {
 // LoadEnrolment reads the device's enrolment: ErrNotEnrolled if there is
 // none, ErrBadEnrolment if it does not parse.
 func LoadEnrolment(p paths.Paths) (*Enrolment, error) {
-	data, err := readBounded(p.Enrolment, maxEnrolment)
+	data, err := fsutil.ReadBounded(p.Enrolment, maxEnrolment)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w (no %s): run edgeseal controller enrol", ErrNotEnrolled, p.Enrolment)
@@ -225,16 +224,3 @@ func parseClientCert(data, deviceID string) (*x509.Certificate, error) {
 	return c, nil
 }
 
-// readBounded reads at most limit bytes of path; a larger file is an error.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err == nil && int64(len(data)) > limit {
-		err = fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, err
-}

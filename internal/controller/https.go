@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
 )
 
@@ -42,7 +43,7 @@ func NewHTTPS(p paths.Paths, e *Enrolment, timeout time.Duration) (Transport, er
 	if err != nil {
 		return nil, fmt.Errorf("cannot use the enrolment's CA: %w", err)
 	}
-	keyPEM, err := readBounded(p.ClientKey, maxClientKey)
+	keyPEM, err := fsutil.ReadBounded(p.ClientKey, maxClientKey)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the TLS client key (run as root; if it is gone, enrol again with --force): %w", err)
 	}

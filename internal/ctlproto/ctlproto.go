@@ -313,15 +313,8 @@ func (r *KeysRequest) Validate() error {
 	if r.Quote != nil {
 		errs = append(errs, r.Quote.Validate())
 	}
-	if len(r.Vaults) == 0 || len(r.Vaults) > MaxVaults {
-		errs = append(errs, fmt.Errorf("vaults: %d, 1 to %d", len(r.Vaults), MaxVaults))
-	}
-	seen := map[string]bool{}
+	errs = append(errs, checkUUIDs(len(r.Vaults), 1, func(i int) string { return r.Vaults[i].UUID }))
 	for _, v := range r.Vaults {
-		if !uuidRE.MatchString(v.UUID) || seen[v.UUID] {
-			errs = append(errs, fmt.Errorf("vaults: uuid %q is not a UUID or is repeated", v.UUID))
-		}
-		seen[v.UUID] = true
 		if !nameRE.MatchString(v.Name) {
 			errs = append(errs, fmt.Errorf("vaults: %s: name %q is not a vault name", v.UUID, v.Name))
 		}
@@ -433,16 +426,8 @@ func (b *Bundle) Validate() error {
 		errs = append(errs, fmt.Errorf("attestation.status %q is unknown", b.Attestation.Status))
 	}
 	errs = append(errs, checkLen("attestation.reason", b.Attestation.Reason, 0, MaxReason), checkPCRs(b.Attestation.ChangedPCRs, false))
-	if len(b.Vaults) > MaxVaults {
-		errs = append(errs, fmt.Errorf("vaults: %d, at most %d", len(b.Vaults), MaxVaults))
-	}
-	seen := map[string]bool{}
+	errs = append(errs, checkUUIDs(len(b.Vaults), 0, func(i int) string { return b.Vaults[i].UUID }))
 	for _, v := range b.Vaults {
-		if !uuidRE.MatchString(v.UUID) || seen[v.UUID] {
-			errs = append(errs, fmt.Errorf("vaults: uuid %q is not a UUID or is repeated", v.UUID))
-			continue
-		}
-		seen[v.UUID] = true
 		errs = append(errs, checkLen("vaults."+v.UUID+".reason", v.Reason, 0, MaxReason))
 		switch v.Status {
 		case Released:
@@ -498,16 +483,8 @@ type VaultReport struct {
 }
 
 func (r *Report) Validate() error {
-	var errs []error
-	if len(r.Vaults) == 0 || len(r.Vaults) > MaxVaults {
-		errs = append(errs, fmt.Errorf("vaults: %d, 1 to %d", len(r.Vaults), MaxVaults))
-	}
-	seen := map[string]bool{}
+	errs := []error{checkUUIDs(len(r.Vaults), 1, func(i int) string { return r.Vaults[i].UUID })}
 	for _, v := range r.Vaults {
-		if !uuidRE.MatchString(v.UUID) || seen[v.UUID] {
-			errs = append(errs, fmt.Errorf("vaults: uuid %q is not a UUID or is repeated", v.UUID))
-		}
-		seen[v.UUID] = true
 		if v.Name != "" && !nameRE.MatchString(v.Name) {
 			errs = append(errs, fmt.Errorf("vaults: %s: name %q is not a vault name", v.UUID, v.Name))
 		}
@@ -530,6 +507,24 @@ func (r *Report) Validate() error {
 type ReportAck struct{}
 
 func (*ReportAck) Validate() error { return nil }
+
+// checkUUIDs checks that the n vaults of a message (least to MaxVaults of
+// them) each name a vault by its UUID, once.
+func checkUUIDs(n, least int, uuid func(int) string) error {
+	if n < least || n > MaxVaults {
+		return fmt.Errorf("vaults: %d, %d to %d", n, least, MaxVaults)
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for i := range n {
+		u := uuid(i)
+		if !uuidRE.MatchString(u) || seen[u] {
+			errs = append(errs, fmt.Errorf("vaults: uuid %q is not a UUID or is repeated", u))
+		}
+		seen[u] = true
+	}
+	return errors.Join(errs...)
+}
 
 func checkNonce(field string, n []byte) error {
 	if len(n) != NonceSize {

@@ -5,6 +5,7 @@ package fsutil
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -73,4 +74,20 @@ func RemoveDurable(path string) error {
 		return fmt.Errorf("cannot remove %s: %w", path, err)
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// ReadBounded reads the file at path, at most limit bytes: a larger one is
+// an error naming it (a mistaken path, /dev/zero or a disk image, is refused
+// before it is read whole).
+func ReadBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		err = fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, err
 }

@@ -3,6 +3,7 @@ package fsutil
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -52,5 +53,19 @@ func TestFailedWriteLeavesWhatWasThereAndNoTemporary(t *testing.T) {
 func TestRemoveDurableAcceptsAMissingFile(t *testing.T) {
 	if err := RemoveDurable(filepath.Join(t.TempDir(), "absent")); err != nil {
 		t.Error(err)
+	}
+}
+
+// A file larger than the bound is refused, naming it; one at the bound reads.
+func TestReadBoundedRefusesALargerFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("12345"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := ReadBounded(p, 5); err != nil || string(data) != "12345" {
+		t.Errorf("at the bound: %q, %v", data, err)
+	}
+	if _, err := ReadBounded(p, 4); err == nil || !strings.Contains(err.Error(), p) {
+		t.Errorf("over the bound: %v; want an error naming %s", err, p)
 	}
 }

@@ -240,13 +240,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// reboot powers the device off and on: the kernel forgets every key.
-func (b *bed) reboot() {
-	b.t.Helper()
-	b.fs.Unmount(b.t)
-	b.fs.MountImage(b.t, b.fs.Image)
-}
-
 // applyErr applies and returns the error, for outcomes that may refuse.
 func (b *bed) applyErr() ([]Change, error) {
 	changes, _, err := b.manager().Apply(context.Background())
@@ -667,4 +660,16 @@ func TestAVaultSwitchesToTPMAndControllerWithAttestation(t *testing.T) {
 	if s := cb.state(dataVault); s.UnlockedBy != UnlockController || s.KeySource != config.KeySourceTPMController {
 		t.Errorf("status: %+v", s)
 	}
+
+	// The config drops attestation; the controller keeps it (a device's
+	// word never lowers it): the device answers its challenge anyway, and a
+	// bad quote still keeps the vault locked.
+	cb.cfg.FileVaults.Vaults[0].Attestation = false
+	cb.reboot()
+	os.WriteFile(cb.location, []byte("elsewhere\n"), 0o644)
+	_, err = cb.applyErr()
+	cb.protected("attestation dropped from the config, a bad quote", err)
+	os.WriteFile(cb.location, []byte(home+"\n"), 0o644)
+	_, err = cb.applyErr()
+	cb.notProtected("attestation dropped from the config, a good quote", err)
 }

@@ -137,14 +137,7 @@ func (s Status) Describe() string {
 		d = "awaiting attestation"
 	case StateUnlocked:
 		if s.UnlockedBy != "" {
-			d += " (" + s.UnlockedBy
-			if s.Offline {
-				d += ", offline copy"
-			}
-			if len(s.ChangedPCRs) > 0 {
-				d += ", PCR " + joinInts(s.ChangedPCRs) + " changed"
-			}
-			d += ")"
+			d += " (" + how(s.UnlockedBy, s.Offline, s.ChangedPCRs) + ")"
 		}
 	case StateOrphaned:
 		d = "orphaned (locked; delete with --purge to erase)"
@@ -468,14 +461,7 @@ func (m *Manager) unlock(ctx context.Context, meta *Meta, v config.FileVault, ad
 	m.remember(meta.Name, o)
 	act := "unlocked"
 	if o.method != UnlockTPM {
-		act += " (" + o.method
-		if o.offline {
-			act += ", the offline copy of the controller's key: the controller is unreachable"
-		}
-		if len(o.changed) > 0 {
-			act += ", PCR " + joinInts(o.changed) + " changed"
-		}
-		act += ")"
+		act += " (" + how(o.method, o.offline, o.changed) + ")"
 	}
 	acts = append(acts, act)
 	if r := m.report(ctx, meta, o); r != "" {
@@ -531,6 +517,18 @@ func (m *Manager) rewrapFor(ctx context.Context, x *exchange, o *opened) ([]stri
 	}
 	*meta = next
 	return []string{"key rewrapped: " + why + " (no file re-encrypted)"}, nil
+}
+
+// how says how a vault was unlocked: "controller-key, offline copy",
+// "escrow-recovery, PCR 16 changed".
+func how(method string, offline bool, changed []int) string {
+	if offline {
+		method += ", offline copy"
+	}
+	if len(changed) > 0 {
+		method += ", PCR " + joinInts(changed) + " changed"
+	}
+	return method
 }
 
 // remember keeps how a vault was unlocked, for its status.

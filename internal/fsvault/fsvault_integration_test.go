@@ -143,6 +143,38 @@ func (b *bed) setPolicy(name, policy string, keyVersion int) {
 	b.cfg.FileVaults.Vaults = append(b.cfg.FileVaults.Vaults, config.FileVault{Schema: 1, UUID: uuid, Name: name, Policy: policy, KeyVersion: keyVersion})
 }
 
+// powerOff ends the device's boot: the kernel forgets every vault key. An
+// unmount alone does that on a device; here a container that a test of
+// another package starts meanwhile copies this mount into its namespace,
+// keeping the filesystem, and the keys added for it, alive past the unmount
+// (and a mount of the same image again gets it back, keys and all). So the
+// keys are removed first, as the kernel would at power off.
+func (b *bed) powerOff() {
+	b.t.Helper()
+	m := b.manager()
+	names, err := m.metaNames()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	for _, n := range names {
+		meta, err := m.loadMeta(n)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		if busy, err := removeKey(meta); err != nil || busy {
+			b.t.Fatalf("power off: the key of vault %s: busy %v, %v", n, busy, err)
+		}
+	}
+	b.fs.Unmount(b.t)
+}
+
+// reboot powers the device off and on.
+func (b *bed) reboot() {
+	b.t.Helper()
+	b.powerOff()
+	b.fs.MountImage(b.t, b.fs.Image)
+}
+
 // image reads the whole disk image, as someone who took the disk would.
 func (b *bed) image() []byte {
 	b.t.Helper()
@@ -411,7 +443,7 @@ func TestTheDiskInAnotherDeviceStaysLocked(t *testing.T) {
 	b := newBed(t, nil)
 	b.apply()
 	b.write("images", "state.txt", marker)
-	b.fs.Unmount(t) // power off: the kernel forgets the keys
+	b.powerOff()
 
 	thief := testbed.StartSWTPM(t)
 	own := b.cfg.Seal.TPM2.Device
@@ -466,8 +498,7 @@ func TestAPCRChangeRefusesUnlockUntilReapproved(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.write("images", "state.txt", marker)
-	b.fs.Unmount(t)
-	b.fs.MountImage(t, b.fs.Image)
+	b.reboot()
 	b.extendPCR(16)
 
 	_, _, err := b.manager().Apply(context.Background())
@@ -517,8 +548,7 @@ func TestAnUpdateApprovedBeforehandUnlocksAfterIt(t *testing.T) {
 	if err != nil || len(got) != 2 {
 		t.Fatalf("approve: %v, %v", got, err)
 	}
-	b.fs.Unmount(t)
-	b.fs.MountImage(t, b.fs.Image)
+	b.reboot()
 	b.extendPCR(16)
 	if got := b.apply(); len(got) != 2 {
 		t.Errorf("apply after the approved update did %v", got)

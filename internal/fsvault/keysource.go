@@ -104,14 +104,11 @@ func wrapKey(typ string, meta *Meta, version int, share, ck []byte) ([]byte, err
 	return hkdf.Key(sha256.New, ikm, nil, info, 32)
 }
 
-// seal encrypts key under wk (AES-256-GCM, random nonce, the vault's UUID and
-// the protector's type and version as associated data).
+// sealWith encrypts key under wk (AES-256-GCM, random nonce, the vault's
+// UUID and the protector's type and version as associated data); openWith
+// opens it.
 func sealWith(wk []byte, typ string, meta *Meta, version int, key []byte) ([]byte, error) {
-	block, err := aes.NewCipher(wk)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := gcm(wk)
 	if err != nil {
 		return nil, err
 	}
@@ -121,19 +118,23 @@ func sealWith(wk []byte, typ string, meta *Meta, version int, key []byte) ([]byt
 }
 
 func openWith(wk []byte, typ string, meta *Meta, version int, blob []byte) ([]byte, error) {
+	aead, err := gcm(wk)
+	if err != nil {
+		return nil, err
+	}
+	n := aead.NonceSize()
+	if len(blob) < n+aead.Overhead() {
+		return nil, fmt.Errorf("%w: the protector's blob is %d bytes", ErrCorruptMeta, len(blob))
+	}
+	return aead.Open(nil, blob[:n], blob[n:], aad(typ, meta, version))
+}
+
+func gcm(wk []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(wk)
 	if err != nil {
 		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	if len(blob) < aead.NonceSize()+aead.Overhead() {
-		return nil, fmt.Errorf("%w: the protector's blob is %d bytes", ErrCorruptMeta, len(blob))
-	}
-	n := aead.NonceSize()
-	return aead.Open(nil, blob[:n], blob[n:], aad(typ, meta, version))
+	return cipher.NewGCM(block)
 }
 
 func aad(typ string, meta *Meta, version int) []byte {
@@ -170,6 +171,14 @@ func (x *exchange) ask(ctx context.Context, escrow bool) (*controller.VaultKeys,
 		req.KeyVersion = p.KeyVersion
 	}
 	rel, err := x.m.Controller.Keys(ctx, []ctlproto.VaultRequest{req})
+	if err == nil && rel.Attestation.Status == ctlproto.AttestRequired && !req.Attestation && !req.Escrow {
+		// The controller's policy asks for a quote that the config does
+		// not (an operator set it there, or an earlier config did): answer
+		// its challenge, once.
+		x.rels = append(x.rels, rel)
+		req.Attestation = true
+		rel, err = x.m.Controller.Keys(ctx, []ctlproto.VaultRequest{req})
+	}
 	x.done = true
 	if rel != nil {
 		x.rels = append(x.rels, rel)
@@ -298,6 +307,8 @@ func (x *exchange) open(ctx context.Context) (*opened, error) {
 		}
 		defer clear(ck)
 		o.offline = true
+	case errors.Is(err, controller.ErrUnreachable) && p.Cache == nil && x.v.Offline:
+		return nil, fmt.Errorf("%w (the vault has no offline copy of the controller's key yet: offline: true keeps one from the controller's next answer)", err)
 	case errors.Is(err, controller.ErrUnreachable) && p.Cache == nil:
 		return nil, fmt.Errorf("%w (the vault has no offline copy of the controller's key: offline is false)", err)
 	default:
