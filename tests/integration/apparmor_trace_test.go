@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/apparmor"
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/refctl"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -108,6 +110,39 @@ ReadWritePaths=/run/edgeseal-trace
 	}
 	d.run("systemctl", "stop", "trace-app.service", "trace-shell.service")
 	d.run("systemctl", "reload", "edgeseal-fsvault.service")
+
+	t.Log("And a controller: the device enrolled, the vault images switched to tpm+controller with")
+	t.Log("  attestation, and the reload that rewraps it through the controller (a challenge, a quote, the keys)")
+	ctlDir := filepath.Join(t.TempDir(), "controller")
+	if err := refctl.Init(ctlDir, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	token, err := refctl.AddDevice(ctlDir, "trace-device", []int{7}, map[string]string{"location": "plant-7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", testbed.FreeLoopbackPort(t))
+	serveCtx, stopServe := context.WithCancel(ctx)
+	served, ready := make(chan error, 1), make(chan struct{})
+	go func() {
+		served <- refctl.Serve(serveCtx, ctlDir, addr, refctl.Options{Log: io.Discard, Ready: func(string) { close(ready) }})
+	}()
+	t.Cleanup(func() { stopServe(); <-served })
+	select {
+	case <-ready:
+	case err := <-served:
+		t.Fatalf("the controller did not start: %v", err)
+	}
+	ca, err := os.ReadFile(refctl.CACertPath(ctlDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrol(t, d, "https://"+addr, ca, token)
+	switchToController(t, d, "images")
+	d.run("systemctl", "reload", "edgeseal-fsvault.service")
+	if s := vaults(d)["images"]; s.KeySource != config.KeySourceTPMController {
+		t.Fatalf("the traced reload did not rewrap the vault images through the controller: %+v\n%s", s, d.m.Journal(t, "edgeseal-fsvault.service"))
+	}
 
 	// Stopping ends each strace, which then writes out what it saw.
 	d.run("systemctl", "stop", "edgeseal.target", "edgeseal-tokend.service", "edgeseal-tokend.socket",

@@ -60,22 +60,12 @@ func demoController(t *testing.T, d *device, powerCycle func(shim string), say f
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(d.etc, "controller-ca.crt"), ca, 0o644)
-	writeFile(t, filepath.Join(d.etc, "enrol-token"), []byte(token+"\n"), 0o600)
-	writeFile(t, filepath.Join(d.etc, "location"), []byte("plant-7\n"), 0o644)
 	show("edgeseal controller enrol --url https://"+addr+" --ca /etc/edgeseal/controller-ca.crt --token-file /etc/edgeseal/enrol-token",
-		d.run("edgeseal", "controller", "enrol", "--url", "https://"+addr, "--ca", "/etc/edgeseal/controller-ca.crt", "--token-file", "/etc/edgeseal/enrol-token"))
-	if err := os.Remove(filepath.Join(d.etc, "enrol-token")); err != nil { // spent: the controller takes it once
-		t.Fatal(err)
-	}
+		enrol(t, d, "https://"+addr, ca, token))
 	show("edgeseal controller status", d.run("edgeseal", "controller", "status"))
 
 	say("\n-- the vault images switches to tpm+controller, released after attestation: its key is rewrapped, no file re-encrypted --")
-	uuid := vaults(d)["images"].UUID
-	d.cfg.FileVaults.Vaults = append(d.cfg.FileVaults.Vaults, config.FileVault{Schema: 1, UUID: uuid, Name: "images",
-		KeySource: config.KeySourceTPMController, Attestation: true})
-	d.cfg.Controller.LocationFile = "/etc/edgeseal/location"
-	d.writeConfig()
+	switchToController(t, d, "images")
 	show("grep -B2 -A6 'name: images' /etc/edgeseal/edgeseal.yaml", d.run("grep", "-B2", "-A6", "name: images", "/etc/edgeseal/edgeseal.yaml"))
 	d.run("systemctl", "reload", "edgeseal-fsvault.service")
 	reload := d.run("journalctl", "--no-pager", "-o", "cat", "-n", "8", "-u", "edgeseal-fsvault.service")
@@ -122,4 +112,32 @@ func demoController(t *testing.T, d *device, powerCycle func(shim string), say f
 		t.Fatalf("vault images back home: %+v, want unlocked by controller-key", s)
 	}
 	show("(the controller's log)", serve.LogTail(3))
+}
+
+// enrol enrols the device with the controller at url (its CA certificate ca,
+// the one-time token), as an operator would: the CA and the token in
+// /etc/edgeseal, `edgeseal controller enrol`, the spent token removed. The
+// device's location claim is plant-7 (/etc/edgeseal/location).
+func enrol(t *testing.T, d *device, url string, ca []byte, token string) string {
+	t.Helper()
+	writeFile(t, filepath.Join(d.etc, "controller-ca.crt"), ca, 0o644)
+	writeFile(t, filepath.Join(d.etc, "enrol-token"), []byte(token+"\n"), 0o600)
+	writeFile(t, filepath.Join(d.etc, "location"), []byte("plant-7\n"), 0o644)
+	out := d.run("edgeseal", "controller", "enrol", "--url", url, "--ca", "/etc/edgeseal/controller-ca.crt", "--token-file", "/etc/edgeseal/enrol-token")
+	if err := os.Remove(filepath.Join(d.etc, "enrol-token")); err != nil { // spent: the controller takes it once
+		t.Fatal(err)
+	}
+	return out
+}
+
+// switchToController sets the key source of the vault name to
+// tpm+controller, released after attestation, with the location claim from
+// /etc/edgeseal/location, in the device's config (the next apply rewraps).
+func switchToController(t *testing.T, d *device, name string) {
+	t.Helper()
+	uuid := vaults(d)[name].UUID
+	d.cfg.FileVaults.Vaults = append(d.cfg.FileVaults.Vaults, config.FileVault{Schema: 1, UUID: uuid, Name: name,
+		KeySource: config.KeySourceTPMController, Attestation: true})
+	d.cfg.Controller.LocationFile = "/etc/edgeseal/location"
+	d.writeConfig()
 }
