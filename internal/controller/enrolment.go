@@ -223,4 +223,3 @@ func parseClientCert(data, deviceID string) (*x509.Certificate, error) {
 	}
 	return c, nil
 }
-
