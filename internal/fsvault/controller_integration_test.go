@@ -4,6 +4,7 @@ package fsvault
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/refctl"
+	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
@@ -672,4 +674,46 @@ func TestAVaultSwitchesToTPMAndControllerWithAttestation(t *testing.T) {
 	os.WriteFile(cb.location, []byte(home+"\n"), 0o644)
 	_, err = cb.applyErr()
 	cb.notProtected("attestation dropped from the config, a good quote", err)
+}
+
+// An update approved beforehand (`edgeseal tpm reseal`) approves every blob
+// the TPM sealed for a tpm+controller vault with an offline copy: its share
+// and the copy of the controller's key. After the update the vault unlocks
+// with the controller's key, no escrow needed; and offline too.
+func TestAnApprovedUpdateCoversTheShareAndTheOfflineCopy(t *testing.T) {
+	cb := newCtlBed(t, source{"tpm+controller", config.KeySourceTPMController, false}, func(c *config.Config) {
+		c.FileVaults.Vaults[0].Offline = true
+	})
+	cb.setup()
+	cb.apply()
+	tc := cb.openTPM()
+	now, err := tpm.ReadPCRs(tc, []int{16})
+	tc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("other software"))
+	next := sha256.Sum256(append(now[16], d[:]...))
+	got, err := cb.manager().ReplaceTPM(nil, func(blob []byte) ([]byte, error) {
+		return seal.ApproveTPM2(cb.cfg.Seal.TPM2, blob, map[int][]byte{16: next[:]})
+	})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("approve: %v, %v", got, err)
+	}
+	cb.reboot()
+	cb.extendPCR(16) // the update, approved
+	// The controller still expects the old PCR 16, but this vault needs no
+	// quote: its share unseals, and the controller releases its key.
+	_, err = cb.applyErr()
+	cb.notProtected("an approved update", err)
+	if s := cb.state(dataVault); s.UnlockedBy != UnlockController {
+		t.Errorf("status: %+v; want unlocked by controller-key", s)
+	}
+	cb.reboot()
+	cb.tr.setDown(true)
+	_, err = cb.applyErr()
+	cb.notProtected("an approved update, the controller unreachable", err)
+	if s := cb.state(dataVault); !s.Offline {
+		t.Errorf("status: %+v; want unlocked with the offline copy", s)
+	}
 }

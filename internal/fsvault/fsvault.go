@@ -256,7 +256,7 @@ func observe(meta *Meta) Status {
 
 func (s Status) fail(err error) Status {
 	s.State, s.Reason = StateError, err.Error()
-	if errors.Is(err, ErrAwaitingAttestation) && s.State != StateUnlocked {
+	if errors.Is(err, ErrAwaitingAttestation) {
 		s.State = StateAwaiting
 	}
 	return s
