@@ -72,7 +72,8 @@ func (m *Manager) Apply(ctx context.Context) ([]Change, []Status, error) {
 			}
 		}
 	}
-	list, err := m.statuses(failed)
+	prev, _ := m.readReport()
+	list, err := m.statuses(failed, prev)
 	if err != nil {
 		return changes, nil, err
 	}
@@ -107,16 +108,16 @@ func (m *Manager) reconcile(ctx context.Context, v config.FileVault, policy stri
 	}
 	meta, err := m.loadMeta(v.Name)
 	if errors.Is(err, os.ErrNotExist) {
-		if meta, err = m.create(ctx, v); err != nil {
+		var reported string
+		if meta, reported, err = m.create(ctx, v); err != nil {
 			if meta != nil {
 				return []string{"created (key wrapped; the directory is not finished)"}, err
 			}
 			return nil, err
 		}
 		acts = append(acts, fmt.Sprintf("created (uuid %s, key version %d)", meta.UUID, meta.KeyVersion()))
-		if m.reported != "" {
-			acts = append(acts, m.reported)
-			m.reported = ""
+		if reported != "" {
+			acts = append(acts, reported)
 		}
 	} else if err != nil {
 		return nil, err
@@ -277,14 +278,15 @@ func (m *Manager) one(ctx context.Context, name string, fn func() ([]string, err
 	if err != nil && !errors.Is(err, ErrBusy) {
 		failed[name] = err
 	}
-	if prev, _ := m.readReport(); prev != nil {
+	prev, _ := m.readReport()
+	if prev != nil {
 		for _, s := range prev.Vaults {
 			if err := lastError(s); s.Name != name && err != nil {
 				failed[s.Name] = err
 			}
 		}
 	}
-	if list, lerr := m.statuses(failed); lerr == nil {
+	if list, lerr := m.statuses(failed, prev); lerr == nil {
 		if werr := m.writeReport(list); werr != nil && err == nil {
 			err = werr
 		}
@@ -352,19 +354,21 @@ func erase(path string) error {
 // shows that apply's reason.
 func (m *Manager) List() ([]Status, error) {
 	failed := map[string]error{}
-	if prev, _ := m.readReport(); prev != nil {
+	prev, _ := m.readReport()
+	if prev != nil {
 		for _, s := range prev.Vaults {
 			if err := lastError(s); err != nil {
 				failed[s.Name] = err
 			}
 		}
 	}
-	return m.statuses(failed)
+	return m.statuses(failed, prev)
 }
 
 // statuses observes every vault; failed holds errors of the last action,
-// shown for a vault that is not in its policy's state.
-func (m *Manager) statuses(failed map[string]error) ([]Status, error) {
+// shown for a vault that is not in its policy's state; prev is the status
+// file as it was (nil if none), for how the unlocked vaults were unlocked.
+func (m *Manager) statuses(failed map[string]error, prev *Report) ([]Status, error) {
 	var out []Status
 	want := m.Config.FileVaults.Effective()
 	for _, v := range want {
@@ -408,15 +412,14 @@ func (m *Manager) statuses(failed map[string]error) ([]Status, error) {
 		}
 		out = append(out, s)
 	}
-	m.carry(out)
+	m.carry(out, prev)
 	return out, nil
 }
 
 // carry fills in how each unlocked vault was unlocked: by this Manager, or
 // as the status file says (an earlier command, the same boot: a vault still
 // unlocked was not unlocked again since).
-func (m *Manager) carry(list []Status) {
-	prev, _ := m.readReport()
+func (m *Manager) carry(list []Status, prev *Report) {
 	for i := range list {
 		s := &list[i]
 		if s.State != StateUnlocked {

@@ -4,7 +4,6 @@ package fsvault
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -22,7 +21,6 @@ import (
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/refctl"
-	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
@@ -420,6 +418,10 @@ func TestThreatAnOldKeyStopsWorkingOnceARotationCompletes(t *testing.T) {
 	cb := newCtlBed(t, col, nil)
 	cb.setup()
 	old := cb.controllerKey(t)
+	backup, err := os.ReadFile(filepath.Join(cb.dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := refctl.Rotate(cb.dir, deviceID, dataVault); err != nil {
 		t.Fatal(err)
 	}
@@ -460,6 +462,18 @@ func TestThreatAnOldKeyStopsWorkingOnceARotationCompletes(t *testing.T) {
 	}
 	// Without rotation the same key would still work: the table's "not
 	// protected" for the other columns is the absence of this.
+
+	// A controller rolled back to before the rotation (its state restored
+	// from a backup) offers only the old key: refused as stale, not used.
+	if err := os.WriteFile(filepath.Join(cb.dir, "state.json"), backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cb.reboot()
+	_, err = cb.applyErr()
+	cb.protected("a controller rolled back", err)
+	if !errors.Is(err, ErrStaleKey) {
+		t.Errorf("refused with %v; want ErrStaleKey", err)
+	}
 }
 
 // controllerKey asks the controller for the vault's keys as the device does
@@ -686,25 +700,14 @@ func TestAnApprovedUpdateCoversTheShareAndTheOfflineCopy(t *testing.T) {
 	})
 	cb.setup()
 	cb.apply()
-	tc := cb.openTPM()
-	now, err := tpm.ReadPCRs(tc, []int{16})
-	tc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := sha256.Sum256([]byte("other software"))
-	next := sha256.Sum256(append(now[16], d[:]...))
-	got, err := cb.manager().ReplaceTPM(nil, func(blob []byte) ([]byte, error) {
-		return seal.ApproveTPM2(cb.cfg.Seal.TPM2, blob, map[int][]byte{16: next[:]})
-	})
-	if err != nil || len(got) != 1 {
-		t.Fatalf("approve: %v, %v", got, err)
+	if got := cb.approveUpdate(); len(got) != 1 {
+		t.Fatalf("approve: %v", got)
 	}
 	cb.reboot()
 	cb.extendPCR(16) // the update, approved
 	// The controller still expects the old PCR 16, but this vault needs no
 	// quote: its share unseals, and the controller releases its key.
-	_, err = cb.applyErr()
+	_, err := cb.applyErr()
 	cb.notProtected("an approved update", err)
 	if s := cb.state(dataVault); s.UnlockedBy != UnlockController {
 		t.Errorf("status: %+v; want unlocked by controller-key", s)

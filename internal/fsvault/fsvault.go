@@ -78,8 +78,6 @@ type Manager struct {
 
 	// unlocks is how each vault was unlocked by this Manager.
 	unlocks map[string]Status
-	// reported is what the last report to the controller at a creation did.
-	reported string
 }
 
 func (m *Manager) now() time.Time {
@@ -336,21 +334,21 @@ func checkNewPath(path string) error {
 // create makes the vault v: a random key, wrapped; the empty directory; the
 // metadata written (so a crash from here on leaves a vault apply can finish,
 // never a key lost); then the key added and the policy set.
-func (m *Manager) create(ctx context.Context, v config.FileVault) (*Meta, error) {
+func (m *Manager) create(ctx context.Context, v config.FileVault) (meta *Meta, reported string, err error) {
 	if err := checkNewPath(v.Path); err != nil {
-		return nil, fmt.Errorf("cannot create vault %s: %w", v.Name, err)
+		return nil, "", fmt.Errorf("cannot create vault %s: %w", v.Name, err)
 	}
 	key := make([]byte, fscrypt.KeySize)
 	defer clear(key)
 	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("cannot make a key for vault %s: %w", v.Name, err)
+		return nil, "", fmt.Errorf("cannot make a key for vault %s: %w", v.Name, err)
 	}
 	id, err := fscrypt.Identify(key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	now := m.now()
-	meta := &Meta{Format: MetaFormat, Version: MetaVersion, UUID: v.UUID, Name: v.Name, Path: v.Path,
+	meta = &Meta{Format: MetaFormat, Version: MetaVersion, UUID: v.UUID, Name: v.Name, Path: v.Path,
 		KeyIdentifier: id.String(), Created: now, Changed: now}
 	if meta.UUID == "" {
 		meta.UUID = newUUID()
@@ -360,29 +358,28 @@ func (m *Manager) create(ctx context.Context, v config.FileVault) (*Meta, error)
 	var ck *controller.Key
 	if hasController(v.KeySource) {
 		if ck, err = x.newKeys(ctx); err != nil {
-			return nil, fmt.Errorf("cannot create vault %s: %w", v.Name, err)
+			return nil, "", fmt.Errorf("cannot create vault %s: %w", v.Name, err)
 		}
 	}
 	src, err := m.protect(ctx, meta, v.KeySource, v.KeyVersion, ck, v.Offline, key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := m.setProtectors(meta, src, key); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := os.MkdirAll(meta.Path, 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create the directory of vault %s: %w", meta.Name, err)
+		return nil, "", fmt.Errorf("cannot create the directory of vault %s: %w", meta.Name, err)
 	}
 	if err := m.writeMeta(meta); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := m.finishCreate(meta, key); err != nil {
-		return meta, err
+		return meta, "", err
 	}
 	// The controller learns the key version the vault is wrapped with, and
 	// keeps the key in escrow, from the start.
-	m.reported = m.report(ctx, meta, &opened{key: key})
-	return meta, nil
+	return meta, m.report(ctx, meta, &opened{key: key}), nil
 }
 
 // finishCreate makes the empty directory encrypted with key.

@@ -186,6 +186,9 @@ func (b *bed) image() []byte {
 	return data
 }
 
+// otherSoftware is what extendPCR measures.
+const otherSoftware = "other software"
+
 // extendPCR changes a PCR as a boot of other software would.
 func (b *bed) extendPCR(pcr int) {
 	b.t.Helper()
@@ -194,10 +197,35 @@ func (b *bed) extendPCR(pcr int) {
 		b.t.Fatal(err)
 	}
 	defer ctx.Close()
-	d := sha256.Sum256([]byte("other software"))
+	d := sha256.Sum256([]byte(otherSoftware))
 	if err := ctx.PCRExtend(ctx.PCRHandleContext(pcr), tpm2.TaggedHashList{tpm2.MakeTaggedHash(tpm2.HashAlgorithmSHA256, d[:])}, nil); err != nil {
 		b.t.Fatal(err)
 	}
+}
+
+// approveUpdate approves, for every vault, the PCR 16 value extendPCR(16)
+// will make (as `edgeseal tpm reseal --pcr` before an update), and says
+// what it did.
+func (b *bed) approveUpdate() []Change {
+	b.t.Helper()
+	tc, err := tpm.Open(b.cfg.Seal.TPM2.Device)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	now, err := tpm.ReadPCRs(tc, []int{16})
+	tc.Close()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte(otherSoftware))
+	next := sha256.Sum256(append(now[16], d[:]...))
+	got, err := b.manager().ReplaceTPM(nil, func(blob []byte) ([]byte, error) {
+		return seal.ApproveTPM2(b.cfg.Seal.TPM2, blob, map[int][]byte{16: next[:]})
+	})
+	if err != nil {
+		b.t.Fatalf("approve: %v, %v", got, err)
+	}
+	return got
 }
 
 // The life of a vault: created empty, written, locked (names and contents
@@ -531,22 +559,8 @@ func TestAPCRChangeRefusesUnlockUntilReapproved(t *testing.T) {
 func TestAnUpdateApprovedBeforehandUnlocksAfterIt(t *testing.T) {
 	b := newBed(t, func(c *config.Config) { c.Seal.TPM2.PCRs = []int{16} })
 	b.apply()
-	ctx, err := tpm.Open(b.cfg.Seal.TPM2.Device)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now, err := tpm.ReadPCRs(ctx, []int{16})
-	ctx.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := sha256.Sum256([]byte("other software"))
-	next := sha256.Sum256(append(now[16], d[:]...))
-	got, err := b.manager().ReplaceTPM(nil, func(blob []byte) ([]byte, error) {
-		return seal.ApproveTPM2(b.cfg.Seal.TPM2, blob, map[int][]byte{16: next[:]})
-	})
-	if err != nil || len(got) != 2 {
-		t.Fatalf("approve: %v, %v", got, err)
+	if got := b.approveUpdate(); len(got) != 2 {
+		t.Fatalf("approve: %v", got)
 	}
 	b.reboot()
 	b.extendPCR(16)

@@ -76,8 +76,6 @@ type opened struct {
 	current *controller.Key
 	// ck is the controller key that unwrapped it (controller sources).
 	ck *controller.Key
-	// fromController: a controller answered (not the offline copy).
-	fromController bool
 }
 
 func (o *opened) wipe() {
@@ -297,7 +295,7 @@ func (x *exchange) open(ctx context.Context) (*opened, error) {
 		if err != nil {
 			return nil, err
 		}
-		ck, o.fromController = k.Secret, true
+		ck = k.Secret
 		if vk.Current.Version > p.KeyVersion {
 			o.current = &controller.Key{Version: vk.Current.Version, Secret: slices.Clone(vk.Current.Secret)}
 		}
@@ -353,7 +351,7 @@ func (x *exchange) tpmRefused(ctx context.Context, err error) (*opened, error) {
 	if id, ierr := fscrypt.Identify(vk.Escrow); ierr != nil || id != meta.Identifier() {
 		return nil, fmt.Errorf("cannot recover vault %s from escrow: %w: the escrowed key is not the vault's", meta.Name, ErrWrongKey)
 	}
-	o := &opened{key: slices.Clone(vk.Escrow), method: UnlockEscrow, changed: changed, fromController: true}
+	o := &opened{key: slices.Clone(vk.Escrow), method: UnlockEscrow, changed: changed}
 	if vk.Current != nil {
 		o.current = &controller.Key{Version: vk.Current.Version, Secret: slices.Clone(vk.Current.Secret)}
 	}

@@ -112,7 +112,8 @@ func (m *Manager) each(names []string, fn func(*Meta) (string, error)) ([]Change
 		}
 		errs = append(errs, err)
 	}
-	if list, err := m.statuses(nil); err == nil {
+	prev, _ := m.readReport()
+	if list, err := m.statuses(nil, prev); err == nil {
 		m.writeReport(list)
 	}
 	return changes, errors.Join(errs...)

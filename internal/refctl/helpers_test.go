@@ -78,6 +78,10 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// LockedBuffer is lockedBuffer for the integration tests (package
+// refctl_test).
+type LockedBuffer = lockedBuffer
+
 // clock is a settable Options.Now.
 type clock struct {
 	mu sync.Mutex

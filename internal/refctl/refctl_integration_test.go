@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,30 +46,12 @@ const (
 	beta  = "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910" // one that does not
 )
 
-// lockedBuffer is the controller's log, read while it writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // bed is a controller and a device with a TPM.
 type bed struct {
 	t       *testing.T
 	dir     string
 	base    string // https://127.0.0.1:PORT
-	log     *lockedBuffer
+	log     *refctl.LockedBuffer
 	tpm     *tpm2.TPMContext
 	token   string
 	claims  map[string]string // what the device claims in its quotes
@@ -82,7 +63,7 @@ type bed struct {
 // claims), serves, and starts the device's TPM.
 func newBed(t *testing.T, pcrs []int, claims map[string]string) *bed {
 	t.Helper()
-	b := &bed{t: t, dir: filepath.Join(t.TempDir(), "ctl"), log: &lockedBuffer{}, claims: claims}
+	b := &bed{t: t, dir: filepath.Join(t.TempDir(), "ctl"), log: &refctl.LockedBuffer{}, claims: claims}
 	if err := refctl.Init(b.dir, nil); err != nil {
 		t.Fatal(err)
 	}
