@@ -15,7 +15,10 @@ DESTDIR     ?=
 
 GO          ?= go
 export CGO_ENABLED := 0
-GOBUILD     := $(GO) build -trimpath -ldflags "-s -w"
+# GOTAGS=edgeseal_testhooks builds the test bed's binaries, with the crash and
+# failure injection of edgeseal-unseal; a release build leaves it empty.
+GOTAGS      ?=
+GOBUILD     := $(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "-s -w"
 CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-controller
 UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
                edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target \

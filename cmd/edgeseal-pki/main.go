@@ -1,6 +1,6 @@
 // Command edgeseal-pki is edgeseal-pki.service, a oneshot run at every boot: it
 // makes this boot's CA and the Vault listener's certificate in /run/edgeseal/pki,
-// and renders Vault's server config to /run/edgeseal/vault/vault.json. The CA
+// and renders Vault's server config to /run/edgeseal/vault/ (package vaultconf). The CA
 // private key never leaves this process (see package pki).
 //
 // Exit status (as for edgeseal-unseal; the unit has no Restart=): 0 done; 1 an
@@ -40,7 +40,11 @@ Writes, in tmpfs (gone at power-off):
   /run/edgeseal/pki/vault.crt     Vault's certificate chain
   /run/edgeseal/pki/vault.key     Vault's private key (0600, this step's user; Vault gets a copy
                                   through LoadCredential= in edgeseal-vault.service)
-  /run/edgeseal/vault/vault.json  Vault's server config (listener, storage, TLS files)
+  /run/edgeseal/vault/vault.json  Vault's server config (storage, the admin socket)
+  /run/edgeseal/vault/listener-tcp.json
+                                  Vault's TLS listener for the services; until edgeseal
+                                  has sealed Vault's unseal key (first boot), written as
+                                  listener-tcp.json.held, which Vault does not read
 
 Options:
   --config FILE          edgeseal's config (default /etc/edgeseal/edgeseal.yaml)

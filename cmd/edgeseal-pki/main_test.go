@@ -98,9 +98,13 @@ func TestTheStepWritesThisBootsPKIAndVaultConfig(t *testing.T) {
 	var vc struct {
 		Listener map[string]map[string]any `json:"listener"`
 	}
-	data, _ := os.ReadFile(p.VaultConfig)
+	// A first boot (no sealed key yet): the TCP listener is held back.
+	data, _ := os.ReadFile(p.VaultTCPHeld)
 	if err := json.Unmarshal(data, &vc); err != nil {
-		t.Fatalf("vault.json: %v", err)
+		t.Fatalf("%s: %v", p.VaultTCPHeld, err)
+	}
+	if _, err := os.Stat(p.VaultTCP); !os.IsNotExist(err) {
+		t.Errorf("%s exists on a first boot: %v", p.VaultTCP, err)
 	}
 	if tcp := vc.Listener["tcp"]; tcp["tls_cert_file"] != p.VaultCert || tcp["tls_key_file"] != p.VaultKey {
 		t.Errorf("Vault's TLS files: %v", tcp)
@@ -115,7 +119,7 @@ func TestTheStepWritesThisBootsPKIAndVaultConfig(t *testing.T) {
 	if len(lines) != 2 {
 		t.Errorf("%d log lines, want one per step:\n%s", len(lines), log)
 	}
-	for _, want := range []string{"level=INFO", pki.Fingerprint(ca), "vault_names=localhost,vault.local,127.0.0.1,::1,10.1.2.3", p.VaultConfig} {
+	for _, want := range []string{"level=INFO", pki.Fingerprint(ca), "vault_names=localhost,vault.local,127.0.0.1,::1,10.1.2.3", p.VaultConfDir, "admin socket only"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the log lacks %q:\n%s", want, log)
 		}
@@ -146,9 +150,30 @@ func TestVaultReadsItsKeyFromTheSystemdCredentialByDefault(t *testing.T) {
 	if _, err := runStep(t, o); err != nil {
 		t.Fatal(err)
 	}
-	data, _ := os.ReadFile(p.VaultConfig)
+	data, _ := os.ReadFile(p.VaultTCPHeld)
 	if !strings.Contains(string(data), `"tls_key_file": "`+vaultconf.CredentialKeyPath+`"`) {
-		t.Errorf("vault.json does not name the credential:\n%s", data)
+		t.Errorf("the TCP listener does not name the credential:\n%s", data)
+	}
+}
+
+// Once edgeseal has sealed Vault's unseal key, every boot's Vault listens on
+// TCP from the start: the services' listener is on, none is held back.
+func TestALaterBootsVaultListensOnTCPFromTheStart(t *testing.T) {
+	p := device(t, "{}\n")
+	if err := os.MkdirAll(p.StateDir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.SealedKey, []byte("sealed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runStep(t, options{root: p.Root, vaultKeyPath: vaultconf.CredentialKeyPath}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p.VaultTCP); err != nil {
+		t.Errorf("no TCP listener after the key was sealed: %v", err)
+	}
+	if _, err := os.Stat(p.VaultTCPHeld); !os.IsNotExist(err) {
+		t.Errorf("a held TCP listener beside the active one: %v", err)
 	}
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -58,15 +60,37 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 			keyPath = p.VaultKey
 		}
 	}
-	data, err := vaultconf.Render(cfg.Vault, p.VaultCert, keyPath)
+	if p.SnapInstance != "" {
+		// The unit's Vault gets its admin socket's directory from systemd
+		// (RuntimeDirectory=); the snap's, all root, from this step.
+		if err := os.MkdirAll(filepath.Dir(p.VaultAdmin), 0o700); err != nil {
+			return fmt.Errorf("cannot create the directory of Vault's admin socket: %w", err)
+		}
+	}
+	c, err := vaultconf.Render(cfg.Vault, p.VaultCert, keyPath, p.VaultAdmin)
 	if err != nil {
 		return err
 	}
-	if err := vaultconf.Write(p, data); err != nil {
+	tcp := initialised(p)
+	if err := vaultconf.Write(p, c, tcp); err != nil {
 		return err
 	}
+	listen := cfg.Vault.Listen
+	if !tcp {
+		listen = "admin socket only until edgeseal has initialised Vault"
+	}
 	log.Info("wrote Vault's server config",
-		"path", p.VaultConfig, "listen", cfg.Vault.Listen, "storage", cfg.Vault.StoragePath,
+		"dir", p.VaultConfDir, "listen", listen, "admin_socket", p.VaultAdmin, "storage", cfg.Vault.StoragePath,
 		"tls_key_file", keyPath)
 	return nil
+}
+
+// initialised tells whether edgeseal has initialised Vault: its sealed
+// unseal key exists. This step's user may not read /var/lib/edgeseal's files,
+// only look a name up in it (the directory is 0711). When it cannot tell, the
+// answer is no: Vault then starts without its TCP listener, and edgeseal-unseal
+// turns it on once it has unsealed Vault, at the cost of one Vault restart.
+func initialised(p paths.Paths) bool {
+	_, err := os.Stat(p.SealedKey)
+	return err == nil
 }

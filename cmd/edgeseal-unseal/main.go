@@ -32,18 +32,12 @@ import (
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/journal"
 	"github.com/edgeseal/edgeseal/internal/paths"
-	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/sdunit"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/unitwatch"
 )
-
-// crashEnv names a boot step at which the process kills itself with SIGKILL: the
-// crash-safety test's way to cut power at an exact point. Only root can set a
-// service's environment.
-const crashEnv = "EDGESEAL_CRASH_AT"
 
 const usage = `Usage: edgeseal-unseal [--config FILE] [--vault-unit UNIT]
 
@@ -119,11 +113,9 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 	if err != nil {
 		return exitError{2, err}
 	}
-	pool, err := pki.LoadCAPool(p.CACert)
-	if err != nil {
-		return err
-	}
-	client, err := secretstore.NewClient(cfg.VaultAddr(), pool)
+	// Vault's admin socket: init, unseal and setup never go near the TCP
+	// listener every local user reaches.
+	client, err := secretstore.NewClient("unix://"+p.VaultAdmin, nil)
 	if err != nil {
 		return err
 	}
@@ -153,14 +145,14 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 		Vault:       sdunit.Unit{Name: vaultUnit},
 		Log:         log.Logger,
 		Status:      func(s string) { daemon.SdNotify(false, "STATUS="+s) },
-		OnStep:      crashHook(log, os.Getenv(crashEnv)),
+		OnStep:      testHook(log, p),
 		BootID:      strings.TrimSpace(string(bootID)),
 		TokendOwner: owner,
 		Recovery:    recipient,
 		ConfigFile:  cfgPath,
 	}
 	defer b.Forget()
-	if err := b.Run(ctx); err != nil {
+	if err := runUntilReady(ctx, log, b); err != nil {
 		b.ReportFailure(err)
 		return err
 	}
@@ -215,17 +207,36 @@ func lookupOwner(name string) (fsutil.Owner, error) {
 	return fsutil.Owner{UID: uid, GID: gid}, nil
 }
 
-func crashHook(log *journal.Logger, at string) func(secretstore.Step) {
-	if at == "" {
-		return nil
-	}
-	log.Warn("crash test: this process will kill itself with SIGKILL at a boot step", "step", at)
-	return func(s secretstore.Step) {
-		if string(s) == at {
-			log.Warn("crash test: SIGKILL now", "step", at)
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {}
+// Retry delays of a failed setup: a second, doubling, at most maxRetryDelay.
+const (
+	firstRetryDelay = time.Second
+	maxRetryDelay   = 10 * time.Second
+)
+
+// runUntilReady runs the boot's setup until it is done, trying again in this
+// process after an error a retry may cure (exit status 1: Vault restarting,
+// a timeout, a refused connection). Exiting instead would hand the retry to
+// Restart=, but systemd (before 254's RestartMode=direct) fails this unit's
+// start job first, and with it edgeseal.target's and every consumer's: they
+// would stay down for the whole boot, though the restart cures the error.
+// TimeoutStartSec= bounds the tries. Errors a retry cannot cure (statuses 2
+// and 10 to 18) return at once.
+func runUntilReady(ctx context.Context, log *journal.Logger, b *secretstore.Bootstrap) error {
+	delay := firstRetryDelay
+	for attempt := 1; ; attempt++ {
+		err := b.Run(ctx)
+		if err == nil || exitCode(err) != 1 || ctx.Err() != nil {
+			return err
 		}
+		log.Warn("cannot set Vault up yet; trying again", "attempt", attempt, "in", delay.String(), "error", err)
+		daemon.SdNotify(false, fmt.Sprintf("STATUS=retrying in %s (attempt %d failed: %s)", delay, attempt, firstLine(err.Error())))
+		b.Forget()
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxRetryDelay)
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
-	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
@@ -68,7 +67,7 @@ restart edgeseal-unseal.service (in the snap: snap restart edgeseal.unseal).
 		return fmt.Errorf("cannot open the recovery copy %s: %w", p.Recovery, err)
 	}
 	defer clear(key)
-	if err := proveKey(ctx, p, cfg, key); err != nil {
+	if err := proveKey(ctx, p, key); err != nil {
 		return err
 	}
 	sealer, err := seal.New(cfg.Seal, func(msg string) { fmt.Fprintln(stderr, msg) })
@@ -98,14 +97,12 @@ restart edgeseal-unseal.service (in the snap: snap restart edgeseal.unseal).
 	return nil
 }
 
-// proveKey shows the recovered key is Vault's: a sealed Vault accepts it; an
-// unsealed one makes a root token with it (revoked at once).
-func proveKey(ctx context.Context, p paths.Paths, cfg *config.Config, key []byte) error {
-	pool, err := pki.LoadCAPool(p.CACert)
-	if err != nil {
-		return err
-	}
-	c, err := secretstore.NewClient(cfg.VaultAddr(), pool)
+// proveKey shows the recovered key is Vault's: a sealed Vault accepts it; for
+// an unsealed one, the admin token sealed under it opens and Vault knows it
+// (or, on a device that has no admin token yet, Vault makes a root token with
+// the key, revoked at once). It talks to Vault's admin socket.
+func proveKey(ctx context.Context, p paths.Paths, key []byte) error {
+	c, err := secretstore.NewClient("unix://"+p.VaultAdmin, nil)
 	if err != nil {
 		return err
 	}
@@ -118,6 +115,18 @@ func proveKey(ctx context.Context, p paths.Paths, cfg *config.Config, key []byte
 			return fmt.Errorf("the recovered key does not unseal Vault: %w", err)
 		}
 		return nil
+	}
+	admin, err := secretstore.OpenAdminToken(ctx, p.AdminToken, key)
+	if err == nil {
+		c.SetToken(admin)
+		defer c.ClearToken()
+		if _, err := c.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+			return fmt.Errorf("the recovered key opens the admin token, but Vault refuses that token: %w", err)
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("the recovered key is not this Vault's: %w", err)
 	}
 	root, err := secretstore.GenerateRoot(ctx, c, key)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
-	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 )
@@ -30,9 +29,10 @@ func cmdRootToken(ctx context.Context, p paths.Paths, args []string, stdout, std
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: edgeseal root-token [--ttl 15m]
 
-Generates a root token for maintenance with the sealed unseal key (Vault's
-generate-root), prints it once on stdout, and lets it expire after --ttl. It is
-never written to disk. Must run as root (it unseals the unseal key).
+Makes a root token for maintenance, prints it once on stdout, and lets it
+expire after --ttl. It is never written to disk. It is made on Vault's admin
+socket with edgeseal's admin token, which only the unseal key opens: must run
+as root (it unseals the unseal key).
 
 `)
 		fs.PrintDefaults()
@@ -63,27 +63,16 @@ never written to disk. Must run as root (it unseals the unseal key).
 		return fmt.Errorf("cannot unseal the unseal key from %s: %w", p.SealedKey, err)
 	}
 	defer clear(key)
-	pool, err := pki.LoadCAPool(p.CACert)
+	admin, err := secretstore.OpenAdminToken(ctx, p.AdminToken, key)
+	if err != nil {
+		return fmt.Errorf("%w (it is made when edgeseal-unseal.service sets Vault up)", err)
+	}
+	c, err := secretstore.NewClient("unix://"+p.VaultAdmin, nil)
 	if err != nil {
 		return err
 	}
-	c, err := secretstore.NewClient(cfg.VaultAddr(), pool)
-	if err != nil {
-		return err
-	}
-	root, err := secretstore.GenerateRoot(ctx, c, key)
-	if err != nil {
-		return err
-	}
-	// The generated root token never expires; hand out an orphan child that does,
-	// and revoke the generated one.
-	c.SetToken(root)
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		c.Auth().Token().RevokeSelfWithContext(rctx, "")
-		c.ClearToken()
-	}()
+	c.SetToken(admin)
+	defer c.ClearToken()
 	s, err := c.Auth().Token().CreateOrphanWithContext(ctx, &api.TokenCreateRequest{
 		Policies:       []string{"root"},
 		TTL:            ttl.String(),

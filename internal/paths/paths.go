@@ -21,6 +21,7 @@ type Paths struct {
 	SealedKey  string // StateDir/unseal-key.sealed: the sealed Vault unseal key
 	InitMarker string // StateDir/init-pending.json: a first boot's init is in progress
 	Recovery   string // StateDir/unseal-key.recovery: the unseal key encrypted to the operator's recovery key
+	AdminToken string // StateDir/admin-token.sealed: Vault's init root token, sealed under a key derived from the unseal key
 	VaultMeta  string // StateDir/fsvault: one NAME.json per file vault, its key wrapped by its protectors (0700)
 	Controller string // StateDir/controller: the enrolment with a controller (0700)
 	Enrolment  string // Controller/enrolment.json: the controller's URL, CA and signing key, the device id and TLS client certificate
@@ -31,7 +32,11 @@ type Paths struct {
 	CACert       string // PKIDir/ca.crt: the per-boot CA every client verifies against
 	VaultCert    string // PKIDir/vault.crt: Vault listener certificate (leaf + chain)
 	VaultKey     string // PKIDir/vault.key: Vault listener key (0600, the PKI step's user; systemd hands a copy to Vault via LoadCredential=)
-	VaultConfig  string // RunDir/vault/vault.json: the Vault server's config, written by the pki step
+	VaultConfDir string // RunDir/vault: the Vault server's config files (Vault is started with -config DIR), written by the pki step
+	VaultConfig  string // VaultConfDir/vault.json: storage and the admin listener
+	VaultTCP     string // VaultConfDir/listener-tcp.json: the TCP listener the services use, once Vault is initialised by edgeseal
+	VaultTCPHeld string // VaultConfDir/listener-tcp.json.held: the same, held back (Vault reads only *.json) until then
+	VaultAdmin   string // RunDir/vault-admin/admin.sock: Vault's listener for edgeseal alone (its directory is 0700, Vault's user)
 	TokendDir    string // RunDir/tokend: private to the token provider's user (0700)
 	IssuingToken string // TokendDir/issuing-token.json: the token-issuing token of this boot
 	Ledger       string // TokendDir/issued.json: which token (accessor) went to which service and unit
@@ -63,6 +68,7 @@ func derive(p Paths) Paths {
 	p.SealedKey = filepath.Join(p.StateDir, "unseal-key.sealed")
 	p.InitMarker = filepath.Join(p.StateDir, "init-pending.json")
 	p.Recovery = filepath.Join(p.StateDir, "unseal-key.recovery")
+	p.AdminToken = filepath.Join(p.StateDir, "admin-token.sealed")
 	p.VaultMeta = filepath.Join(p.StateDir, "fsvault")
 	p.Controller = filepath.Join(p.StateDir, "controller")
 	p.Enrolment = filepath.Join(p.Controller, "enrolment.json")
@@ -71,7 +77,11 @@ func derive(p Paths) Paths {
 	p.CACert = filepath.Join(p.PKIDir, "ca.crt")
 	p.VaultCert = filepath.Join(p.PKIDir, "vault.crt")
 	p.VaultKey = filepath.Join(p.PKIDir, "vault.key")
-	p.VaultConfig = filepath.Join(p.RunDir, "vault", "vault.json")
+	p.VaultConfDir = filepath.Join(p.RunDir, "vault")
+	p.VaultConfig = filepath.Join(p.VaultConfDir, "vault.json")
+	p.VaultTCP = filepath.Join(p.VaultConfDir, "listener-tcp.json")
+	p.VaultTCPHeld = p.VaultTCP + ".held"
+	p.VaultAdmin = filepath.Join(p.RunDir, "vault-admin", "admin.sock")
 	p.TokendDir = filepath.Join(p.RunDir, "tokend")
 	p.IssuingToken = filepath.Join(p.TokendDir, "issuing-token.json")
 	p.Ledger = filepath.Join(p.TokendDir, "issued.json")

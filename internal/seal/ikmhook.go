@@ -1,6 +1,7 @@
 package seal
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -32,6 +33,9 @@ type ikmHook struct {
 	rand io.Reader
 	// ikm returns the key material; the caller clears it. Tests replace the hook.
 	ikm func(ctx context.Context) ([]byte, error)
+	// info is the HKDF info: kdfInfo for the unseal key, another purpose's
+	// name for a secret sealed by NewKeyed.
+	info string
 }
 
 // NewIKMHook returns the ikm-hook sealer. Each Seal and Unseal runs cfg.Command
@@ -42,11 +46,24 @@ type ikmHook struct {
 // unseal-key v1") and the secret is sealed with AES-256-GCM; the blob format is in
 // docs/sealed-blob.md.
 func NewIKMHook(cfg config.IKMHook) Sealer {
-	h := &ikmHook{cfg: cfg, rand: rand.Reader}
+	h := &ikmHook{cfg: cfg, rand: rand.Reader, info: kdfInfo}
 	h.ikm = func(ctx context.Context) ([]byte, error) {
 		return runHook(ctx, h.cfg.Command, h.cfg.Timeout.D())
 	}
 	return h
+}
+
+// NewKeyed returns a sealer for a secret that whoever holds key may read
+// anyway, kept on disk under key (e.g. Vault's root token under the unseal
+// key, with which one can make a root token at will). It is the ikm-hook
+// envelope with key as the IKM and purpose as the HKDF info, so a blob sealed
+// for one purpose never opens as another's, nor as the unseal key. key is not
+// copied (no second copy of a key outside locked memory): it must stay as it
+// is while the sealer is in use.
+func NewKeyed(key []byte, purpose string) Sealer {
+	return &ikmHook{rand: rand.Reader, info: purpose, ikm: func(context.Context) ([]byte, error) {
+		return bytes.Clone(key), nil
+	}}
 }
 
 func (h *ikmHook) Method() string { return MethodIKMHook }
@@ -104,7 +121,7 @@ func (h *ikmHook) aead(ctx context.Context, salt []byte) (cipher.AEAD, error) {
 		return nil, err
 	}
 	defer clear(ikm)
-	key, err := hkdf.Key(sha256.New, ikm, salt, kdfInfo, keySize)
+	key, err := hkdf.Key(sha256.New, ikm, salt, h.info, keySize)
 	if err != nil {
 		return nil, fmt.Errorf("internal error: cannot derive key: %w", err)
 	}

@@ -2,6 +2,7 @@ package seal
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -228,5 +229,32 @@ func TestIKMHookRandomFailureIsReported(t *testing.T) {
 	h.rand = bytes.NewReader(nil)
 	if _, err := h.Seal(t.Context(), []byte("k")); err == nil || !strings.Contains(err.Error(), "cannot read random salt") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// A secret kept under the unseal key (Vault's root token) opens with that key
+// and that purpose only: not with another key, not for another purpose, not as
+// an ikm-hook unseal key with the same key material.
+func TestAKeyedSealerOpensOnlyWithItsKeyAndPurpose(t *testing.T) {
+	ctx := context.Background()
+	key := bytes.Repeat([]byte{7}, 32)
+	secret := []byte("hvs.a-root-token")
+	blob, err := NewKeyed(key, "edgeseal admin-token v1").Seal(ctx, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewKeyed(key, "edgeseal admin-token v1").Unseal(ctx, blob)
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("Unseal = %q, %v", got, err)
+	}
+	asUnsealKey := &ikmHook{info: kdfInfo, ikm: func(context.Context) ([]byte, error) { return bytes.Clone(key), nil }}
+	for name, s := range map[string]Sealer{
+		"another key":           NewKeyed(bytes.Repeat([]byte{8}, 32), "edgeseal admin-token v1"),
+		"another purpose":       NewKeyed(key, "edgeseal something-else v1"),
+		"the unseal key's info": asUnsealKey,
+	} {
+		if _, err := s.Unseal(ctx, blob); !errors.Is(err, ErrWrongDevice) {
+			t.Errorf("%s: err = %v, want ErrWrongDevice", name, err)
+		}
 	}
 }

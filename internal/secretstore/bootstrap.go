@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -21,6 +22,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
 // Errors a caller (and the unit's RestartPreventExitStatus=) acts on: retrying will
@@ -48,8 +50,8 @@ type Bootstrap struct {
 	Client      *api.Client
 	Vault       VaultService // restarts Vault to recover an interrupted first init
 	Log         *slog.Logger
-	Status      func(string) // one line for systemd's STATUS=; may be nil
-	OnStep      func(Step)   // called after each durable step; may be nil
+	Status      func(string)     // one line for systemd's STATUS=; may be nil
+	OnStep      func(Step) error // called after each durable step (tests inject crashes and failures); may be nil
 	BootID      string
 	TokendOwner fsutil.Owner        // owner of the token-issuing token
 	Recovery    *recovery.Recipient // if set, a recovery copy of the key is kept for it
@@ -96,9 +98,11 @@ func (b *Bootstrap) setStatus(line string) {
 }
 
 // Run takes Vault from started to unsealed and set up. It returns when this boot's
-// work is done; the caller then reports readiness and calls Watch.
+// work is done; the caller then reports readiness and calls Watch. b.Client is
+// a client of Vault's admin socket: no unprivileged process reaches it, and
+// every request edgeseal makes without a token (init, unseal) goes there.
 func (b *Bootstrap) Run(ctx context.Context) error {
-	b.status = Status{Version: 1, Sealer: b.Sealer.Method(), VaultAddr: b.Client.Address(), BootID: b.BootID}
+	b.status = Status{Version: 1, Sealer: b.Sealer.Method(), VaultAddr: b.Config.VaultAddr(), BootID: b.BootID}
 	if err := os.MkdirAll(b.Paths.RunDir, 0o755); err != nil {
 		return fmt.Errorf("cannot create %s: %w", b.Paths.RunDir, err)
 	}
@@ -109,7 +113,7 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	if err := b.waitVault(ctx); err != nil {
 		return err
 	}
-	key, root, err := b.obtainKey(ctx)
+	key, err := b.obtainKey(ctx)
 	if err != nil {
 		return err
 	}
@@ -117,10 +121,15 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	if err := b.ensureRecoveryCopy(); err != nil {
 		return err
 	}
+	if err := b.listenOnTCP(ctx); err != nil {
+		return err
+	}
 	if err := b.unseal(ctx); err != nil {
 		return err
 	}
-	b.step(ctx, StepUnsealed)
+	if err := b.step(ctx, StepUnsealed); err != nil {
+		return err
+	}
 
 	if b.alreadyDoneThisBoot() {
 		b.say("this boot's setup is already done (the unseal service restarted): Vault is unsealed; making a new supervisor token")
@@ -130,24 +139,14 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 		b.setStatus("Vault unsealed and set up")
 		return nil
 	}
-	if root == "" {
-		b.setStatus("generating a short-lived root token for setup")
-		if root, err = GenerateRoot(ctx, b.Client, b.unsealKey); err != nil {
-			return err
-		}
-	}
-	c, err := b.clientWith(root)
+	c, err := b.adminClient(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// Whatever happened, the root token must not outlive this function.
-		if root != "" {
-			b.revokeRoot(ctx, c, "the setup root token")
-		}
-		c.ClearToken()
-	}()
-	b.step(ctx, StepRootToken)
+	defer c.ClearToken()
+	if err := b.step(ctx, StepAdminToken); err != nil {
+		return err
+	}
 
 	b.setStatus("setting up Vault: secrets engine, policies, token roles")
 	if err := b.setup(ctx, c); err != nil {
@@ -157,21 +156,22 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	if err := b.revokeStale(ctx, c); err != nil {
 		return err
 	}
-	b.step(ctx, StepOldTokensRevoked)
+	if err := b.step(ctx, StepOldTokensRevoked); err != nil {
+		return err
+	}
 	b.setStatus("creating this boot's token-issuing token")
 	if err := b.issueTokendToken(ctx, c); err != nil {
 		return err
 	}
-	b.step(ctx, StepIssuingTokenWritten)
+	if err := b.step(ctx, StepIssuingTokenWritten); err != nil {
+		return err
+	}
 	if err := b.issueSupervisorToken(ctx, c); err != nil {
 		return err
 	}
-	if err := c.Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
-		return fmt.Errorf("cannot revoke the setup root token: %w", err)
+	if err := b.step(ctx, StepSupervisorToken); err != nil {
+		return err
 	}
-	root = ""
-	b.say("revoked the setup root token")
-	b.step(ctx, StepRootRevoked)
 
 	data, _ := json.Marshal(bootDone{BootID: b.BootID, Finished: time.Now().UTC()})
 	if err := fsutil.WriteFileAtomic(b.Paths.BootDone, data, 0o644, fsutil.Self); err != nil {
@@ -179,6 +179,25 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	}
 	b.setStatus("Vault unsealed and set up")
 	return nil
+}
+
+// listenOnTCP turns Vault's TCP listener on if the pki step held it back (a
+// first boot, before the unseal key was sealed; or a pki step that could not
+// tell), restarting Vault, which comes back sealed.
+func (b *Bootstrap) listenOnTCP(ctx context.Context) error {
+	changed, err := vaultconf.EnableTCP(b.Paths)
+	if err != nil || !changed {
+		return err
+	}
+	if b.Vault == nil {
+		return errors.New("cannot turn on Vault's TCP listener: no way to restart Vault configured")
+	}
+	b.say("the unseal key is sealed: restarting Vault with its TCP listener for the services", "listen", b.Config.Vault.Listen)
+	b.setStatus("restarting Vault with its TCP listener")
+	if err := b.Vault.Restart(ctx); err != nil {
+		return fmt.Errorf("cannot restart Vault with its TCP listener: %w", err)
+	}
+	return b.waitVault(ctx)
 }
 
 // vaultWaitLimit bounds the wait for Vault to answer: systemd orders this step
@@ -207,17 +226,16 @@ func (b *Bootstrap) waitVault(ctx context.Context) error {
 	}
 }
 
-// obtainKey returns the unseal key, initialising Vault on first boot (then the root
-// token from init is returned too).
-func (b *Bootstrap) obtainKey(ctx context.Context) (key []byte, root string, err error) {
+// obtainKey returns the unseal key, initialising Vault on first boot.
+func (b *Bootstrap) obtainKey(ctx context.Context) ([]byte, error) {
 	initialized, err := b.Client.Sys().InitStatusWithContext(ctx)
 	if err != nil {
-		return nil, "", fmt.Errorf("cannot read Vault's init status: %w", err)
+		return nil, fmt.Errorf("cannot read Vault's init status: %w", err)
 	}
 	blob, err := os.ReadFile(b.Paths.SealedKey)
 	haveBlob := err == nil
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, "", fmt.Errorf("cannot read sealed unseal key: %w", err)
+		return nil, fmt.Errorf("cannot read sealed unseal key: %w", err)
 	}
 	_, err = os.Stat(b.Paths.InitMarker)
 	haveMarker := err == nil
@@ -225,29 +243,29 @@ func (b *Bootstrap) obtainKey(ctx context.Context) (key []byte, root string, err
 	switch {
 	case haveBlob:
 		if !initialized {
-			return nil, "", fmt.Errorf("Vault at %s is not initialised but %s holds a sealed unseal key: %w; "+
+			return nil, fmt.Errorf("Vault at %s is not initialised but %s holds a sealed unseal key: %w; "+
 				"edgeseal will not initialise a new Vault over it: restore Vault's storage (%s), or to start afresh move %s away and restart edgeseal-unseal.service",
 				b.Client.Address(), b.Paths.SealedKey, ErrStorageLost, b.Config.Vault.StoragePath, b.Paths.SealedKey)
 		}
 		if haveMarker {
 			// A crash came after the key was sealed and before the marker went.
 			if err := fsutil.RemoveDurable(b.Paths.InitMarker); err != nil {
-				return nil, "", err
+				return nil, err
 			}
 		}
 		b.setStatus("unsealing the unseal key (" + b.Sealer.Method() + ")")
 		key, err := b.Sealer.Unseal(ctx, blob)
 		if err != nil {
-			return nil, "", fmt.Errorf("cannot unseal the Vault unseal key from %s: %w", b.Paths.SealedKey, err)
+			return nil, fmt.Errorf("cannot unseal the Vault unseal key from %s: %w", b.Paths.SealedKey, err)
 		}
-		return key, "", nil
+		return key, nil
 	case initialized && !haveMarker:
-		return nil, "", fmt.Errorf("Vault at %s is initialised but there is no sealed unseal key at %s: %w; "+
+		return nil, fmt.Errorf("Vault at %s is initialised but there is no sealed unseal key at %s: %w; "+
 			"edgeseal cannot unseal it. Restore %s from a backup, or move Vault's storage (%s) away to start afresh",
 			b.Client.Address(), b.Paths.SealedKey, ErrForeignVault, b.Paths.SealedKey, b.Config.Vault.StoragePath)
 	case initialized && haveMarker:
 		if err := b.abandonInterruptedInit(ctx); err != nil {
-			return nil, "", err
+			return nil, err
 		}
 	}
 	return b.firstInit(ctx)
@@ -289,32 +307,38 @@ func (b *Bootstrap) abandonInterruptedInit(ctx context.Context) error {
 }
 
 // firstInit initialises Vault and seals its unseal key before anything can depend
-// on it. The marker makes a crash between init and the sealed write recoverable.
-func (b *Bootstrap) firstInit(ctx context.Context) ([]byte, string, error) {
+// on it, and keeps init's root token as the admin token. The marker makes a
+// crash between init and the sealed write recoverable. Vault's TCP listener is
+// off until the key is sealed (vaultconf), so no other process can init it first.
+func (b *Bootstrap) firstInit(ctx context.Context) ([]byte, error) {
 	b.setStatus("first boot: initialising Vault")
 	m, _ := json.Marshal(initMarker{Version: 1, Started: time.Now().UTC(), StoragePath: b.Config.Vault.StoragePath})
 	if err := fsutil.WriteFileAtomic(b.Paths.InitMarker, m, 0o600, fsutil.Self); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	b.step(ctx, StepInitMarker)
+	if err := b.step(ctx, StepInitMarker); err != nil {
+		return nil, err
+	}
 	resp, err := b.Client.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
 	if err != nil {
-		return nil, "", fmt.Errorf("cannot initialise Vault: %w", err)
+		return nil, fmt.Errorf("cannot initialise Vault: %w", err)
 	}
 	if len(resp.KeysB64) != 1 || resp.RootToken == "" {
-		return nil, "", fmt.Errorf("cannot initialise Vault: expected 1 key share and a root token, got %d shares", len(resp.KeysB64))
+		return nil, fmt.Errorf("cannot initialise Vault: expected 1 key share and a root token, got %d shares", len(resp.KeysB64))
 	}
 	key, err := base64.StdEncoding.DecodeString(resp.KeysB64[0])
 	if err != nil {
-		return nil, "", fmt.Errorf("cannot decode Vault's unseal key: %w", err)
+		return nil, fmt.Errorf("cannot decode Vault's unseal key: %w", err)
 	}
-	b.step(ctx, StepInitialized)
+	if err := b.step(ctx, StepInitialized); err != nil {
+		return nil, err
+	}
 	b.say("initialised Vault with one key share; sealing the unseal key", "sealer", b.Sealer.Method())
 
 	b.setStatus("first boot: sealing the unseal key (" + b.Sealer.Method() + ")")
 	blob, err := b.Sealer.Seal(ctx, key)
 	if err != nil {
-		return nil, "", fmt.Errorf("cannot seal the Vault unseal key: %w", err)
+		return nil, fmt.Errorf("cannot seal the Vault unseal key: %w", err)
 	}
 	// Prove the blob opens before it becomes the only way into Vault: a sealer whose
 	// key material is not stable (a hook printing a fresh value each run) is caught
@@ -322,19 +346,30 @@ func (b *Bootstrap) firstInit(ctx context.Context) ([]byte, string, error) {
 	back, err := b.Sealer.Unseal(ctx, blob)
 	if err != nil || !bytes.Equal(back, key) {
 		clear(back)
-		return nil, "", fmt.Errorf("cannot use seal method %s: %w (%v); is the key material stable across runs?", b.Sealer.Method(), ErrSealMismatch, err)
+		return nil, fmt.Errorf("cannot use seal method %s: %w (%v); is the key material stable across runs?", b.Sealer.Method(), ErrSealMismatch, err)
 	}
 	clear(back)
+	// The admin token before the sealed key: once the key is sealed, the
+	// token is there too (a crash between the two leaves the marker, and the
+	// next boot starts over).
+	b.keep(key)
+	if err := b.saveAdminToken(ctx, resp.RootToken); err != nil {
+		return nil, err
+	}
 	if err := fsutil.WriteFileAtomic(b.Paths.SealedKey, blob, 0o600, fsutil.Self); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	b.say("wrote the sealed unseal key", "path", b.Paths.SealedKey)
-	b.step(ctx, StepKeySealed)
-	if err := fsutil.RemoveDurable(b.Paths.InitMarker); err != nil {
-		return nil, "", err
+	if err := b.step(ctx, StepKeySealed); err != nil {
+		return nil, err
 	}
-	b.step(ctx, StepInitDone)
-	return key, resp.RootToken, nil
+	if err := fsutil.RemoveDurable(b.Paths.InitMarker); err != nil {
+		return nil, err
+	}
+	if err := b.step(ctx, StepInitDone); err != nil {
+		return nil, err
+	}
+	return key, nil
 }
 
 // ensureRecoveryCopy writes the recovery copy if one is configured and the file
@@ -374,8 +409,10 @@ func (b *Bootstrap) alreadyDoneThisBoot() bool {
 }
 
 // revokeStale revokes every token edgeseal handed out in an earlier boot (all of
-// them come from its two roles) and every root token but the one in use: a root
-// token can only be left over by a crash, and nobody holds it any more.
+// them come from its two roles) and every root token but the admin token c
+// carries: a maintenance token of an earlier boot, or one left over by a
+// crash, which nobody should hold any more. A token it cannot look up for any
+// reason but "gone" fails the boot's setup: it might be a root token.
 func (b *Bootstrap) revokeStale(ctx context.Context, c *api.Client) error {
 	for _, role := range []string{ServiceRole, TokendRole} {
 		if err := c.Sys().RevokePrefixWithContext(ctx, "auth/token/create/"+role); err != nil {
@@ -402,8 +439,14 @@ func (b *Bootstrap) revokeStale(ctx context.Context, c *api.Client) error {
 			continue
 		}
 		s, err := c.Auth().Token().LookupAccessorWithContext(ctx, acc)
-		if err != nil || s == nil {
+		if isInvalidAccessor(err) {
 			continue // expired between list and lookup
+		}
+		if err != nil {
+			return fmt.Errorf("cannot look up token accessor %s: %w", acc, err)
+		}
+		if s == nil {
+			return fmt.Errorf("cannot look up token accessor %s: Vault answered nothing", acc)
 		}
 		pols, _ := s.TokenPolicies()
 		if !slices.Contains(pols, "root") {
@@ -433,21 +476,51 @@ func (b *Bootstrap) issueTokendToken(ctx context.Context, c *api.Client) error {
 	if err != nil {
 		return fmt.Errorf("cannot encode the token-issuing token: %w", err)
 	}
-	if err := os.MkdirAll(b.Paths.TokendDir, 0o700); err != nil {
-		return fmt.Errorf("cannot create %s: %w", b.Paths.TokendDir, err)
-	}
-	// The mode first, while the directory is still root's: no CAP_FOWNER.
-	if err := os.Chmod(b.Paths.TokendDir, 0o700); err != nil {
-		return fmt.Errorf("cannot set mode of %s: %w", b.Paths.TokendDir, err)
-	}
-	if b.TokendOwner != fsutil.Self {
-		if err := os.Chown(b.Paths.TokendDir, b.TokendOwner.UID, b.TokendOwner.GID); err != nil {
-			return fmt.Errorf("cannot give %s to the token provider's user: %w", b.Paths.TokendDir, err)
-		}
+	if err := b.tokendDir(); err != nil {
+		return err
 	}
 	if err := fsutil.WriteFileAtomic(b.Paths.IssuingToken, data, 0o600, b.TokendOwner); err != nil {
 		return err
 	}
 	b.say("wrote this boot's token-issuing token", "path", b.Paths.IssuingToken, "accessor", s.Auth.Accessor)
+	return nil
+}
+
+// tokendDir makes the token provider's directory (0700, the provider's user),
+// or checks the one an earlier run made. It changes a directory only while it
+// is still this process's: once given away, a mode change would need
+// CAP_FOWNER, which edgeseal-unseal.service does not grant (a rotation would
+// fail with EPERM for the rest of the boot).
+func (b *Bootstrap) tokendDir() error {
+	dir := b.Paths.TokendDir
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("cannot create %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("cannot check %s: %w", dir, err)
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || st == nil {
+		return fmt.Errorf("cannot use %s for the token-issuing token: not a directory", dir)
+	}
+	want := b.TokendOwner
+	if want == fsutil.Self {
+		want = fsutil.Owner{UID: os.Geteuid(), GID: os.Getegid()}
+	}
+	if int(st.Uid) == want.UID && int(st.Gid) == want.GID && fi.Mode().Perm() == 0o700 {
+		return nil
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("cannot use %s for the token-issuing token: owned by uid %d with mode %v, want uid %d and 0700; remove it and restart edgeseal-unseal.service",
+			dir, st.Uid, fi.Mode().Perm(), want.UID)
+	}
+	// The mode first, while the directory is still this process's.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("cannot set mode of %s: %w", dir, err)
+	}
+	if err := os.Chown(dir, want.UID, want.GID); err != nil {
+		return fmt.Errorf("cannot give %s to the token provider's user: %w", dir, err)
+	}
 	return nil
 }

@@ -54,6 +54,10 @@ func newDevice(t *testing.T, edit func(*config.Config)) *device {
 		t.Fatal(err)
 	}
 	vs := testbed.StartVault(t, cfg)
+	// edgeseal-unseal finds Vault's config and admin socket where the pki
+	// step put them.
+	p.VaultConfDir, p.VaultConfig, p.VaultTCP, p.VaultTCPHeld, p.VaultAdmin =
+		vs.Paths.VaultConfDir, vs.Paths.VaultConfig, vs.Paths.VaultTCP, vs.Paths.VaultTCPHeld, vs.Paths.VaultAdmin
 	sealer, err := seal.New(cfg.Seal, func(string) {})
 	if err != nil {
 		t.Fatal(err)
@@ -62,11 +66,8 @@ func newDevice(t *testing.T, edit func(*config.Config)) *device {
 }
 
 // bootstrap returns the boot sequence of the device's current boot.
-func (d *device) bootstrap(onStep func(secretstore.Step)) *secretstore.Bootstrap {
-	c, err := secretstore.NewClient(d.vault.Addr, d.vault.Pool)
-	if err != nil {
-		d.t.Fatal(err)
-	}
+func (d *device) bootstrap(onStep func(secretstore.Step) error) *secretstore.Bootstrap {
+	c := d.vault.AdminClient(d.t)
 	return &secretstore.Bootstrap{
 		Config: d.cfg, Paths: d.paths, Sealer: d.sealer, Client: c, Vault: d.vault,
 		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -97,7 +98,9 @@ func (d *device) run(ctx context.Context) *secretstore.Bootstrap {
 	return b
 }
 
-// rootClient returns a client with a fresh root token made from the sealed key.
+// rootClient returns a client with a fresh root token, as `edgeseal
+// root-token` makes one: a child of the admin token, which the sealed key
+// opens.
 func (d *device) rootClient(ctx context.Context) *api.Client {
 	d.t.Helper()
 	blob, err := os.ReadFile(d.paths.SealedKey)
@@ -108,12 +111,17 @@ func (d *device) rootClient(ctx context.Context) *api.Client {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	c, _ := secretstore.NewClient(d.vault.Addr, d.vault.Pool)
-	root, err := secretstore.GenerateRoot(ctx, c, key)
+	admin, err := secretstore.OpenAdminToken(ctx, d.paths.AdminToken, key)
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	c.SetToken(root)
+	c := d.vault.Client(d.t)
+	c.SetToken(admin)
+	s, err := c.Auth().Token().CreateOrphan(&api.TokenCreateRequest{Policies: []string{"root"}, TTL: "10m"})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	c.SetToken(s.Auth.ClientToken)
 	d.t.Cleanup(func() { c.Auth().Token().RevokeSelf("") })
 	return c
 }
@@ -139,30 +147,14 @@ func tokenWorks(c *api.Client, token string) bool {
 }
 
 func rootAccessors(t *testing.T, c *api.Client) []string {
-	t.Helper()
-	list, err := c.Logical().List("auth/token/accessors")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, k := range list.Data["keys"].([]any) {
-		s, err := c.Auth().Token().LookupAccessor(k.(string))
-		if err != nil {
-			continue
-		}
-		pols, _ := s.TokenPolicies()
-		if slices.Contains(pols, "root") {
-			out = append(out, k.(string))
-		}
-	}
-	return out
+	return testbed.RootAccessors(t, c)
 }
 
 func TestFirstBootInitialisesSealsAndSetsUpVault(t *testing.T) {
 	ctx := context.Background()
 	d := newDevice(t, nil)
 	var steps []secretstore.Step
-	b := d.bootstrap(func(s secretstore.Step) { steps = append(steps, s) })
+	b := d.bootstrap(func(s secretstore.Step) error { steps = append(steps, s); return nil })
 	if err := b.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -197,9 +189,13 @@ func TestFirstBootInitialisesSealsAndSetsUpVault(t *testing.T) {
 	if orphan, _ := s.Data["orphan"].(bool); !orphan {
 		t.Errorf("token-issuing token is not an orphan")
 	}
-	// Only the root token this test made exists: the init root token is revoked.
-	if roots := rootAccessors(t, c); len(roots) != 1 {
-		t.Errorf("root tokens after first boot (besides the test's): %d, want 0", len(roots)-1)
+	// Two root tokens: the admin token (init's, sealed under the unseal key)
+	// and the one this test made.
+	if roots := rootAccessors(t, c); len(roots) != 2 {
+		t.Errorf("root tokens after first boot (besides the test's): %d, want the admin token alone", len(roots)-1)
+	}
+	if fi, err := os.Stat(d.paths.AdminToken); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("admin token: %v %v", err, fi)
 	}
 }
 
@@ -238,7 +234,7 @@ func TestRestartWithinABootOnlyUnseals(t *testing.T) {
 		t.Fatal(err)
 	}
 	var steps []secretstore.Step
-	b := d.bootstrap(func(s secretstore.Step) { steps = append(steps, s) })
+	b := d.bootstrap(func(s secretstore.Step) error { steps = append(steps, s); return nil })
 	if err := b.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -287,10 +283,11 @@ func TestCrashBetweenInitAndSealedWriteIsRecoveredByNextBoot(t *testing.T) {
 				t.Fatalf("no crash at %s: %v", secretstore.StepInitialized, r)
 			}
 		}()
-		d.bootstrap(func(s secretstore.Step) {
+		d.bootstrap(func(s secretstore.Step) error {
 			if s == secretstore.StepInitialized {
 				panic(crash)
 			}
+			return nil
 		}).Run(ctx)
 	}()
 	if _, err := os.Stat(d.paths.SealedKey); !errors.Is(err, os.ErrNotExist) {

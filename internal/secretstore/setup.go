@@ -112,17 +112,23 @@ func (b *Bootstrap) setup(ctx context.Context, c *api.Client) error {
 	if err := ensureKV(ctx, c, b.Config.Vault); err != nil {
 		return err
 	}
-	b.step(ctx, StepKVMounted)
+	if err := b.step(ctx, StepKVMounted); err != nil {
+		return err
+	}
 	if err := b.writePolicies(ctx, c, Policies(b.Config)); err != nil {
 		return err
 	}
-	b.step(ctx, StepPoliciesWritten)
+	if err := b.step(ctx, StepPoliciesWritten); err != nil {
+		return err
+	}
 	for name, data := range roles(b.Config.Tokens) {
 		if _, err := c.Logical().WriteWithContext(ctx, "auth/token/roles/"+name, data); err != nil {
 			return fmt.Errorf("cannot write Vault token role %s: %w", name, err)
 		}
 	}
-	b.step(ctx, StepRolesWritten)
+	if err := b.step(ctx, StepRolesWritten); err != nil {
+		return err
+	}
 	return nil
 }
 

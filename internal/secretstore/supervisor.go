@@ -104,7 +104,7 @@ func (b *Bootstrap) writePolicies(ctx context.Context, c *api.Client, policies m
 }
 
 // issueSupervisorToken replaces the supervisor's token (revoking any earlier
-// one: a previous run of this service) using c, a root token's client.
+// one: a previous run of this service) using c, the admin token's client.
 func (b *Bootstrap) issueSupervisorToken(ctx context.Context, c *api.Client) error {
 	if err := c.Sys().RevokePrefixWithContext(ctx, "auth/token/create/"+SupervisorRole); err != nil {
 		return fmt.Errorf("cannot revoke the earlier supervisor tokens: %w", err)
@@ -127,18 +127,14 @@ func (b *Bootstrap) issueSupervisorToken(ctx context.Context, c *api.Client) err
 	return nil
 }
 
-// refreshSupervisor makes a new supervisor token through a short-lived root
-// token: after a restart of this service within a boot, or if the token was lost.
+// refreshSupervisor makes a new supervisor token with the admin token: after
+// a restart of this service within a boot, or if the token was lost.
 func (b *Bootstrap) refreshSupervisor(ctx context.Context) error {
-	root, err := GenerateRoot(ctx, b.Client, b.unsealKey)
+	c, err := b.adminClient(ctx)
 	if err != nil {
 		return err
 	}
-	c, err := b.clientWith(root)
-	if err != nil {
-		return err
-	}
-	defer b.revokeRoot(ctx, c, "a short-lived root token")
+	defer c.ClearToken()
 	return b.issueSupervisorToken(ctx, c)
 }
 
@@ -150,16 +146,6 @@ func (b *Bootstrap) clientWith(token string) (*api.Client, error) {
 	}
 	c.SetToken(token)
 	return c, nil
-}
-
-// revokeRoot revokes the root token c carries, even when ctx has ended: a
-// root token must not outlive the function that made it.
-func (b *Bootstrap) revokeRoot(ctx context.Context, c *api.Client, what string) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := c.Auth().Token().RevokeSelfWithContext(rctx, ""); err != nil {
-		b.Log.Warn("cannot revoke "+what+"; the next boot revokes every stray root token", "error", err)
-	}
 }
 
 func (b *Bootstrap) supervisorClient() *api.Client {

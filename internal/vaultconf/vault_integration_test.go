@@ -20,6 +20,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
@@ -82,16 +83,21 @@ func TestVaultRunsWithTheRenderedConfigAndThisBootsPKI(t *testing.T) {
 			if err := os.MkdirAll(v.StoragePath, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			data, err := vaultconf.Render(v, p.VaultCert, p.VaultKey)
+			// The admin socket's directory is systemd's RuntimeDirectory= of
+			// the Vault unit, Vault's own and 0700.
+			if err := os.MkdirAll(filepath.Dir(p.VaultAdmin), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			data, err := vaultconf.Render(v, p.VaultCert, p.VaultKey, p.VaultAdmin)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := vaultconf.Write(p, data); err != nil {
+			if err := vaultconf.Write(p, data, true); err != nil {
 				t.Fatal(err)
 			}
 
-			t.Log("When Vault starts with that config")
-			cmd := exec.Command(bin, "server", "-config="+p.VaultConfig)
+			t.Log("When Vault starts with that config directory")
+			cmd := exec.Command(bin, "server", "-config="+p.VaultConfDir)
 			cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
 			vault := testbed.StartProcess(t, "vault", cmd)
 			pool, err := pki.LoadCAPool(p.CACert)
@@ -155,6 +161,14 @@ func TestVaultRunsWithTheRenderedConfigAndThisBootsPKI(t *testing.T) {
 			}
 			if code := call(t, c, http.MethodGet, addr+"/v1/sys/health", nil, nil); code != http.StatusOK {
 				t.Errorf("health after unseal: HTTP %d, want 200 (active)", code)
+			}
+			t.Log("And it answers on the admin socket too, without TLS")
+			admin, err := secretstore.NewClient("unix://"+p.VaultAdmin, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, err := admin.Sys().SealStatus(); err != nil || st.Sealed {
+				t.Errorf("seal status on the admin socket: %+v, %v", st, err)
 			}
 			t.Log("Then it opens no cluster listener on the API port + 1")
 			if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port+1), time.Second); err == nil {

@@ -4,8 +4,21 @@
 //
 // Vault reads JSON config files as it reads HCL (by the .json extension); in
 // JSON, a block such as `listener "tcp" { ... }` is an object keyed by its type:
-// "listener": {"tcp": {...}}. The rendered config has file storage, one TCP
-// listener that always has TLS (1.2 at least), no cluster listener and no UI.
+// "listener": {"tcp": {...}}. Vault is started with -config DIR and merges the
+// *.json files there, appending their listeners:
+//
+//   - vault.json: file storage, no cluster listener, no UI, and the admin
+//     listener, a Unix socket in a directory only Vault's user may enter, on
+//     which edgeseal-unseal (root) initialises, unseals and sets Vault up;
+//   - listener-tcp.json: the TCP listener on vault.listen the services use,
+//     always with TLS (1.2 at least).
+//
+// Every local user reaches the TCP listener, and Vault answers some requests
+// there without a token: whoever calls sys/init first holds the root token. So
+// until edgeseal has initialised Vault (its sealed unseal key exists) the TCP
+// listener is written as listener-tcp.json.held, which Vault does not read;
+// edgeseal-unseal makes it listener-tcp.json (EnableTCP) and restarts Vault
+// once the unseal key is sealed.
 package vaultconf
 
 import (
@@ -39,8 +52,8 @@ const (
 // server is the part of Vault's server config edgeseal sets (command/server in
 // Vault's source; the listener in internalshared/configutil).
 type server struct {
-	Storage  map[string]fileStorage `json:"storage"`
-	Listener map[string]tcpListener `json:"listener"`
+	Storage  map[string]fileStorage  `json:"storage"`
+	Listener map[string]unixListener `json:"listener"`
 	// APIAddr is the address clients are told to use (redirects, Location).
 	APIAddr string `json:"api_addr"`
 	// DisableClustering: file storage has no HA, so no node forwards to another;
@@ -58,6 +71,18 @@ type fileStorage struct {
 	Path string `json:"path"`
 }
 
+// unixListener is the admin listener. No TLS: the socket's directory is
+// Vault's (0700), so only Vault's user and root can connect; the socket takes
+// Vault's UMask (0077) too.
+type unixListener struct {
+	Address    string `json:"address"`
+	TLSDisable bool   `json:"tls_disable"`
+}
+
+type tcpListeners struct {
+	Listener map[string]tcpListener `json:"listener"`
+}
+
 type tcpListener struct {
 	Address       string `json:"address"`
 	TLSCertFile   string `json:"tls_cert_file"`
@@ -65,51 +90,100 @@ type tcpListener struct {
 	TLSMinVersion string `json:"tls_min_version"`
 }
 
-// Render returns Vault's server config for v, as JSON, with the listener's
-// certificate chain at certFile and its key at keyFile (absolute paths: Vault
-// would resolve relative ones against its working directory).
-func Render(v config.Vault, certFile, keyFile string) ([]byte, error) {
+// Config is Vault's server config in its two files.
+type Config struct {
+	Server []byte // vault.json: storage, the admin listener, the rest
+	TCP    []byte // listener-tcp.json: the TCP listener for the services
+}
+
+// Render returns Vault's server config for v, as JSON, with the admin socket at
+// adminSocket, and the TCP listener's certificate chain at certFile and its key
+// at keyFile (absolute paths: Vault would resolve relative ones against its
+// working directory).
+func Render(v config.Vault, certFile, keyFile, adminSocket string) (Config, error) {
 	if _, _, err := net.SplitHostPort(v.Listen); err != nil {
-		return nil, fmt.Errorf("cannot render the Vault config: listen address %q: %w", v.Listen, err)
+		return Config{}, fmt.Errorf("cannot render the Vault config: listen address %q: %w", v.Listen, err)
 	}
 	for _, f := range []struct{ what, path string }{
 		{"storage path", v.StoragePath},
 		{"certificate file", certFile},
 		{"key file", keyFile},
+		{"admin socket", adminSocket},
 	} {
 		if !filepath.IsAbs(f.path) {
-			return nil, fmt.Errorf("cannot render the Vault config: %s %q is not an absolute path", f.what, f.path)
+			return Config{}, fmt.Errorf("cannot render the Vault config: %s %q is not an absolute path", f.what, f.path)
 		}
 	}
 	s := server{
-		Storage: map[string]fileStorage{storageType: {Path: v.StoragePath}},
-		Listener: map[string]tcpListener{listenerType: {
-			Address:       v.Listen,
-			TLSCertFile:   certFile,
-			TLSKeyFile:    keyFile,
-			TLSMinVersion: tlsMinVersion,
-		}},
+		Storage:           map[string]fileStorage{storageType: {Path: v.StoragePath}},
+		Listener:          map[string]unixListener{"unix": {Address: adminSocket, TLSDisable: true}},
 		APIAddr:           (&config.Config{Vault: v}).VaultAddr(),
 		DisableClustering: true,
 		DisableMlock:      true,
 		UI:                false,
 		LogLevel:          logLevel,
 	}
-	data, err := json.MarshalIndent(s, "", "  ")
+	t := tcpListeners{Listener: map[string]tcpListener{listenerType: {
+		Address:       v.Listen,
+		TLSCertFile:   certFile,
+		TLSKeyFile:    keyFile,
+		TLSMinVersion: tlsMinVersion,
+	}}}
+	var c Config
+	var err error
+	if c.Server, err = marshal(s); err != nil {
+		return Config{}, err
+	}
+	if c.TCP, err = marshal(t); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func marshal(v any) ([]byte, error) {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("cannot render the Vault config: %w", err)
 	}
 	return append(data, '\n'), nil
 }
 
-// Write writes data to p.VaultConfig atomically, creating its directory.
-func Write(p paths.Paths, data []byte) error {
-	dir := filepath.Dir(p.VaultConfig)
+// Write writes c to p.VaultConfDir atomically, creating the directory. With
+// tcp false the TCP listener is held back (p.VaultTCPHeld) until EnableTCP;
+// any TCP listener file of an earlier run is replaced either way.
+func Write(p paths.Paths, c Config, tcp bool) error {
+	dir := p.VaultConfDir
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return fmt.Errorf("cannot create %s: %w", dir, err)
 	}
 	if err := os.Chmod(dir, dirMode); err != nil {
 		return fmt.Errorf("cannot set mode of %s: %w", dir, err)
 	}
-	return fsutil.WriteFileAtomic(p.VaultConfig, data, configMode, fsutil.Self)
+	if err := fsutil.WriteFileAtomic(p.VaultConfig, c.Server, configMode, fsutil.Self); err != nil {
+		return err
+	}
+	path, other := p.VaultTCP, p.VaultTCPHeld
+	if !tcp {
+		path, other = other, path
+	}
+	if err := fsutil.WriteFileAtomic(path, c.TCP, configMode, fsutil.Self); err != nil {
+		return err
+	}
+	return fsutil.RemoveDurable(other)
+}
+
+// EnableTCP lets Vault listen on TCP from its next start: it renames the held
+// TCP listener file to the name Vault reads. It reports whether it changed
+// anything (false: the TCP listener was on already).
+func EnableTCP(p paths.Paths) (bool, error) {
+	if _, err := os.Stat(p.VaultTCP); err == nil {
+		return false, nil
+	}
+	if err := os.Rename(p.VaultTCPHeld, p.VaultTCP); err != nil {
+		return false, fmt.Errorf("cannot turn on Vault's TCP listener: %w", err)
+	}
+	if err := fsutil.SyncDir(p.VaultConfDir); err != nil {
+		return false, err
+	}
+	return true, nil
 }

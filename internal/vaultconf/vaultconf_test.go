@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"maps"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -15,21 +14,33 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 )
 
-const certFile = "/run/edgeseal/pki/vault.crt"
+const (
+	certFile    = "/run/edgeseal/pki/vault.crt"
+	adminSocket = "/run/edgeseal/vault-admin/admin.sock"
+)
 
+// render returns the two files merged as Vault merges them: the top-level
+// keys of both, the listeners of both.
 func render(t *testing.T, listen string) map[string]any {
 	t.Helper()
 	v := config.Default().Vault
 	v.Listen = listen
-	data, err := Render(v, certFile, CredentialKeyPath)
+	c, err := Render(v, certFile, CredentialKeyPath, adminSocket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got map[string]any
-	if err := json.Unmarshal(data, &got); err != nil {
-		t.Fatalf("not JSON: %v\n%s", err, data)
+	var server, tcp map[string]any
+	if err := json.Unmarshal(c.Server, &server); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, c.Server)
 	}
-	return got
+	if err := json.Unmarshal(c.TCP, &tcp); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, c.TCP)
+	}
+	if keys := slices.Sorted(maps.Keys(tcp)); !slices.Equal(keys, []string{"listener"}) {
+		t.Errorf("listener-tcp.json has keys %v, want only the listener", keys)
+	}
+	maps.Copy(server["listener"].(map[string]any), tcp["listener"].(map[string]any))
+	return server
 }
 
 // at follows keys through nested objects; nil if a key is missing.
@@ -66,6 +77,8 @@ func TestRenderHasTheShapeVaultParses(t *testing.T) {
 		{"no mlock (no CAP_IPC_LOCK; MemorySwapMax=0 instead)", []string{"disable_mlock"}, true},
 		{"no web UI", []string{"ui"}, false},
 		{"info logs", []string{"log_level"}, "info"},
+		{"the admin listener is a Unix socket", []string{"listener", "unix", "address"}, adminSocket},
+		{"the admin socket has no TLS (its directory is Vault's, 0700)", []string{"listener", "unix", "tls_disable"}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,8 +91,8 @@ func TestRenderHasTheShapeVaultParses(t *testing.T) {
 	if want := []string{"api_addr", "disable_clustering", "disable_mlock", "listener", "log_level", "storage", "ui"}; !slices.Equal(keys, want) {
 		t.Errorf("top-level keys %v, want %v", keys, want)
 	}
-	if len(got["storage"].(map[string]any)) != 1 || len(got["listener"].(map[string]any)) != 1 {
-		t.Error("more than one storage or listener")
+	if len(got["storage"].(map[string]any)) != 1 || len(got["listener"].(map[string]any)) != 2 {
+		t.Error("not one storage and two listeners")
 	}
 }
 
@@ -101,20 +114,21 @@ func TestAPIAddrIsTheClientsViewOfTheListenAddress(t *testing.T) {
 func TestRenderRefuses(t *testing.T) {
 	good := config.Default().Vault
 	for _, tc := range []struct {
-		name              string
-		mod               func(v *config.Vault)
-		certFile, keyFile string
-		says              string
+		name                      string
+		mod                       func(v *config.Vault)
+		certFile, keyFile, socket string
+		says                      string
 	}{
-		{"a listen address without a port", func(v *config.Vault) { v.Listen = "127.0.0.1" }, certFile, CredentialKeyPath, `listen address "127.0.0.1"`},
-		{"a relative storage path", func(v *config.Vault) { v.StoragePath = "data" }, certFile, CredentialKeyPath, `storage path "data" is not an absolute path`},
-		{"a relative certificate path", func(*config.Vault) {}, "vault.crt", CredentialKeyPath, `certificate file "vault.crt"`},
-		{"an empty key path", func(*config.Vault) {}, certFile, "", `key file ""`},
+		{"a listen address without a port", func(v *config.Vault) { v.Listen = "127.0.0.1" }, certFile, CredentialKeyPath, adminSocket, `listen address "127.0.0.1"`},
+		{"a relative storage path", func(v *config.Vault) { v.StoragePath = "data" }, certFile, CredentialKeyPath, adminSocket, `storage path "data" is not an absolute path`},
+		{"a relative certificate path", func(*config.Vault) {}, "vault.crt", CredentialKeyPath, adminSocket, `certificate file "vault.crt"`},
+		{"an empty key path", func(*config.Vault) {}, certFile, "", adminSocket, `key file ""`},
+		{"a relative admin socket", func(*config.Vault) {}, certFile, CredentialKeyPath, "admin.sock", `admin socket "admin.sock"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := good
 			tc.mod(&v)
-			_, err := Render(v, tc.certFile, tc.keyFile)
+			_, err := Render(v, tc.certFile, tc.keyFile, tc.socket)
 			if err == nil || !strings.Contains(err.Error(), "cannot render the Vault config: "+tc.says) {
 				t.Errorf("err = %v, want it to say %q", err, tc.says)
 			}
@@ -128,19 +142,54 @@ func TestWriteMakesAConfigVaultCanReadWhateverTheUmask(t *testing.T) {
 	defer syscall.Umask(old)
 	p := paths.New(t.TempDir())
 	for _, data := range []string{"{}\n", `{"ui": false}` + "\n"} {
-		if err := Write(p, []byte(data)); err != nil {
+		if err := Write(p, Config{Server: []byte(data), TCP: []byte(data)}, true); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := os.ReadFile(p.VaultConfig); string(got) != data {
-			t.Errorf("content %q, want %q", got, data)
+		for _, f := range []string{p.VaultConfig, p.VaultTCP} {
+			if got, _ := os.ReadFile(f); string(got) != data {
+				t.Errorf("%s: content %q, want %q", f, got, data)
+			}
 		}
 	}
-	for path, want := range map[string]os.FileMode{p.VaultConfig: 0o644, filepath.Dir(p.VaultConfig): 0o755 | os.ModeDir} {
+	for path, want := range map[string]os.FileMode{p.VaultConfig: 0o644, p.VaultTCP: 0o644, p.VaultConfDir: 0o755 | os.ModeDir} {
 		if fi, err := os.Stat(path); err != nil || fi.Mode() != want {
 			t.Errorf("%s: %v %v, want %v", path, err, fi.Mode(), want)
 		}
 	}
-	if entries, _ := os.ReadDir(filepath.Dir(p.VaultConfig)); len(entries) != 1 {
-		t.Errorf("%d files beside the config: temporary files left", len(entries)-1)
+	if entries, _ := os.ReadDir(p.VaultConfDir); len(entries) != 2 {
+		t.Errorf("%d files beside the config: temporary files left", len(entries)-2)
+	}
+}
+
+// Before edgeseal has initialised Vault, Vault must not listen where every
+// local user can call sys/init: the TCP listener waits under a name Vault does
+// not read, until EnableTCP.
+func TestTheTCPListenerIsHeldBackUntilEnabled(t *testing.T) {
+	p := paths.New(t.TempDir())
+	c := Config{Server: []byte("{}\n"), TCP: []byte(`{"listener": {}}` + "\n")}
+	if err := Write(p, c, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p.VaultTCP); !os.IsNotExist(err) {
+		t.Fatalf("%s exists before EnableTCP: %v", p.VaultTCP, err)
+	}
+	if !strings.HasSuffix(p.VaultTCPHeld, ".held") {
+		t.Fatalf("the held listener %s would be read by Vault (it reads *.json and *.hcl)", p.VaultTCPHeld)
+	}
+	for i, want := range []bool{true, false} {
+		changed, err := EnableTCP(p)
+		if err != nil || changed != want {
+			t.Fatalf("EnableTCP #%d = %v, %v; want %v", i+1, changed, err, want)
+		}
+	}
+	if got, _ := os.ReadFile(p.VaultTCP); string(got) != string(c.TCP) {
+		t.Errorf("%s: %q", p.VaultTCP, got)
+	}
+	t.Log("And the next boot's pki step, seeing the sealed key, writes it on at once and no held copy")
+	if err := Write(p, c, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p.VaultTCPHeld); !os.IsNotExist(err) {
+		t.Errorf("%s left beside %s: %v", p.VaultTCPHeld, p.VaultTCP, err)
 	}
 }

@@ -45,14 +45,14 @@ func TestBootChain(t *testing.T) {
 		t.Errorf("edgeseal status (human): %v\n%s", err, human)
 	}
 
-	t.Log("And the sealed unseal key is on persistent disk, 0600, and no root token but a maintenance one exists")
-	if out := d.run("stat", "-c", "%a %U", "/var/lib/edgeseal/unseal-key.sealed"); strings.TrimSpace(out) != "600 root" {
-		t.Errorf("sealed key mode/owner: %q", out)
+	t.Log("And the sealed unseal key and admin token are on persistent disk, 0600, and no root token but those two exists")
+	if out := d.run("stat", "-c", "%a %U", "/var/lib/edgeseal/unseal-key.sealed", "/var/lib/edgeseal/admin-token.sealed"); out != "600 root\n600 root\n" {
+		t.Errorf("sealed key and admin token mode/owner: %q", out)
 	}
 	c := d.vaultClient()
 	c.SetToken(d.rootToken())
-	if n := countRootTokens(t, c); n != 1 {
-		t.Errorf("root tokens: %d, want only the maintenance token (the init root token must be revoked)", n)
+	if n := countRootTokens(t, c); n != 2 {
+		t.Errorf("root tokens: %d, want edgeseal's admin token (init's, sealed under the unseal key) and the maintenance token", n)
 	}
 	t.Log("And `edgeseal root-token --ttl 10m` gives a root token that expires and cannot be renewed")
 	self, err := c.Auth().Token().LookupSelf()
@@ -116,8 +116,8 @@ func TestBootChain(t *testing.T) {
 		t.Fatalf("the secret written before the reboot: %v %v", sec, err)
 	}
 	t.Log("And the previous boot's maintenance root token was revoked")
-	if n := countRootTokens(t, c); n != 1 {
-		t.Errorf("root tokens after reboot: %d, want 1", n)
+	if n := countRootTokens(t, c); n != 2 {
+		t.Errorf("root tokens after reboot: %d, want the admin token and this boot's maintenance token", n)
 	}
 	assertCAKeyNowhere(t, d)
 
@@ -126,22 +126,7 @@ func TestBootChain(t *testing.T) {
 }
 
 func countRootTokens(t testing.TB, c *api.Client) int {
-	t.Helper()
-	list, err := c.Logical().List("auth/token/accessors")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, k := range list.Data["keys"].([]any) {
-		s, err := c.Auth().Token().LookupAccessor(k.(string))
-		if err != nil {
-			continue
-		}
-		if pols, _ := s.TokenPolicies(); slices.Contains(pols, "root") {
-			n++
-		}
-	}
-	return n
+	return len(testbed.RootAccessors(t, c))
 }
 
 func waitActive(d *device, unit string, limit time.Duration) string {

@@ -62,7 +62,9 @@ func repoRoot() string {
 }
 
 func install(dest string) error {
-	cmd := exec.Command("make", "-s", "-C", repoRoot(), "install", "DESTDIR="+dest)
+	// The test build: the crash and failure hooks of edgeseal-unseal are in
+	// (a release build has none).
+	cmd := exec.Command("make", "-s", "-C", repoRoot(), "install", "DESTDIR="+dest, "GOTAGS=edgeseal_testhooks")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("make install: %v\n%s", err, out)
 	}
@@ -81,11 +83,13 @@ func install(dest string) error {
 		}
 	}
 	// Test tools run inside the devices.
-	bench := exec.Command("go", "build", "-o", filepath.Join(dest, "usr/lib/edgeseal-tests/tokenbench"), "./tests/integration/tokenbench")
-	bench.Dir = repoRoot()
-	bench.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := bench.CombinedOutput(); err != nil {
-		return fmt.Errorf("cannot build tokenbench: %v\n%s", err, out)
+	for _, tool := range []string{"tokenbench", "hammer"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(dest, "usr/lib/edgeseal-tests", tool), "./tests/integration/"+tool)
+		build.Dir = repoRoot()
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("cannot build %s: %v\n%s", tool, err, out)
+		}
 	}
 	// /etc/edgeseal comes from each device's own directory, not the install
 	// tree; etc/apparmor.d stays, as `make install` rendered the profiles.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -50,7 +51,9 @@ func VaultBinaryPath() (string, error) {
 // VaultServer is a real Vault server on loopback with file storage and TLS from a
 // per-boot PKI issued by edgeseal's own pki package, as edgeseal-pki.service does.
 type VaultServer struct {
-	Addr   string
+	Addr   string      // the TCP listener, https://127.0.0.1:PORT
+	Admin  string      // the admin socket, unix:///PATH
+	Paths  paths.Paths // where its PKI and config are
 	Pool   *x509.CertPool
 	CAFile string
 
@@ -78,18 +81,21 @@ func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
 	if err := b.Write(p); err != nil {
 		t.Fatal(err)
 	}
-	data, err := vaultconf.Render(cfg.Vault, p.VaultCert, p.VaultKey)
+	if err := os.MkdirAll(filepath.Dir(p.VaultAdmin), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data, err := vaultconf.Render(cfg.Vault, p.VaultCert, p.VaultKey, p.VaultAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := vaultconf.Write(p, data); err != nil {
+	if err := vaultconf.Write(p, data, true); err != nil {
 		t.Fatal(err)
 	}
 	pool, err := pki.LoadCAPool(p.CACert)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &VaultServer{Addr: "https://" + v.Listen, Pool: pool, CAFile: p.CACert, t: t, bin: bin, config: p.VaultConfig}
+	s := &VaultServer{Addr: "https://" + v.Listen, Admin: "unix://" + p.VaultAdmin, Paths: p, Pool: pool, CAFile: p.CACert, t: t, bin: bin, config: p.VaultConfDir}
 	s.Start(t)
 	return s
 }
@@ -100,7 +106,7 @@ func (s *VaultServer) Start(t testing.TB) {
 	cmd := exec.Command(s.bin, "server", "-config="+s.config)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
 	s.proc = StartProcess(t, "vault", cmd)
-	c := s.Client(t)
+	c := s.AdminClient(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := c.Sys().InitStatus(); err == nil {
@@ -130,6 +136,17 @@ func (s *VaultServer) Restart(ctx context.Context) error {
 	return nil
 }
 
+// AdminClient is an unauthenticated client of the admin socket, as
+// edgeseal-unseal has.
+func (s *VaultServer) AdminClient(t testing.TB) *api.Client {
+	t.Helper()
+	c, err := secretstore.NewClient(s.Admin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // Client is an unauthenticated client verifying TLS against the server's CA.
 func (s *VaultServer) Client(t testing.TB) *api.Client {
 	t.Helper()
@@ -138,4 +155,31 @@ func (s *VaultServer) Client(t testing.TB) *api.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// RootAccessors lists the accessors of every root token in Vault, with c
+// carrying a token that may list and look up accessors. A token that expired
+// between the list and its lookup ("invalid accessor") is skipped; any other
+// error fails the test: a token the test cannot see might be a root token.
+func RootAccessors(t testing.TB, c *api.Client) []string {
+	t.Helper()
+	list, err := c.Logical().List("auth/token/accessors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, k := range list.Data["keys"].([]any) {
+		s, err := c.Auth().Token().LookupAccessor(k.(string))
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == 400 && slices.Contains(re.Errors, "invalid accessor") {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("cannot look up accessor %s: %v", k, err)
+		}
+		if pols, _ := s.TokenPolicies(); slices.Contains(pols, "root") {
+			out = append(out, k.(string))
+		}
+	}
+	return out
 }

@@ -1,0 +1,57 @@
+//go:build edgeseal_testhooks
+
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/edgeseal/edgeseal/internal/journal"
+	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/secretstore"
+)
+
+// Test hooks, built only with -tags edgeseal_testhooks (the test bed's
+// `make install GOTAGS=edgeseal_testhooks`); a release build has none
+// (testhooks_off.go). Only root can set a service's environment.
+const (
+	// crashEnv names a boot step at which the process kills itself with
+	// SIGKILL: the crash tests' way to crash at an exact point.
+	crashEnv = "EDGESEAL_CRASH_AT"
+	// failEnv names a boot step that fails once per boot with an error a
+	// retry cures, as a Vault that is briefly unreachable would make it.
+	failEnv = "EDGESEAL_FAIL_AT"
+)
+
+var errInjected = errors.New("injected failure (test hook " + failEnv + ")")
+
+func testHook(log *journal.Logger, p paths.Paths) func(secretstore.Step) error {
+	crashAt, failAt := os.Getenv(crashEnv), os.Getenv(failEnv)
+	if crashAt == "" && failAt == "" {
+		return nil
+	}
+	log.Warn("test hooks: this process will crash or fail at a boot step", "crash_at", crashAt, "fail_at", failAt)
+	// The mark that the failure happened lives in tmpfs: once per boot, across
+	// restarts of the process.
+	failed := filepath.Join(p.RunDir, ".test-failed-at-"+failAt)
+	return func(s secretstore.Step) error {
+		switch string(s) {
+		case crashAt:
+			log.Warn("crash test: SIGKILL now", "step", crashAt)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		case failAt:
+			if _, err := os.Stat(failed); err == nil {
+				return nil
+			}
+			if err := os.WriteFile(failed, nil, 0o600); err != nil {
+				return err
+			}
+			log.Warn("test hook: failing this step once", "step", failAt)
+			return errInjected
+		}
+		return nil
+	}
+}
