@@ -102,6 +102,12 @@ func run() int {
 }
 
 func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vaultUnit string) error {
+	// systemctl reload: apply the config now (it is applied when its file
+	// changes anyway). Caught from the start: a reload while the setup runs
+	// must not end the process (SIGHUP's default).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if cfgPath == "" {
 		cfgPath = p.ConfigFile
 	}
@@ -159,8 +165,24 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 	daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=Vault unsealed and set up; watching it")
 	log.Info("Vault is unsealed and set up; watching it to unseal it again if it restarts",
 		"interval", cfg.Vault.WatchInterval.D().String())
+	reload := make(chan struct{}, 1)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(5)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	go func() { defer wg.Done(); b.WatchConfig(ctx, reload) }()
 	go func() { defer wg.Done(); b.Supervise(ctx) }()
 	go func() {
 		defer wg.Done()

@@ -120,6 +120,11 @@ type TPM2 struct {
 type Tokens struct {
 	// ServicePeriod is the renewal period of service tokens. Default 1h.
 	ServicePeriod Duration `yaml:"service_period"`
+	// ServiceMaxTTL is the longest a service token lives, however often it is
+	// renewed (Vault's explicit max TTL): then the service must fetch a new
+	// one (`edgeseal token fetch --renew` exits 1; a unit with Restart= does).
+	// Default 720h (30 days); at least tokens.service_period.
+	ServiceMaxTTL Duration `yaml:"service_max_ttl"`
 	// IssuingPeriod is the renewal period of the token provider's token-issuing
 	// token. Default 24h.
 	IssuingPeriod Duration `yaml:"issuing_period"`

@@ -170,6 +170,9 @@ func (c *Config) validateTokens() *Error {
 	if err := between("tokens.service_period", t.ServicePeriod, time.Minute, 8760*time.Hour); err != nil {
 		return err
 	}
+	if err := between("tokens.service_max_ttl", t.ServiceMaxTTL, t.ServicePeriod.D(), 8760*time.Hour); err != nil {
+		return err
+	}
 	if err := between("tokens.issuing_period", t.IssuingPeriod, time.Minute, 8760*time.Hour); err != nil {
 		return err
 	}

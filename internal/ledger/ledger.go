@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -30,20 +31,37 @@ const MaxSize = 4 << 20
 
 // Entry is the token last issued to one service.
 type Entry struct {
-	Accessor string    `json:"accessor"`
-	Unit     string    `json:"unit,omitempty"`
-	SnapApp  string    `json:"snap_app,omitempty"`
-	PID      int       `json:"pid"`
-	UID      uint32    `json:"uid"`
-	Issued   time.Time `json:"issued"`
-	Wrapped  bool      `json:"wrapped,omitempty"`
+	Accessor string `json:"accessor"`
+	Unit     string `json:"unit,omitempty"`
+	SnapApp  string `json:"snap_app,omitempty"`
+	PID      int    `json:"pid"`
+	UID      uint32 `json:"uid"`
+	GID      uint32 `json:"gid"`
+	// Credential: systemd asked for Unit's LoadCredential=.
+	Credential bool      `json:"credential,omitempty"`
+	Issued     time.Time `json:"issued"`
+	Wrapped    bool      `json:"wrapped,omitempty"`
 }
+
+// Pending is a token replaced by a newer one whose revocation Vault has not
+// confirmed yet (it was sealed, restarting, or the provider stopped first).
+// It stays in the ledger until it is revoked or gone.
+type Pending struct {
+	Service  string    `json:"service"`
+	Accessor string    `json:"accessor"`
+	Since    time.Time `json:"since"`
+}
+
+// maxPending bounds the revocations kept waiting; past it the oldest is
+// dropped (it still expires one period after its holder stops renewing it).
+const maxPending = 10000
 
 // File is the ledger file.
 type File struct {
 	Version  int              `json:"version"`
 	BootID   string           `json:"boot_id"`
 	Services map[string]Entry `json:"services"`
+	Pending  []Pending        `json:"pending,omitempty"`
 }
 
 // Ledger is the provider's view: Swap records a new token and returns the one it
@@ -66,6 +84,7 @@ func Open(path, bootID string, owner fsutil.Owner) (*Ledger, error) {
 		return nil, err
 	case f.BootID == bootID:
 		l.f.Services = f.Services
+		l.f.Pending = f.Pending
 	}
 	return l, nil
 }
@@ -98,21 +117,55 @@ func Read(path string) (*File, error) {
 }
 
 // Swap records e as service's token and returns the entry it replaces (ok false
-// if there was none). The file is written before Swap returns.
+// if there was none), which it keeps as Pending until Revoked is called for it.
+// The file is written before Swap returns.
 func (l *Ledger) Swap(service string, e Entry) (old Entry, ok bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old, ok = l.f.Services[service]
+	pending := l.f.Pending
 	l.f.Services[service] = e
+	if ok && old.Accessor != e.Accessor {
+		l.f.Pending = append(slices.Clip(l.f.Pending), Pending{Service: service, Accessor: old.Accessor, Since: time.Now().UTC()})
+		if len(l.f.Pending) > maxPending {
+			l.f.Pending = l.f.Pending[len(l.f.Pending)-maxPending:]
+		}
+	}
 	if err := l.write(); err != nil {
 		if ok {
 			l.f.Services[service] = old
 		} else {
 			delete(l.f.Services, service)
 		}
+		l.f.Pending = pending
 		return Entry{}, false, err
 	}
 	return old, ok, nil
+}
+
+// Revoked forgets the pending revocation of accessor: Vault revoked it, or
+// says it is gone.
+func (l *Ledger) Revoked(accessor string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := slices.IndexFunc(l.f.Pending, func(p Pending) bool { return p.Accessor == accessor })
+	if i < 0 {
+		return nil
+	}
+	pending := l.f.Pending
+	l.f.Pending = slices.Delete(slices.Clone(pending), i, i+1)
+	if err := l.write(); err != nil {
+		l.f.Pending = pending
+		return err
+	}
+	return nil
+}
+
+// PendingRevocations returns the tokens still waiting to be revoked.
+func (l *Ledger) PendingRevocations() []Pending {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.f.Pending)
 }
 
 func (l *Ledger) write() error {
@@ -127,6 +180,20 @@ func (l *Ledger) write() error {
 type Issued struct {
 	Service string
 	Entry
+}
+
+// All returns every entry of the ledger at path, sorted by service.
+func All(path string) ([]Issued, error) {
+	f, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Issued, 0, len(f.Services))
+	for svc, e := range f.Services {
+		out = append(out, Issued{Service: svc, Entry: e})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out, nil
 }
 
 // OfUnit returns the entries of tokens issued to processes of unit, sorted by

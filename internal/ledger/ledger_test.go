@@ -72,3 +72,34 @@ func TestReadRefusesAnotherVersionOrGarbage(t *testing.T) {
 		}
 	}
 }
+
+// A replaced token stays in the ledger until its revocation is confirmed,
+// across a restart of the provider: a revocation that failed (Vault sealed
+// for a moment) is tried again, not forgotten.
+func TestAReplacedTokenStaysPendingUntilRevoked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "issued.json")
+	l, err := Open(path, "boot-1", fsutil.Self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Swap("app-one", Entry{Accessor: "a1"})
+	l.Swap("app-one", Entry{Accessor: "a2"})
+	l.Swap("app-two", Entry{Accessor: "b1"})
+	if p := l.PendingRevocations(); len(p) != 1 || p[0].Accessor != "a1" || p[0].Service != "app-one" {
+		t.Fatalf("pending = %+v, want a1 of app-one", p)
+	}
+	l2, err := Open(path, "boot-1", fsutil.Self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := l2.PendingRevocations(); len(p) != 1 || p[0].Accessor != "a1" {
+		t.Fatalf("after a restart, pending = %+v, want a1", p)
+	}
+	if err := l2.Revoked("a1"); err != nil {
+		t.Fatal(err)
+	}
+	l3, _ := Open(path, "boot-1", fsutil.Self)
+	if p := l3.PendingRevocations(); len(p) != 0 {
+		t.Errorf("pending after Revoked = %+v, want none", p)
+	}
+}

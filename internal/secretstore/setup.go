@@ -78,30 +78,37 @@ func writeKVPaths(b *strings.Builder, v config.Vault, sub string, caps []string)
 
 // roles returns the token roles: service tokens and the token-issuing token are
 // orphans (a restart of their creator does not revoke them) and periodic (their
-// holder renews them; an abandoned one expires after one period).
+// holder renews them; an abandoned one expires after one period), and none
+// lives past an explicit max TTL however often it is renewed: a service token
+// tokens.service_max_ttl, the token-issuing token one tokens.issuing_period
+// (edgeseal-unseal replaces it at least twice in that time), the supervisor's
+// supervisorMaxTTL (it makes itself a new one with the admin token).
 func roles(t config.Tokens) map[string]map[string]any {
 	return map[string]map[string]any{
 		ServiceRole: {
-			"allowed_policies_glob": []string{ServicePolicyPrefix + "*"},
-			"disallowed_policies":   []string{"root", TokendPolicy},
-			"orphan":                true,
-			"renewable":             true,
-			"token_period":          int(t.ServicePeriod.D() / time.Second),
-			"token_type":            "service",
+			"allowed_policies_glob":  []string{ServicePolicyPrefix + "*"},
+			"disallowed_policies":    []string{"root", TokendPolicy},
+			"orphan":                 true,
+			"renewable":              true,
+			"token_period":           int(t.ServicePeriod.D() / time.Second),
+			"token_explicit_max_ttl": int(t.ServiceMaxTTL.D() / time.Second),
+			"token_type":             "service",
 		},
 		SupervisorRole: {
-			"allowed_policies": []string{SupervisorPolicy},
-			"orphan":           true,
-			"renewable":        true,
-			"token_period":     int(supervisorPeriod / time.Second),
-			"token_type":       "service",
+			"allowed_policies":       []string{SupervisorPolicy},
+			"orphan":                 true,
+			"renewable":              true,
+			"token_period":           int(supervisorPeriod / time.Second),
+			"token_explicit_max_ttl": int(supervisorMaxTTL / time.Second),
+			"token_type":             "service",
 		},
 		TokendRole: {
-			"allowed_policies": []string{TokendPolicy},
-			"orphan":           true,
-			"renewable":        true,
-			"token_period":     int(t.IssuingPeriod.D() / time.Second),
-			"token_type":       "service",
+			"allowed_policies":       []string{TokendPolicy},
+			"orphan":                 true,
+			"renewable":              true,
+			"token_period":           int(t.IssuingPeriod.D() / time.Second),
+			"token_explicit_max_ttl": int(t.IssuingPeriod.D() / time.Second),
+			"token_type":             "service",
 		},
 	}
 }

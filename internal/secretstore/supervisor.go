@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/edgeseal/edgeseal/internal/access"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/ledger"
@@ -32,6 +33,7 @@ const (
 	SupervisorPolicy = "edgeseal-supervisor"
 	SupervisorRole   = "edgeseal-supervisor"
 	supervisorPeriod = time.Hour
+	supervisorMaxTTL = 24 * time.Hour
 )
 
 const supervisorPolicyHCL = `# edgeseal-unseal, once Vault is set up: rotate the token-issuing token,
@@ -46,7 +48,10 @@ path "auth/token/revoke-accessor" {
   capabilities = ["update"]
 }
 path "sys/policies/acl/` + ServicePolicyPrefix + `*" {
-  capabilities = ["create", "update", "read"]
+  capabilities = ["create", "update", "read", "delete"]
+}
+path "sys/policies/acl" {
+  capabilities = ["list"]
 }
 `
 
@@ -342,6 +347,19 @@ func (b *Bootstrap) answerSync(ctx context.Context, c *net.UnixConn) {
 }
 
 func (b *Bootstrap) syncPolicies(ctx context.Context) error {
+	return b.ApplyConfig(ctx)
+}
+
+// ApplyConfig makes Vault match the config file as it is now, so that a
+// narrower config takes access away at once, not at the next boot: it writes
+// every service policy that changed (a shared group removed takes effect on
+// the tokens already out), deletes the policies of services the config no
+// longer has, and revokes each token the ledger shows issued to an identity
+// that no longer gets that service's token (a service, unit, snap app, uid or
+// gid taken out of the config), and each replaced token still pending
+// revocation. It runs when the provider asks (a service new to it), when the
+// config file changes (WatchConfig) and on SIGHUP (systemctl reload).
+func (b *Bootstrap) ApplyConfig(ctx context.Context) error {
 	path := b.ConfigFile
 	if path == "" {
 		path = b.Paths.ConfigFile
@@ -350,18 +368,146 @@ func (b *Bootstrap) syncPolicies(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Only service policies: edgeseal's own are written at boot, with root.
+	// Only service policies: edgeseal's own are written at boot, with the
+	// admin token.
 	policies := Policies(cfg)
 	for name := range policies {
 		if !strings.HasPrefix(name, ServicePolicyPrefix) {
 			delete(policies, name)
 		}
 	}
-	if err := b.withSupervisor(ctx, func(c *api.Client) error { return b.writePolicies(ctx, c, policies) }); err != nil {
+	var removed, revoked int
+	err = b.withSupervisor(ctx, func(c *api.Client) error {
+		if err := b.writePolicies(ctx, c, policies); err != nil {
+			return err
+		}
+		var err error
+		if removed, err = b.deleteStalePolicies(ctx, c, policies); err != nil {
+			return err
+		}
+		revoked, err = b.revokeUnmatched(ctx, c, cfg)
+		return err
+	})
+	if err != nil {
 		return err
 	}
-	b.say("applied the service policies of the config", "services", len(cfg.Services))
+	b.say("applied the service policies of the config", "services", len(cfg.Services),
+		"policies_deleted", removed, "tokens_revoked", revoked)
 	return nil
+}
+
+// deleteStalePolicies deletes the service policies Vault has that want does
+// not (services removed from the config).
+func (b *Bootstrap) deleteStalePolicies(ctx context.Context, c *api.Client, want map[string]string) (int, error) {
+	list, err := c.Logical().ListWithContext(ctx, "sys/policies/acl")
+	if err != nil {
+		return 0, fmt.Errorf("cannot list Vault policies: %w", err)
+	}
+	if list == nil {
+		return 0, nil
+	}
+	keys, _ := list.Data["keys"].([]any)
+	b.policyMu.Lock()
+	defer b.policyMu.Unlock()
+	applied, _ := ReadAppliedPolicies(b.Paths.Policies)
+	n := 0
+	for _, k := range keys {
+		name, _ := k.(string)
+		if !strings.HasPrefix(name, ServicePolicyPrefix) || want[name] != "" {
+			continue
+		}
+		if _, err := c.Logical().DeleteWithContext(ctx, "sys/policies/acl/"+name); err != nil {
+			return n, fmt.Errorf("cannot delete Vault policy %s of a service the config no longer has: %w", name, err)
+		}
+		delete(applied, name)
+		b.Log.Warn("deleted the policy of a service the config no longer has", "policy", name)
+		n++
+	}
+	if n > 0 && applied != nil {
+		data, _ := json.MarshalIndent(applied, "", "  ")
+		if err := fsutil.WriteFileAtomic(b.Paths.Policies, data, 0o644, fsutil.Self); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// revokeUnmatched revokes the tokens of the ledger whose holder the config no
+// longer gives its service's token, and the replaced ones still pending.
+func (b *Bootstrap) revokeUnmatched(ctx context.Context, c *api.Client, cfg *config.Config) (int, error) {
+	f, err := ledger.Read(b.Paths.Ledger)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	type doomed struct{ service, accessor, why string }
+	var out []doomed
+	for service, e := range f.Services {
+		id := peer.Identity{PID: int32(e.PID), UID: e.UID, GID: e.GID, Unit: e.Unit, SnapApp: e.SnapApp}
+		if e.Credential {
+			id.Credential = &peer.CredentialRequest{Unit: e.Unit}
+		}
+		if svc, _, err := access.Match(cfg.Services, id, service); err != nil || svc.Name != service {
+			out = append(out, doomed{service, e.Accessor, "the config no longer gives " + id.String() + " this service's token"})
+		}
+	}
+	for _, p := range f.Pending {
+		out = append(out, doomed{p.Service, p.Accessor, "replaced by a newer token of the service"})
+	}
+	n := 0
+	for _, d := range out {
+		err := c.Auth().Token().RevokeAccessorWithContext(ctx, d.accessor)
+		switch {
+		case isInvalidAccessor(err):
+		case err != nil:
+			return n, fmt.Errorf("cannot revoke a token of service %s (accessor %s): %w", d.service, d.accessor, err)
+		default:
+			b.Log.Warn("revoked a service token", "service", d.service, "accessor", d.accessor, "why", d.why)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// configCheckEvery is how often edgeseal-unseal looks whether the config file
+// changed (its size or modification time): then it applies it.
+const configCheckEvery = 2 * time.Second
+
+// WatchConfig applies the config (ApplyConfig) whenever its file changes, or
+// reload says so (SIGHUP), until ctx ends.
+func (b *Bootstrap) WatchConfig(ctx context.Context, reload <-chan struct{}) {
+	path := b.ConfigFile
+	if path == "" {
+		path = b.Paths.ConfigFile
+	}
+	stamp := func() string {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprintf("%d %d", fi.Size(), fi.ModTime().UnixNano())
+	}
+	last := stamp()
+	tick := time.NewTicker(configCheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reload:
+		case <-tick.C:
+			now := stamp()
+			if now == last {
+				continue
+			}
+			last = now
+		}
+		if err := b.ApplyConfig(ctx); err != nil && ctx.Err() == nil {
+			b.Log.Error("cannot apply the changed config; it is tried again at its next change or reload", "error", err)
+		}
+	}
 }
 
 func isForbidden(err error) bool {

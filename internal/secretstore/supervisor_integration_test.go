@@ -155,3 +155,52 @@ func waitFor(t *testing.T, path string) {
 	}
 	t.Fatalf("%s never appeared", path)
 }
+
+// A token the provider replaced but could not revoke (Vault was restarting)
+// stays pending in the ledger; edgeseal-unseal revokes it the next time it
+// applies the config. Before, it stayed valid and nobody could find it again.
+func TestApplyConfigRevokesAReplacedTokenStillPending(t *testing.T) {
+	ctx := context.Background()
+	d := newDevice(t, nil)
+	b := d.run(ctx)
+	t.Log("Given a service token the provider replaced, whose revocation did not go through")
+	c := d.vault.Client(t)
+	tc, _ := c.Clone()
+	tc.SetToken(d.issuingToken())
+	old, err := tc.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{secretstore.ServicePolicyPrefix + "app-one"}}, secretstore.ServiceRole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(d.paths.Ledger, b.BootID, fsutil.Self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Swap("app-one", ledger.Entry{Accessor: old.Auth.Accessor})
+	l.Swap("app-one", ledger.Entry{Accessor: "a-newer-token"})
+	if p := l.PendingRevocations(); len(p) != 1 || !tokenWorks(c, old.Auth.ClientToken) {
+		t.Fatalf("pending %v; the old token works %v", p, tokenWorks(c, old.Auth.ClientToken))
+	}
+	writeConfig(t, d, d.cfg)
+	t.Log("When edgeseal-unseal applies the config")
+	if err := b.ApplyConfig(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("Then the replaced token is revoked")
+	if tokenWorks(c, old.Auth.ClientToken) {
+		t.Error("the replaced token still works")
+	}
+}
+
+func writeConfig(t *testing.T, d *device, cfg *config.Config) {
+	t.Helper()
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(d.paths.ConfigFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.paths.ConfigFile, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

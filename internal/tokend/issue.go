@@ -167,7 +167,8 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 	if acc == "" {
 		return nil, fmt.Errorf("cannot create a token for service %s: Vault's answer has no accessor", svc.Name)
 	}
-	e := ledger.Entry{Accessor: acc, Unit: meta["unit"], SnapApp: id.SnapApp, PID: int(id.PID), UID: id.UID, Issued: time.Now().UTC(), Wrapped: wrapped}
+	e := ledger.Entry{Accessor: acc, Unit: meta["unit"], SnapApp: id.SnapApp, PID: int(id.PID), UID: id.UID, GID: id.GID,
+		Credential: id.Credential != nil, Issued: time.Now().UTC(), Wrapped: wrapped}
 	old, had, err := s.Ledger.Swap(svc.Name, e)
 	if err != nil {
 		// A token nobody can find again must not be handed out.
@@ -186,14 +187,33 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 	return sec, nil
 }
 
+// revoke revokes a service token by accessor; a replaced token stays pending
+// in the ledger until this succeeds (or Vault says it is gone).
 func (s *Server) revoke(ctx context.Context, service, accessor, why string) {
 	plain, _ := s.issuing.clients()
 	err := plain.Auth().Token().RevokeAccessorWithContext(ctx, accessor)
 	if err != nil && !isGone(err) {
-		s.Log.Warn("cannot revoke a service token; it expires after one period unless renewed", "service", service, "accessor", accessor, "error", err)
+		s.Log.Warn("cannot revoke a service token yet; trying again within a minute while the provider runs, and at its next start",
+			"service", service, "accessor", accessor, "error", err)
 		return
 	}
+	if err := s.Ledger.Revoked(accessor); err != nil {
+		s.Log.Warn("cannot record a revocation in the ledger; it is tried again", "accessor", accessor, "error", err)
+	}
 	s.Log.Info("revoked a service token", "service", service, "accessor", accessor, "why", why)
+}
+
+// pendingRetry is how often the provider tries again the revocations of
+// replaced tokens that Vault did not confirm.
+const pendingRetry = time.Minute
+
+// revokePending tries again every revocation still pending in the ledger.
+func (s *Server) revokePending(ctx context.Context) {
+	for _, p := range s.Ledger.PendingRevocations() {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s.revoke(rctx, p.Service, p.Accessor, "a new token was issued to the service (revocation tried again)")
+		cancel()
+	}
 }
 
 // isGone: the token was already revoked or expired.
@@ -215,14 +235,23 @@ func accessorOf(sec *api.Secret) (accessor string, wrapped bool) {
 // keepIssuingFresh renews the token-issuing token while the provider runs,
 // whenever less than half of its period is left; edgeseal-unseal also replaces
 // it on tokens.issuing_rotation, so an idle provider's token never lapses.
+// It also tries again, every pendingRetry, the revocations still pending.
 func (s *Server) keepIssuingFresh(ctx context.Context) {
 	period := s.Config.Tokens.IssuingPeriod.D()
+	renew := time.NewTicker(period / 4)
+	defer renew.Stop()
+	retry := time.NewTicker(pendingRetry)
+	defer retry.Stop()
+	s.renewIssuing(ctx, period)
+	s.revokePending(ctx)
 	for {
-		s.renewIssuing(ctx, period)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(period / 4):
+		case <-renew.C:
+			s.renewIssuing(ctx, period)
+		case <-retry.C:
+			s.revokePending(ctx)
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeseal/edgeseal/internal/access"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/paths"
@@ -151,7 +152,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		s.refuse(c, fmt.Sprintf("pid %d (uid %d, gid %d)", p.PID, p.UID, p.GID), err)
 		return
 	}
-	svc, rule, err := Match(cfg.Services, id, req.Service)
+	svc, rule, err := access.Match(cfg.Services, id, req.Service)
 	if err != nil {
 		s.refuse(c, id.String(), err)
 		return
@@ -195,7 +196,7 @@ func (s *Server) serveCredential(ctx context.Context, c *net.UnixConn, p *peer.P
 		return
 	}
 	cfg := s.reloadConfig()
-	svc, rule, err := Match(cfg.Services, id, "")
+	svc, rule, err := access.Match(cfg.Services, id, "")
 	if err != nil {
 		s.refuse(nil, id.String(), err)
 		return

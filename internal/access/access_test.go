@@ -1,4 +1,4 @@
-package tokend
+package access
 
 import (
 	"errors"

@@ -1,4 +1,9 @@
-package tokend
+// Package access decides which configured service a caller is, from how the
+// kernel and systemd saw it (peer.Identity) and the config's rules: the token
+// provider asks it before it issues a token, and edgeseal-unseal asks it again
+// for every token already issued when the config changes, so that narrowing
+// the config takes access away at once.
+package access
 
 import (
 	"errors"
