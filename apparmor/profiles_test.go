@@ -293,6 +293,20 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 		access{pki, "write Vault's config", layout.VaultConfig, "w", true},
 		access{pki, "write Vault's config through a temporary file", tmp(layout.VaultConfig), "rw", true},
 		access{pki, "make Vault's config directory", filepath.Dir(layout.VaultConfig) + "/", "rw", true},
+		access{pki, "write Vault's TCP listener", layout.VaultTCP, "w", true},
+		access{pki, "hold Vault's TCP listener back (first boot)", layout.VaultTCPHeld, "w", true},
+		access{pki, "write the held TCP listener through a temporary file", tmp(layout.VaultTCPHeld), "rw", true},
+
+		// Vault: its admin socket.
+		access{vault, "bind its admin socket", layout.VaultAdmin, "rw", true},
+		access{vault, "read its TCP listener's config", layout.VaultTCP, "r", false},
+
+		// edgeseal-unseal and Vault's admin socket.
+		access{unseal, "connect to Vault's admin socket", layout.VaultAdmin, "rw", false},
+		access{unseal, "turn Vault's TCP listener on", layout.VaultTCPHeld, "rw", false},
+		access{unseal, "turn Vault's TCP listener on (the name Vault reads)", layout.VaultTCP, "w", false},
+		access{unseal, "write the admin token", layout.AdminToken, "w", false},
+		access{unseal, "write the admin token through a temporary file", tmp(layout.AdminToken), "rw", false},
 
 		// edgeseal-unseal
 		access{unseal, "read the config", layout.ConfigFile, "r", false},
@@ -402,6 +416,8 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 		{tokend, "write the token-issuing token", layout.IssuingToken, "w", false},
 		{tokend, "read Vault's storage", vaultDataFile, "r", false},
 		{tokend, "write the applied policies", layout.Policies, "w", false},
+		{tokend, "read the admin token", layout.AdminToken, "r", false},
+		{tokend, "connect to Vault's admin socket", layout.VaultAdmin, "w", false},
 
 		// The pki step: none of the secrets of later steps, no TPM, no CA key file.
 		{pki, "read the sealed blob", sealedBlob, "r", false},
@@ -410,6 +426,8 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 		{pki, "write a CA key file", caKey, "w", false},
 		{pki, "write a CA key file through a temporary file", tmp(caKey), "w", false},
 		{pki, "read Vault's storage", vaultDataFile, "r", false},
+		{pki, "read the admin token", layout.AdminToken, "r", false},
+		{pki, "connect to Vault's admin socket", layout.VaultAdmin, "w", false},
 
 		// Vault: nothing of edgeseal's but its config, certificate and key copy.
 		{vault, "read the sealed blob", sealedBlob, "r", false},
@@ -422,6 +440,8 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 		{vault, "rewrite its config", layout.VaultConfig, "w", false},
 		{vault, "rewrite its certificate", layout.VaultCert, "w", false},
 		{vault, "read edgeseal's config", layout.ConfigFile, "r", false},
+		{vault, "read the admin token", layout.AdminToken, "r", false},
+		{vault, "turn its own TCP listener on", layout.VaultTCPHeld, "w", false},
 
 		// edgeseal-fsvault: the TPM and the vaults' keys, nothing of Vault's.
 		{fsvault, "read the sealed blob", sealedBlob, "r", false},
@@ -435,6 +455,8 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 		{fsvault, "read Vault's key credential", vaultCredKey, "r", false},
 		{fsvault, "read the token-issuing token", layout.IssuingToken, "r", false},
 		{fsvault, "read the token ledger", layout.Ledger, "r", false},
+		{fsvault, "read the admin token", layout.AdminToken, "r", false},
+		{fsvault, "connect to Vault's admin socket", layout.VaultAdmin, "w", false},
 		{fsvault, "list the token provider's directory", layout.TokendDir + "/", "r", false},
 		{fsvault, "read Vault's data", vaultDataFile, "r", false},
 		{fsvault, "write Vault's data", vaultDataFile, "w", false},
