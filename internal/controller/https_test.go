@@ -98,7 +98,7 @@ func TestHTTPSErrorsAreClassified(t *testing.T) {
 			}},
 		{"an oversize body is malformed", nil, ctlproto.ErrMalformed, ErrUnreachable, "more than", ca, ca,
 			answer(200, `{"nonce":"`+strings.Repeat("A", ctlproto.MaxBody)+`"}`)},
-		{"trailing garbage is malformed", nil, ctlproto.ErrMalformed, nil, "data after the message", ca, ca,
+		{"trailing garbage is malformed", nil, ctlproto.ErrMalformed, nil, "data after the JSON value", ca, ca,
 			func(w http.ResponseWriter, r *http.Request) { goodChallenge(w, r); w.Write([]byte(`{}`)) }},
 		{"an unknown field is malformed", nil, ctlproto.ErrMalformed, nil, "unknown field", ca, ca,
 			answer(200, `{"nonce":"AQ==","pcrs":[0],"expires":"2026-01-01T00:00:00Z","keys":1}`)},
