@@ -43,7 +43,9 @@ type Controller struct {
 	// Addresses adds the "addresses" claim: the device's global unicast IP
 	// addresses, sorted, comma separated. Default false.
 	Addresses bool `yaml:"addresses"`
-	// Timeout bounds one exchange with the controller. Default 10s.
+	// Timeout bounds one exchange with the controller, including, at boot,
+	// waiting for the network to come up (the dial is repeated while it is
+	// refused or has no route). Default 10s.
 	Timeout Duration `yaml:"timeout"`
 }
 
