@@ -147,15 +147,23 @@ func DefaultTokenPath() (string, error) {
 // WriteTokenFile writes t's file content to path atomically with mode 0600: a
 // temporary file in the same directory, synced, renamed over path. A missing
 // directory is made with mode 0700.
+//
+// The directory must be the caller's own, reached through directories and
+// symlinks only root and the caller control, and path must not be a symlink
+// (fsutil.OpenPrivateDir, fsutil.WriteFileAtomicAt): run as root with a
+// user's $XDG_RUNTIME_DIR (su keeps it), it refuses rather than follows what
+// that user put there.
 func WriteTokenFile(path string, t *Token) error {
 	data, err := t.MarshalFile()
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("cannot make the directory of the token file: %w", err)
+	dir, err := fsutil.OpenPrivateDir(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("cannot write the token file: %w", err)
 	}
-	if err := fsutil.WriteFileAtomic(path, data, 0o600, fsutil.Self); err != nil {
+	defer dir.Close()
+	if err := fsutil.WriteFileAtomicAt(dir, filepath.Base(path), data, 0o600); err != nil {
 		return fmt.Errorf("cannot write the token file: %w", err)
 	}
 	return nil

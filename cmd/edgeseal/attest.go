@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
@@ -165,13 +166,11 @@ Needs no TPM.
 		r = f
 	}
 	data, err := io.ReadAll(io.LimitReader(r, maxQuoteSize+1))
-	if err != nil || len(data) > maxQuoteSize {
-		return fmt.Errorf("cannot read the quote: %v (at most %d bytes)", err, maxQuoteSize)
+	if err != nil {
+		return fmt.Errorf("cannot read the quote: %w", err)
 	}
 	var q tpm.Quote
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&q); err != nil {
+	if err := strictjson.Decode(data, maxQuoteSize, &q); err != nil {
 		return fmt.Errorf("cannot read the quote: %w", err)
 	}
 	var want map[int][]byte

@@ -3,6 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +16,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 func runCLI(t *testing.T, args ...string) (string, string, error) {
@@ -137,6 +143,27 @@ func TestAttestRefusesBadInput(t *testing.T) {
 				t.Errorf("err = %v, stderr %q; want a usage error mentioning %q", err, errOut, tc.msg)
 			}
 		})
+	}
+}
+
+// A quote with a closing bracket after it is refused as such, before it is
+// verified (encoding/json's Decoder alone stops at the end of the value).
+func TestAttestVerifyRefusesDataAfterTheQuote(t *testing.T) {
+	dir := t.TempDir()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	ak := filepath.Join(dir, "ak.pem")
+	os.WriteFile(ak, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+	for _, tail := range []string{"]", "}"} {
+		quote := filepath.Join(dir, "quote.json")
+		os.WriteFile(quote, []byte(`{"nonce":"AAECAwQFBgc="}`+tail), 0o644)
+		_, _, err := runCLI(t, "attest", "verify", "--ak", ak, "--nonce", "0001020304050607", "--quote", quote)
+		if !errors.Is(err, strictjson.ErrTrailingData) {
+			t.Errorf("a quote followed by %q: %v; want strictjson.ErrTrailingData", tail, err)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
 
@@ -94,6 +95,10 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := tokenclient.WriteTokenFile(path, tok); err != nil {
+		if errors.Is(err, fsutil.ErrUnsafePath) {
+			// Typically root with a user's $XDG_RUNTIME_DIR, which su keeps.
+			return fmt.Errorf("%w; pass --out with a path in a directory of your own", err)
+		}
 		return err
 	}
 	if !*quiet {

@@ -43,7 +43,9 @@ type Controller struct {
 	// Addresses adds the "addresses" claim: the device's global unicast IP
 	// addresses, sorted, comma separated. Default false.
 	Addresses bool `yaml:"addresses"`
-	// Timeout bounds one exchange with the controller. Default 10s.
+	// Timeout bounds one exchange with the controller, including, at boot,
+	// waiting for the network to come up (the dial is repeated while it is
+	// refused or has no route). Default 10s.
 	Timeout Duration `yaml:"timeout"`
 }
 
@@ -107,7 +109,8 @@ type IKMHook struct {
 // TPM2 is the device's TPM the unseal key is sealed to.
 type TPM2 struct {
 	// Device is /dev/tpmrm0 (default), another TPM device node, or swtpm:HOST:PORT
-	// for a software TPM (tests, development).
+	// for a software TPM (tests, development) on loopback: HOST is in
+	// 127.0.0.0/8, ::1 or localhost (tpm.SwtpmAddress).
 	Device string `yaml:"device"`
 	// PCRs of the SHA-256 bank whose values the key is sealed to. Default [7]
 	// (Secure Boot state).

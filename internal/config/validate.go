@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
 	"github.com/edgeseal/edgeseal/internal/peer"
+	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
 // Limits of the config, named so that tests and messages agree.
@@ -140,11 +141,11 @@ const maxPCR = 23
 func (c *Config) validateTPM2() *Error {
 	t := c.Seal.TPM2
 	dev := t.Device
+	_, swtpm, err := tpm.SwtpmAddress(dev)
 	switch {
-	case strings.HasPrefix(dev, "swtpm:"):
-		if _, _, err := net.SplitHostPort(strings.TrimPrefix(dev, "swtpm:")); err != nil {
-			return fieldErr("seal.tpm2.device", "%q must be swtpm:HOST:PORT", dev)
-		}
+	case err != nil:
+		return fieldErr("seal.tpm2.device", "%v", err)
+	case swtpm:
 	case !filepath.IsAbs(dev) || !strings.HasPrefix(dev, "/dev/"):
 		return fieldErr("seal.tpm2.device", "%q must be a TPM device such as /dev/tpmrm0, or swtpm:HOST:PORT", dev)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // The enrolment file (paths.Enrolment, described in docs/controller.md):
@@ -68,17 +69,9 @@ func (e *Enrolment) Marshal() []byte {
 // value, another format or version, or a field out of shape are
 // ErrBadEnrolment, saying which.
 func ParseEnrolment(data []byte) (*Enrolment, error) {
-	if len(data) > maxEnrolment {
-		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrBadEnrolment, len(data), maxEnrolment)
-	}
 	var f enrolmentFile
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadEnrolment, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: more than one JSON value", ErrBadEnrolment)
+	if err := strictjson.Decode(data, maxEnrolment, &f); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadEnrolment, err)
 	}
 	switch {
 	case f.Format != EnrolmentFormat:

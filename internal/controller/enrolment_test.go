@@ -90,11 +90,11 @@ func TestEnrolmentOutOfShapeIsBad(t *testing.T) {
 		data []byte
 		want string
 	}{
-		{"empty", nil, "EOF"},
+		{"empty", nil, "no JSON value"},
 		{"another format", edit(`"edgeseal-controller-enrolment"`, `"edgeseal-fsvault"`), `format is "edgeseal-fsvault"`},
 		{"a newer version", edit(`"version": 1`, `"version": 2`), "version 2: this build reads version 1"},
 		{"an unknown field", edit(`"url"`, `"colour": 1, "url"`), "unknown field"},
-		{"two values", append(bytes.Clone(good), good...), "more than one JSON value"},
+		{"two values", append(bytes.Clone(good), good...), "data after the JSON value"},
 		{"too big", append(bytes.Repeat([]byte(" "), maxEnrolment), good...), "more than"},
 		{"plain http", edit(`"https://controller`, `"http://controller`), "not https"},
 		{"a query in the url", edit(`:8443"`, `:8443?x=1"`), "no user, query or fragment"},

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
@@ -80,7 +81,7 @@ func newHTTPS(base string, roots *x509.CertPool, cert *tls.Certificate, timeout 
 	}
 	tr := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: timeout}).DialContext,
+		DialContext:           dialUntilUp(&net.Dialer{Timeout: timeout}, timeout),
 		TLSClientConfig:       tc,
 		TLSHandshakeTimeout:   timeout,
 		ResponseHeaderTimeout: timeout,
@@ -93,6 +94,67 @@ func newHTTPS(base string, roots *x509.CertPool, cert *tls.Certificate, timeout 
 		// A redirect is an answer that is not a success.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}, nil
+}
+
+// The pauses between dials while the network is not up yet.
+const (
+	firstDialPause = 100 * time.Millisecond
+	maxDialPause   = 2 * time.Second
+	lastDialMargin = 250 * time.Millisecond
+)
+
+// dialUntilUp dials with d, and dials again after a pause (doubling, at most
+// maxDialPause) while the failure is one of a network that is not up yet:
+// no route or no address (before DHCP, early at boot), a connection refused
+// (the controller's host still starting), a name that does not resolve yet.
+// It stops at the exchange's timeout (controller.timeout; net/http dials
+// with a context its request's deadline does not reach, so the bound is
+// kept here), with a last dial just before it whose error, not the
+// deadline's, is what the caller reads. Nothing is sent before a connection
+// exists, so a dial is safe to repeat.
+//
+// This is why edgeseal-fsvault.service orders itself After=
+// network-online.target without pulling it in (Wants=): a device without a
+// controller vault boots without waiting for the network, and one with a
+// controller vault waits here, for at most controller.timeout.
+func dialUntilUp(d *net.Dialer, timeout time.Duration) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		deadline := time.Now().Add(timeout - lastDialMargin)
+		if dl, ok := ctx.Deadline(); ok && dl.Add(-lastDialMargin).Before(deadline) {
+			deadline = dl.Add(-lastDialMargin)
+		}
+		pause := firstDialPause
+		for {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil || !networkNotUpYet(err) {
+				return c, err
+			}
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil, err
+			}
+			t := time.NewTimer(min(pause, left))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, err
+			case <-t.C:
+			}
+			pause = min(2*pause, maxDialPause)
+		}
+	}
+}
+
+func networkNotUpYet(err error) bool {
+	var dns *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.EADDRNOTAVAIL):
+		return true
+	case errors.As(err, &dns):
+		return dns.IsTemporary || dns.IsNotFound || dns.IsTimeout
+	}
+	return false
 }
 
 // CloseIdleConnections ends the connections kept for another exchange.

@@ -98,7 +98,7 @@ func TestHTTPSErrorsAreClassified(t *testing.T) {
 			}},
 		{"an oversize body is malformed", nil, ctlproto.ErrMalformed, ErrUnreachable, "more than", ca, ca,
 			answer(200, `{"nonce":"`+strings.Repeat("A", ctlproto.MaxBody)+`"}`)},
-		{"trailing garbage is malformed", nil, ctlproto.ErrMalformed, nil, "data after the message", ca, ca,
+		{"trailing garbage is malformed", nil, ctlproto.ErrMalformed, nil, "data after the JSON value", ca, ca,
 			func(w http.ResponseWriter, r *http.Request) { goodChallenge(w, r); w.Write([]byte(`{}`)) }},
 		{"an unknown field is malformed", nil, ctlproto.ErrMalformed, nil, "unknown field", ca, ca,
 			answer(200, `{"nonce":"AQ==","pcrs":[0],"expires":"2026-01-01T00:00:00Z","keys":1}`)},
@@ -219,5 +219,78 @@ func TestKeysChecksLocallyFirst(t *testing.T) {
 	}
 	if _, err := d.SealForEscrow(make([]byte, 32)); err == nil || !strings.Contains(err.Error(), "not 64") {
 		t.Errorf("SealForEscrow of 32 bytes: %v", err)
+	}
+}
+
+// At boot the network, or the controller, may come up after the device asks:
+// the dial is repeated while it is refused, within the exchange's timeout.
+func TestHTTPSWaitsForAControllerThatComesUpWithinTheTimeout(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens: connection refused, as before the network is up
+	d := enrolTestDevice(t, "https://"+addr, ca, "gw-1")
+	tr, err := NewHTTPS(d.p, d.e, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := httptest.NewUnstartedServer(http.HandlerFunc(goodChallenge))
+	s.Listener.Close()
+	s.TLS = ca.serverTLS(t, ca)
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	const late = 700 * time.Millisecond
+	up := make(chan error, 1)
+	go func() {
+		time.Sleep(late)
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			s.Listener = l
+			s.StartTLS()
+		}
+		up <- err
+	}()
+	t0 := time.Now()
+	c, err := tr.Challenge(t.Context())
+	if uerr := <-up; uerr != nil {
+		t.Fatalf("cannot start the late controller: %v", uerr)
+	}
+	defer s.Close()
+	if err != nil || len(c.PCRs) != 2 {
+		t.Fatalf("Challenge to a controller up %v late = %+v, %v; want its challenge", late, c, err)
+	}
+	t.Logf("the challenge came %v after the first dial", time.Since(t0).Round(time.Millisecond))
+}
+
+// The wait is bounded: a controller that never comes up is unreachable once
+// the exchange's timeout has passed, no sooner and not much later.
+func TestHTTPSStopsWaitingForAControllerAtTheTimeout(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	d := enrolTestDevice(t, "https://"+addr, ca, "gw-1")
+	const timeout = 1500 * time.Millisecond
+	tr, err := NewHTTPS(d.p, d.e, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	_, err = tr.Challenge(t.Context())
+	took := time.Since(t0)
+	// Its text names the last dial's failure (connection refused) unless that
+	// dial ends after the timeout on a loaded machine; the kind is what a
+	// caller acts on (an offline copy of the key).
+	if !errors.Is(err, ErrUnreachable) {
+		t.Errorf("Challenge = %v; want ErrUnreachable", err)
+	}
+	t.Logf("after %v: %v", took.Round(time.Millisecond), err)
+	if took < timeout-lastDialMargin-firstDialPause || took > timeout+200*time.Millisecond {
+		t.Errorf("gave up after %v; want about the timeout, %v", took, timeout)
 	}
 }

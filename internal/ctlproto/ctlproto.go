@@ -25,6 +25,8 @@ import (
 	"io"
 	"regexp"
 	"time"
+
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // Version of the protocol (the path prefix /v1).
@@ -96,16 +98,8 @@ func Decode(r io.Reader, m Message) error {
 
 // Unmarshal is Decode of bytes.
 func Unmarshal(data []byte, m Message) error {
-	if len(data) > MaxBody {
-		return fmt.Errorf("%w: more than %d bytes", ErrMalformed, MaxBody)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(m); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: data after the message", ErrMalformed)
+	if err := strictjson.Decode(data, MaxBody, m); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)

@@ -72,7 +72,7 @@ func TestMessagesOutOfShapeAreRefused(t *testing.T) {
 		want string
 	}{
 		{"an unknown field", &KeysRequest{}, `{"request_nonce":"` + b64(nonce(1)) + `","vaults":[],"extra":1}`, "unknown field"},
-		{"two values", &ChallengeRequest{}, `{}{}`, "data after the message"},
+		{"two values", &ChallengeRequest{}, `{}{}`, "data after the JSON value"},
 		{"a short nonce", &KeysRequest{}, `{"request_nonce":"AAAA","vaults":[{"uuid":"` + uuid1 + `","name":"a","keys":true}]}`, "request_nonce: 3 bytes"},
 		{"no vault", &KeysRequest{}, `{"request_nonce":"` + b64(nonce(1)) + `","vaults":[]}`, "vaults: 0"},
 		{"a vault asking nothing", &KeysRequest{}, `{"request_nonce":"` + b64(nonce(1)) + `","vaults":[{"uuid":"` + uuid1 + `","name":"a"}]}`, "asks for neither"},

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/refctl"
+	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
@@ -267,6 +268,21 @@ func (b *bed) protected(why string, err error) {
 	b.t.Logf("%s: refused: %v", why, err)
 }
 
+// refusedFor asserts that err is the refusal the threat table counts on,
+// each of reasons (errors.Is), and not another failure on the way (a TPM
+// that cannot be reached, a controller that does not answer).
+func (b *bed) refusedFor(err error, reasons ...error) {
+	b.t.Helper()
+	if len(reasons) == 0 {
+		b.t.Fatal("internal error: no reason to expect")
+	}
+	for _, r := range reasons {
+		if !errors.Is(err, r) {
+			b.t.Errorf("refused with %v; want %q", err, r)
+		}
+	}
+}
+
 // notProtected asserts the vault unlocked with its data, as the table says
 // it would for this key source.
 func (b *bed) notProtected(why string, err error) {
@@ -290,8 +306,17 @@ func (b *bed) setup() {
 
 // Row 1: the drive is taken out and read with offline tools. Protected for
 // every key source: the disk holds only ciphertext, and every wrapped key
-// needs this TPM (or the TPM and the controller).
+// needs this TPM (or the TPM and the controller). Each refusal is the one
+// that protects, not any failure: the TPM's part is sealed under this
+// device's storage root key, and a controller key needs the controller.
 func TestThreatTheDriveReadOfflineIsProtected(t *testing.T) {
+	notThisTPM := []error{seal.ErrWrongDevice, tpm.ErrSRKChanged}
+	want := map[string][]error{
+		"tpm":                             notThisTPM,
+		"controller":                      {ErrNoController},
+		"tpm+controller":                  notThisTPM,
+		"tpm+controller with attestation": notThisTPM,
+	}
 	for _, col := range columns {
 		t.Run(col.name, func(t *testing.T) {
 			cb := newCtlBed(t, col, nil)
@@ -306,6 +331,7 @@ func TestThreatTheDriveReadOfflineIsProtected(t *testing.T) {
 			cb.ctl = nil
 			_, err := cb.applyErr()
 			cb.protected("the disk in another machine, offline", err)
+			cb.refusedFor(err, want[col.name]...)
 		})
 	}
 }
@@ -314,8 +340,17 @@ func TestThreatTheDriveReadOfflineIsProtected(t *testing.T) {
 // device (the enrolment and client key are on the disk). The table says a
 // controller key is not protected (on devices without a TPM); here the
 // controller seals its keys to the device's TPM, so another machine cannot
-// open them: protected for every key source.
+// open them: protected for every key source, each by the refusal that
+// protects: the TPM's part is sealed under the device's storage root key,
+// and the controller's key was made for the device's TPM.
 func TestThreatTheDriveInAnotherMachineSpoofingTheDeviceIsProtected(t *testing.T) {
+	notThisTPM := []error{seal.ErrWrongDevice, tpm.ErrSRKChanged}
+	want := map[string][]error{
+		"tpm":                             notThisTPM,
+		"controller":                      {tpm.ErrNotForThisTPM},
+		"tpm+controller":                  notThisTPM,
+		"tpm+controller with attestation": notThisTPM,
+	}
 	for _, col := range columns {
 		t.Run(col.name, func(t *testing.T) {
 			cb := newCtlBed(t, col, nil)
@@ -325,6 +360,7 @@ func TestThreatTheDriveInAnotherMachineSpoofingTheDeviceIsProtected(t *testing.T
 			cb.connect() // the stolen credentials, the thief's TPM
 			_, err := cb.applyErr()
 			cb.protected("the disk in another machine, as the device", err)
+			cb.refusedFor(err, want[col.name]...)
 		})
 	}
 }

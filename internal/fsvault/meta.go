@@ -1,7 +1,6 @@
 package fsvault
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fscrypt"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // The metadata file of a vault: docs/fsvault.md describes every field.
@@ -151,17 +151,9 @@ func (m *Meta) Marshal() []byte {
 // ParseMeta decodes a metadata file strictly (unknown fields, a second value,
 // an unknown version or a field out of shape are ErrCorruptMeta).
 func ParseMeta(data []byte) (*Meta, error) {
-	if len(data) > maxMeta {
-		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrCorruptMeta, len(data), maxMeta)
-	}
 	var m Meta
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorruptMeta, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: more than one JSON value", ErrCorruptMeta)
+	if err := strictjson.Decode(data, maxMeta, &m); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorruptMeta, err)
 	}
 	if err := m.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorruptMeta, err)

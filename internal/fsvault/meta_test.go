@@ -61,11 +61,11 @@ func TestMetadataOutOfShapeIsCorrupt(t *testing.T) {
 		data []byte
 		want string
 	}{
-		{"empty", nil, "EOF"},
+		{"empty", nil, "no JSON value"},
 		{"another format", edit(`"edgeseal-fsvault"`, `"fscrypt"`), `format is "fscrypt"`},
 		{"a newer version", edit(`"version": 1`, `"version": 2`), "version 2: this build reads version 1"},
 		{"an unknown field", edit(`"name"`, `"colour": 1, "name"`), "unknown field"},
-		{"two values", append(bytes.Clone(good), good...), "more than one JSON value"},
+		{"two values", append(bytes.Clone(good), good...), "data after the JSON value"},
 		{"an upper-case uuid", edit("0f9c4a3e", "0F9C4A3E"), "not a lowercase RFC 4122 UUID"},
 		{"a bad name", edit(`"images"`, `"../x"`), "not a vault name"},
 		{"a relative path", edit(`"/var/lib/edgeseal/vaults/images"`, `"vaults/images"`), "not a clean absolute path"},

@@ -25,6 +25,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 const (
@@ -155,14 +157,9 @@ func RecipientOf(blob []byte) (string, error) {
 }
 
 func parse(blob []byte) (*wire, error) {
-	if len(blob) > maxBlob {
-		return nil, fmt.Errorf("%w: %d bytes", ErrCorrupt, len(blob))
-	}
 	var w wire
-	dec := json.NewDecoder(bytes.NewReader(blob))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	if err := strictjson.Decode(blob, maxBlob, &w); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	if w.Version != version || len(w.Nonce) != 12 || len(w.Ephemeral) == 0 || len(w.Ciphertext) < 17 {
 		return nil, fmt.Errorf("%w: version %d or fields out of shape", ErrCorrupt, w.Version)

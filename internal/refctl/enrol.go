@@ -5,13 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
@@ -158,17 +157,9 @@ func (s *server) enrol(r *http.Request) reply {
 
 // decodeEnrolment reads a tpm.Enrolment strictly.
 func decodeEnrolment(data []byte) (*tpm.Enrolment, error) {
-	if len(data) > maxEnrolment {
-		return nil, fmt.Errorf("%d bytes, at most %d", len(data), maxEnrolment)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var e tpm.Enrolment
-	if err := dec.Decode(&e); err != nil {
+	if err := strictjson.Decode(data, maxEnrolment, &e); err != nil {
 		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("data after the enrolment")
 	}
 	return &e, nil
 }

@@ -1,12 +1,10 @@
 package refctl
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"slices"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
@@ -129,17 +128,9 @@ var (
 // after the value, and every field in shape. Anything else is ErrBadState,
 // naming the field.
 func parseState(data []byte) (*state, error) {
-	if len(data) > maxStateSize {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadState, len(data), maxStateSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var st state
-	if err := dec.Decode(&st); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadState, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the state", ErrBadState)
+	if err := strictjson.Decode(data, maxStateSize, &st); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadState, err)
 	}
 	if err := st.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadState, err)

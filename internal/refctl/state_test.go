@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // testdata/state-v1.json is a recorded state.json of format version 1: it
@@ -129,4 +131,30 @@ func FuzzParseState(f *testing.F) {
 			t.Fatal("a parsed state does not round-trip")
 		}
 	})
+}
+
+// refctl's two strict decoders refuse a closing bracket after the value, which
+// encoding/json's Decoder.More let through (the table of the other callers is
+// in internal/strictjson).
+func TestRefctlDecodersRefuseAClosingBracketAfterTheValue(t *testing.T) {
+	callers := []struct {
+		name  string
+		good  []byte
+		parse func([]byte) error
+	}{
+		{"parseState (state.json)", golden(t), func(b []byte) error { _, err := parseState(b); return err }},
+		{"decodeEnrolment (a device's enrolment request)", []byte(`{}`), func(b []byte) error { _, err := decodeEnrolment(b); return err }},
+	}
+	for _, c := range callers {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.parse(bytes.Clone(c.good)); err != nil {
+				t.Fatalf("the good input is refused: %v", err)
+			}
+			for _, tail := range []string{"]", "}", " }", "{}"} {
+				if err := c.parse(append(bytes.Clone(c.good), tail...)); !errors.Is(err, strictjson.ErrTrailingData) {
+					t.Errorf("with %q after the value: %v; want strictjson.ErrTrailingData", tail, err)
+				}
+			}
+		})
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // EnvelopeVersion is the only envelope layout this edgeseal reads and writes. New
@@ -118,13 +120,8 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 	}
 
 	var w wireEnvelope
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
+	if err := strictjson.Decode(data, maxEnvelopeSize, &w); err != nil {
 		return nil, corrupt("%s", jsonReason(err, len(data)))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, corrupt("it has data after the JSON object")
 	}
 
 	e := &Envelope{Version: w.Version, Method: w.Method}
@@ -206,8 +203,10 @@ func jsonReason(err error, size int) string {
 		return "it is not a JSON object"
 	case errors.As(err, &typ):
 		return fmt.Sprintf("its field %s has the wrong type", typ.Field)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, strictjson.ErrEmpty):
 		return "it ends early (truncated?)"
+	case errors.Is(err, strictjson.ErrTrailingData):
+		return "it has data after the JSON object"
 	}
 	// An unknown field error names the field, which is one of the blob's keys.
 	return "it has an " + strings.TrimPrefix(err.Error(), "json: ")

@@ -3,11 +3,11 @@ package tokend
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
 
@@ -40,13 +40,8 @@ func ParseRequest(line []byte) (tokenclient.Request, error) {
 	if !ok || bytes.ContainsAny(body, "\n") {
 		return req, fmt.Errorf("%w: a request is one line of JSON ending in a newline", ErrBadRequest)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return tokenclient.Request{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
-	}
-	if dec.More() {
-		return tokenclient.Request{}, fmt.Errorf("%w: more than one JSON value", ErrBadRequest)
+	if err := strictjson.Decode(body, tokenclient.MaxRequestSize, &req); err != nil {
+		return tokenclient.Request{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	if req.V != tokenclient.ProtocolVersion {
 		return tokenclient.Request{}, fmt.Errorf("%w: protocol version %d, this provider speaks %d", ErrBadRequest, req.V, tokenclient.ProtocolVersion)

@@ -33,7 +33,7 @@ func TestParseRequestRefusesWhatIsNotExactlyARequest(t *testing.T) {
 		{"unknown field", `{"v":1,"token":"x"}` + "\n", "unknown field"},
 		{"wrong version", `{"v":2}` + "\n", "protocol version 2"},
 		{"no version", `{}` + "\n", "protocol version 0"},
-		{"two values", `{"v":1}{"v":1}` + "\n", "more than one"},
+		{"two values", `{"v":1}{"v":1}` + "\n", "data after the JSON value"},
 		{"not an object", `"v"` + "\n", "bad request"},
 		{"bad service name", `{"v":1,"service":"../root"}` + "\n", "not a service name"},
 		{"upper-case service", `{"v":1,"service":"App"}` + "\n", "not a service name"},

@@ -47,10 +47,9 @@ func Device(spec string) (tpm2.TPMDevice, error) {
 	if spec == "" {
 		spec = DefaultDevice
 	}
-	if addr, ok := strings.CutPrefix(spec, "swtpm:"); ok {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("cannot use TPM %q: want swtpm:HOST:PORT: %w", spec, err)
-		}
+	if addr, ok, err := SwtpmAddress(spec); err != nil {
+		return nil, fmt.Errorf("cannot use TPM (seal.tpm2.device): %w", err)
+	} else if ok {
 		return tcpDevice{addr: addr}, nil
 	}
 	if !strings.HasPrefix(spec, "/dev/") {

@@ -14,6 +14,8 @@ func TestDeviceSpecs(t *testing.T) {
 	}{
 		{"a swtpm address", "swtpm:127.0.0.1:2321", "swtpm:127.0.0.1:2321", false},
 		{"a swtpm spec without port is refused", "swtpm:127.0.0.1", "", false},
+		{"a swtpm at ::1", "swtpm:[::1]:2321", "swtpm:[::1]:2321", false},
+		{"a swtpm at localhost", "swtpm:localhost:2321", "swtpm:localhost:2321", false},
 		{"a relative path is refused", "tpmrm0", "", false},
 		{"a missing device node is absent", "/dev/tpmrm-not-here", "", true},
 	}
@@ -36,5 +38,17 @@ func TestDeviceSpecs(t *testing.T) {
 				t.Errorf("error does not name %q: %v", tc.spec, err)
 			}
 		})
+	}
+}
+
+// swtpm's command port has no authentication: a swtpm: device must be on
+// loopback, and the refusal names the config field.
+func TestDeviceRefusesASoftwareTPMOffLoopback(t *testing.T) {
+	for _, spec := range []string{"swtpm:192.0.2.7:2321", "swtpm:[2001:db8::1]:2321", "swtpm:tpm.example:2321",
+		"swtpm:0.0.0.0:2321", "swtpm::2321", "swtpm:128.0.0.1:2321"} {
+		_, err := Device(spec)
+		if !errors.Is(err, ErrNotLoopback) || !strings.Contains(err.Error(), "seal.tpm2.device") {
+			t.Errorf("Device(%q) = %v, want ErrNotLoopback naming seal.tpm2.device", spec, err)
+		}
 	}
 }

@@ -138,26 +138,82 @@ func TestAWrongPINCountsTowardLockoutWhichIsReported(t *testing.T) {
 	}
 }
 
-func TestUncleanPowerOffsDoNotLockOutAKeyWithoutPIN(t *testing.T) {
+// A power cut (no TPM2_Shutdown) after a dictionary-attack-protected object
+// was used counts as a failed authorisation. A key without a PIN is
+// authorised by policy alone (no authValue) and sealed with noDA: power cuts
+// after its use do not count, so they cannot spend the TPM's failure budget,
+// and it unseals even in lockout. The control, on the same swtpm through the same kind of
+// power cuts: a key with a PIN (an authValue, DA-protected) makes each cut
+// count until its right PIN is refused with ErrLockout, which shows that
+// swtpm does count them.
+func TestUncleanPowerOffsLockOutAKeyWithAPINButNotOneWithout(t *testing.T) {
+	const cuts = 5 // swtpm locks out after 3 failures (maxTries)
 	s := testbed.StartSWTPM(t)
 	ctx := openSWTPM(t, s)
-	o, err := tpm.Seal(ctx, unsealKey, []int{7}, nil)
+	pin := []byte("1234")
+	noDA, err := tpm.Seal(ctx, unsealKey, []int{7}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tpm.Unseal(ctx, o, nil); err != nil {
+	withPIN, err := tpm.Seal(ctx, unsealKey, []int{7}, pin)
+	if err != nil {
 		t.Fatal(err)
 	}
 	ctx.Close()
-	for i := range 5 {
-		s.Reset(t) // power cut: no TPM2_Shutdown
-		ctx = openSWTPM(t, s)
+	// powerCut cuts the power and boots, and returns the TPM's failure count.
+	powerCut := func() (*tpm2.TPMContext, uint32) {
+		t.Helper()
+		s.Reset(t) // no TPM2_Shutdown
+		ctx := openSWTPM(t, s)
 		if err := ctx.Startup(tpm2.StartupClear); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tpm.Unseal(ctx, o, nil); err != nil {
-			t.Fatalf("after %d power cuts: %v", i+1, err)
+		n, err := ctx.GetCapabilityTPMProperty(tpm2.PropertyLockoutCounter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ctx, n
+	}
+
+	t.Log("Given a key without a PIN (noDA), unsealed at every boot")
+	for cut := 1; cut <= cuts; cut++ {
+		ctx, failures := powerCut()
+		if failures != 0 {
+			t.Fatalf("after %d power cuts with the key without a PIN in use, the TPM counts %d failures; want 0 (noDA)", cut, failures)
+		}
+		if _, err := tpm.Unseal(ctx, noDA, nil); err != nil {
+			t.Fatalf("the key without a PIN after %d power cuts: %v", cut, err)
 		}
 		ctx.Close()
+	}
+	t.Logf("When the power is cut %d times, Then the TPM counts no failure and the key unseals", cuts)
+
+	t.Log("Given, on the same TPM, a key with a PIN (DA-protected), unsealed with the right PIN at every boot")
+	lockedAfter := 0
+	for cut := 1; cut <= cuts && lockedAfter == 0; cut++ {
+		ctx, failures := powerCut()
+		switch _, err := tpm.Unseal(ctx, withPIN, pin); {
+		case errors.Is(err, tpm.ErrLockout):
+			lockedAfter = cut
+			t.Logf("When the power is cut %d times (%d failures counted), Then the right PIN is refused: %v", cut, failures, err)
+		case err != nil:
+			t.Fatalf("the key with a PIN, its right PIN, after %d power cuts: %v; want it to unseal or ErrLockout", cut, err)
+		}
+		if _, err := tpm.Unseal(ctx, noDA, nil); err != nil {
+			t.Fatalf("the key without a PIN after %d power cuts with the key with a PIN in use: %v", cut, err)
+		}
+		ctx.Close()
+	}
+	if lockedAfter == 0 {
+		t.Fatalf("the key with a PIN still unseals after %d power cuts: swtpm did not count them, "+
+			"so that the key without a PIN survives them shows nothing", cuts)
+	}
+	t.Log("And the key without a PIN still unseals while the TPM is in lockout")
+	ctx = openSWTPM(t, s)
+	if got, err := tpm.Unseal(ctx, noDA, nil); err != nil || !bytes.Equal(got, unsealKey) {
+		t.Fatalf("the key without a PIN in lockout: %v", err)
+	}
+	if _, err := tpm.Unseal(ctx, withPIN, pin); !errors.Is(err, tpm.ErrLockout) {
+		t.Fatalf("the key with a PIN: %v, want ErrLockout still", err)
 	}
 }
