@@ -104,6 +104,9 @@ func TestALocalUserHammeringVaultCannotStopTheBoot(t *testing.T) {
 		if _, _, err := d.m.Run(ctx, append(d.vaultEnv(previous), "token", "lookup")...); err == nil {
 			t.Errorf("boot %d: the previous boot's token still works", boot)
 		}
+		if j := d.m.Journal(t, "edgeseal-unseal.service"); strings.Contains(j, "restarting Vault with its TCP listener") {
+			t.Errorf("boot %d: Vault started without its TCP listener though the key was sealed (edgeseal-pki could not see it):\n%s", boot, j)
+		}
 		if s := d.isActive("hammer.service"); s != "active" {
 			t.Errorf("boot %d: the hammer is %s: the attack did not run", boot, s)
 		}
