@@ -43,6 +43,8 @@ const (
 	listenerType  = "tcp"
 	tlsMinVersion = "tls12"
 	logLevel      = "info"
+	// maxSocketPath is the size of sun_path: Vault cannot bind a longer path.
+	maxSocketPath = 108
 	// configMode and dirMode: Vault runs as its own user and must read the
 	// config; it holds no secret. The writer's UMask=0077 is overridden.
 	configMode = 0o644
@@ -113,6 +115,9 @@ func Render(v config.Vault, certFile, keyFile, adminSocket string) (Config, erro
 		if !filepath.IsAbs(f.path) {
 			return Config{}, fmt.Errorf("cannot render the Vault config: %s %q is not an absolute path", f.what, f.path)
 		}
+	}
+	if len(adminSocket) >= maxSocketPath {
+		return Config{}, fmt.Errorf("cannot render the Vault config: admin socket %q is %d bytes long, a Unix socket's path must be shorter than %d", adminSocket, len(adminSocket), maxSocketPath)
 	}
 	s := server{
 		Storage:           map[string]fileStorage{storageType: {Path: v.StoragePath}},

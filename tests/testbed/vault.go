@@ -81,9 +81,7 @@ func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
 	if err := b.Write(p); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Dir(p.VaultAdmin), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	p.VaultAdmin = ShortSocketPath(t, "admin.sock")
 	data, err := vaultconf.Render(cfg.Vault, p.VaultCert, p.VaultKey, p.VaultAdmin)
 	if err != nil {
 		t.Fatal(err)
@@ -182,4 +180,17 @@ func RootAccessors(t testing.TB, c *api.Client) []string {
 		}
 	}
 	return out
+}
+
+// ShortSocketPath returns a path for a Unix socket named name in a new private
+// directory (0700) under /tmp, removed when the test ends: a test's TempDir is
+// often too long for a socket (108 bytes).
+func ShortSocketPath(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "es-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, name)
 }
