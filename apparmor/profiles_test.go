@@ -710,6 +710,13 @@ func TestDBusIsLimitedToWhatEachStepAsksSystemd(t *testing.T) {
 		// go-systemd's connection set-up, both.
 		{unseal, busDriver("Hello"), true},
 		{unseal, busDriver("AddMatch"), true},
+		// edgeseal-unseal: which connection is systemd's, and when it changes.
+		{unseal, busDriver("GetNameOwner"), true},
+		{unseal, busDriver("RemoveMatch"), true},
+		{unseal, apparmor.DBusMessage{Access: "receive", Bus: "system", Path: "/org/freedesktop/DBus",
+			Interface: "org.freedesktop.DBus", Member: "NameOwnerChanged",
+			PeerName: "org.freedesktop.DBus", PeerLabel: "unconfined"}, true},
+		{tokend, busDriver("GetNameOwner"), false},
 		{tokend, busDriver("Hello"), true},
 		{tokend, busDriver("AddMatch"), true},
 		{tokend, busDriver("RequestName"), false},

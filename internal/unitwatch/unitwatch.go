@@ -2,90 +2,200 @@
 // the tokens of a service that crashed are revoked at once rather than left
 // valid for whatever took its place (roadmap 2.6).
 //
-// It listens to systemd's PropertiesChanged signals on the system bus through
-// go-systemd; those carry ActiveState as it changes, so a failure is seen
-// within milliseconds, without polling each unit.
+// It listens to systemd's PropertiesChanged signals on the system bus; those
+// carry ActiveState as it changes, so a failure is seen within milliseconds,
+// without polling each unit.
+//
+// # Whom it believes
+//
+// Any local user may send a signal on the system bus, with any object path,
+// interface and body: `gdbus emit --system -o /org/freedesktop/systemd1/unit/x
+// -s org.freedesktop.DBus.Properties.PropertiesChanged ...` run by nobody looks
+// like systemd to a listener that does not check who sent it. What a signal
+// says is therefore only a hint, taken from one sender, and confirmed by
+// asking:
+//
+//   - The match rule names the unique bus name that owns
+//     org.freedesktop.systemd1 (sender=':1.0'), so the bus routes no other
+//     sender's unit changes here. The owner is looked up with GetNameOwner and
+//     looked up again on each NameOwnerChanged of that name, which only the bus
+//     itself sends (systemd re-executed connects again, under a new unique
+//     name).
+//   - A signal sent to this connection alone (a unicast signal, which no match
+//     rule filters) is routed whatever its sender, so each signal's sender is
+//     checked again here.
+//   - Before a unit is reported failed, systemd is asked, by a method call to
+//     its well-known name (which only root may own), for its failed units
+//     (ListUnitsFiltered); the unit is reported only if its object path is
+//     among them with ActiveState "failed", and under the name systemd gives.
+//
+// The units already failed when a watch starts, or when systemd comes back on
+// the bus, are listed by a method call too, so a failure during a gap is not
+// missed.
 package unitwatch
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
-	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/godbus/dbus/v5"
 )
 
-// checkEvery is how often the bus connection is checked to be alive: the
-// signals of a dropped connection stop without a word.
-const checkEvery = 5 * time.Second
+// signalBuffer is how many signals may wait while a failure is reported (the
+// caller revokes tokens before it returns). More are still delivered by the
+// D-Bus library, later.
+const signalBuffer = 1024
 
 // Watch calls failed with the name of each unit that enters the failed state,
-// until ctx ends (then it returns nil) or the bus connection is lost (then it
-// returns the error; the caller watches again). When it starts it first
-// reports every unit already failed, so a failure during a gap between two
-// watches is not missed. failed runs on Watch's goroutine, one at a time.
+// until ctx ends (then it returns nil) or the bus connection is lost or
+// systemd cannot be asked about a unit (then it returns the error; the caller
+// watches again). When it starts it first reports every unit already failed,
+// so a failure during a gap between two watches is not missed. failed runs on
+// Watch's goroutine, one at a time.
 func Watch(ctx context.Context, failed func(unit string)) error {
-	conn, err := sddbus.NewSystemConnectionContext(ctx)
+	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("cannot connect to the system bus to watch for failed units: %w", err)
 	}
 	defer conn.Close()
-	return watch(ctx, conn, failed)
+	sigs := make(chan *dbus.Signal, signalBuffer)
+	conn.Signal(sigs)
+	err = watch(ctx, &bus{conn: conn}, sigs, failed)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
-func watch(ctx context.Context, conn *sddbus.Conn, failed func(unit string)) error {
-	if err := conn.Subscribe(); err != nil {
-		return fmt.Errorf("cannot subscribe to systemd's unit changes: %w", err)
+func watch(ctx context.Context, sd systemd, sigs <-chan *dbus.Signal, failed func(unit string)) error {
+	// Owner changes are routed before the owner is looked up, so that a change
+	// between the two is not missed.
+	if err := sd.watchOwner(ctx); err != nil {
+		return err
 	}
-	updates := make(chan *sddbus.PropertiesUpdate, 1024)
-	errs := make(chan error, 1)
-	conn.SetPropertiesSubscriber(updates, errs)
-
-	already, err := conn.ListUnitsFilteredContext(ctx, []string{"failed"})
-	if err != nil {
-		return fmt.Errorf("cannot list failed units: %w", err)
+	w := &watcher{sd: sd, failed: failed}
+	if err := w.resolveOwner(ctx); err != nil {
+		return err
 	}
-	for _, u := range already {
-		failed(u.Name)
-	}
-
-	tick := time.NewTicker(checkEvery)
-	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case u := <-updates:
-			if isFailed(u) {
-				failed(u.UnitName)
-			}
-		case err := <-errs:
-			// The update channel overflowed: a failure may have been dropped.
-			// Ask systemd for the failed units rather than guess.
-			already, lerr := conn.ListUnitsFilteredContext(ctx, []string{"failed"})
-			if lerr != nil {
-				return fmt.Errorf("cannot list failed units after %v: %w", err, lerr)
-			}
-			for _, u := range already {
-				failed(u.Name)
-			}
-		case <-tick.C:
-			if !conn.Connected() {
+		case sig, ok := <-sigs:
+			if !ok {
 				return errors.New("the system bus connection was closed")
+			}
+			if err := w.handle(ctx, sig); err != nil {
+				return err
 			}
 		}
 	}
 }
 
-func isFailed(u *sddbus.PropertiesUpdate) bool {
-	if u == nil || u.UnitName == "" {
+// watcher decides, signal by signal, what is a failure.
+type watcher struct {
+	sd     systemd
+	owner  string // systemd's unique bus name; "" while it has none
+	failed func(unit string)
+}
+
+// resolveOwner asks the bus who owns systemd's name now and follows that
+// owner's unit changes; then it reports the units already failed, whose
+// signals went elsewhere or nowhere.
+func (w *watcher) resolveOwner(ctx context.Context) error {
+	owner, err := w.sd.owner(ctx)
+	if err != nil {
+		return err
+	}
+	if owner != w.owner {
+		if err := w.sd.follow(ctx, owner); err != nil {
+			return err
+		}
+		w.owner = owner
+	}
+	if w.owner == "" {
+		return nil
+	}
+	units, err := w.sd.failedUnits(ctx)
+	if err != nil {
+		return err
+	}
+	for _, u := range units {
+		w.failed(u.name)
+	}
+	return nil
+}
+
+// handle acts on one signal routed to this connection.
+func (w *watcher) handle(ctx context.Context, sig *dbus.Signal) error {
+	if isOwnerChange(sig) {
+		// The body says who the new owner is; asking the bus again is as
+		// cheap and does not depend on signals arriving in order.
+		return w.resolveOwner(ctx)
+	}
+	path, ok := failureHint(sig)
+	if !ok || !w.fromSystemd(sig) {
+		return nil
+	}
+	units, err := w.sd.failedUnits(ctx)
+	if err != nil {
+		// The caller watches again, which lists the failed units: a real
+		// failure is reported then.
+		return err
+	}
+	for _, u := range units {
+		if u.path == path {
+			w.failed(u.name)
+		}
+	}
+	return nil
+}
+
+// fromSystemd tells whether sig was sent by the connection that owns
+// systemd's name. The bus sets a signal's sender; a client cannot choose it.
+func (w *watcher) fromSystemd(sig *dbus.Signal) bool {
+	return w.owner != "" && sig.Sender == w.owner
+}
+
+// isOwnerChange tells whether sig is the bus's own NameOwnerChanged for
+// systemd's name.
+func isOwnerChange(sig *dbus.Signal) bool {
+	if sig == nil || sig.Name != nameOwnerChanged || sig.Sender != busName || sig.Path != busPath {
 		return false
 	}
-	v, ok := u.Changed["ActiveState"]
+	name, _ := firstString(sig.Body)
+	return name == systemdName
+}
+
+// failureHint returns the object path of the unit a PropertiesChanged signal
+// says has failed. It says nothing of who sent it.
+func failureHint(sig *dbus.Signal) (dbus.ObjectPath, bool) {
+	if sig == nil || sig.Name != propertiesChanged || len(sig.Body) < 2 {
+		return "", false
+	}
+	if !sig.Path.IsValid() || len(sig.Path) <= len(unitPaths)+1 || sig.Path[:len(unitPaths)+1] != unitPaths+"/" {
+		return "", false
+	}
+	if iface, _ := firstString(sig.Body); iface != unitInterface {
+		return "", false
+	}
+	changed, ok := sig.Body[1].(map[string]dbus.Variant)
 	if !ok {
-		return false
+		return "", false
+	}
+	v, ok := changed["ActiveState"]
+	if !ok {
+		return "", false
 	}
 	s, ok := v.Value().(string)
-	return ok && s == "failed"
+	return sig.Path, ok && s == "failed"
+}
+
+func firstString(body []any) (string, bool) {
+	if len(body) == 0 {
+		return "", false
+	}
+	s, ok := body[0].(string)
+	return s, ok
 }

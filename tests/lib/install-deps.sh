@@ -3,10 +3,11 @@
 # missing: systemd-nspawn (a real systemd as PID 1 in a container), swtpm and
 # tpm2-tools (a software TPM), apparmor (apparmor_parser checks profiles), fscrypt
 # and e2fsprogs (encrypted directories), snapd and squashfs-tools (the snap),
-# strace (each boot step's accesses, checked against its AppArmor profile).
+# strace (each boot step's accesses, checked against its AppArmor profile), gdbus
+# (a signal forged on the system bus by an unprivileged user).
 set -euo pipefail
 
-pkgs=(systemd-container swtpm swtpm-tools tpm2-tools apparmor squashfs-tools snapd fscrypt e2fsprogs util-linux iproute2 strace)
+pkgs=(systemd-container swtpm swtpm-tools tpm2-tools apparmor squashfs-tools snapd fscrypt e2fsprogs util-linux iproute2 strace libglib2.0-bin)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -27,6 +27,8 @@ var packages = map[string]string{
 	"mount":           "mount",
 	"snap":            "snapd",
 	"mksquashfs":      "squashfs-tools",
+	"gdbus":           "libglib2.0-bin",
+	"busctl":          "systemd",
 }
 
 // Require fails the test unless every command is on PATH, saying what to install.

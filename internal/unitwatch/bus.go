@@ -1,0 +1,143 @@
+package unitwatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// Names on the system bus.
+const (
+	busName       = "org.freedesktop.DBus"
+	busPath       = dbus.ObjectPath("/org/freedesktop/DBus")
+	systemdName   = "org.freedesktop.systemd1"
+	managerPath   = dbus.ObjectPath("/org/freedesktop/systemd1")
+	unitPaths     = dbus.ObjectPath("/org/freedesktop/systemd1/unit")
+	unitInterface = "org.freedesktop.systemd1.Unit"
+
+	propertiesChanged = "org.freedesktop.DBus.Properties.PropertiesChanged"
+	nameOwnerChanged  = "org.freedesktop.DBus.NameOwnerChanged"
+
+	errNameHasNoOwner    = "org.freedesktop.DBus.Error.NameHasNoOwner"
+	errAlreadySubscribed = "org.freedesktop.systemd1.AlreadySubscribed"
+)
+
+// systemd is what the watcher asks of the bus and of systemd. bus is the real
+// one; the tests fake it.
+type systemd interface {
+	// watchOwner has the bus route here its NameOwnerChanged signals for
+	// systemd's name.
+	watchOwner(ctx context.Context) error
+	// owner is the unique name owning systemd's name, "" if none does.
+	owner(ctx context.Context) (string, error)
+	// follow has the bus route here the unit changes sent by owner, and no
+	// longer those of the previous owner; "" routes none.
+	follow(ctx context.Context, owner string) error
+	// failedUnits asks systemd for the units whose ActiveState is failed.
+	failedUnits(ctx context.Context) ([]unit, error)
+}
+
+// unit is a unit as systemd names it, and its object path.
+type unit struct {
+	name string
+	path dbus.ObjectPath
+}
+
+// bus is systemd on a D-Bus connection of this package's own.
+type bus struct {
+	conn *dbus.Conn
+	rule []dbus.MatchOption // the unit-change rule in force; nil if none
+}
+
+func (b *bus) watchOwner(ctx context.Context) error {
+	err := b.conn.AddMatchSignalContext(ctx,
+		dbus.WithMatchSender(busName),
+		dbus.WithMatchObjectPath(busPath),
+		dbus.WithMatchInterface(busName),
+		dbus.WithMatchMember("NameOwnerChanged"),
+		dbus.WithMatchArg(0, systemdName))
+	if err != nil {
+		return fmt.Errorf("cannot watch the owner of %s on the system bus: %w", systemdName, err)
+	}
+	return nil
+}
+
+func (b *bus) owner(ctx context.Context) (string, error) {
+	var owner string
+	err := b.conn.BusObject().CallWithContext(ctx, busName+".GetNameOwner", 0, systemdName).Store(&owner)
+	if hasErrorName(err, errNameHasNoOwner) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cannot find the owner of %s on the system bus: %w", systemdName, err)
+	}
+	return owner, nil
+}
+
+// unitChangesFrom is the match rule for the unit changes sent by owner.
+func unitChangesFrom(owner string) []dbus.MatchOption {
+	return []dbus.MatchOption{
+		dbus.WithMatchSender(owner),
+		dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
+		dbus.WithMatchMember("PropertiesChanged"),
+		dbus.WithMatchPathNamespace(unitPaths),
+		dbus.WithMatchArg(0, unitInterface),
+	}
+}
+
+func (b *bus) follow(ctx context.Context, owner string) error {
+	if b.rule != nil {
+		if err := b.conn.RemoveMatchSignalContext(ctx, b.rule...); err != nil {
+			return fmt.Errorf("cannot stop watching the unit changes of systemd's previous bus connection: %w", err)
+		}
+		b.rule = nil
+	}
+	if owner == "" {
+		return nil
+	}
+	rule := unitChangesFrom(owner)
+	if err := b.conn.AddMatchSignalContext(ctx, rule...); err != nil {
+		return fmt.Errorf("cannot watch systemd's unit changes: %w", err)
+	}
+	b.rule = rule
+	// systemd sends unit changes on the system bus only while a client is
+	// subscribed; it keeps a subscription across a re-execution.
+	err := b.conn.Object(systemdName, managerPath).CallWithContext(ctx, systemdName+".Manager.Subscribe", 0).Store()
+	if err != nil && !hasErrorName(err, errAlreadySubscribed) {
+		return fmt.Errorf("cannot subscribe to systemd's unit changes: %w", err)
+	}
+	return nil
+}
+
+// listedUnit is one entry of systemd's ListUnits answer, (ssssssouso).
+type listedUnit struct {
+	Name, Description, LoadState, ActiveState, SubState, Following string
+	Path                                                           dbus.ObjectPath
+	JobID                                                          uint32
+	JobType                                                        string
+	JobPath                                                        dbus.ObjectPath
+}
+
+func (b *bus) failedUnits(ctx context.Context) ([]unit, error) {
+	var listed []listedUnit
+	err := b.conn.Object(systemdName, managerPath).
+		CallWithContext(ctx, systemdName+".Manager.ListUnitsFiltered", 0, []string{"failed"}).Store(&listed)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list failed units: %w", err)
+	}
+	var units []unit
+	for _, u := range listed {
+		// The filter matches a load or sub state as well.
+		if u.ActiveState == "failed" {
+			units = append(units, unit{name: u.Name, path: u.Path})
+		}
+	}
+	return units, nil
+}
+
+func hasErrorName(err error, name string) bool {
+	var e dbus.Error
+	return errors.As(err, &e) && e.Name == name
+}
