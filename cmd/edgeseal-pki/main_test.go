@@ -32,7 +32,14 @@ func TestMain(m *testing.M) {
 // device is a root with a config file, as on a device.
 func device(t *testing.T, cfg string) paths.Paths {
 	t.Helper()
-	p := paths.New(t.TempDir())
+	// A short root: Vault's admin socket lies below it, and a socket's path
+	// has at most 107 bytes (t.TempDir's names are long).
+	root, err := os.MkdirTemp("", "es-pki-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	p := paths.New(root)
 	if cfg != "" {
 		os.MkdirAll(filepath.Dir(p.ConfigFile), 0o755)
 		if err := os.WriteFile(p.ConfigFile, []byte(cfg), 0o644); err != nil {

@@ -190,22 +190,23 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 			log.Error("cannot serve policy syncs: a service added to the config after boot gets its policy at the next boot", "error", err)
 		}
 	}()
-	go func() { defer wg.Done(); revokeFailedUnits(ctx, log, b) }()
+	go func() { defer wg.Done(); revokeEndedUnits(ctx, log, b, cfg.Tokens.RevokeOnStop) }()
 	b.Watch(ctx, cfg.Vault.WatchInterval.D())
 	wg.Wait()
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	return nil
 }
 
-// revokeFailedUnits revokes the tokens of each unit that enters the failed
-// state, for as long as ctx lasts; a lost bus connection is made again.
-func revokeFailedUnits(ctx context.Context, log *journal.Logger, b *secretstore.Bootstrap) {
+// revokeEndedUnits revokes the tokens of each unit that enters the failed
+// state (and, with stops, of each service that stops or waits to restart),
+// for as long as ctx lasts; a lost bus connection is made again.
+func revokeEndedUnits(ctx context.Context, log *journal.Logger, b *secretstore.Bootstrap, stops bool) {
 	for {
-		err := unitwatch.Watch(ctx, func(unit string) { b.RevokeUnit(ctx, unit) })
+		err := unitwatch.Watch(ctx, stops, func(unit string, before time.Time) { b.RevokeUnit(ctx, unit, before) })
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("lost the watch on failed units; watching again in a second", "error", err)
+		log.Warn("lost the watch on units that fail or stop; watching again in a second", "error", err)
 		select {
 		case <-ctx.Done():
 			return

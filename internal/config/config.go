@@ -128,6 +128,11 @@ type Tokens struct {
 	// one (`edgeseal token fetch --renew` exits 1; a unit with Restart= does).
 	// Default 720h (30 days); at least tokens.service_period.
 	ServiceMaxTTL Duration `yaml:"service_max_ttl"`
+	// RevokeOnStop: the tokens of a service unit are revoked when it stops or
+	// waits to be restarted (Restart=), not only when it fails. Default true;
+	// false keeps a token valid across a unit's clean stop and restart (its
+	// holder then must not share it beyond the unit).
+	RevokeOnStop bool `yaml:"revoke_on_stop"`
 	// IssuingPeriod is the renewal period of the token provider's token-issuing
 	// token. Default 24h.
 	IssuingPeriod Duration `yaml:"issuing_period"`

@@ -42,6 +42,7 @@ func Default() *Config {
 		Tokens: Tokens{
 			ServicePeriod: Duration(time.Hour),
 			ServiceMaxTTL: Duration(720 * time.Hour),
+			RevokeOnStop:  true,
 			IssuingPeriod: Duration(24 * time.Hour),
 			WrapTTL:       Duration(5 * time.Minute),
 			TokendUser:    "edgeseal-tokend",

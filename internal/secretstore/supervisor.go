@@ -244,27 +244,32 @@ func (b *Bootstrap) RotateIssuingToken(ctx context.Context) error {
 	return nil
 }
 
-// RevokeUnit revokes every token the provider issued to processes of unit: it
-// is called when the unit enters the failed state.
-func (b *Bootstrap) RevokeUnit(ctx context.Context, unit string) {
+// RevokeUnit revokes every token the provider issued to processes of unit
+// before the time given: it is called when the unit enters the failed state
+// (or stops, tokens.revoke_on_stop), with the time systemd was asked to
+// confirm it. A token issued after it went to the unit's next run.
+func (b *Bootstrap) RevokeUnit(ctx context.Context, unit string, before time.Time) {
 	issued, err := ledger.OfUnit(b.Paths.Ledger, unit)
 	if errors.Is(err, os.ErrNotExist) || len(issued) == 0 {
 		return
 	}
 	if err != nil {
-		b.Log.Warn("cannot read the token ledger to revoke the tokens of a failed unit", "unit", unit, "error", err)
+		b.Log.Warn("cannot read the token ledger to revoke the tokens of a unit that failed or stopped", "unit", unit, "error", err)
 		return
 	}
 	for _, e := range issued {
+		if !e.Issued.Before(before) {
+			continue
+		}
 		err := b.withSupervisor(ctx, func(c *api.Client) error {
 			return c.Auth().Token().RevokeAccessorWithContext(ctx, e.Accessor)
 		})
 		switch {
 		case err == nil:
-			b.Log.Warn("revoked the token of a failed unit", "unit", unit, "service", e.Service, "accessor", e.Accessor)
+			b.Log.Warn("revoked the token of a unit that failed or stopped", "unit", unit, "service", e.Service, "accessor", e.Accessor)
 		case isInvalidAccessor(err):
 		default:
-			b.Log.Error("cannot revoke the token of a failed unit", "unit", unit, "service", e.Service, "accessor", e.Accessor, "error", err)
+			b.Log.Error("cannot revoke the token of a unit that failed or stopped", "unit", unit, "service", e.Service, "accessor", e.Accessor, "error", err)
 		}
 	}
 }

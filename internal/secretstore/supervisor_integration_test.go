@@ -88,16 +88,21 @@ func TestRevokeUnitRevokesOnlyThatUnitsTokens(t *testing.T) {
 	led.Swap("app-one", ledger.Entry{Accessor: one.Auth.Accessor, Unit: "app-one.service", Issued: time.Now()})
 	led.Swap("app-two", ledger.Entry{Accessor: two.Auth.Accessor, Unit: "app-two.service", Issued: time.Now()})
 
-	b.RevokeUnit(ctx, "app-one.service")
+	t.Log("A token issued after systemd confirmed the unit ended went to its next run: it stays")
+	b.RevokeUnit(ctx, "app-one.service", time.Now().Add(-time.Hour))
 	c := d.vault.Client(t)
+	if !tokenWorks(c, one.Auth.ClientToken) {
+		t.Error("a token issued after the unit ended was revoked")
+	}
+	b.RevokeUnit(ctx, "app-one.service", time.Now())
 	if tokenWorks(c, one.Auth.ClientToken) {
 		t.Error("the failed unit's token still works")
 	}
 	if !tokenWorks(c, two.Auth.ClientToken) {
 		t.Error("another unit's token was revoked")
 	}
-	b.RevokeUnit(ctx, "app-one.service") // again: already revoked, nothing to do
-	b.RevokeUnit(ctx, "unknown.service")
+	b.RevokeUnit(ctx, "app-one.service", time.Now()) // again: already revoked, nothing to do
+	b.RevokeUnit(ctx, "unknown.service", time.Now())
 }
 
 func TestPolicySyncAppliesAServiceAddedAfterBoot(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -35,14 +37,15 @@ type systemd interface {
 	// follow has the bus route here the unit changes sent by owner, and no
 	// longer those of the previous owner; "" routes none.
 	follow(ctx context.Context, owner string) error
-	// failedUnits asks systemd for the units whose ActiveState is failed.
-	failedUnits(ctx context.Context) ([]unit, error)
+	// listUnits asks systemd for the units in one of states (ActiveState).
+	listUnits(ctx context.Context, states []string) ([]unit, error)
 }
 
-// unit is a unit as systemd names it, and its object path.
+// unit is a unit as systemd names it, its object path and its state.
 type unit struct {
-	name string
-	path dbus.ObjectPath
+	name        string
+	path        dbus.ObjectPath
+	active, sub string // ActiveState, SubState
 }
 
 // bus is systemd on a D-Bus connection of this package's own.
@@ -120,18 +123,18 @@ type listedUnit struct {
 	JobPath                                                        dbus.ObjectPath
 }
 
-func (b *bus) failedUnits(ctx context.Context) ([]unit, error) {
+func (b *bus) listUnits(ctx context.Context, states []string) ([]unit, error) {
 	var listed []listedUnit
 	err := b.conn.Object(systemdName, managerPath).
-		CallWithContext(ctx, systemdName+".Manager.ListUnitsFiltered", 0, []string{"failed"}).Store(&listed)
+		CallWithContext(ctx, systemdName+".Manager.ListUnitsFiltered", 0, states).Store(&listed)
 	if err != nil {
-		return nil, fmt.Errorf("cannot list failed units: %w", err)
+		return nil, fmt.Errorf("cannot list the units that are %s: %w", strings.Join(states, ", "), err)
 	}
 	var units []unit
 	for _, u := range listed {
 		// The filter matches a load or sub state as well.
-		if u.ActiveState == "failed" {
-			units = append(units, unit{name: u.Name, path: u.Path})
+		if slices.Contains(states, u.ActiveState) {
+			units = append(units, unit{name: u.Name, path: u.Path, active: u.ActiveState, sub: u.SubState})
 		}
 	}
 	return units, nil

@@ -1,6 +1,8 @@
 // Package unitwatch tells when a systemd unit enters the failed state, so that
 // the tokens of a service that crashed are revoked at once rather than left
-// valid for whatever took its place (roadmap 2.6).
+// valid for whatever took its place (roadmap 2.6); and, if asked, when a
+// service stops cleanly or waits to be restarted (Restart=), which never
+// passes through "failed".
 //
 // It listens to systemd's PropertiesChanged signals on the system bus; those
 // carry ActiveState as it changes, so a failure is seen within milliseconds,
@@ -24,10 +26,10 @@
 //   - A signal sent to this connection alone (a unicast signal, which no match
 //     rule filters) is routed whatever its sender, so each signal's sender is
 //     checked again here.
-//   - Before a unit is reported failed, systemd is asked, by a method call to
-//     its well-known name (which only root may own), for its failed units
-//     (ListUnitsFiltered); the unit is reported only if its object path is
-//     among them with ActiveState "failed", and under the name systemd gives.
+//   - Before a unit is reported, systemd is asked, by a method call to its
+//     well-known name (which only root may own), for its units in the states
+//     that count (ListUnitsFiltered); the unit is reported only if its object
+//     path is among them in such a state, and under the name systemd gives.
 //
 // The units already failed when a watch starts, or when systemd comes back on
 // the bus, are listed by a method call too, so a failure during a gap is not
@@ -38,6 +40,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -47,13 +52,17 @@ import (
 // D-Bus library, later.
 const signalBuffer = 1024
 
-// Watch calls failed with the name of each unit that enters the failed state,
-// until ctx ends (then it returns nil) or the bus connection is lost or
-// systemd cannot be asked about a unit (then it returns the error; the caller
-// watches again). When it starts it first reports every unit already failed,
-// so a failure during a gap between two watches is not missed. failed runs on
-// Watch's goroutine, one at a time.
-func Watch(ctx context.Context, failed func(unit string)) error {
+// Watch calls ended with the name of each unit that enters the failed state
+// and, with stops, of each service (*.service) that becomes inactive or waits
+// to be restarted (activating, auto-restart), with the time just before
+// systemd confirmed that state: whatever the unit was given before it, it
+// gave to a process that has ended. It goes on until ctx ends (then it
+// returns nil) or the bus connection is lost or systemd cannot be asked about
+// a unit (then it returns the error; the caller watches again). When it
+// starts it first reports every unit already in such a state, so one entered
+// during a gap between two watches is not missed. ended runs on Watch's
+// goroutine, one at a time.
+func Watch(ctx context.Context, stops bool, ended func(unit string, before time.Time)) error {
 	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("cannot connect to the system bus to watch for failed units: %w", err)
@@ -61,20 +70,20 @@ func Watch(ctx context.Context, failed func(unit string)) error {
 	defer conn.Close()
 	sigs := make(chan *dbus.Signal, signalBuffer)
 	conn.Signal(sigs)
-	err = watch(ctx, &bus{conn: conn}, sigs, failed)
+	err = watch(ctx, &bus{conn: conn}, sigs, stops, ended)
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
 }
 
-func watch(ctx context.Context, sd systemd, sigs <-chan *dbus.Signal, failed func(unit string)) error {
+func watch(ctx context.Context, sd systemd, sigs <-chan *dbus.Signal, stops bool, ended func(string, time.Time)) error {
 	// Owner changes are routed before the owner is looked up, so that a change
 	// between the two is not missed.
 	if err := sd.watchOwner(ctx); err != nil {
 		return err
 	}
-	w := &watcher{sd: sd, failed: failed}
+	w := &watcher{sd: sd, stops: stops, ended: ended}
 	if err := w.resolveOwner(ctx); err != nil {
 		return err
 	}
@@ -93,11 +102,47 @@ func watch(ctx context.Context, sd systemd, sigs <-chan *dbus.Signal, failed fun
 	}
 }
 
-// watcher decides, signal by signal, what is a failure.
+// watcher decides, signal by signal, what is a failure (or a stop).
 type watcher struct {
-	sd     systemd
-	owner  string // systemd's unique bus name; "" while it has none
-	failed func(unit string)
+	sd    systemd
+	owner string // systemd's unique bus name; "" while it has none
+	stops bool   // report a service that stopped or waits to restart, too
+	ended func(unit string, before time.Time)
+}
+
+// states are the ActiveStates that may be reported.
+func (w *watcher) states() []string {
+	if w.stops {
+		return []string{"failed", "inactive", "activating"}
+	}
+	return []string{"failed"}
+}
+
+// hasEnded tells whether u, as systemd listed it, is to be reported.
+func (w *watcher) hasEnded(u unit) bool {
+	if u.active == "failed" {
+		return true
+	}
+	if !w.stops || !strings.HasSuffix(u.name, ".service") {
+		return false
+	}
+	return u.active == "inactive" || (u.active == "activating" && u.sub == "auto-restart")
+}
+
+// confirmed asks systemd for the units in the states that count, and
+// reports those of them for which want says yes.
+func (w *watcher) confirmed(ctx context.Context, want func(unit) bool) error {
+	before := time.Now()
+	units, err := w.sd.listUnits(ctx, w.states())
+	if err != nil {
+		return err
+	}
+	for _, u := range units {
+		if want(u) && w.hasEnded(u) {
+			w.ended(u.name, before)
+		}
+	}
+	return nil
 }
 
 // resolveOwner asks the bus who owns systemd's name now and follows that
@@ -117,14 +162,7 @@ func (w *watcher) resolveOwner(ctx context.Context) error {
 	if w.owner == "" {
 		return nil
 	}
-	units, err := w.sd.failedUnits(ctx)
-	if err != nil {
-		return err
-	}
-	for _, u := range units {
-		w.failed(u.name)
-	}
-	return nil
+	return w.confirmed(ctx, func(unit) bool { return true })
 }
 
 // handle acts on one signal routed to this connection.
@@ -134,22 +172,13 @@ func (w *watcher) handle(ctx context.Context, sig *dbus.Signal) error {
 		// cheap and does not depend on signals arriving in order.
 		return w.resolveOwner(ctx)
 	}
-	path, ok := failureHint(sig)
-	if !ok || !w.fromSystemd(sig) {
+	path, state, ok := stateHint(sig)
+	if !ok || !w.fromSystemd(sig) || !slices.Contains(w.states(), state) {
 		return nil
 	}
-	units, err := w.sd.failedUnits(ctx)
-	if err != nil {
-		// The caller watches again, which lists the failed units: a real
-		// failure is reported then.
-		return err
-	}
-	for _, u := range units {
-		if u.path == path {
-			w.failed(u.name)
-		}
-	}
-	return nil
+	// An error ends the watch; the caller watches again, which lists the
+	// units: a real failure is reported then.
+	return w.confirmed(ctx, func(u unit) bool { return u.path == path })
 }
 
 // fromSystemd tells whether sig was sent by the connection that owns
@@ -168,28 +197,29 @@ func isOwnerChange(sig *dbus.Signal) bool {
 	return name == systemdName
 }
 
-// failureHint returns the object path of the unit a PropertiesChanged signal
-// says has failed. It says nothing of who sent it.
-func failureHint(sig *dbus.Signal) (dbus.ObjectPath, bool) {
+// stateHint returns the object path of the unit a PropertiesChanged signal is
+// about and the ActiveState it says the unit is in. It says nothing of who
+// sent it.
+func stateHint(sig *dbus.Signal) (dbus.ObjectPath, string, bool) {
 	if sig == nil || sig.Name != propertiesChanged || len(sig.Body) < 2 {
-		return "", false
+		return "", "", false
 	}
 	if !sig.Path.IsValid() || len(sig.Path) <= len(unitPaths)+1 || sig.Path[:len(unitPaths)+1] != unitPaths+"/" {
-		return "", false
+		return "", "", false
 	}
 	if iface, _ := firstString(sig.Body); iface != unitInterface {
-		return "", false
+		return "", "", false
 	}
 	changed, ok := sig.Body[1].(map[string]dbus.Variant)
 	if !ok {
-		return "", false
+		return "", "", false
 	}
 	v, ok := changed["ActiveState"]
 	if !ok {
-		return "", false
+		return "", "", false
 	}
 	s, ok := v.Value().(string)
-	return sig.Path, ok && s == "failed"
+	return sig.Path, s, ok
 }
 
 func firstString(body []any) (string, bool) {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -25,7 +26,7 @@ const (
 // asked.
 type fakeSystemd struct {
 	ownerName string
-	units     map[dbus.ObjectPath][2]string // path: name, ActiveState
+	units     map[dbus.ObjectPath][3]string // path: name, ActiveState, SubState
 	listErr   error
 
 	ownerAsked int      // times the owner was looked up
@@ -42,15 +43,15 @@ func (f *fakeSystemd) follow(_ context.Context, owner string) error {
 	f.followed = append(f.followed, owner)
 	return nil
 }
-func (f *fakeSystemd) failedUnits(context.Context) ([]unit, error) {
+func (f *fakeSystemd) listUnits(_ context.Context, states []string) ([]unit, error) {
 	f.listed++
 	if f.listErr != nil {
 		return nil, f.listErr
 	}
 	var units []unit
 	for path, u := range f.units {
-		if u[1] == "failed" {
-			units = append(units, unit{name: u[0], path: path})
+		if slices.Contains(states, u[1]) {
+			units = append(units, unit{name: u[0], path: path, active: u[1], sub: u[2]})
 		}
 	}
 	slices.SortFunc(units, func(a, b unit) int { return strings.Compare(a.name, b.name) })
@@ -78,9 +79,14 @@ func ownerChanged(sender, old, new string) *dbus.Signal {
 // started is a watcher that has resolved systemd's owner (no unit has failed
 // yet), and what it reports from then on; sd's counts start again at 0.
 func started(t *testing.T, sd *fakeSystemd) (*watcher, *[]string) {
+	return startedWatching(t, sd, false)
+}
+
+// startedWatching is started, for failures and, with stops, stops too.
+func startedWatching(t *testing.T, sd *fakeSystemd, stops bool) (*watcher, *[]string) {
 	t.Helper()
 	var reported []string
-	w := &watcher{sd: sd, failed: func(u string) { reported = append(reported, u) }}
+	w := &watcher{sd: sd, stops: stops, ended: func(u string, _ time.Time) { reported = append(reported, u) }}
 	units := sd.units
 	sd.units = nil
 	if err := w.resolveOwner(context.Background()); err != nil {
@@ -91,7 +97,7 @@ func started(t *testing.T, sd *fakeSystemd) (*watcher, *[]string) {
 }
 
 func TestAFailureSignalOfAnotherSenderIsNotReportedNorAskedAbout(t *testing.T) {
-	sd := &fakeSystemd{ownerName: systemdUnique, units: map[dbus.ObjectPath][2]string{flakyPath: {"flaky.service", "failed"}}}
+	sd := &fakeSystemd{ownerName: systemdUnique, units: map[dbus.ObjectPath][3]string{flakyPath: {"flaky.service", "failed"}}}
 	w, reported := started(t, sd)
 	cases := map[string]*dbus.Signal{
 		// gdbus emit run by nobody: its own unique name.
@@ -114,7 +120,7 @@ func TestAFailureSignalOfAnotherSenderIsNotReportedNorAskedAbout(t *testing.T) {
 }
 
 func TestNoSignalIsBelievedWhileSystemdOwnsNoName(t *testing.T) {
-	sd := &fakeSystemd{units: map[dbus.ObjectPath][2]string{flakyPath: {"flaky.service", "failed"}}}
+	sd := &fakeSystemd{units: map[dbus.ObjectPath][3]string{flakyPath: {"flaky.service", "failed"}}}
 	w, reported := started(t, sd)
 	// A sender-less signal must not match the empty owner.
 	if err := w.handle(context.Background(), failedSignal("", flakyPath)); err != nil {
@@ -139,7 +145,7 @@ func TestASignalOfSystemdIsReportedOnlyWhenSystemdConfirmsTheFailure(t *testing.
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			sd := &fakeSystemd{ownerName: systemdUnique, units: map[dbus.ObjectPath][2]string{flakyPath: {"flaky.service", c.state}}}
+			sd := &fakeSystemd{ownerName: systemdUnique, units: map[dbus.ObjectPath][3]string{flakyPath: {"flaky.service", c.state}}}
 			w, reported := started(t, sd)
 			if err := w.handle(context.Background(), failedSignal(systemdUnique, flakyPath)); err != nil {
 				t.Fatal(err)
@@ -153,7 +159,7 @@ func TestASignalOfSystemdIsReportedOnlyWhenSystemdConfirmsTheFailure(t *testing.
 
 func TestOnlyTheUnitOfTheSignalIsReportedUnderTheNameSystemdGives(t *testing.T) {
 	other := dbus.ObjectPath("/org/freedesktop/systemd1/unit/other_2eservice")
-	sd := &fakeSystemd{ownerName: systemdUnique, units: map[dbus.ObjectPath][2]string{
+	sd := &fakeSystemd{ownerName: systemdUnique, units: map[dbus.ObjectPath][3]string{
 		flakyPath: {"flaky.service", "failed"},
 		other:     {"other.service", "failed"},
 	}}
@@ -188,7 +194,7 @@ func TestANewOwnerOfSystemdsNameIsFollowedAndItsFailedUnitsListed(t *testing.T) 
 	if err := w.handle(context.Background(), ownerChanged(busName, systemdUnique, "")); err != nil {
 		t.Fatal(err)
 	}
-	sd.ownerName, sd.units = ":1.77", map[dbus.ObjectPath][2]string{flakyPath: {"flaky.service", "failed"}}
+	sd.ownerName, sd.units = ":1.77", map[dbus.ObjectPath][3]string{flakyPath: {"flaky.service", "failed"}}
 	if err := w.handle(context.Background(), ownerChanged(busName, "", ":1.77")); err != nil {
 		t.Fatal(err)
 	}
@@ -248,8 +254,47 @@ func TestOnlyAnActiveStateOfFailedOnAUnitIsAFailureHint(t *testing.T) {
 		{"no signal", nil, false},
 	}
 	for _, c := range cases {
-		if _, got := failureHint(c.sig); got != c.want {
-			t.Errorf("%s: failureHint = %v, want %v", c.name, got, c.want)
+		if _, state, ok := stateHint(c.sig); (ok && state == "failed") != c.want {
+			t.Errorf("%s: stateHint = %q, %v; want failed %v", c.name, state, ok, c.want)
 		}
+	}
+}
+
+// With stops, a service that stopped cleanly or waits for Restart= is
+// reported too (a crash with Restart= never passes through "failed"), once
+// systemd confirms it; an active, starting or deactivating unit is not, nor a
+// scope that ended (a command that fetched a token for a service and exited).
+func TestWithStopsAServiceThatStoppedOrWaitsToRestartIsReported(t *testing.T) {
+	stateSignal := func(state string) *dbus.Signal {
+		sig := failedSignal(systemdUnique, flakyPath)
+		sig.Body[1] = map[string]dbus.Variant{"ActiveState": dbus.MakeVariant(state)}
+		return sig
+	}
+	cases := []struct {
+		name, unit, state, sub string
+		stops                  bool
+		want                   bool
+	}{
+		{"a service stopped cleanly", "flaky.service", "inactive", "dead", true, true},
+		{"a service waiting to be restarted", "flaky.service", "activating", "auto-restart", true, true},
+		{"a service failed", "flaky.service", "failed", "failed", true, true},
+		{"a service starting", "flaky.service", "activating", "start", true, false},
+		{"a service running", "flaky.service", "active", "running", true, false},
+		{"a scope that ended", "run-r1.scope", "inactive", "dead", true, false},
+		{"a service stopped, but stops not asked for", "flaky.service", "inactive", "dead", false, false},
+		{"a service waiting to restart, stops not asked for", "flaky.service", "activating", "auto-restart", false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sd := &fakeSystemd{ownerName: systemdUnique}
+			w, reported := startedWatching(t, sd, c.stops)
+			sd.units = map[dbus.ObjectPath][3]string{flakyPath: {c.unit, c.state, c.sub}}
+			if err := w.handle(context.Background(), stateSignal(c.state)); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(*reported) == 1; got != c.want {
+				t.Errorf("reported %v, want reported %v", *reported, c.want)
+			}
+		})
 	}
 }

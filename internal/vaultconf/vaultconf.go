@@ -117,7 +117,7 @@ func Render(v config.Vault, certFile, keyFile, adminSocket string) (Config, erro
 		}
 	}
 	if len(adminSocket) >= maxSocketPath {
-		return Config{}, fmt.Errorf("cannot render the Vault config: admin socket %q is %d bytes long, a Unix socket's path must be shorter than %d", adminSocket, len(adminSocket), maxSocketPath)
+		return Config{}, fmt.Errorf("cannot render the Vault config: admin socket path is %d bytes, a Unix socket's path must be shorter than %d: %q", len(adminSocket), maxSocketPath, adminSocket)
 	}
 	s := server{
 		Storage:           map[string]fileStorage{storageType: {Path: v.StoragePath}},

@@ -124,7 +124,7 @@ func TestRenderRefuses(t *testing.T) {
 		{"a relative certificate path", func(*config.Vault) {}, "vault.crt", CredentialKeyPath, adminSocket, `certificate file "vault.crt"`},
 		{"an empty key path", func(*config.Vault) {}, certFile, "", adminSocket, `key file ""`},
 		{"a relative admin socket", func(*config.Vault) {}, certFile, CredentialKeyPath, "admin.sock", `admin socket "admin.sock"`},
-		{"an admin socket path too long to bind", func(*config.Vault) {}, certFile, CredentialKeyPath, "/" + strings.Repeat("x", 107), "a Unix socket's path must be shorter than 108"},
+		{"an admin socket path too long to bind", func(*config.Vault) {}, certFile, CredentialKeyPath, "/" + strings.Repeat("x", 107), "admin socket path is 108 bytes, a Unix socket's path must be shorter than 108"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := good
