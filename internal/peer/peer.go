@@ -10,6 +10,32 @@
 // gone, a zombie, or not the same process any more, the caller is refused
 // (ErrGone). A live pidfd pins the pid: while the process lives no other
 // process can have its pid, so lookups by pid in between are about it.
+//
+// # What each kernel guarantees
+//
+// The pidfd comes from the socket, never from the pid number where the socket
+// can give one:
+//
+//   - Linux 6.16 and later: SO_PEERPIDFD gives a pidfd of the process that
+//     connected even after it exited and was reaped (the kernel keeps its pidfs
+//     entry from connect()). That pidfd polls readable, so the caller is
+//     ErrGone. Which process is asked about is exact.
+//   - Linux 6.5 to 6.15: SO_PEERPIDFD gives a pidfd while the caller lives or
+//     is a zombie; once it is reaped the kernel answers EINVAL (pidfd_prepare
+//     finds no task; where pidfd_prepare says ESRCH, sock.c turns it back
+//     into EINVAL for dbus-broker; a kernel that passes ESRCH on is treated
+//     alike). Either is ErrGone: the pid number may name another process by
+//     then, and it is not opened. Exact.
+//   - Before Linux 6.5 there is no SO_PEERPIDFD (ENOPROTOOPT), and only there
+//     is the pid opened by number (pidfd_open, Linux 5.3), with its start
+//     time read next. A process that takes the pid after that is caught; one
+//     that took it between the caller's exit and this point is not: it is
+//     taken for the caller. Getting a pid back needs the pid space to wrap
+//     around (up to kernel.pid_max, 4194304 where systemd sets it) in that
+//     window. pidfd_open failing with ESRCH is ErrGone. Before Linux 5.3
+//     (ENOSYS) the start time alone tells, with the same window.
+//
+// Any other answer of SO_PEERPIDFD is an error: the caller is not identified.
 package peer
 
 import (
@@ -53,14 +79,13 @@ func FromConn(c *net.UnixConn) (*Peer, error) {
 	p := &Peer{pidfd: -1, proc: "/proc"}
 	var cred *unix.Ucred
 	var credErr error
+	peerPidfd, peerPidfdErr := -1, error(nil)
 	raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 		if credErr != nil {
 			return
 		}
-		if pfd, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, soPeerPidfd); err == nil {
-			p.pidfd = pfd
-		}
+		peerPidfd, peerPidfdErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, soPeerPidfd)
 		if sa, err := unix.Getpeername(int(fd)); err == nil {
 			if u, ok := sa.(*unix.SockaddrUnix); ok {
 				p.Addr = u.Name
@@ -73,24 +98,56 @@ func FromConn(c *net.UnixConn) (*Peer, error) {
 	p.PID, p.UID, p.GID = cred.Pid, cred.Uid, cred.Gid
 	if p.PID <= 0 {
 		// The caller is in another pid namespace, which the kernel cannot name.
-		p.Close()
+		if peerPidfdErr == nil {
+			unix.Close(peerPidfd)
+		}
 		return nil, fmt.Errorf("cannot identify the caller: its pid is not visible from here (it runs in another pid namespace)")
 	}
-	if p.pidfd < 0 {
-		// Before Linux 6.5: open a pidfd now. It may already be another process
-		// with the same pid; the start time check below and in Resolve is then
-		// what catches a reuse that happened after this point.
-		if pfd, err := unix.PidfdOpen(int(p.PID), 0); err == nil {
-			p.pidfd = pfd
-		}
+	p.pidfd, err = pidfdOf(peerPidfd, peerPidfdErr, func() (int, error) { return unix.PidfdOpen(int(p.PID), 0) })
+	if errors.Is(err, ErrGone) {
+		// Not an error of FromConn: the caller is told it was refused as
+		// gone when it is resolved (Same and Resolve report ErrGone).
+		return p, nil
 	}
-	st, err := readStat(p.proc, p.PID)
 	if err != nil {
-		p.start = 0 // Resolve reports the caller as gone
-	} else {
-		p.start = st.start
+		return nil, err
 	}
+	if st, err := readStat(p.proc, p.PID); err == nil {
+		p.start = st.start
+	} // else p.start stays 0: Same and Resolve report the caller as gone
 	return p, nil
+}
+
+// pidfdOf returns a pidfd of the caller from SO_PEERPIDFD's answer (fd, or
+// the error err), opening the caller's pid with open only where the kernel has
+// no SO_PEERPIDFD. It returns -1 and no error where the kernel has no pidfds at
+// all (before Linux 5.3), and ErrGone where the kernel says the caller is gone.
+func pidfdOf(fd int, err error, open func() (int, error)) (int, error) {
+	switch {
+	case err == nil:
+		return fd, nil
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ESRCH):
+		// The caller was reaped (Linux 6.5 to 6.15). Its pid may name another
+		// process by now: never open it by number.
+		return -1, ErrGone
+	case !errors.Is(err, unix.ENOPROTOOPT):
+		return -1, fmt.Errorf("cannot get a pidfd of the caller (SO_PEERPIDFD): %w", err)
+	}
+	// Before Linux 6.5. The pid may already name another process; the start
+	// time read next, and checked again in Same, catches only a reuse after
+	// this point (see the package doc).
+	pfd, err := open()
+	switch {
+	case err == nil:
+		return pfd, nil
+	case errors.Is(err, unix.ESRCH), errors.Is(err, unix.EINVAL):
+		// No process has the pid (or only a thread of one does): the
+		// caller is gone.
+		return -1, ErrGone
+	case errors.Is(err, unix.ENOSYS):
+		return -1, nil // before Linux 5.3: the start time alone tells
+	}
+	return -1, fmt.Errorf("cannot open a pidfd of the caller by its pid: %w", err)
 }
 
 // Close releases the pidfd.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as a client that connects and exits at once, so a
@@ -271,46 +273,180 @@ func TestValidSnapApp(t *testing.T) {
 	}
 }
 
-func TestSnapAppOfCgroup(t *testing.T) {
-	cases := []struct{ content, want string }{
-		{"0::/system.slice/snap.collector.daemon.service\n", "collector.daemon"},
-		{"0::/system.slice/snap.collector.daemon.service/sub\n", "collector.daemon"},
-		// `snap run` (seen with snapd 2.57): snap.<snap>.<app>.<uuid>.scope.
-		{"0::/user.slice/user-0.slice/session-3.scope/snap.tool.sh.d854bd35-2457-4ac8-b494-06061d74df33.scope\n", "tool.sh"},
-		{"0::/system.slice/snap.es-consumer.fetch.0b4983ca-d58a-4eba-b6dc-6eab780ec021.scope\n", "es-consumer.fetch"},
-		{"12:pids:/x\n1:name=systemd:/system.slice/snap.foo_k1.bar.service\n0::/\n", "foo_k1.bar"},
-		// A scope a user made under their own manager, named like a snap's.
-		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.collector.daemon.d854bd35-2457-4ac8-b494-06061d74df33.scope\n", ""},
-		// Inside systemd-nspawn: a stale v1 name=systemd line beside the unified tree.
-		{"9:name=systemd:/..\n8:pids:/\n0::/system.slice/snap.foo.bar.0a59f0cf-27c1-40de-887f-f1aa94e1d2f8.scope\n", "foo.bar"},
-		// Legacy v1 only: the unified line is "/".
-		{"1:name=systemd:/system.slice/snap.foo.bar.service\n0::/\n", "foo.bar"},
-		// Hooks are no app.
-		{"0::/system.slice/snap.foo.hook.configure.d854bd35-2457-4ac8-b494-06061d74df33.scope\n", ""},
-		// The UUID first is no name snapd makes.
-		{"0::/system.slice/snap.d854bd35-2457-4ac8-b494-06061d74df33.tool.sh.scope\n", ""},
-		{"0::/system.slice/snapd.service\n", ""},
-		{"0::/system.slice/snap.foo.service\n", ""},
-		{"0::/system.slice/snap.nouuid.foo.bar.scope\n", ""},
-		{"0::/system.slice/app-one.service\n", ""},
-		{"garbage", ""},
-		{"", ""},
+// resolveAs resolves this test process as connected to a socket, with systemd
+// reporting unit for it and /proc/PID/cgroup holding cgroup.
+func resolveAs(t *testing.T, unit, cgroup string) Identity {
+	t.Helper()
+	ln, sock := listen(t)
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := FromConn(accept(t, ln))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	proc := t.TempDir()
+	dir := filepath.Join(proc, fmt.Sprint(p.PID))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"stat", "status"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", p.PID, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte(cgroup), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u := units{}
+	if unit != "" {
+		u[p.PID] = unit
+	}
+	id, err := (&Resolver{Units: u, Proc: proc}).Resolve(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+const uuid = "0b4983ca-d58a-4eba-b6dc-6eab780ec021"
+
+func TestResolveTakesTheSnapAppFromTheUnitSystemdReports(t *testing.T) {
+	cases := []struct {
+		name, unit, cgroup, want string
+	}{
+		{"a snap daemon's service at the top of system.slice",
+			"snap.cam.daemon.service", "0::/system.slice/snap.cam.daemon.service\n", "cam.daemon"},
+		{"a daemon of a snap installed with an instance key",
+			"snap.cam_k1.daemon.service", "0::/system.slice/snap.cam_k1.daemon.service\n", "cam_k1.daemon"},
+		{"an app run by root outside a session: a system scope as snapd 2.60 and later names it",
+			"snap.cam.tool-" + uuid + ".scope", "0::/system.slice/snap.cam.tool-" + uuid + ".scope\n", "cam.tool"},
+		{"an app run by root outside a session: a system scope as snapd before 2.60 names it",
+			"snap.cam.tool." + uuid + ".scope", "0::/system.slice/snap.cam.tool." + uuid + ".scope\n", "cam.tool"},
+		{"an app whose name ends in a hyphenated word, new scope form",
+			"snap.cam.my-tool-" + uuid + ".scope", "0::/system.slice/snap.cam.my-tool-" + uuid + ".scope\n", "cam.my-tool"},
+		{"a legacy cgroup v1 system, where the unified line is /",
+			"snap.cam.daemon.service", "12:pids:/system.slice/snap.cam.daemon.service\n1:name=systemd:/system.slice/snap.cam.daemon.service\n0::/\n", "cam.daemon"},
+		{"inside systemd-nspawn, a stale v1 line beside the unified tree",
+			"snap.cam.daemon.service", "9:name=systemd:/..\n0::/system.slice/snap.cam.daemon.service\n", "cam.daemon"},
+
+		// Forgeries: a cgroup named like a snap's where systemd says otherwise.
+		{"a cgroup named like a snap daemon's inside a unit with Delegate=yes",
+			"delegated.service", "0::/system.slice/delegated.service/snap.cam.daemon.service\n", ""},
+		{"a container's subtree with its own system.slice",
+			"-.slice", "0::/lxc.payload.c1/system.slice/snap.cam.daemon.service\n", ""},
+		{"the snap daemon's unit, but the process in a container's subtree",
+			"snap.cam.daemon.service", "0::/lxc.payload.c1/system.slice/snap.cam.daemon.service\n", ""},
+		{"another unit whose process sits in a cgroup named like a snap daemon's",
+			"app-one.service", "0::/system.slice/snap.cam.daemon.service\n", ""},
+		{"the snap daemon's unit, but the process in another snap's cgroup",
+			"snap.cam.daemon.service", "0::/system.slice/snap.other.daemon.service\n", ""},
+		{"a subgroup of the snap daemon's own cgroup",
+			"snap.cam.daemon.service", "0::/system.slice/snap.cam.daemon.service/sub\n", ""},
+		{"a scope named like a snap app's below a session scope",
+			"session-3.scope", "0::/user.slice/user-0.slice/session-3.scope/snap.cam.tool-" + uuid + ".scope\n", ""},
+		{"an app scope under a user's manager, which the user names freely",
+			"user@1000.service", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.cam.tool-" + uuid + ".scope\n", ""},
+		{"a snap's user daemon (daemon-scope: user), run by the user's manager",
+			"user@1000.service", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.cam.daemon.service\n", ""},
+		{"a unit of the user's manager that a system lookup could never report",
+			"snap.cam.daemon.service", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.cam.daemon.service\n", ""},
+		{"a legacy v1 line naming a delegated subgroup",
+			"delegated.service", "1:name=systemd:/system.slice/delegated.service/snap.cam.daemon.service\n0::/\n", ""},
+
+		// Names snapd does not make for an app.
+		{"a hook's scope is no app",
+			"snap.cam.hook.configure-" + uuid + ".scope", "0::/system.slice/snap.cam.hook.configure-" + uuid + ".scope\n", ""},
+		{"a scope with the UUID first",
+			"snap." + uuid + ".cam.tool.scope", "0::/system.slice/snap." + uuid + ".cam.tool.scope\n", ""},
+		{"a scope with an upper-case UUID, which snapd never writes",
+			"snap.cam.tool-" + strings.ToUpper(uuid) + ".scope", "0::/system.slice/snap.cam.tool-" + strings.ToUpper(uuid) + ".scope\n", ""},
+		{"a scope without a UUID",
+			"snap.cam.tool.scope", "0::/system.slice/snap.cam.tool.scope\n", ""},
+		{"snapd itself",
+			"snapd.service", "0::/system.slice/snapd.service\n", ""},
+		{"a snap-wide name without an app",
+			"snap.cam.service", "0::/system.slice/snap.cam.service\n", ""},
+		{"a snap daemon in a snapd quota group's slice (not recognised; see SnapAppOf)",
+			"snap.cam.daemon.service", "0::/snap.grp.slice/snap.cam.daemon.service\n", ""},
+		{"no unit from systemd", "", "0::/system.slice/snap.cam.daemon.service\n", ""},
+		{"a cgroup file that says nothing", "snap.cam.daemon.service", "garbage", ""},
 	}
 	for _, c := range cases {
-		if got := SnapAppOfCgroup(c.content); got != c.want {
-			t.Errorf("SnapAppOfCgroup(%q) = %q, want %q", c.content, got, c.want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			id := resolveAs(t, c.unit, c.cgroup)
+			if id.SnapApp != c.want {
+				t.Errorf("unit %q, cgroup %q: snap app %q, want %q", c.unit, c.cgroup, id.SnapApp, c.want)
+			}
+			if id.Unit != c.unit {
+				t.Errorf("unit %q, want systemd's %q", id.Unit, c.unit)
+			}
+		})
 	}
 }
 
-func FuzzSnapAppOfCgroup(f *testing.F) {
-	f.Add("0::/system.slice/snap.collector.daemon.service\n")
-	f.Add("1:name=systemd:/user.slice/user@1000.service/snap.x.y.service\n")
-	f.Fuzz(func(t *testing.T, content string) {
-		if app := SnapAppOfCgroup(content); app != "" && ValidSnapApp(app) != nil {
-			t.Fatalf("%q gave an invalid snap app %q", content, app)
+func FuzzSnapAppOf(f *testing.F) {
+	f.Add("snap.cam.daemon.service", "0::/system.slice/snap.cam.daemon.service\n")
+	f.Add("delegated.service", "0::/system.slice/delegated.service/snap.cam.daemon.service\n")
+	f.Add("snap.cam.daemon.service", "0::/lxc.payload.c1/system.slice/snap.cam.daemon.service\n")
+	f.Add("snap.cam.tool-"+uuid+".scope", "9:name=systemd:/..\n0::/system.slice/snap.cam.tool-"+uuid+".scope\n")
+	f.Add("snap.cam_k1.tool."+uuid+".scope", "1:name=systemd:/system.slice/snap.cam_k1.tool."+uuid+".scope\n0::/\n")
+	f.Add("user@1000.service", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.x.y.service\n")
+	f.Fuzz(func(t *testing.T, unit, cgroup string) {
+		path := cgroupPath(cgroup)
+		if path != "" && !strings.Contains(cgroup, ":"+path) {
+			t.Fatalf("cgroup path %q is on no line of %q", path, cgroup)
+		}
+		app := SnapAppOf(unit, cgroup)
+		if app == "" {
+			return
+		}
+		if err := ValidSnapApp(app); err != nil {
+			t.Fatalf("unit %q, cgroup %q: invalid snap app %q: %v", unit, cgroup, app, err)
+		}
+		if path != "/system.slice/"+unit || strings.Count(path, "/") != 2 {
+			t.Fatalf("unit %q, cgroup %q: snap app %q from the cgroup %q, which is not the unit's at the top of system.slice", unit, cgroup, app, path)
+		}
+		if !strings.HasPrefix(unit, "snap."+app) || (unit != "snap."+app+".service" && !strings.HasSuffix(unit, ".scope")) {
+			t.Fatalf("unit %q gave snap app %q", unit, app)
+		}
+		if got := snapAppOfUnit("snap." + app + ".service"); got != app {
+			t.Fatalf("snap app %q: its daemon's unit gives %q", app, got)
 		}
 	})
+}
+
+// A caller that connected, exited and was reaped before its connection was
+// read is gone, whatever the kernel: from Linux 6.16 SO_PEERPIDFD gives a pidfd
+// of the reaped process, which polls readable; from 6.5 to 6.15 it fails with
+// EINVAL; before 6.5 the pid names no process (or another, which only a pid
+// wrap-around in between could make).
+func TestACallerReapedBeforeItIsReadIsGone(t *testing.T) {
+	ln, sock := listen(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PEER_TEST_CONNECT_AND_EXIT="+sock)
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := FromConn(accept(t, ln))
+	if err != nil {
+		t.Fatalf("FromConn of a reaped caller: %v, want a Peer that Resolve refuses as gone", err)
+	}
+	defer p.Close()
+	if p.PID != int32(cmd.Process.Pid) {
+		t.Fatalf("peer pid %d, want the child's %d", p.PID, cmd.Process.Pid)
+	}
+	_, err = (&Resolver{Units: units{p.PID: "app-one.service"}}).Resolve(context.Background(), p)
+	if !errors.Is(err, ErrGone) {
+		t.Errorf("Resolve of a reaped caller: %v, want ErrGone", err)
+	}
 }
 
 func TestParseStatusReadsStateAndEffectiveUID(t *testing.T) {
@@ -324,3 +460,56 @@ func TestParseStatusReadsStateAndEffectiveUID(t *testing.T) {
 		}
 	}
 }
+
+// The kernel's answers to SO_PEERPIDFD, faked: a reaped caller cannot be
+// produced on demand on every kernel (Linux 6.16 and later answer with a pidfd
+// of the reaped process, before 6.5 the option does not exist), so each case
+// gives the error a kernel range gives and checks what FromConn makes of it.
+func TestAPidfdIsTakenFromTheSocketAndByPidOnlyWhereTheKernelHasNoSoPeerPidfd(t *testing.T) {
+	const peerFD, openedFD = 101, 202
+	cases := []struct {
+		name      string
+		fd        int
+		err       error
+		open      error // what pidfd_open of the pid gives
+		wantFD    int
+		wantErr   error // nil, ErrGone, or any other error (errOther)
+		wantOpens bool  // whether the pid is opened by number
+	}{
+		{"Linux 6.5 and later: the socket gives a pidfd of the caller", peerFD, nil, nil, peerFD, nil, false},
+		{"Linux 6.5 to 6.14: EINVAL once the caller is reaped, whoever has its pid now", -1, unix.EINVAL, nil, -1, ErrGone, false},
+		{"Linux 6.15: ESRCH once the caller is reaped", -1, unix.ESRCH, nil, -1, ErrGone, false},
+		{"before Linux 6.5: ENOPROTOOPT, so the pid is opened", -1, unix.ENOPROTOOPT, nil, openedFD, nil, true},
+		{"before Linux 6.5, and the pid names no process any more", -1, unix.ENOPROTOOPT, unix.ESRCH, -1, ErrGone, true},
+		{"before Linux 5.3: no pidfd at all, the start time alone tells", -1, unix.ENOPROTOOPT, unix.ENOSYS, -1, nil, true},
+		{"any other answer of the socket is an error, not a reason to open the pid", -1, unix.ENODATA, nil, -1, errOther, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			opened := false
+			fd, err := pidfdOf(c.fd, c.err, func() (int, error) {
+				opened = true
+				if c.open != nil {
+					return -1, c.open
+				}
+				return openedFD, nil
+			})
+			switch {
+			case c.wantErr == errOther:
+				if err == nil || errors.Is(err, ErrGone) {
+					t.Errorf("error %v, want an error other than ErrGone", err)
+				}
+			case !errors.Is(err, c.wantErr):
+				t.Errorf("error %v, want %v", err, c.wantErr)
+			}
+			if fd != c.wantFD {
+				t.Errorf("pidfd %d, want %d", fd, c.wantFD)
+			}
+			if opened != c.wantOpens {
+				t.Errorf("opened the pid by number: %v, want %v", opened, c.wantOpens)
+			}
+		})
+	}
+}
+
+var errOther = errors.New("any error but ErrGone")

@@ -20,9 +20,10 @@ type Identity struct {
 	UID  uint32
 	GID  uint32
 	Unit string // the systemd unit of the process, "" if systemd knows none
-	// SnapApp is "<snap>.<app>" when the process runs in a snap daemon's or
-	// app's cgroup made by systemd for snapd (never one under a user manager,
-	// where a user can name a scope as they like).
+	// SnapApp is "<snap>.<app>" when Unit is a snap daemon's service or a
+	// system-level app scope and the process sits in that unit's cgroup at
+	// the top of system.slice; never taken from a cgroup path alone (see
+	// SnapAppOf).
 	SnapApp string
 	// Credential is set when systemd itself asks, for LoadCredential=.
 	Credential *CredentialRequest
@@ -51,7 +52,7 @@ type Resolver struct {
 }
 
 // Resolve says who p is: its unit (from systemd over D-Bus), its snap app (from
-// its cgroup), and, for a root caller bound to a LoadCredential= address, the
+// that unit, confirmed by its cgroup), and, for a root caller bound to a LoadCredential= address, the
 // credential it asks for. It checks after every lookup that p is still the
 // process that connected, and fails with ErrGone if not.
 func (r *Resolver) Resolve(ctx context.Context, p *Peer) (Identity, error) {
@@ -84,7 +85,7 @@ func (r *Resolver) Resolve(ctx context.Context, p *Peer) (Identity, error) {
 		}
 		return id, fmt.Errorf("cannot read the cgroup of pid %d: %w", p.PID, err)
 	}
-	id.SnapApp = SnapAppOfCgroup(string(cg))
+	id.SnapApp = SnapAppOf(unit, string(cg))
 	// The lookups above were by pid: they are about the caller only if it is
 	// still the same live process now.
 	if err := p.Same(); err != nil {
@@ -234,24 +235,69 @@ func validAppName(s string) error {
 	return nil
 }
 
-// SnapAppOfCgroup returns "<snap>.<app>" for a process whose /proc/PID/cgroup
-// content puts it in a snap app's cgroup, else "". The cgroup names are
-// systemd's for snapd: "snap.<snap>.<app>.service" for a daemon and
-// "snap.<snap>.<app>.<uuid>.scope" for an app run with `snap run` (snapd's
-// security tag, then a random UUID); hooks ("snap.<snap>.hook.<hook>.<uuid>.scope")
-// are no app. A snap cgroup under a
-// user manager (user@UID.service) is not trusted: a user names scopes there
-// freely.
-func SnapAppOfCgroup(content string) string {
-	// "0::/path" is the unified hierarchy, which systemd keeps on unified and
-	// hybrid systems; "N:name=systemd:/path" is its v1 tree, the only one on a
-	// legacy system (where the unified line is absent or "/"). A stale
-	// name=systemd line can remain beside a unified tree (seen inside
-	// systemd-nspawn: "name=systemd:/.."): the unified path wins when it says
-	// anything.
+// SnapAppOf returns "<snap>.<app>" when a process is a snap app, else "". unit
+// is the unit systemd reports for the process (GetUnitByPID) and cgroup the
+// content of its /proc/PID/cgroup. Both must say the same: the unit is one
+// snapd names for an app, and the process sits in that unit's own cgroup at
+// the top of system.slice, "/system.slice/<unit>", not below it.
+//
+// The name is never taken from a cgroup path alone: whoever may make cgroups
+// (a unit with Delegate=yes, a container manager, a user's systemd) can name
+// one like a snap's, at any depth. systemd reports the unit that owns the
+// cgroup, which for a process in /system.slice/x.service/snap.a.b.service is
+// x.service; and the path check refuses a process in a subgroup of the snap's
+// own unit, or seen from a cgroup namespace that is not the system's.
+//
+// # The names snapd makes
+//
+// From snapd's source (snap/info.go AppInfo.ServiceName and SecurityTag;
+// sandbox/cgroup/tracking.go CreateTransientScopeForTracking;
+// sandbox/cgroup/scanning.go SecurityTagFromCgroupPath):
+//
+//   - a daemon: "snap.<instance>.<app>.service", where <instance> is the snap
+//     name, or "<snap>_<key>" for a parallel install;
+//   - an app started by `snap run`: a transient scope,
+//     "snap.<instance>.<app>-<uuid>.scope" since snapd 2.60 and
+//     "snap.<instance>.<app>.<uuid>.scope" before (the UUID from the kernel's
+//     random/uuid: lower-case);
+//   - a hook: "snap.<instance>.hook.<hook>-<uuid>.scope" (or ".<uuid>"): no app.
+//
+// # Which count
+//
+// A daemon counts. An app scope counts only where systemd's system manager
+// made it, at /system.slice/<scope>: `snap run` asks the user's manager first
+// and the system manager only for root with no session bus, and only a
+// privileged caller (polkit's manage-units: root by default) may create a
+// system scope. A scope under a user's manager (user@UID.service) never
+// counts: its user names scopes freely, and the system manager reports
+// user@UID.service for it anyway. A snap's user daemons (daemon-scope: user)
+// run there too and are no snap app here.
+//
+// Not recognised, so refused unless another rule of the config matches: a
+// daemon in a snapd quota group (its cgroup is under snap.<group>.slice, not
+// system.slice), and any process in a subgroup of a snap's unit.
+func SnapAppOf(unit, cgroup string) string {
+	app := snapAppOfUnit(unit)
+	if app == "" {
+		return ""
+	}
+	if cgroupPath(cgroup) != "/system.slice/"+unit {
+		return ""
+	}
+	return app
+}
+
+// cgroupPath returns the path of the process in systemd's hierarchy from the
+// content of /proc/PID/cgroup, "" if it names none. "0::/path" is the unified
+// hierarchy, which systemd keeps on unified and hybrid systems;
+// "N:name=systemd:/path" is its v1 tree, the only one on a legacy system (where
+// the unified line is absent or "/"). A stale name=systemd line can remain
+// beside a unified tree (seen inside systemd-nspawn: "name=systemd:/.."): the
+// unified path wins when it says anything.
+func cgroupPath(content string) string {
 	var unified, named string
 	for line := range strings.Lines(content) {
-		line = strings.TrimRight(line, "\n")
+		line = strings.TrimSuffix(line, "\n")
 		id, rest, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
@@ -267,53 +313,39 @@ func SnapAppOfCgroup(content string) string {
 			named = p
 		}
 	}
-	path := unified
-	if path == "" || path == "/" {
-		path = named
+	if unified != "" && unified != "/" {
+		return unified
 	}
-	if path == "" {
-		return ""
-	}
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	for i := len(parts) - 1; i >= 0; i-- {
-		if app := snapAppOfCgroupName(parts[i]); app != "" {
-			for _, up := range parts[:i] {
-				if strings.HasPrefix(up, "user@") && strings.HasSuffix(up, ".service") {
-					return ""
-				}
-			}
-			return app
-		}
-	}
-	return ""
+	return named
 }
 
-func snapAppOfCgroupName(name string) string {
-	rest, ok := strings.CutPrefix(name, "snap.")
+// snapAppOfUnit returns "<snap>.<app>" for a unit name snapd makes for an app
+// (see SnapAppOf), else "".
+func snapAppOfUnit(unit string) string {
+	rest, ok := strings.CutPrefix(unit, "snap.")
 	if !ok {
 		return ""
 	}
-	var f []string
 	if r, ok := strings.CutSuffix(rest, ".service"); ok {
-		f = strings.Split(r, ".")
-		if len(f) != 2 {
-			return ""
-		}
+		rest = r
 	} else if r, ok := strings.CutSuffix(rest, ".scope"); ok {
-		f = strings.Split(r, ".")
-		if len(f) != 3 || !isUUID(f[2]) {
+		// "<snap>.<app>-<uuid>" (snapd 2.60 and later) or "<snap>.<app>.<uuid>".
+		tag, uuid := r[:max(len(r)-uuidLen, 0)], r[max(len(r)-uuidLen, 0):]
+		if !isUUID(uuid) || !(strings.HasSuffix(tag, "-") || strings.HasSuffix(tag, ".")) {
 			return ""
 		}
-		f = f[:2]
+		rest = tag[:len(tag)-1]
 	} else {
 		return ""
 	}
-	app := f[0] + "." + f[1]
-	if ValidSnapApp(app) != nil {
+	// An app name holds no ".": "<snap>.hook.<hook>" fails here.
+	if ValidSnapApp(rest) != nil {
 		return ""
 	}
-	return app
+	return rest
 }
+
+const uuidLen = len("0b4983ca-d58a-4eba-b6dc-6eab780ec021")
 
 func isUUID(s string) bool {
 	if len(s) != 36 {
