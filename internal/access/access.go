@@ -33,7 +33,7 @@ var (
 func Match(services []config.Service, id peer.Identity, want string) (*config.Service, string, error) {
 	if id.Credential != nil {
 		unit := id.Credential.Unit
-		app := snapAppOfUnit(unit)
+		app := peer.SnapAppOfUnit(unit)
 		for i := range services {
 			s := &services[i]
 			if slices.Contains(s.Units, unit) {
@@ -103,18 +103,4 @@ func rules(s *config.Service, id peer.Identity) [3]string {
 		r[2] = fmt.Sprintf("gid %d", id.GID)
 	}
 	return r
-}
-
-// snapAppOfUnit returns "<snap>.<app>" for a snap daemon's unit
-// "snap.<snap>.<app>.service", else "".
-func snapAppOfUnit(unit string) string {
-	rest, ok := strings.CutPrefix(unit, "snap.")
-	if !ok {
-		return ""
-	}
-	rest, ok = strings.CutSuffix(rest, ".service")
-	if !ok || peer.ValidSnapApp(rest) != nil {
-		return ""
-	}
-	return rest
 }

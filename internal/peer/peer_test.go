@@ -417,7 +417,7 @@ func FuzzSnapAppOf(f *testing.F) {
 		if !strings.HasPrefix(unit, "snap."+app) || (unit != "snap."+app+".service" && !strings.HasSuffix(unit, ".scope")) {
 			t.Fatalf("unit %q gave snap app %q", unit, app)
 		}
-		if got := snapAppOfUnit("snap." + app + ".service"); got != app {
+		if got := SnapAppOfUnit("snap." + app + ".service"); got != app {
 			t.Fatalf("snap app %q: its daemon's unit gives %q", app, got)
 		}
 	})

@@ -277,7 +277,7 @@ func validAppName(s string) error {
 // daemon in a snapd quota group (its cgroup is under snap.<group>.slice, not
 // system.slice), and any process in a subgroup of a snap's unit.
 func SnapAppOf(unit, cgroup string) string {
-	app := snapAppOfUnit(unit)
+	app := SnapAppOfUnit(unit)
 	if app == "" {
 		return ""
 	}
@@ -319,9 +319,10 @@ func cgroupPath(content string) string {
 	return named
 }
 
-// snapAppOfUnit returns "<snap>.<app>" for a unit name snapd makes for an app
-// (see SnapAppOf), else "".
-func snapAppOfUnit(unit string) string {
+// SnapAppOfUnit returns "<snap>.<app>" for a unit name snapd makes for an app
+// (see SnapAppOf), else "": the unit's name alone, for systemd asking for a
+// unit's LoadCredential=, where no process of the unit is there to check.
+func SnapAppOfUnit(unit string) string {
 	rest, ok := strings.CutPrefix(unit, "snap.")
 	if !ok {
 		return ""
