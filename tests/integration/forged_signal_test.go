@@ -21,7 +21,7 @@ const (
 	forgeryWait = 2 * time.Second
 	// revokedLine is what edgeseal-unseal logs for each token it revokes
 	// because its unit failed.
-	revokedLine = "revoked the token of a failed unit"
+	revokedLine = "revoked the token of a unit that failed or stopped"
 )
 
 // forgedFailure is `gdbus emit` of the PropertiesChanged systemd sends when
