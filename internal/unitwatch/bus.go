@@ -39,6 +39,10 @@ type systemd interface {
 	follow(ctx context.Context, owner string) error
 	// listUnits asks systemd for the units in one of states (ActiveState).
 	listUnits(ctx context.Context, states []string) ([]unit, error)
+	// unitState asks systemd for the unit at path: its name and state. A unit
+	// systemd has unloaded (a stopped unit nothing refers to) is loaded again
+	// to answer, inactive.
+	unitState(ctx context.Context, path dbus.ObjectPath) (unit, error)
 }
 
 // unit is a unit as systemd names it, its object path and its state.
@@ -138,6 +142,17 @@ func (b *bus) listUnits(ctx context.Context, states []string) ([]unit, error) {
 		}
 	}
 	return units, nil
+}
+
+func (b *bus) unitState(ctx context.Context, path dbus.ObjectPath) (unit, error) {
+	var props map[string]dbus.Variant
+	err := b.conn.Object(systemdName, path).
+		CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, unitInterface).Store(&props)
+	if err != nil {
+		return unit{}, fmt.Errorf("cannot ask systemd for the state of %s: %w", path, err)
+	}
+	str := func(k string) string { v, _ := props[k].Value().(string); return v }
+	return unit{name: str("Id"), path: path, active: str("ActiveState"), sub: str("SubState")}, nil
 }
 
 func hasErrorName(err error, name string) bool {

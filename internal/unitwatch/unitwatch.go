@@ -27,9 +27,11 @@
 //     rule filters) is routed whatever its sender, so each signal's sender is
 //     checked again here.
 //   - Before a unit is reported, systemd is asked, by a method call to its
-//     well-known name (which only root may own), for its units in the states
-//     that count (ListUnitsFiltered); the unit is reported only if its object
-//     path is among them in such a state, and under the name systemd gives.
+//     well-known name (which only root may own), for the state of the unit at
+//     the signal's object path (Properties.GetAll); the unit is reported only
+//     if systemd says it is in a state that counts, and under the name systemd
+//     gives. (A stopped unit nothing refers to is unloaded at once: it is in no
+//     list of units, but asking for its state still answers "inactive".)
 //
 // The units already failed when a watch starts, or when systemd comes back on
 // the bus, are listed by a method call too, so a failure during a gap is not
@@ -129,16 +131,16 @@ func (w *watcher) hasEnded(u unit) bool {
 	return u.active == "inactive" || (u.active == "activating" && u.sub == "auto-restart")
 }
 
-// confirmed asks systemd for the units in the states that count, and
-// reports those of them for which want says yes.
-func (w *watcher) confirmed(ctx context.Context, want func(unit) bool) error {
+// listEnded asks systemd for the units in the states that count, and
+// reports them.
+func (w *watcher) listEnded(ctx context.Context) error {
 	before := time.Now()
 	units, err := w.sd.listUnits(ctx, w.states())
 	if err != nil {
 		return err
 	}
 	for _, u := range units {
-		if want(u) && w.hasEnded(u) {
+		if w.hasEnded(u) {
 			w.ended(u.name, before)
 		}
 	}
@@ -162,7 +164,7 @@ func (w *watcher) resolveOwner(ctx context.Context) error {
 	if w.owner == "" {
 		return nil
 	}
-	return w.confirmed(ctx, func(unit) bool { return true })
+	return w.listEnded(ctx)
 }
 
 // handle acts on one signal routed to this connection.
@@ -178,7 +180,15 @@ func (w *watcher) handle(ctx context.Context, sig *dbus.Signal) error {
 	}
 	// An error ends the watch; the caller watches again, which lists the
 	// units: a real failure is reported then.
-	return w.confirmed(ctx, func(u unit) bool { return u.path == path })
+	before := time.Now()
+	u, err := w.sd.unitState(ctx, path)
+	if err != nil {
+		return err
+	}
+	if w.hasEnded(u) {
+		w.ended(u.name, before)
+	}
+	return nil
 }
 
 // fromSystemd tells whether sig was sent by the connection that owns

@@ -58,6 +58,18 @@ func (f *fakeSystemd) listUnits(_ context.Context, states []string) ([]unit, err
 	return units, nil
 }
 
+func (f *fakeSystemd) unitState(_ context.Context, path dbus.ObjectPath) (unit, error) {
+	f.listed++
+	if f.listErr != nil {
+		return unit{}, f.listErr
+	}
+	u, ok := f.units[path]
+	if !ok {
+		return unit{path: path, active: "inactive", sub: "dead"}, nil
+	}
+	return unit{name: u[0], path: path, active: u[1], sub: u[2]}, nil
+}
+
 // failedSignal is the PropertiesChanged systemd sends when the unit at path
 // fails, as sent by sender.
 func failedSignal(sender string, path dbus.ObjectPath) *dbus.Signal {
