@@ -149,6 +149,9 @@ func packImpostor(t *testing.T, out string) {
 	writeFile(t, filepath.Join(src, "go.mod"), []byte("module impostor\n\ngo 1.22\n"), 0o644)
 	writeFile(t, filepath.Join(src, "main.go"), []byte(impostorSource), 0o644)
 	dir := filepath.Join(t.TempDir(), "es-impostor")
+	if err := os.MkdirAll(filepath.Join(dir, "meta"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	writeFile(t, filepath.Join(dir, "meta", "snap.yaml"), []byte(impostorSnapYAML), 0o644)
 	build := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "impostor"), ".")
 	build.Dir = src
