@@ -42,9 +42,11 @@ type pin struct {
 }
 
 // caCert is the CA certificate file the client verifies Vault with:
-// o.CACert, $EDGESEAL_VAULT_CACERT, or DefaultCACert. A file in the socket's
-// own directory pins nothing (whoever can replace the socket can replace it)
-// and is refused.
+// o.CACert, $EDGESEAL_VAULT_CACERT, or DefaultCACert. A file in or below the
+// socket's directory pins nothing where that directory is a snap's content
+// share (whoever can replace the socket can replace it) and is refused; the
+// units' /run/edgeseal, which holds DefaultSocket and DefaultCACert, is
+// root's and the exception.
 func (o Options) caCert(socket string) (string, error) {
 	ca := o.CACert
 	if ca == "" {
@@ -53,7 +55,7 @@ func (o Options) caCert(socket string) (string, error) {
 	if ca == "" {
 		ca = DefaultCACert
 	}
-	if within(ca, filepath.Dir(socket)) {
+	if filepath.Clean(socket) != DefaultSocket && within(ca, filepath.Dir(socket)) {
 		return "", fmt.Errorf("cannot trust the CA certificate %s: it is in the directory of the token socket, "+
 			"which other snaps connected to edgeseal's tokend slot may write; name one outside it "+
 			"(EDGESEAL_VAULT_CACERT)", ca)

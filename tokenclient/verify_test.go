@@ -122,6 +122,19 @@ func TestATokenIssuedToAnotherProcessOrBootIsAnImpostors(t *testing.T) {
 		{"issued in the second this process started", lookupSelf(ourMeta(t, "collector"), me.started.Truncate(time.Second)), "collector", ""},
 	} {
 		err := checkIssuedTo(c.data, me, c.service)
+		if c.name == "another boot" {
+			// In a container a boot id differs within a boot: the start
+			// time decides.
+			inside := me
+			inside.inContainer = true
+			if err := checkIssuedTo(c.data, inside, c.service); err != nil {
+				t.Errorf("another boot id in a container, issued after the start: %v, want it accepted", err)
+			}
+			old := lookupSelf(with(metaBootID, "0000"), time.Now().Add(-time.Hour))
+			if err := checkIssuedTo(old, inside, c.service); !errors.Is(err, ErrImpostor) {
+				t.Errorf("another boot id in a container, issued before the start: %v, want ErrImpostor", err)
+			}
+		}
 		switch {
 		case c.says == "" && err != nil:
 			t.Errorf("%s: %v, want it accepted", c.name, err)
@@ -285,6 +298,10 @@ func TestFetchRefusesACACertificateInTheSocketsDirectory(t *testing.T) {
 	}
 	if n := len(f.requests); n != 0 {
 		t.Errorf("the provider was asked %d times", n)
+	}
+	// On units, /run/edgeseal is root's: the per-boot CA below it is the pin.
+	if ca, err := (Options{Socket: DefaultSocket}).caCert(DefaultSocket); err != nil || ca != DefaultCACert {
+		t.Errorf("the units' default CA beside the default socket: %q, %v", ca, err)
 	}
 }
 
