@@ -52,6 +52,9 @@ func TestFetchUnwrapsAWrappedTokenOnceWithTheWrappingToken(t *testing.T) {
 	var mu sync.Mutex
 	used := false
 	addr, ca := fakeVault(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Vault-Token") == "hvs.unwrapped" && vouch(t, w, r, "collector") {
+			return
+		}
 		if r.Method != http.MethodPut || r.URL.Path != "/v1/sys/wrapping/unwrap" || r.Header.Get("X-Vault-Token") != "hvs.wrapping" {
 			vaultError(w, http.StatusBadRequest, "unexpected "+r.Method+" "+r.URL.Path)
 			return
@@ -66,7 +69,7 @@ func TestFetchUnwrapsAWrappedTokenOnceWithTheWrappingToken(t *testing.T) {
 		io.WriteString(w, `{"auth":{"client_token":"hvs.unwrapped","accessor":"acc","lease_duration":3600,"renewable":true}}`)
 	})
 	f := newFakeProvider(t, wrappedAnswer(t, addr, ca))
-	tok, err := fetch(t, f.socket)
+	tok, err := fetchAt(t, f.socket, addr, ca)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +81,7 @@ func TestFetchUnwrapsAWrappedTokenOnceWithTheWrappingToken(t *testing.T) {
 	}
 	// The same wrapping token again: someone has used it already, and the
 	// error says so rather than passing for a provider fault.
-	_, err = fetch(t, f.socket)
+	_, err = fetchAt(t, f.socket, addr, ca)
 	if err == nil || !strings.Contains(err.Error(), "someone else may have unwrapped it") || errors.Is(err, ErrProtocol) || Temporary(err) {
 		t.Errorf("second unwrap: err = %v", err)
 	}
@@ -92,18 +95,19 @@ func TestFetchRejectsAWrappedAnswerItCannotUnwrap(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		answer string
+		caCert string // the client's pin
 		want   error  // nil: any error
 		says   string // in the message
 	}{
 		// Wrapped says so, but there is no wrapping token to unwrap with.
-		{"no wrapping token", noWrapInfo, ErrProtocol, "without a wrapping token"},
+		{"no wrapping token", noWrapInfo, noAuthCA, ErrProtocol, "without a wrapping token"},
 		// Unwrapping gives something that is not a token.
-		{"unwrapped to no token", wrappedAnswer(t, noAuth, noAuthCA), ErrProtocol, "holds no token"},
-		// The provider names a CA certificate this process cannot read.
-		{"unreadable CA certificate", wrappedAnswer(t, noAuth, "/nonexistent/ca.crt"), nil, "/nonexistent/ca.crt"},
+		{"unwrapped to no token", wrappedAnswer(t, noAuth, noAuthCA), noAuthCA, ErrProtocol, "holds no token"},
+		// The client is pinned to a CA certificate it cannot read.
+		{"unreadable CA certificate", wrappedAnswer(t, noAuth, noAuthCA), "/nonexistent/ca.crt", nil, "/nonexistent/ca.crt"},
 	} {
 		f := newFakeProvider(t, c.answer)
-		_, err := fetch(t, f.socket)
+		_, err := fetchAt(t, f.socket, noAuth, c.caCert)
 		if err == nil || (c.want != nil && !errors.Is(err, c.want)) || !strings.Contains(err.Error(), c.says) {
 			t.Errorf("%s: err = %v, want %v saying %q", c.name, err, c.want, c.says)
 		}

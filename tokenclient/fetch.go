@@ -64,6 +64,18 @@ type Options struct {
 	// Service names the service the caller wants the token of; needed only when
 	// its identity matches more than one service.
 	Service string
+	// VaultAddr is the Vault the client trusts, whatever the answer names: ""
+	// is $EDGESEAL_VAULT_ADDR, else vault.listen in ConfigFile, else (no
+	// config, as in a consumer snap) the answer's address if it is https on a
+	// loopback IP.
+	VaultAddr string
+	// CACert is the CA certificate file that verifies Vault: "" is
+	// $EDGESEAL_VAULT_CACERT, or DefaultCACert. It must be a file no other
+	// service may write, and not in the socket's directory.
+	CACert string
+	// ConfigFile is the device's config Vault's address is read from when
+	// VaultAddr is not set; "" is DefaultConfigFile.
+	ConfigFile string
 }
 
 func (o Options) socket() string {
@@ -81,13 +93,28 @@ const fetchTimeout = 30 * time.Second
 
 // Fetch asks the provider for the caller's token. A response-wrapped token is
 // unwrapped before it is returned.
+//
+// Whoever answers on the socket is not trusted: the token is unwrapped and
+// used only at the Vault the caller pins (Options.VaultAddr, Options.CACert),
+// and returned only once that Vault says it was issued to this process in
+// this boot; otherwise the error is ErrImpostor. The caller must share the
+// provider's pid namespace (units and snaps do).
 func Fetch(ctx context.Context, o Options) (*Token, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, fetchTimeout)
 		defer cancel()
 	}
-	resp, err := exchange(ctx, o.socket(), Request{V: ProtocolVersion, Service: o.Service})
+	socket := o.socket()
+	ca, err := o.caCert(socket)
+	if err != nil {
+		return nil, err
+	}
+	me, err := thisProcess()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := exchange(ctx, socket, Request{V: ProtocolVersion, Service: o.Service})
 	if err != nil {
 		return nil, err
 	}
@@ -95,19 +122,48 @@ func Fetch(ctx context.Context, o Options) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: the token is not a Vault response: %v", ErrProtocol, err)
 	}
-	t := &Token{Service: resp.Service, Identity: resp.Identity, VaultAddr: resp.VaultAddr, CACert: resp.CACert, Secret: sec}
-	if resp.Wrapped {
-		if sec.WrapInfo == nil || sec.WrapInfo.Token == "" {
-			return nil, fmt.Errorf("%w: a wrapped answer without a wrapping token", ErrProtocol)
-		}
-		if t.Secret, err = t.unwrap(ctx, sec.WrapInfo.Token); err != nil {
-			return nil, err
-		}
+	if resp.Wrapped && (sec.WrapInfo == nil || sec.WrapInfo.Token == "") {
+		return nil, fmt.Errorf("%w: a wrapped answer without a wrapping token", ErrProtocol)
 	}
-	if t.Secret.Auth == nil || t.Secret.Auth.ClientToken == "" {
+	if !resp.Wrapped && (sec.Auth == nil || sec.Auth.ClientToken == "") {
 		return nil, fmt.Errorf("%w: the answer holds no token", ErrProtocol)
 	}
+	pinned, err := o.vaultPin(resp.VaultAddr)
+	if errors.Is(err, ErrImpostor) {
+		return nil, impostor(socket, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pinned.caCert = ca
+	// The answer's VaultAddr and CACert are never used: the pinned ones are.
+	t := &Token{Service: resp.Service, Identity: resp.Identity, VaultAddr: pinned.addr, CACert: ca, Secret: sec}
+	if resp.Wrapped {
+		if t.Secret, err = t.unwrap(ctx, sec.WrapInfo.Token); err != nil {
+			if pinned.fromAnswer && isUnverified(err) {
+				return nil, impostor(socket, notOurVault(pinned, err))
+			}
+			return nil, err
+		}
+		if t.Secret.Auth == nil || t.Secret.Auth.ClientToken == "" {
+			return nil, fmt.Errorf("%w: the answer holds no token", ErrProtocol)
+		}
+	}
+	if err := t.verify(ctx, pinned, me); err != nil {
+		if errors.Is(err, ErrImpostor) {
+			return nil, impostor(socket, err)
+		}
+		return nil, err
+	}
 	return t, nil
+}
+
+// impostor is the error of Fetch for an answer that did not come from the
+// provider.
+func impostor(socket string, err error) error {
+	return fmt.Errorf("refusing the token from %s: %w; something else answers on the socket "+
+		"(another snap connected to edgeseal's tokend slot may have replaced it): tell the operator, "+
+		"and see edgeseal-tokend's journal", socket, err)
 }
 
 // exchange sends req on a new connection to socket and returns the

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,11 +61,24 @@ func okResponse(t *testing.T) Response {
 	return Response{Status: StatusOK, Service: "collector", Identity: "uid 1001 (pid 7, gid 1001)", VaultAddr: "https://127.0.0.1:8200", Token: sec}
 }
 
+// fetch fetches from socket, trusting a fake Vault that vouches for every
+// token as issued to this process for service collector.
 func fetch(t *testing.T, socket string) (*Token, error) {
+	t.Helper()
+	addr, ca := fakeVault(t, func(w http.ResponseWriter, r *http.Request) {
+		if !vouch(t, w, r, "collector") {
+			vaultError(w, http.StatusBadRequest, "unexpected "+r.Method+" "+r.URL.Path)
+		}
+	})
+	return fetchAt(t, socket, addr, ca)
+}
+
+// fetchAt fetches from socket, trusting the Vault at addr verified by ca.
+func fetchAt(t *testing.T, socket, addr, ca string) (*Token, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return Fetch(ctx, Options{Socket: socket})
+	return Fetch(ctx, Options{Socket: socket, VaultAddr: addr, CACert: ca})
 }
 
 func TestFetchSendsOneRequestLineAndReturnsTheToken(t *testing.T) {
@@ -79,7 +93,8 @@ func TestFetchSendsOneRequestLineAndReturnsTheToken(t *testing.T) {
 	if tok.ClientToken() != "hvs.test" || tok.Service != "collector" || tok.Period() != time.Hour || !strings.Contains(tok.Identity, "uid 1001") {
 		t.Errorf("token %+v", tok)
 	}
-	if _, err := Fetch(context.Background(), Options{Socket: f.socket, Service: "collector"}); err != nil {
+	addr, ca := fakeVault(t, func(w http.ResponseWriter, r *http.Request) { vouch(t, w, r, "collector") })
+	if _, err := Fetch(context.Background(), Options{Socket: f.socket, Service: "collector", VaultAddr: addr, CACert: ca}); err != nil {
 		t.Fatal(err)
 	}
 	if got := <-f.requests; got != `{"v":1,"service":"collector"}`+"\n" {

@@ -143,8 +143,14 @@ func run(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath string
 				"idle_exit", cfg.Tokend.IdleExit.D().String())
 		},
 	}
-	err = s.Serve(ctx, ln)
+	// Exit (status 1, logged) when the socket's path stops being this socket.
+	watched, stopWatch := tokend.WatchSocket(ctx, ln, log.Logger)
+	defer stopWatch()
+	err = s.Serve(watched, ln)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	if cause := context.Cause(watched); err == nil && errors.Is(cause, tokend.ErrSocketReplaced) {
+		return cause
+	}
 	return err
 }
 

@@ -15,6 +15,7 @@ import (
 )
 
 const tokenUsage = `Usage: edgeseal token fetch [--out PATH] [--renew] [--quiet] [--service NAME] [--socket PATH]
+                           [--vault-addr URL] [--ca-cert PATH]
 
 Get this service's own Vault token from edgeseal's token provider and write it
 to a file. The provider knows who is asking from the kernel and systemd (the
@@ -27,6 +28,11 @@ the format EdgeX services read from their secrets-token.json. It is written
 atomically with mode 0600, by default to $XDG_RUNTIME_DIR/edgeseal/token.json,
 or $RUNTIME_DIRECTORY/token.json in a unit with RuntimeDirectory=.
 
+Whoever answers on the socket is not trusted with where Vault is: the token is
+checked with the Vault this command pins (--vault-addr, --ca-cert), which must
+say it was issued to this process in this boot, or it is refused as an
+impostor's and nothing is written.
+
 Options:
   --out PATH       where to write the token
   --renew          stay running and keep the token renewed (it is periodic);
@@ -36,8 +42,15 @@ Options:
   --service NAME   the service to ask for, when this process matches several
   --socket PATH    the provider's socket (default $EDGESEAL_TOKEN_SOCKET, or
                    /run/edgeseal/tokend.sock); --root does not move it
+  --vault-addr URL the Vault to check and use the token at (default
+                   $EDGESEAL_VAULT_ADDR, or vault.listen in
+                   /etc/edgeseal/edgeseal.yaml; without either, as in a
+                   consumer snap, the answer's address if it is on loopback)
+  --ca-cert PATH   the CA certificate that verifies Vault (default
+                   $EDGESEAL_VAULT_CACERT, or /run/edgeseal/pki/ca.crt); never
+                   one in the socket's directory
 
-Exit status: 0 the token is written; 1 refused or failed; 2 bad usage;
+Exit status: 0 the token is written; 1 refused, an impostor's or failed; 2 bad usage;
 75 try again later (Vault sealed, provider overloaded or not started).
 `
 
@@ -71,6 +84,8 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	quiet := fs.Bool("quiet", false, "print nothing on success")
 	service := fs.String("service", "", "the service to ask for")
 	socket := fs.String("socket", "", "the provider's socket")
+	vaultAddr := fs.String("vault-addr", "", "the Vault the token is checked at")
+	caCert := fs.String("ca-cert", "", "the CA certificate that verifies Vault")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -87,7 +102,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	tok, err := tokenclient.Fetch(ctx, tokenclient.Options{Socket: *socket, Service: *service})
+	tok, err := tokenclient.Fetch(ctx, tokenclient.Options{Socket: *socket, Service: *service, VaultAddr: *vaultAddr, CACert: *caCert})
 	if err != nil {
 		if tokenclient.Temporary(err) {
 			return temporaryError{err}

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,11 +48,37 @@ func provider(t *testing.T, resp tokenclient.Response) string {
 	return sock
 }
 
+// vouchingVault is a fake Vault that says every token was issued to this
+// process, in this boot, for service collector; otherwise it answers with
+// status code and Vault's errors.
+func vouchingVault(t *testing.T, code int) (addr, caFile string) {
+	t.Helper()
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]string{"edgeseal_service": "collector", "pid": strconv.Itoa(os.Getpid()), "boot_id": strings.TrimSpace(string(boot))}
+	vault := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/auth/token/lookup-self" {
+			json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"meta": meta, "creation_time": time.Now().Unix()}})
+			return
+		}
+		w.WriteHeader(code)
+		io.WriteString(w, `{"errors":["permission denied"]}`)
+	}))
+	t.Cleanup(vault.Close)
+	caFile = filepath.Join(t.TempDir(), "ca.crt")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: vault.Certificate().Raw}), 0o644)
+	return vault.URL, caFile
+}
+
 func TestTokenFetchWritesTheTokenFileAndSaysWhere(t *testing.T) {
 	sock := provider(t, tokenclient.Response{Status: tokenclient.StatusOK, Service: "collector", Identity: "uid 1001 (pid 9, gid 1001)",
 		Token: json.RawMessage(`{"auth":{"client_token":"hvs.secret","accessor":"a","lease_duration":3600,"renewable":true}}`)})
 	path := filepath.Join(t.TempDir(), "run", "token.json")
-	out, _, err := runCLI(t, "token", "fetch", "--socket", sock, "--out", path)
+	addr, ca := vouchingVault(t, http.StatusBadRequest)
+	pins := []string{"--vault-addr", addr, "--ca-cert", ca}
+	out, _, err := runCLI(t, append([]string{"token", "fetch", "--socket", sock, "--out", path}, pins...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +94,7 @@ func TestTokenFetchWritesTheTokenFileAndSaysWhere(t *testing.T) {
 	if err := json.Unmarshal(data, &sec); err != nil || sec.Auth == nil || sec.Auth.ClientToken != "hvs.secret" {
 		t.Errorf("token file %s: %v", data, err)
 	}
-	if out, _, err := runCLI(t, "token", "fetch", "--quiet", "--socket", sock, "--out", path); err != nil || out != "" {
+	if out, _, err := runCLI(t, append([]string{"token", "fetch", "--quiet", "--socket", sock, "--out", path}, pins...)...); err != nil || out != "" {
 		t.Errorf("--quiet: %q %v", out, err)
 	}
 }
@@ -108,14 +135,10 @@ func TestTokenFetchAsksTheSocketInTheEnvironmentEvenUnderRoot(t *testing.T) {
 }
 
 func TestTokenFetchRenewFailsOnceTheTokenIsRevoked(t *testing.T) {
-	vault := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusForbidden) // what renew-self answers for a revoked token
-		io.WriteString(w, `{"errors":["permission denied"]}`)
-	}))
-	defer vault.Close()
-	ca := filepath.Join(t.TempDir(), "ca.crt")
-	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: vault.Certificate().Raw}), 0o644)
-	sock := provider(t, tokenclient.Response{Status: tokenclient.StatusOK, Service: "collector", VaultAddr: vault.URL, CACert: ca,
+	addr, ca := vouchingVault(t, http.StatusForbidden) // what renew-self answers for a revoked token
+	t.Setenv("EDGESEAL_VAULT_ADDR", addr)
+	t.Setenv("EDGESEAL_VAULT_CACERT", ca)
+	sock := provider(t, tokenclient.Response{Status: tokenclient.StatusOK, Service: "collector",
 		Token: json.RawMessage(`{"auth":{"client_token":"hvs.secret","lease_duration":1,"renewable":true}}`)})
 	path := filepath.Join(t.TempDir(), "token.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -146,5 +169,31 @@ func TestTokenUsage(t *testing.T) {
 	t.Setenv("RUNTIME_DIRECTORY", "")
 	if _, _, err := runCLI(t, "token", "fetch", "--socket", "/nonexistent"); err == nil || !strings.Contains(err.Error(), "--out") {
 		t.Errorf("no default path: %v", err)
+	}
+}
+
+func TestTokenFetchRefusesAnImpostorsTokenAndWritesNothing(t *testing.T) {
+	// Given a socket answering with a token the pinned Vault says was issued
+	// to another process
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	vault := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"creation_time": time.Now().Unix(),
+			"meta": map[string]string{"edgeseal_service": "collector", "pid": "4711", "boot_id": strings.TrimSpace(string(boot))}}})
+	}))
+	defer vault.Close()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: vault.Certificate().Raw}), 0o644)
+	sock := provider(t, tokenclient.Response{Status: tokenclient.StatusOK, Service: "collector",
+		Token: json.RawMessage(`{"auth":{"client_token":"hvs.impostor","lease_duration":3600,"renewable":true}}`)})
+	path := filepath.Join(t.TempDir(), "token.json")
+	// When edgeseal token fetch asks it
+	_, _, err := runCLI(t, "token", "fetch", "--socket", sock, "--out", path, "--vault-addr", vault.URL, "--ca-cert", ca)
+	// Then it refuses, saying the answer is not edgeseal's, not as a temporary failure, and writes nothing
+	if !errors.Is(err, tokenclient.ErrImpostor) || !strings.Contains(err.Error(), "did not come from edgeseal") ||
+		!strings.Contains(err.Error(), "pid 4711") || errors.As(err, new(temporaryError)) {
+		t.Errorf("err = %v", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("an impostor's token was written: %v", err)
 	}
 }
