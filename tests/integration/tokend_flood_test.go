@@ -28,8 +28,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 held = []
 for i in range(n):
     s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect("/run/edgeseal/tokend.sock")
+    s.connect("/run/edgeseal/tokend.sock")  # blocking: waits while the queue is full
     held.append(s)
 open("/tmp/flood/held", "w").close()
 # How many the provider answered or closed at once, rather than holding them.
@@ -46,9 +45,9 @@ for s in held:
 sent, end = 0, time.time() + hammer
 while time.time() < end:
     s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
     try:
         s.connect("/run/edgeseal/tokend.sock")
+        s.settimeout(5)
         s.sendall(b"not a request\n")
         s.recv(4096)
         sent += 1
@@ -164,6 +163,8 @@ func TestAFloodOfIdleConnectionsFromOneUserLeavesTokensFlowing(t *testing.T) {
 	if now := d.mainPID("edgeseal-tokend.service"); now != provider {
 		t.Errorf("edgeseal-tokend.service's main pid went from %s to %s during the flood", provider, now)
 	}
+	// What the unit's MemoryMax= and TasksMax= are measured against.
+	t.Logf("Its peak memory and threads: %s", strings.Join(strings.Fields(d.run("grep", "-E", "^(VmHWM|Threads):", "/proc/"+provider+"/status")), " "))
 	fetch("after the flood")
 
 	t.Logf("And the journal holds at most %d refusal lines of uid %d, and a count of the ones it left out", floodLines, floodUID)
