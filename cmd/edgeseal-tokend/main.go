@@ -2,8 +2,10 @@
 // by edgeseal-tokend.socket, it gives each local service the config names its own
 // Vault token, and refuses everyone else. It exits when idle.
 //
-// Exit status: 0 idle or stopped; 1 an error a restart may cure; 2 bad usage or
-// config (RestartPreventExitStatus=2).
+// Exit status: 0 idle or stopped; 1 an error the next start may cure; 2 bad
+// usage or config. The unit has no Restart=: the next connection starts it.
+// Before it exits on an error it answers the callers already waiting, so that
+// systemd does not start it again at once (see tokend.AnswerWaiting).
 package main
 
 import (
@@ -96,15 +98,25 @@ func run(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath string
 	if cfgPath == "" {
 		cfgPath = p.ConfigFile
 	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		return exitError{2, err}
-	}
 	ln, err := listener()
 	if err != nil {
 		return exitError{2, err}
 	}
 	defer ln.Close()
+	err = serve(ctx, log, p, cfgPath, ln)
+	if err != nil && ctx.Err() == nil {
+		if n := tokend.AnswerWaiting(ln, err); n > 0 {
+			log.Warn("told the callers waiting that the provider cannot serve", "callers", n)
+		}
+	}
+	return err
+}
+
+func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath string, ln *net.UnixListener) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return exitError{2, err}
+	}
 	pool, err := pki.LoadCAPool(p.CACert)
 	if err != nil {
 		return err

@@ -10,10 +10,12 @@
 package tokend
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -56,28 +58,71 @@ type Server struct {
 	Status     func(string) // one line for systemd's STATUS=; may be nil
 	Ready      func()       // called once the provider can serve; may be nil
 
-	issuing *issuer
-	sem     chan struct{}
-	cfg     atomic.Pointer[config.Config]
-	cfgMu   sync.Mutex
-	cfgSeen fileStamp
-	bg      sync.WaitGroup // revocations still running
+	// The connection caps; zero is maxConns and maxConnsPerUID (tests set them).
+	maxConns, maxConnsPerUID int
+
+	issuing    *issuer
+	sem        chan struct{}
+	gate       *connGate
+	refusals   *lineLimiter // journal lines of refusals, per caller
+	acceptErrs *lineLimiter // journal lines of accept errors
+	cfg        atomic.Pointer[config.Config]
+	cfgMu      sync.Mutex
+	cfgSeen    fileStamp
+	bg         sync.WaitGroup // revocations still running
 
 	served, refused atomic.Int64
+}
+
+// Accept errors that more file descriptors or memory cure (EMFILE, ENFILE,
+// ENOBUFS, ENOMEM) do not end Serve: it waits and accepts again, the wait
+// doubling from acceptRetryMin to acceptRetryMax as net/http's Server does, and
+// the callers waiting in the socket's backlog are served once it can. Such
+// errors are logged once every acceptLogEvery, with a count of the others.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+	acceptLogEvery = 10 * time.Second
+)
+
+// overloadedWrite bounds the answer to a connection over a cap: it is written
+// from the accept loop, which must not wait for a caller that reads nothing.
+const overloadedWrite = 10 * time.Millisecond
+
+// listener is what Serve needs of its socket.
+type listener interface {
+	AcceptUnix() (*net.UnixConn, error)
+	SetDeadline(time.Time) error
 }
 
 // Serve answers connections on ln until ctx ends or, with tokend.idle_exit set,
 // no connection came for that long and none is being served. It waits for
 // every connection and revocation it started before it returns.
+//
+// At most maxConns connections are served at once, and maxConnsPerUID of one
+// uid; each is closed after tokend.request_timeout whatever its caller does.
+// Refusals are logged under a rate limit per caller (refusalBurst,
+// refusalEvery), with a count of the lines left out.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	return s.serve(ctx, ln)
+}
+
+func (s *Server) serve(ctx context.Context, ln listener) error {
 	iss, err := newIssuer(s.Vault, s.Paths.IssuingToken, s.Config.Tokens.WrapTTL.D())
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			// edgeseal-unseal has not set Vault up this boot (yet).
+			return fmt.Errorf("%w: %w", ErrSealed, err)
+		}
 		return err
 	}
 	s.issuing = iss
 	s.cfg.Store(s.Config)
 	s.cfgSeen = stampOf(s.ConfigFile)
 	s.sem = make(chan struct{}, s.Config.Tokend.MaxInFlight)
+	s.gate = newConnGate(cmp.Or(s.maxConns, maxConns), cmp.Or(s.maxConnsPerUID, maxConnsPerUID))
+	s.refusals = newLineLimiter(refusalBurst, refusalEvery, maxLogKeys)
+	s.acceptErrs = newLineLimiter(1, acceptLogEvery, 1)
 	fresh, stopFresh := context.WithCancel(ctx)
 	freshDone := make(chan struct{})
 	go func() { defer close(freshDone); s.keepIssuingFresh(fresh) }()
@@ -91,7 +136,17 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	idle := s.Config.Tokend.IdleExit.D()
 	var active atomic.Int64
 	var conns sync.WaitGroup
-	defer func() { conns.Wait(); s.bg.Wait() }()
+	reports, stopReports := context.WithCancel(ctx)
+	reportsDone := make(chan struct{})
+	go func() { defer close(reportsDone); s.reportEvery(reports, suppressReport) }()
+	defer func() {
+		conns.Wait()
+		s.bg.Wait()
+		stopReports()
+		<-reportsDone
+		s.reportSuppressed()
+	}()
+	var retry time.Duration // the wait after an accept error, 0 after a success
 	for {
 		if idle > 0 {
 			ln.SetDeadline(time.Now().Add(idle))
@@ -110,31 +165,107 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 				}
 				continue
 			}
-			return fmt.Errorf("cannot accept a connection: %w", err)
+			if !resourceShortage(err) {
+				return fmt.Errorf("cannot accept a connection: %w", err)
+			}
+			retry = min(max(2*retry, acceptRetryMin), acceptRetryMax)
+			if s.acceptErrs.allow("accept", time.Now()) {
+				s.Log.Error("cannot accept a connection; trying again", "error", err, "retry_in", retry.String())
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(retry):
+			}
+			continue
+		}
+		retry = 0
+		p, ok := s.admit(c)
+		if !ok {
+			continue
 		}
 		active.Add(1)
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
 			defer active.Add(-1)
-			s.handle(ctx, c)
+			defer s.gate.leave(p.UID)
+			s.handle(ctx, c, p)
 		}()
 	}
 }
 
-func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
+func resourceShortage(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+// admit identifies the caller of c (the kernel's word, read once) and lets the
+// connection in under the caps. One it does not let in is answered if it is
+// over a cap, and closed; no goroutine is started for it.
+func (s *Server) admit(c *net.UnixConn) (*peer.Peer, bool) {
+	p, err := peer.FromConn(c)
+	if err != nil {
+		s.refused.Add(1)
+		s.logRefusal("unidentified callers", "cannot identify a caller; closed its connection", "error", err)
+		c.Close()
+		return nil, false
+	}
+	if err := s.gate.enter(p.UID); err != nil {
+		s.refused.Add(1)
+		s.logRefusal(uidKey(p.UID), "refused a connection", "pid", p.PID, "uid", p.UID, "reason", err.Error())
+		c.SetWriteDeadline(time.Now().Add(overloadedWrite))
+		respond(c, tokenclient.Response{Status: tokenclient.StatusOverloaded, Error: err.Error()})
+		p.Close()
+		c.Close()
+		return nil, false
+	}
+	return p, true
+}
+
+// logRefusal writes a refusal's journal line unless key has written too many
+// lately (then it is counted, and the count reported).
+func (s *Server) logRefusal(key, msg string, args ...any) {
+	if s.refusals.allow(key, time.Now()) {
+		s.Log.Warn(msg, args...)
+	}
+}
+
+// reportEvery reports the suppressed journal lines every period until ctx ends.
+func (s *Server) reportEvery(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.reportSuppressed()
+		}
+	}
+}
+
+// reportSuppressed writes one line per caller whose refusal lines were left
+// out since the last report, and one for accept errors.
+func (s *Server) reportSuppressed() {
+	now := time.Now()
+	for _, r := range s.refusals.report(now) {
+		s.Log.Warn(fmt.Sprintf("%d refusals suppressed in the last %s", r.lines, r.over.Round(100*time.Millisecond)), "caller", r.key)
+	}
+	for _, r := range s.acceptErrs.report(now) {
+		s.Log.Error(fmt.Sprintf("%d accept errors suppressed in the last %s", r.lines, r.over.Round(100*time.Millisecond)))
+	}
+}
+
+// handle serves one admitted connection; it closes c and p.
+func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	defer c.Close()
+	defer p.Close()
 	deadline := time.Now().Add(s.Config.Tokend.RequestTimeout.D())
 	c.SetDeadline(deadline)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	p, err := peer.FromConn(c)
-	if err != nil {
-		s.Log.Warn("cannot identify a caller; closed its connection", "error", err)
-		return
-	}
-	defer p.Close()
 	if p.UID == 0 && isCredentialAddr(p.Addr) {
 		s.serveCredential(ctx, c, p)
 		return
@@ -143,18 +274,18 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	req, err := readRequest(c)
 	if err != nil {
 		s.refused.Add(1)
-		s.Log.Warn("refused a malformed token request", "pid", p.PID, "uid", p.UID, "error", err)
-		s.respond(c, tokenclient.Response{Status: tokenclient.StatusBadRequest, Error: err.Error()})
+		s.logRefusal(uidKey(p.UID), "refused a malformed token request", "pid", p.PID, "uid", p.UID, "error", err)
+		respond(c, tokenclient.Response{Status: tokenclient.StatusBadRequest, Error: err.Error()})
 		return
 	}
 	id, err := s.Resolver.Resolve(ctx, p)
 	if err != nil {
-		s.refuse(c, fmt.Sprintf("pid %d (uid %d, gid %d)", p.PID, p.UID, p.GID), err)
+		s.refuse(c, p.UID, fmt.Sprintf("pid %d (uid %d, gid %d)", p.PID, p.UID, p.GID), err)
 		return
 	}
 	svc, rule, err := access.Match(cfg.Services, id, req.Service)
 	if err != nil {
-		s.refuse(c, id.String(), err)
+		s.refuse(c, p.UID, id.String(), err)
 		return
 	}
 	resp := tokenclient.Response{Identity: id.String(), Service: svc.Name, VaultAddr: cfg.VaultAddr(), CACert: s.Paths.CACert}
@@ -162,15 +293,15 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	if err != nil {
 		resp.Status, resp.Error = statusOf(err), err.Error()
 		s.Log.Error("cannot issue a token", "service", svc.Name, "identity", id.String(), "error", err)
-		s.respond(c, resp)
+		respond(c, resp)
 		return
 	}
 	resp.Status, resp.Wrapped = tokenclient.StatusOK, sec.WrapInfo != nil
 	if resp.Token, err = json.Marshal(sec); err != nil {
-		s.respond(c, tokenclient.Response{Status: tokenclient.StatusError, Error: "cannot encode the token"})
+		respond(c, tokenclient.Response{Status: tokenclient.StatusError, Error: "cannot encode the token"})
 		return
 	}
-	if err := s.respond(c, resp); err != nil {
+	if err := respond(c, resp); err != nil {
 		s.Log.Warn("cannot deliver a token; the caller left", "service", svc.Name, "identity", id.String(), "error", err)
 		return
 	}
@@ -192,13 +323,13 @@ func (s *Server) serveCredential(ctx context.Context, c *net.UnixConn, p *peer.P
 		err = fmt.Errorf("a root process of %q asks for the credential of %q", id.Unit, id.Credential.Unit)
 	}
 	if err != nil {
-		s.refuse(nil, fmt.Sprintf("root pid %d at %s", p.PID, p.Addr), err)
+		s.refuse(nil, p.UID, fmt.Sprintf("root pid %d at %s", p.PID, p.Addr), err)
 		return
 	}
 	cfg := s.reloadConfig()
 	svc, rule, err := access.Match(cfg.Services, id, "")
 	if err != nil {
-		s.refuse(nil, id.String(), err)
+		s.refuse(nil, p.UID, id.String(), err)
 		return
 	}
 	sec, err := s.issueLimited(ctx, cfg, svc, id)
@@ -231,17 +362,18 @@ func (s *Server) status(served int64) {
 }
 
 // refuse tells the caller no (c may be nil when there is nobody to tell) and
-// writes one journal line; the caller learns only how it was seen and why.
-func (s *Server) refuse(c *net.UnixConn, identity string, why error) {
+// writes one journal line (under the limit of uid's lines); the caller learns
+// only how it was seen and why.
+func (s *Server) refuse(c *net.UnixConn, uid uint32, identity string, why error) {
 	s.refused.Add(1)
-	s.Log.Warn("refused a token request", "identity", identity, "reason", why.Error())
+	s.logRefusal(uidKey(uid), "refused a token request", "identity", identity, "uid", uid, "reason", why.Error())
 	if c != nil {
-		s.respond(c, tokenclient.Response{Status: tokenclient.StatusRefused, Identity: identity, Error: why.Error()})
+		respond(c, tokenclient.Response{Status: tokenclient.StatusRefused, Identity: identity, Error: why.Error()})
 	}
 	s.status(s.served.Load())
 }
 
-func (s *Server) respond(c *net.UnixConn, r tokenclient.Response) error {
+func respond(c *net.UnixConn, r tokenclient.Response) error {
 	r.V = tokenclient.ProtocolVersion
 	data, err := json.Marshal(r)
 	if err != nil {
