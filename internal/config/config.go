@@ -126,7 +126,8 @@ type Tokens struct {
 	// ServiceMaxTTL is the longest a service token lives, however often it is
 	// renewed (Vault's explicit max TTL): then the service must fetch a new
 	// one (`edgeseal token fetch --renew` exits 1; a unit with Restart= does).
-	// Default 720h (30 days); at least tokens.service_period.
+	// Default 720h (30 days); at least tokens.service_period, at most 768h
+	// (Vault's max lease TTL, past which it creates no token of the role).
 	ServiceMaxTTL Duration `yaml:"service_max_ttl"`
 	// RevokeOnStop: the tokens of a service unit are revoked when it stops or
 	// waits to be restarted (Restart=), not only when it fails. Default true;

@@ -166,12 +166,17 @@ func (c *Config) validateTPM2() *Error {
 	return nil
 }
 
+// vaultMaxLeaseTTL is Vault's (and OpenBao's) default max lease TTL.
+const vaultMaxLeaseTTL = 768 * time.Hour
+
 func (c *Config) validateTokens() *Error {
 	t := c.Tokens
 	if err := between("tokens.service_period", t.ServicePeriod, time.Minute, 8760*time.Hour); err != nil {
 		return err
 	}
-	if err := between("tokens.service_max_ttl", t.ServiceMaxTTL, t.ServicePeriod.D(), 8760*time.Hour); err != nil {
+	// Vault refuses to create a token of a role whose explicit max TTL passes
+	// the token mount's max lease TTL (768h unless an operator tuned it).
+	if err := between("tokens.service_max_ttl", t.ServiceMaxTTL, t.ServicePeriod.D(), vaultMaxLeaseTTL); err != nil {
 		return err
 	}
 	if err := between("tokens.issuing_period", t.IssuingPeriod, time.Minute, 8760*time.Hour); err != nil {

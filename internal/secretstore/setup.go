@@ -80,9 +80,11 @@ func writeKVPaths(b *strings.Builder, v config.Vault, sub string, caps []string)
 // orphans (a restart of their creator does not revoke them) and periodic (their
 // holder renews them; an abandoned one expires after one period), and none
 // lives past an explicit max TTL however often it is renewed: a service token
-// tokens.service_max_ttl, the token-issuing token one tokens.issuing_period
-// (edgeseal-unseal replaces it at least twice in that time), the supervisor's
-// supervisorMaxTTL (it makes itself a new one with the admin token).
+// tokens.service_max_ttl, the supervisor's supervisorMaxTTL (it makes itself a
+// new one with the admin token). The token-issuing token has none of its own:
+// edgeseal-unseal replaces and revokes it every tokens.issuing_rotation (an
+// explicit max would have to stay under Vault's max lease TTL, 768h, which
+// tokens.issuing_period may pass).
 func roles(t config.Tokens) map[string]map[string]any {
 	return map[string]map[string]any{
 		ServiceRole: {
@@ -103,12 +105,11 @@ func roles(t config.Tokens) map[string]map[string]any {
 			"token_type":             "service",
 		},
 		TokendRole: {
-			"allowed_policies":       []string{TokendPolicy},
-			"orphan":                 true,
-			"renewable":              true,
-			"token_period":           int(t.IssuingPeriod.D() / time.Second),
-			"token_explicit_max_ttl": int(t.IssuingPeriod.D() / time.Second),
-			"token_type":             "service",
+			"allowed_policies": []string{TokendPolicy},
+			"orphan":           true,
+			"renewable":        true,
+			"token_period":     int(t.IssuingPeriod.D() / time.Second),
+			"token_type":       "service",
 		},
 	}
 }

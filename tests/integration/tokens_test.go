@@ -314,12 +314,18 @@ func checkTokenMeta(t *testing.T, root *api.Client, token, service, unit string)
 	orphan, _ := s.Data["orphan"].(bool)
 	role, _ := s.Data["role"].(string)
 	renewable, _ := s.TokenIsRenewable()
-	maxTTL := fmt.Sprint(s.Data["explicit_max_ttl"])
+	// Vault applies the role's explicit max TTL at each renewal (the token's
+	// own field stays 0): read it from the role.
+	r, err := root.Logical().Read("auth/token/roles/edgeseal-service")
+	if err != nil || r == nil {
+		t.Fatalf("the service role: %v", err)
+	}
+	maxTTL := fmt.Sprint(r.Data["token_explicit_max_ttl"])
 	// Vault's "default" policy lets a token look itself up, renew and revoke
 	// itself, and use its cubbyhole; the one other is the service's own.
-	if !slices.Equal(pols, []string{"default", "edgeseal-svc-" + service}) || !orphan || role != "edgeseal-service" || !renewable || maxTTL != "0" {
-		t.Errorf("%s's token: policies %v, orphan %v, role %q, renewable %v, explicit max TTL %s; "+
-			"want default and edgeseal-svc-%s, an orphan of role edgeseal-service, renewable without end",
+	if !slices.Equal(pols, []string{"default", "edgeseal-svc-" + service}) || !orphan || role != "edgeseal-service" || !renewable || maxTTL != "2592000" {
+		t.Errorf("%s's token: policies %v, orphan %v, role %q, renewable %v, its role's explicit max TTL %ss; "+
+			"want default and edgeseal-svc-%s, an orphan of role edgeseal-service, renewable up to 720h (tokens.service_max_ttl)",
 			service, pols, orphan, role, renewable, maxTTL, service)
 	}
 	if meta["edgeseal_service"] != service || meta["unit"] != unit {
