@@ -47,12 +47,17 @@ var (
 	ErrProvider = errors.New("the token provider failed")
 	// ErrProtocol: the answer was not one this package understands.
 	ErrProtocol = errors.New("protocol error")
+	// ErrInterrupted: the provider closed the connection before it answered
+	// (it was killed or restarted, or turned the connection away); the socket
+	// starts it again: try again.
+	ErrInterrupted = errors.New("the token provider stopped before it answered")
 )
 
 // Temporary reports whether err may go away by itself: trying again later
 // makes sense.
 func Temporary(err error) bool {
-	return errors.Is(err, ErrSealed) || errors.Is(err, ErrOverloaded) || errors.Is(err, ErrNoProvider)
+	return errors.Is(err, ErrSealed) || errors.Is(err, ErrOverloaded) || errors.Is(err, ErrNoProvider) ||
+		errors.Is(err, ErrInterrupted)
 }
 
 // Options of Fetch. The zero value asks the provider at its default socket for
@@ -186,16 +191,20 @@ func exchange(ctx context.Context, socket string, req Request) (*Response, error
 	defer stop()
 	line, _ := json.Marshal(req)
 	if _, err := c.Write(append(line, '\n')); err != nil {
-		return nil, fmt.Errorf("cannot send the request to the token provider at %s: %w", socket, err)
+		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+			return nil, fmt.Errorf("cannot send the request to the token provider at %s: %w", socket, err)
+		}
+		// The provider closed first: its answer ("overloaded") may be
+		// waiting; read it, or report the interruption.
 	}
 	r := bufio.NewReaderSize(io.LimitReader(c, MaxResponseSize+1), 4096)
 	data, err := r.ReadBytes('\n')
 	switch {
 	case len(data) > MaxResponseSize:
 		return nil, fmt.Errorf("%w: the answer of %s is longer than %d bytes", ErrProtocol, socket, MaxResponseSize)
-	case errors.Is(err, io.EOF) && len(data) == 0:
-		return nil, fmt.Errorf("%w: the token provider at %s closed the connection without an answer "+
-			"(journalctl -u edgeseal-tokend.service says why)", ErrProtocol, socket)
+	case (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && len(data) == 0:
+		return nil, fmt.Errorf("%w: %s closed the connection without an answer "+
+			"(journalctl -u edgeseal-tokend.service says why)", ErrInterrupted, socket)
 	case errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("%w: the answer of %s ends without a newline", ErrProtocol, socket)
 	case err != nil:

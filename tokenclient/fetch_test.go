@@ -134,7 +134,7 @@ func TestFetchRejectsAnswersItDoesNotUnderstand(t *testing.T) {
 	wrongVersion := strings.Replace(answer(t, okResponse(t)), `"v":1`, `"v":2`, 1)
 	noToken := answer(t, Response{Status: StatusOK, Token: json.RawMessage(`{"auth":null}`)})
 	for name, a := range map[string]string{
-		"not JSON": "hello\n", "no newline": answer(t, okResponse(t))[:20], "nothing": "",
+		"not JSON": "hello\n", "no newline": answer(t, okResponse(t))[:20],
 		"too long": long, "another version": wrongVersion, "no token": noToken,
 		"token not a secret": answer(t, Response{Status: StatusOK, Token: json.RawMessage(`[1]`)}),
 	} {
@@ -142,6 +142,17 @@ func TestFetchRejectsAnswersItDoesNotUnderstand(t *testing.T) {
 		if _, err := fetch(t, f.socket); !errors.Is(err, ErrProtocol) {
 			t.Errorf("%s: err = %v, want ErrProtocol", name, err)
 		}
+	}
+}
+
+// A provider killed, or turning the connection away, before its answer: the
+// socket starts it again, so the caller is told to try again (exit 75 of
+// edgeseal token fetch), not that the protocol broke.
+func TestAProviderThatClosesWithoutAnAnswerIsWorthAnotherTry(t *testing.T) {
+	f := newFakeProvider(t, "")
+	_, err := fetch(t, f.socket)
+	if !errors.Is(err, ErrInterrupted) || !Temporary(err) {
+		t.Errorf("err = %v (temporary %v), want ErrInterrupted, temporary", err, Temporary(err))
 	}
 }
 

@@ -51,7 +51,7 @@ Options:
                    one in the socket's directory
 
 Exit status: 0 the token is written; 1 refused, an impostor's or failed; 2 bad usage;
-75 try again later (Vault sealed, provider overloaded or not started).
+75 try again later (Vault sealed, provider overloaded, not started or stopped before it answered).
 `
 
 // temporaryError marks a failure that may go away by itself: exit status 75
