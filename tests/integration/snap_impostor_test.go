@@ -171,25 +171,11 @@ func packImpostor(t *testing.T, out string) {
 // answers, naming the impostor, and writes no token; the provider notices its
 // socket was replaced and says so in its journal.
 func TestSnapConsumerRefusesAnotherConsumerThatReplacedTheTokenSocket(t *testing.T) {
-	snaps := buildSnaps(t)
 	impostorDir := t.TempDir()
 	packImpostor(t, impostorDir)
 	tpm := testbed.StartSWTPM(t)
-	m := testbed.Boot(t, testbed.MachineOptions{CPU: "0", Binds: []testbed.Bind{
-		{Host: snaps, Container: "/srv/snaps", ReadOnly: true},
-		{Host: impostorDir, Container: "/srv/impostor", ReadOnly: true},
-		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
-	}})
+	m, sh := snapDevice(t, testbed.Bind{Host: impostorDir, Container: "/srv/impostor", ReadOnly: true})
 	ctx := context.Background()
-	sh := func(t *testing.T, script string) string {
-		t.Helper()
-		out, errOut, err := m.Run(ctx, "bash", "-euo", "pipefail", "-c", script)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s%s\njournal:\n%s", script, err, out, errOut, m.Journal(t, ""))
-		}
-		return out
-	}
-	sh(t, "/srv/lib/snapd-offline.sh >/dev/null")
 
 	t.Log("Given edgeseal's snap serving two consumer snaps, es-consumer (the victim) and es-impostor, each with a token of its own")
 	sh(t, "snap install --dangerous /srv/snaps/edgeseal_*.snap")

@@ -32,6 +32,28 @@ var builtSnaps struct {
 	ok   bool
 }
 
+// snapDevice boots a container with snapd working offline, the snaps of
+// buildSnaps at /srv/snaps and binds besides, and returns it with a shell
+// runner that fails the test on an error, printing the journal.
+func snapDevice(t *testing.T, binds ...testbed.Bind) (*testbed.Machine, func(*testing.T, string) string) {
+	t.Helper()
+	snaps := buildSnaps(t)
+	m := testbed.Boot(t, testbed.MachineOptions{CPU: "0", Binds: append([]testbed.Bind{
+		{Host: snaps, Container: "/srv/snaps", ReadOnly: true},
+		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
+	}, binds...)})
+	sh := func(t *testing.T, script string) string {
+		t.Helper()
+		out, errOut, err := m.Run(context.Background(), "bash", "-euo", "pipefail", "-c", script)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s%s\njournal:\n%s", script, err, out, errOut, m.Journal(t, ""))
+		}
+		return out
+	}
+	sh(t, "/srv/lib/snapd-offline.sh >/dev/null")
+	return m, sh
+}
+
 // buildSnaps packs the edgeseal snap (`make snap`, with the test bed's Vault as
 // its server) and the consumer snap into a directory of their own, the first
 // time it is called, and returns that directory.
@@ -104,22 +126,9 @@ func packSnaps(t *testing.T, out string) {
 // unsealed; a bad option is refused by name; a consumer snap connected to the
 // tokend slot gets its own token; and `snap remove` leaves nothing running.
 func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
-	snaps := buildSnaps(t)
 	tpm := testbed.StartSWTPM(t)
-	m := testbed.Boot(t, testbed.MachineOptions{CPU: "0", Binds: []testbed.Bind{
-		{Host: snaps, Container: "/srv/snaps", ReadOnly: true},
-		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
-	}})
+	m, sh := snapDevice(t)
 	ctx := context.Background()
-	sh := func(t *testing.T, script string) string {
-		t.Helper()
-		out, errOut, err := m.Run(ctx, "bash", "-euo", "pipefail", "-c", script)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s%s\njournal:\n%s", script, err, out, errOut, m.Journal(t, ""))
-		}
-		return out
-	}
-	sh(t, "/srv/lib/snapd-offline.sh >/dev/null")
 
 	t0 := time.Now()
 	sh(t, "snap install --dangerous /srv/snaps/edgeseal_*.snap")
