@@ -73,6 +73,10 @@ func (b *Bootstrap) adminClient(ctx context.Context) (*api.Client, error) {
 		b.Log.Warn("Vault refuses the admin token (revoked?); making a new one with generate-root", "path", b.Paths.AdminToken)
 	case errors.Is(err, os.ErrNotExist):
 		b.say("no admin token yet (a device set up by an earlier edgeseal); making one with generate-root, once", "path", b.Paths.AdminToken)
+	case errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrWrongDevice), errors.Is(err, seal.ErrWrongMethod):
+		// Not the unseal key's fault (that one opened): a damaged or foreign
+		// file, which the unseal key can replace.
+		b.Log.Warn("the admin token does not open with the unseal key; making a new one with generate-root", "path", b.Paths.AdminToken, "error", err)
 	default:
 		return nil, err
 	}

@@ -451,3 +451,19 @@ func isForbidden(err error) bool {
 	var re *api.ResponseError
 	return errors.As(err, &re) && re.StatusCode == 403
 }
+
+// A damaged admin token is not a damaged unseal key: the next boot makes a new
+// one with the unseal key (generate-root) and goes on.
+func TestADamagedAdminTokenIsReplacedAtTheNextBoot(t *testing.T) {
+	ctx := context.Background()
+	d := newDevice(t, nil)
+	d.run(ctx)
+	d.reboot()
+	if err := os.WriteFile(d.paths.AdminToken, []byte(`{"version":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.run(ctx)
+	if roots := rootAccessors(t, d.rootClient(ctx)); len(roots) != 2 {
+		t.Errorf("root tokens after the admin token was replaced (besides the test's): %d, want the new admin token alone", len(roots)-1)
+	}
+}
