@@ -42,6 +42,7 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 	if err := b.Write(p); err != nil {
 		return err
 	}
+
 	log.Info("issued this boot's CA and Vault certificate; the CA key was never written",
 		"ca", b.CACert.Subject.CommonName,
 		"ca_serial", fmt.Sprintf("%x", b.CACert.SerialNumber),

@@ -63,13 +63,21 @@ func run(ctx context.Context, hook string, stderr io.Writer) error {
 	}
 }
 
-// install makes the state directory, root's alone. The config file is the
+// install makes the state directory, root's alone, and the directory the
+// tokend-ca slot shares (it must exist before a consumer connects; the pki
+// app writes the CA certificate in it at every boot). The config file is the
 // configure hook's, which snapd runs next.
 func install(p paths.Paths) error {
 	if err := os.MkdirAll(p.StateDir, 0o700); err != nil {
 		return fmt.Errorf("cannot make the state directory: %w", err)
 	}
-	return os.Chmod(p.StateDir, 0o700)
+	if err := os.Chmod(p.StateDir, 0o700); err != nil {
+		return fmt.Errorf("cannot set the mode of the state directory: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p.SharedCA), 0o755); err != nil {
+		return fmt.Errorf("cannot make the shared CA's directory: %w", err)
+	}
+	return nil
 }
 
 func configure(ctx context.Context, p paths.Paths, sc snapctl, stderr io.Writer) error {

@@ -30,6 +30,7 @@ type Paths struct {
 	RunDir       string // /run/edgeseal: tmpfs, re-made every boot
 	PKIDir       string // RunDir/pki: per-boot CA certificate, leaf certificates and keys
 	CACert       string // PKIDir/ca.crt: the per-boot CA every client verifies against
+	SharedCA     string // the snap only: $SNAP_DATA/ca/ca.crt, a copy of CACert that the tokend-ca content slot shares read-only with consumer snaps; "" elsewhere
 	VaultCert    string // PKIDir/vault.crt: Vault listener certificate (leaf + chain)
 	VaultKey     string // PKIDir/vault.key: Vault listener key (0600, the PKI step's user; systemd hands a copy to Vault via LoadCredential=)
 	VaultConfDir string // RunDir/vault: the Vault server's config files (Vault is started with -config DIR), written by the pki step
@@ -99,7 +100,9 @@ func derive(p Paths) Paths {
 // it), secrets of the boot in tmpfs under /run/snap.<instance> (the runtime
 // directory a strict snap may write), and the token provider's socket in
 // $SNAP_DATA/tokend, the directory the snap's content slot shares with
-// consumer snaps.
+// consumer snaps, and a copy of the per-boot CA certificate in $SNAP_DATA/ca,
+// which another slot shares read-only (a consumer can read /run/snap.edgeseal
+// no more than it can write $SNAP_DATA/ca).
 func Snap(snapData, instance string) Paths {
 	p := New("/")
 	p.ConfigFile = filepath.Join(snapData, "edgeseal.yaml")
@@ -108,6 +111,7 @@ func Snap(snapData, instance string) Paths {
 	p.SnapInstance = instance
 	q := derive(p)
 	q.TokendSocket = filepath.Join(snapData, "tokend", "tokend.sock")
+	q.SharedCA = filepath.Join(snapData, "ca", "ca.crt")
 	return q
 }
 

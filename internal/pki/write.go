@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
@@ -46,6 +47,16 @@ func (b *Bundle) Write(p paths.Paths) error {
 			return fmt.Errorf("internal error: nothing to write to %s", f.path)
 		}
 		if err := fsutil.WriteFileAtomic(f.path, f.data, f.mode, fsutil.Self); err != nil {
+			return err
+		}
+	}
+	if p.SharedCA != "" {
+		// The snap: consumer snaps pin this boot's CA from a directory they
+		// may read and not write (the tokend-ca slot), not the socket's.
+		if err := os.MkdirAll(filepath.Dir(p.SharedCA), dirMode); err != nil {
+			return fmt.Errorf("cannot create %s: %w", filepath.Dir(p.SharedCA), err)
+		}
+		if err := fsutil.WriteFileAtomic(p.SharedCA, b.CACertPEM, certMode, fsutil.Self); err != nil {
 			return err
 		}
 	}

@@ -142,3 +142,31 @@ func TestLoadCAPool(t *testing.T) {
 		})
 	}
 }
+
+// In the snap, consumer snaps pin this boot's CA from a copy in a directory
+// shared read-only (the tokend-ca slot): the same certificate, readable by all.
+func TestTheSnapSharesACopyOfTheCACertificate(t *testing.T) {
+	data := t.TempDir()
+	p := paths.Snap(data, "edgeseal")
+	p.RunDir = t.TempDir()
+	p.PKIDir = filepath.Join(p.RunDir, "pki")
+	p.CACert, p.VaultCert, p.VaultKey = filepath.Join(p.PKIDir, "ca.crt"), filepath.Join(p.PKIDir, "vault.crt"), filepath.Join(p.PKIDir, "vault.key")
+	b := mustIssue(t, Options{Validity: time.Hour})
+	if err := b.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if p.SharedCA != filepath.Join(data, "ca", "ca.crt") {
+		t.Fatalf("shared CA at %s", p.SharedCA)
+	}
+	got, err := os.ReadFile(p.SharedCA)
+	if err != nil || string(got) != string(b.CACertPEM) {
+		t.Fatalf("shared CA: %v, same as this boot's %v", err, string(got) == string(b.CACertPEM))
+	}
+	if fi, _ := os.Stat(p.SharedCA); fi.Mode() != 0o644 {
+		t.Errorf("shared CA mode %v, want 0644", fi.Mode())
+	}
+	t.Log("And outside the snap there is no copy")
+	if paths.New("/").SharedCA != "" {
+		t.Error("a device's layout names a shared CA")
+	}
+}

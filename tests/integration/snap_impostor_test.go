@@ -191,7 +191,7 @@ func TestSnapConsumerRefusesAnotherConsumerThatReplacedTheTokenSocket(t *testing
 		time.Sleep(200 * time.Millisecond)
 	}
 	sh(t, "snap install --dangerous /srv/snaps/es-consumer_*.snap && snap install --dangerous /srv/impostor/es-impostor_*.snap")
-	sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend && snap connect es-impostor:edgeseal-tokend edgeseal:tokend")
+	sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend && snap connect es-consumer:edgeseal-ca edgeseal:tokend-ca && snap connect es-impostor:edgeseal-tokend edgeseal:tokend")
 	if out := sh(t, "snap run es-consumer.fetch"); !strings.Contains(out, "service consumer") {
 		t.Fatalf("before the attack, the victim's fetch said %q", out)
 	}

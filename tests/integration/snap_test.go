@@ -234,7 +234,7 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 
 	t.Run("a consumer snap connected to the tokend slot gets its own token", func(t *testing.T) {
 		sh(t, "snap install --dangerous /srv/snaps/es-consumer_*.snap")
-		sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend")
+		sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend && snap connect es-consumer:edgeseal-ca edgeseal:tokend-ca")
 		out := sh(t, "snap run es-consumer.fetch")
 		if !strings.Contains(out, "service consumer") {
 			t.Errorf("fetch said %q", out)
