@@ -51,6 +51,10 @@ var (
 	// (it was killed or restarted, or turned the connection away); the socket
 	// starts it again: try again.
 	ErrInterrupted = errors.New("the token provider stopped before it answered")
+	// ErrSuperseded: Vault no longer knows the token when the client checks
+	// it: a newer token went to the same service in between (each revokes
+	// the one before), or no Vault of this device issued it.
+	ErrSuperseded = errors.New("Vault does not know the token")
 )
 
 // Temporary reports whether err may go away by itself: trying again later

@@ -172,8 +172,8 @@ func vaultCheckErr(err error, pinned pin) error {
 	case errors.As(err, &re) && re.StatusCode == http.StatusForbidden:
 		// A token revoked since (a newer one went to the same service) or one
 		// no Vault of this device issued.
-		return fmt.Errorf("cannot check the token with Vault at %s: Vault does not know it (revoked already, or "+
-			"not issued by this device's Vault: run the fetch again, and if this persists, tell the operator): %w", pinned.addr, err)
+		return fmt.Errorf("cannot check the token with Vault at %s: %w (revoked already, or "+
+			"not issued by this device's Vault: run the fetch again, and if this persists, tell the operator): %w", pinned.addr, ErrSuperseded, err)
 	case pinned.fromAnswer && isUnverified(err):
 		return notOurVault(pinned, err)
 	}

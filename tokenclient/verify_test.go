@@ -257,7 +257,7 @@ func TestFetchDoesNotTakeAVaultTokenItCannotCheck(t *testing.T) {
 	}{
 		// Vault does not know the token: revoked already, or not this Vault's.
 		{"unknown to Vault", func(w http.ResponseWriter, r *http.Request) { vaultError(w, http.StatusForbidden, "permission denied") },
-			nil, "Vault does not know it"},
+			ErrSuperseded, "Vault does not know the token"},
 		{"Vault sealed", func(w http.ResponseWriter, r *http.Request) {
 			vaultError(w, http.StatusServiceUnavailable, "Vault is sealed")
 		},

@@ -102,6 +102,7 @@ func BenchmarkTokenDelivery(b *testing.B) {
 			SocketP99    float64 `json:"socket_p99_ms"`
 			Throughput   float64 `json:"throughput_per_s"`
 			BurstErrors  int     `json:"burst_errors"`
+			Superseded   int     `json:"superseded"`
 			FirstError   string  `json:"first_error"`
 		}
 		if err := json.Unmarshal([]byte(out), &f); err != nil {
@@ -115,10 +116,12 @@ func BenchmarkTokenDelivery(b *testing.B) {
 		b.ReportMetric(f.SocketMedian/floor["direct_median_ms"], "socket/direct")
 		b.ReportMetric(f.Throughput, "tokens/s@50")
 		b.ReportMetric(float64(f.BurstErrors), "errors@200")
+		b.ReportMetric(float64(f.Superseded), "superseded")
 		b.Logf("socket: median %.2f ms, p99 %.2f ms; direct token-create: median %.2f ms, p99 %.2f ms; ratio %.2f; "+
-			"%.0f tokens/s with 50 clients; %d errors of 200 at once (%s); provider %s",
+			"%.0f tokens/s with 50 clients; %d errors of 200 at once (%s); %d deliveries superseded before the client's check "+
+			"(the same service fetching concurrently: each new token revokes the one before); provider %s",
 			f.SocketMedian, f.SocketP99, floor["direct_median_ms"], floor["direct_p99_ms"], f.SocketMedian/floor["direct_median_ms"],
-			f.Throughput, f.BurstErrors, f.FirstError, strings.TrimSpace(hwm))
+			f.Throughput, f.BurstErrors, f.FirstError, f.Superseded, strings.TrimSpace(hwm))
 		if f.BurstErrors != 0 {
 			b.Errorf("%d of 200 concurrent requests failed: %s", f.BurstErrors, f.FirstError)
 		}

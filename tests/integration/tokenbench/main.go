@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -33,7 +34,11 @@ type figures struct {
 	Throughput   float64 `json:"throughput_per_s"`
 	Burst        int     `json:"burst"`
 	BurstErrors  int     `json:"burst_errors"`
-	FirstError   string  `json:"first_error,omitempty"`
+	// Superseded: deliveries whose token a later delivery to the same
+	// service had revoked by the time the client checked it with Vault
+	// (tokenclient.ErrSuperseded): delivered, not errors, counted apart.
+	Superseded int    `json:"superseded"`
+	FirstError string `json:"first_error,omitempty"`
 }
 
 func main() {
@@ -86,19 +91,22 @@ func run(n, conc, burst int, direct string) error {
 	close(work)
 	var mu sync.Mutex
 	var firstErr error
+	superseded := 0
 	t0 := time.Now()
 	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range work {
-				if err := fetch(); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
+				err := fetch()
+				mu.Lock()
+				switch {
+				case errors.Is(err, tokenclient.ErrSuperseded):
+					superseded++
+				case err != nil && firstErr == nil:
+					firstErr = err
 				}
+				mu.Unlock()
 			}
 		}()
 	}
@@ -107,6 +115,7 @@ func run(n, conc, burst int, direct string) error {
 		return fmt.Errorf("throughput run: %w", firstErr)
 	}
 	f.Throughput = float64(total) / time.Since(t0).Seconds()
+	f.Superseded = superseded
 
 	// Burst: every request at once.
 	start := make(chan struct{})
@@ -123,6 +132,10 @@ func run(n, conc, burst int, direct string) error {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
+		if errors.Is(err, tokenclient.ErrSuperseded) {
+			f.Superseded++
+			continue
+		}
 		if err != nil {
 			f.BurstErrors++
 			if f.FirstError == "" {
