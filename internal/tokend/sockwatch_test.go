@@ -103,8 +103,10 @@ func TestWatchSocketEndsTheContextWhenThePathIsReplaced(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatal("the replacement went unnoticed")
 			}
+			// The check may fall between the intruder's unlink and its bind:
+			// a path that leads nowhere is as much not the provider's socket.
 			err := context.Cause(watched)
-			if !errors.Is(err, ErrSocketReplaced) || !strings.Contains(err.Error(), "another socket") {
+			if !errors.Is(err, ErrSocketReplaced) || !(strings.Contains(err.Error(), "another socket") || strings.Contains(err.Error(), "no such file")) {
 				t.Errorf("cause %v", err)
 			}
 			if !strings.Contains(logs.String(), "the token socket was replaced") ||
