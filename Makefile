@@ -9,8 +9,10 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 DOCDIR      ?= $(PREFIX)/share/doc/edgeseal
 SYSCONFDIR  ?= /etc
-# The Vault-compatible server the units start (OpenBao's `bao` works the same).
-VAULT       ?= /usr/bin/vault
+# The Vault-compatible server the units start: OpenBao's bao (the default), or
+# HashiCorp Vault (VAULT=/usr/bin/vault). edgeseal-pki and edgeseal-unseal
+# refuse a release they do not support (internal/vaultbin).
+VAULT       ?= /usr/bin/bao
 DESTDIR     ?=
 
 GO          ?= go
@@ -26,15 +28,15 @@ UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.servi
 # AppArmor profiles (apparmor/*.in), installed in /etc/apparmor.d; docs/apparmor.md.
 PROFILES    := edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-vault edgeseal-fsvault
 
-.PHONY: all help build build-snap-binaries snap install deps vault test test-unit test-integration bench demo fuzz clean
+.PHONY: all help build build-snap-binaries snap install deps servers openbao vault test test-unit test-integration bench demo fuzz clean
 
 all: build
 
 help:
 	@echo "make build             static binaries in bin/"
 	@echo "make install DESTDIR=  binaries, units, AppArmor profiles, sysusers/tmpfiles, sample config, docs"
-	@echo "make snap SNAP_BAO=    dist/edgeseal_*.snap from snap/snapcraft.yaml, with SNAP_BAO as its server"
-	@echo "make deps              install what the test bed needs (Debian packages, the Vault build)"
+	@echo "make snap              dist/edgeseal_*.snap from snap/snapcraft.yaml, with the OpenBao build as bin/bao (SNAP_BAO=FILE: another)"
+	@echo "make deps              install what the test bed needs (Debian packages; OpenBao and Vault built from their pins)"
 	@echo "make test              unit tests, then integration tests under systemd in a container"
 	@echo "make demo              boot a device in a container and show edgeseal at work"
 	@echo "make bench             boot-time and re-unseal figures (medians)"
@@ -51,14 +53,14 @@ build-snap-binaries:
 
 # The snap, assembled as snapcraft would from snap/snapcraft.yaml (tools/snapmeta
 # writes meta/snap.yaml from it) and packed with `snap pack`. snapcraft builds
-# OpenBao from source; here SNAP_BAO names the static Vault-compatible server
-# binary to ship as bin/bao (the test bed's Vault build).
-SNAP_BAO    ?=
+# OpenBao from source; here SNAP_BAO names the bao to ship as bin/bao, by
+# default the OpenBao build of tests/lib/build-openbao.sh (same pin and flags).
+SNAP_BAO    ?= $(shell tests/lib/build-openbao.sh --path)
 SNAPDIR     ?= build/snap
 SNAP_OUT    ?= dist
 snap: build-snap-binaries
 	@if [ -z "$(SNAP_BAO)" ] || [ ! -x "$(SNAP_BAO)" ]; then \
-		echo "make snap: set SNAP_BAO to a static OpenBao (bao) or Vault binary, e.g. SNAP_BAO=\$$(tests/lib/build-vault.sh)" >&2; exit 2; fi
+		echo "make snap: no OpenBao build at $(SNAP_BAO): run make deps (or tests/lib/build-openbao.sh), or set SNAP_BAO to a static bao" >&2; exit 2; fi
 	rm -rf $(SNAPDIR)/prime
 	install -Dm0755 -t $(SNAPDIR)/prime/bin bin/edgeseal bin/edgeseal-pki bin/edgeseal-unseal bin/edgeseal-tokend
 	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/install
@@ -102,11 +104,21 @@ install: build
 		install -Dm0644 internal/config/edgeseal.yaml $(DESTDIR)$(SYSCONFDIR)/edgeseal/edgeseal.yaml; \
 	fi
 
-# What the test bed needs on a fresh Debian 12 machine; installs only what is missing.
+# What the test bed needs on a fresh Debian 12 machine; installs only what is
+# missing: Debian packages, and the two servers built from their pinned
+# sources into $(EDGESEAL_CACHE) (default ~/.cache/edgeseal), rebuilt only when
+# a pin changes. OpenBao (the default server) from a source tarball:
+# OPENBAO_SRC=FILE, else ../shared/third_party/ beside the project, else a
+# clone of the pinned tag.
+OPENBAO_SRC ?=
 deps:
 	tests/lib/install-deps.sh
+	@EDGESEAL_OPENBAO_SRC="$(OPENBAO_SRC)" tests/lib/build-openbao.sh >/dev/null
+	@tests/lib/build-vault.sh >/dev/null
 
-vault:
+# The servers alone.
+servers openbao vault:
+	@EDGESEAL_OPENBAO_SRC="$(OPENBAO_SRC)" tests/lib/build-openbao.sh >/dev/null
 	@tests/lib/build-vault.sh >/dev/null
 
 test: deps test-unit test-integration
@@ -116,7 +128,7 @@ test-unit:
 	$(GO) test -count=1 ./...
 	tests/lib/fuzz-all.sh 5s
 
-test-integration: vault
+test-integration: servers
 	$(GO) vet -tags integration ./...
 	@mkdir -p build && rm -f build/spread-not-run.txt
 	EDGESEAL_SPREAD_REPORT=$(CURDIR)/build/spread-not-run.txt \
@@ -126,12 +138,12 @@ test-integration: vault
 fuzz:
 	tests/lib/fuzz-all.sh 20s
 
-bench: deps vault
+bench: deps
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 5x -timeout 30m ./tests/integration/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 50x ./internal/tpm/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 20x ./internal/fsvault/
 
-demo: deps vault
+demo: deps
 	EDGESEAL_DEMO=1 $(GO) test -tags integration -count=1 -timeout 10m -run '^TestDemo$$' -v ./tests/integration/ 
 
 clean:

@@ -28,7 +28,7 @@ const (
 	exitUsage   = 2 // bad usage or config
 )
 
-const usage = `Usage: edgeseal-pki [--config FILE] [--vault-key-path PATH]
+const usage = `Usage: edgeseal-pki [--config FILE] [--server BIN] [--vault-key-path PATH]
 
 Runs as edgeseal-pki.service (oneshot) at every boot, before Vault. Makes a new
 CA (ECDSA P-384; with pki.intermediate, an issuing CA below it) whose private
@@ -48,6 +48,11 @@ Writes, in tmpfs (gone at power-off):
 
 Options:
   --config FILE          edgeseal's config (default /etc/edgeseal/edgeseal.yaml)
+  --server BIN           the server binary edgeseal-vault.service runs (the units
+                         pass it): its config is written for what BIN says it is
+                         (` + "`BIN version`" + `); a BIN that is not a supported release of
+                         OpenBao or HashiCorp Vault is refused (exit status 2).
+                         Without it, a config both servers read
   --vault-key-path PATH  the TLS key path Vault's config names (default
                          ` + vaultconf.CredentialKeyPath + `;
                          in the snap, the key itself: the snap has no credentials)
@@ -60,6 +65,7 @@ type options struct {
 	root         string // prefix of every path, for tests; not in --help
 	configFile   string // "" means the default under root
 	vaultKeyPath string
+	server       string // the server binary; "" means not known
 }
 
 // exitError carries the exit status of an error.
@@ -100,6 +106,7 @@ func parseArgs(args []string, help io.Writer) (options, error) {
 	fs.StringVar(&o.root, "root", "/", "")
 	fs.StringVar(&o.configFile, "config", "", "")
 	fs.StringVar(&o.vaultKeyPath, "vault-key-path", "", "")
+	fs.StringVar(&o.server, "server", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, usage)

@@ -276,3 +276,52 @@ func TestABadConfigWritesNothing(t *testing.T) {
 		t.Errorf("%s was made despite a bad config", p.RunDir)
 	}
 }
+
+func fakeServer(t *testing.T, versionLine string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bao")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\necho '"+versionLine+"'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func TestAnUnsupportedServerIsRefusedBeforeAnythingIsWritten(t *testing.T) {
+	for _, line := range []string{"Vault v1.15.6, built then", "Consul v1.20.0", "OpenBao v2.5.0 (x)"} {
+		p := device(t, "pki:\n  extra_names: [vault.local]\n")
+		bin := fakeServer(t, line)
+		_, err := runStep(t, options{root: p.Root, server: bin, vaultKeyPath: vaultconf.CredentialKeyPath})
+		if err == nil || exitCode(err) != exitUsage || !strings.Contains(err.Error(), bin) || !strings.Contains(err.Error(), "OpenBao 2.4.x, Vault 1.21.x") {
+			t.Errorf("%q: err = %v (exit %d), want exit 2 naming %s and the releases supported", line, err, exitCode(err), bin)
+		}
+		if _, err := os.Stat(p.RunDir); !os.IsNotExist(err) {
+			t.Errorf("%q: %s was made for an unsupported server", line, p.RunDir)
+		}
+	}
+}
+
+func TestTheServersConfigIsWrittenForTheServerItIs(t *testing.T) {
+	for _, tc := range []struct {
+		line    string
+		hardens bool
+	}{
+		{"OpenBao v2.4.1 (efb9efa), built 2025-11-01", true},
+		{"Vault v1.21.0, built 2025-12-02", false},
+	} {
+		p := device(t, "pki:\n  extra_names: [vault.local]\n")
+		log, err := runStep(t, options{root: p.Root, server: fakeServer(t, tc.line), vaultKeyPath: vaultconf.CredentialKeyPath})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(p.VaultConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(data), "disable_unauthed_rekey_endpoints"); got != tc.hardens {
+			t.Errorf("%q: the admin listener refuses unauthenticated rekeys: %v, want %v\n%s", tc.line, got, tc.hardens, data)
+		}
+		if release := strings.TrimSuffix(strings.Join(strings.Fields(tc.line)[:2], " "), ","); !strings.Contains(log, release) {
+			t.Errorf("%q: the log does not name the release:\n%s", tc.line, log)
+		}
+	}
+}

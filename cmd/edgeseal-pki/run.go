@@ -12,6 +12,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/journal"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
@@ -26,6 +27,17 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 	cfg, err := config.Load(configFile)
 	if err != nil {
 		return exitError{exitUsage, err}
+	}
+	// Before anything is written: no config, and so no server start, for a
+	// server edgeseal does not support.
+	var kind vaultbin.Kind
+	if o.server != "" {
+		info, err := vaultbin.Identify(ctx, o.server)
+		if err != nil {
+			return exitError{exitUsage, err}
+		}
+		kind = info.Kind
+		log.Info("the secret store server is supported", "server", o.server, "release", info.String())
 	}
 
 	b, err := pki.Issue(pki.Options{
@@ -68,7 +80,7 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 			return fmt.Errorf("cannot create the directory of Vault's admin socket: %w", err)
 		}
 	}
-	c, err := vaultconf.Render(cfg.Vault, p.VaultCert, keyPath, p.VaultAdmin)
+	c, err := vaultconf.Render(cfg.Vault, kind, p.VaultCert, keyPath, p.VaultAdmin)
 	if err != nil {
 		return err
 	}

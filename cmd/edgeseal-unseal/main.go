@@ -8,7 +8,8 @@
 // 11 the sealed key belongs to another device or key; 12 the key material hook
 // failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal;
 // 15 the PCR values are not approved; 16 the TPM PIN is wrong; 17 the TPM is in
-// dictionary-attack lockout; 18 there is no TPM.
+// dictionary-attack lockout; 18 there is no TPM; 19 the server is not a supported
+// release of OpenBao or HashiCorp Vault.
 package main
 
 import (
@@ -37,9 +38,10 @@ import (
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/unitwatch"
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 )
 
-const usage = `Usage: edgeseal-unseal [--config FILE] [--vault-unit UNIT]
+var usage = `Usage: edgeseal-unseal [--config FILE] [--server BIN] [--vault-unit UNIT]
 
 Runs as edgeseal-unseal.service (Type=notify). On the first boot it initialises
 the Vault server with one key share and seals the unseal key (seal.method in the
@@ -48,6 +50,16 @@ every boot it unseals Vault, sets up the secrets engine, policies and token role
 from the config, revokes the previous boot's tokens, writes this boot's
 token-issuing token to /run/edgeseal/tokend/, revokes its root token and reports
 READY=1. It then keeps Vault unsealed: when Vault restarts, it unseals it again.
+
+With --server, before it touches Vault it runs ` + "`BIN version`" + ` and refuses (exit
+status 19) a BIN that is not a supported release (` + vaultbin.SupportedList() + `),
+and a running server that reports an unsupported release.
+
+Exit status: 0 stopped; 1 an error a restart may cure; 2 bad usage or config;
+10 the sealed key is corrupt; 11 it belongs to another device or key; 12 the
+key material hook failed; 13 Vault's storage was lost; 14 Vault was initialised
+without edgeseal; 15 PCR values not approved; 16 wrong TPM PIN; 17 TPM lockout;
+18 no TPM; 19 an unsupported server.
 
 Options:
 `
@@ -72,6 +84,7 @@ func run() int {
 	fs := flag.NewFlagSet("edgeseal-unseal", flag.ContinueOnError)
 	root := fs.String("root", "/", "prefix of every path (tests)")
 	cfgPath := fs.String("config", "", "config file (default /etc/edgeseal/edgeseal.yaml)")
+	server := fs.String("server", "", "the server binary the Vault unit runs; checked to be a supported OpenBao or Vault (the units pass it)")
 	vaultUnit := fs.String("vault-unit", "", "systemd unit of the Vault server (default edgeseal-vault.service; snap.<snap>.vault.service in the snap)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
@@ -92,7 +105,7 @@ func run() int {
 			*vaultUnit = "snap." + p.SnapInstance + ".vault.service"
 		}
 	}
-	err := serve(ctx, log, p, *cfgPath, *vaultUnit)
+	err := serve(ctx, log, p, *cfgPath, *server, *vaultUnit)
 	if err == nil {
 		return 0
 	}
@@ -101,7 +114,7 @@ func run() int {
 	return exitCode(err)
 }
 
-func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vaultUnit string) error {
+func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, server, vaultUnit string) error {
 	// systemctl reload: apply the config now (it is applied when its file
 	// changes anyway). Caught from the start: a reload while the setup runs
 	// must not end the process (SIGHUP's default).
@@ -114,6 +127,17 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return exitError{2, err}
+	}
+	// Before anything reaches the server: nothing initialised by or for a
+	// server edgeseal does not support.
+	var serverInfo *vaultbin.Info
+	if server != "" {
+		info, err := vaultbin.Identify(ctx, server)
+		if err != nil {
+			return exitError{19, err}
+		}
+		serverInfo = &info
+		log.Info("the secret store server is supported", "server", server, "release", info.String())
 	}
 	sealer, err := seal.New(cfg.Seal, func(msg string) { log.Warn(msg) })
 	if err != nil {
@@ -156,6 +180,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, vau
 		TokendOwner: owner,
 		Recovery:    recipient,
 		ConfigFile:  cfgPath,
+		Server:      serverInfo,
 	}
 	defer b.Forget()
 	if err := runUntilReady(ctx, log, b); err != nil {
@@ -243,7 +268,7 @@ const (
 // start job first, and with it edgeseal.target's and every consumer's: they
 // would stay down for the whole boot, though the restart cures the error.
 // TimeoutStartSec= bounds the tries. Errors a retry cannot cure (statuses 2
-// and 10 to 18) return at once.
+// and 10 to 19) return at once.
 func runUntilReady(ctx context.Context, log *journal.Logger, b *secretstore.Bootstrap) error {
 	delay := firstRetryDelay
 	for attempt := 1; ; attempt++ {
@@ -286,6 +311,8 @@ func exitCode(err error) int {
 		return 17
 	case errors.Is(err, seal.ErrTPMAbsent):
 		return 18
+	case errors.Is(err, vaultbin.ErrUnsupported):
+		return 19
 	}
 	return 1
 }

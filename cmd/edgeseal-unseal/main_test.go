@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 )
 
 // The codes are a contract with RestartPreventExitStatus= in the unit.
@@ -27,6 +28,7 @@ func TestExitCodesNameWhatARestartCannotCure(t *testing.T) {
 		{wrap(seal.ErrWrongPIN), 16},
 		{wrap(seal.ErrLockout), 17},
 		{wrap(seal.ErrTPMAbsent), 18},
+		{wrap(vaultbin.ErrUnsupported), 19},
 		{fmt.Errorf("%w: %w", seal.ErrWrongDevice, errors.New("SRK changed")), 11},
 		{errors.New("Vault did not answer"), 1},
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
@@ -55,6 +56,11 @@ type Bootstrap struct {
 	BootID      string
 	TokendOwner fsutil.Owner        // owner of the token-issuing token
 	Recovery    *recovery.Recipient // if set, a recovery copy of the key is kept for it
+	// Server is what the server's binary said it is (vaultbin.Identify), if
+	// known: the running server must report a supported release of the same
+	// kind, else Run returns an error wrapping vaultbin.ErrUnsupported before
+	// it initialises or unseals anything.
+	Server *vaultbin.Info
 
 	// ConfigFile is where the config was loaded from (paths.ConfigFile if
 	// empty): the policy sync reads it again.
@@ -212,7 +218,7 @@ func (b *Bootstrap) waitVault(ctx context.Context) error {
 	for {
 		_, err := b.Client.Sys().InitStatusWithContext(ctx)
 		if err == nil {
-			return nil
+			return b.checkServer(ctx)
 		}
 		if !logged {
 			b.say("waiting for Vault to answer", "addr", b.Client.Address(), "error", err)
@@ -224,6 +230,27 @@ func (b *Bootstrap) waitVault(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// checkServer compares the release the running server reports with what its
+// binary said (b.Server), when known.
+func (b *Bootstrap) checkServer(ctx context.Context) error {
+	if b.Server == nil {
+		return nil
+	}
+	st, err := b.Client.Sys().SealStatusWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot read the server's version: %w", err)
+	}
+	r, same, err := b.Server.Running(st.Version)
+	if err != nil {
+		return err
+	}
+	if !same {
+		b.Log.Warn("the running server is not the release its binary is now: it was started before an upgrade; restart it to run the binary installed",
+			"running", r.String(), "binary", b.Server.String())
+	}
+	return nil
 }
 
 // obtainKey returns the unseal key, initialising Vault on first boot.

@@ -86,7 +86,7 @@ func TestVaultRunsWithTheRenderedConfigAndThisBootsPKI(t *testing.T) {
 			// The admin socket's directory is systemd's RuntimeDirectory= of
 			// the Vault unit, Vault's own and 0700.
 			p.VaultAdmin = testbed.ShortSocketPath(t, "admin.sock")
-			data, err := vaultconf.Render(v, p.VaultCert, p.VaultKey, p.VaultAdmin)
+			data, err := vaultconf.Render(v, "", p.VaultCert, p.VaultKey, p.VaultAdmin)
 			if err != nil {
 				t.Fatal(err)
 			}

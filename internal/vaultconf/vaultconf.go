@@ -13,6 +13,12 @@
 //   - listener-tcp.json: the TCP listener on vault.listen the services use,
 //     always with TLS (1.2 at least).
 //
+// The config is written for the server that will read it (package vaultbin):
+// with OpenBao both listeners refuse the unauthenticated rekey endpoints
+// (disable_unauthed_rekey_endpoints), which edgeseal never uses and any local
+// user could otherwise start and cancel rekeys on; HashiCorp Vault has no such
+// option and rejects unknown keys, so its config goes without.
+//
 // Every local user reaches the TCP listener, and Vault answers some requests
 // there without a token: whoever calls sys/init first holds the root token. So
 // until edgeseal has initialised Vault (its sealed unseal key exists) the TCP
@@ -31,6 +37,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 )
 
 // CredentialKeyPath is where systemd puts Vault's copy of its TLS key, from
@@ -79,6 +86,8 @@ type fileStorage struct {
 type unixListener struct {
 	Address    string `json:"address"`
 	TLSDisable bool   `json:"tls_disable"`
+	// DisableUnauthedRekey is OpenBao's only (internalshared/configutil).
+	DisableUnauthedRekey bool `json:"disable_unauthed_rekey_endpoints,omitempty"`
 }
 
 type tcpListeners struct {
@@ -90,6 +99,8 @@ type tcpListener struct {
 	TLSCertFile   string `json:"tls_cert_file"`
 	TLSKeyFile    string `json:"tls_key_file"`
 	TLSMinVersion string `json:"tls_min_version"`
+	// DisableUnauthedRekey is OpenBao's only (internalshared/configutil).
+	DisableUnauthedRekey bool `json:"disable_unauthed_rekey_endpoints,omitempty"`
 }
 
 // Config is Vault's server config in its two files.
@@ -98,11 +109,18 @@ type Config struct {
 	TCP    []byte // listener-tcp.json: the TCP listener for the services
 }
 
-// Render returns Vault's server config for v, as JSON, with the admin socket at
-// adminSocket, and the TCP listener's certificate chain at certFile and its key
-// at keyFile (absolute paths: Vault would resolve relative ones against its
-// working directory).
-func Render(v config.Vault, certFile, keyFile, adminSocket string) (Config, error) {
+// Render returns the server config of kind's server for v, as JSON, with the
+// admin socket at adminSocket, and the TCP listener's certificate chain at
+// certFile and its key at keyFile (absolute paths: Vault would resolve
+// relative ones against its working directory). An empty kind (the server is
+// not known) gives a config both servers read, without OpenBao's options.
+func Render(v config.Vault, kind vaultbin.Kind, certFile, keyFile, adminSocket string) (Config, error) {
+	switch kind {
+	case "", vaultbin.OpenBao, vaultbin.Vault:
+	default:
+		return Config{}, fmt.Errorf("cannot render the Vault config: unknown server %q", kind)
+	}
+	openbao := kind == vaultbin.OpenBao
 	if _, _, err := net.SplitHostPort(v.Listen); err != nil {
 		return Config{}, fmt.Errorf("cannot render the Vault config: listen address %q: %w", v.Listen, err)
 	}
@@ -121,7 +139,7 @@ func Render(v config.Vault, certFile, keyFile, adminSocket string) (Config, erro
 	}
 	s := server{
 		Storage:           map[string]fileStorage{storageType: {Path: v.StoragePath}},
-		Listener:          map[string]unixListener{"unix": {Address: adminSocket, TLSDisable: true}},
+		Listener:          map[string]unixListener{"unix": {Address: adminSocket, TLSDisable: true, DisableUnauthedRekey: openbao}},
 		APIAddr:           (&config.Config{Vault: v}).VaultAddr(),
 		DisableClustering: true,
 		DisableMlock:      true,
@@ -133,6 +151,8 @@ func Render(v config.Vault, certFile, keyFile, adminSocket string) (Config, erro
 		TLSCertFile:   certFile,
 		TLSKeyFile:    keyFile,
 		TLSMinVersion: tlsMinVersion,
+
+		DisableUnauthedRekey: openbao,
 	}}}
 	var c Config
 	var err error

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 )
 
 const (
@@ -25,7 +26,7 @@ func render(t *testing.T, listen string) map[string]any {
 	t.Helper()
 	v := config.Default().Vault
 	v.Listen = listen
-	c, err := Render(v, certFile, CredentialKeyPath, adminSocket)
+	c, err := Render(v, "", certFile, CredentialKeyPath, adminSocket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestRenderRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := good
 			tc.mod(&v)
-			_, err := Render(v, tc.certFile, tc.keyFile, tc.socket)
+			_, err := Render(v, "", tc.certFile, tc.keyFile, tc.socket)
 			if err == nil || !strings.Contains(err.Error(), "cannot render the Vault config: "+tc.says) {
 				t.Errorf("err = %v, want it to say %q", err, tc.says)
 			}
@@ -192,5 +193,38 @@ func TestTheTCPListenerIsHeldBackUntilEnabled(t *testing.T) {
 	}
 	if _, err := os.Stat(p.VaultTCPHeld); !os.IsNotExist(err) {
 		t.Errorf("%s left beside %s: %v", p.VaultTCPHeld, p.VaultTCP, err)
+	}
+}
+
+func TestOpenBaoListenersRefuseUnauthenticatedRekeysAndVaultsGoWithout(t *testing.T) {
+	v := config.Default().Vault
+	for _, tc := range []struct {
+		kind vaultbin.Kind
+		want any
+	}{
+		{vaultbin.OpenBao, true},
+		{vaultbin.Vault, nil},
+		{"", nil},
+	} {
+		c, err := Render(v, tc.kind, certFile, CredentialKeyPath, adminSocket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var server, tcp map[string]any
+		if err := json.Unmarshal(c.Server, &server); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(c.TCP, &tcp); err != nil {
+			t.Fatal(err)
+		}
+		if got := at(server, "listener", "unix", "disable_unauthed_rekey_endpoints"); got != tc.want {
+			t.Errorf("%q: admin listener disable_unauthed_rekey_endpoints = %v, want %v", tc.kind, got, tc.want)
+		}
+		if got := at(tcp, "listener", "tcp", "disable_unauthed_rekey_endpoints"); got != tc.want {
+			t.Errorf("%q: TCP listener disable_unauthed_rekey_endpoints = %v, want %v", tc.kind, got, tc.want)
+		}
+	}
+	if _, err := Render(v, "consul", certFile, CredentialKeyPath, adminSocket); err == nil || !strings.Contains(err.Error(), `"consul"`) {
+		t.Errorf("an unknown server: err %v, want one naming it", err)
 	}
 }

@@ -82,7 +82,7 @@ func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
 		t.Fatal(err)
 	}
 	p.VaultAdmin = ShortSocketPath(t, "admin.sock")
-	data, err := vaultconf.Render(cfg.Vault, p.VaultCert, p.VaultKey, p.VaultAdmin)
+	data, err := vaultconf.Render(cfg.Vault, "", p.VaultCert, p.VaultKey, p.VaultAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
