@@ -76,6 +76,7 @@ type vaultReport struct {
 	Initialized bool   `json:"initialized"`
 	Sealed      bool   `json:"sealed"`
 	Version     string `json:"version,omitempty"`
+	Server      string `json:"server,omitempty"` // OpenBao or Vault, as edgeseal-unseal identified it
 }
 
 type sealedKeyReport struct {
@@ -135,6 +136,7 @@ func gatherStatus(ctx context.Context, p paths.Paths, cfgPath string) *statusRep
 		var st secretstore.Status
 		if json.Unmarshal(data, &st) == nil {
 			r.Daemon = &st
+			r.Vault.Server = st.Server
 		}
 	}
 	if vr, err := (&fsvault.Manager{Paths: p}).LastReport(); err == nil && len(vr.Vaults) > 0 {
@@ -212,7 +214,11 @@ func printStatus(w io.Writer, r *statusReport) {
 		state = map[bool]string{true: "initialised", false: "NOT initialised"}[v.Initialized] + ", " +
 			map[bool]string{true: "SEALED", false: "unsealed"}[v.Sealed]
 		if v.Version != "" {
-			state += " (Vault " + v.Version + ")"
+			name := v.Server
+			if name == "" {
+				name = "version"
+			}
+			state += " (" + name + " " + v.Version + ")"
 		}
 	}
 	fmt.Fprintf(tw, "  Vault\t%s\t%s\n", v.Addr, state)

@@ -109,6 +109,9 @@ func (b *Bootstrap) setStatus(line string) {
 // every request edgeseal makes without a token (init, unseal) goes there.
 func (b *Bootstrap) Run(ctx context.Context) error {
 	b.status = Status{Version: 1, Sealer: b.Sealer.Method(), VaultAddr: b.Config.VaultAddr(), BootID: b.BootID}
+	if b.Server != nil {
+		b.status.Server = b.Server.Kind.Name()
+	}
 	if err := os.MkdirAll(b.Paths.RunDir, 0o755); err != nil {
 		return fmt.Errorf("cannot create %s: %w", b.Paths.RunDir, err)
 	}

@@ -21,6 +21,7 @@ type Status struct {
 	Phase              string     `json:"phase"`
 	Sealer             string     `json:"sealer"`
 	VaultAddr          string     `json:"vault_addr"`
+	Server             string     `json:"server,omitempty"` // "OpenBao" or "Vault", when known (--server)
 	BootID             string     `json:"boot_id"`
 	Updated            time.Time  `json:"updated"`
 	Reunseals          int        `json:"reunseals"`

@@ -4,7 +4,7 @@
 // initialises anything with it.
 //
 // Both servers speak the same HTTP API, but their server configs differ (OpenBao
-// has listener options Vault rejects as unknown) and each release may change a
+// has listener options Vault does not know) and each release may change a
 // default edgeseal relies on, so edgeseal runs only the releases it is tested
 // with. A binary says what it is in the first line of `BIN version`:
 //

@@ -17,7 +17,8 @@
 // with OpenBao both listeners refuse the unauthenticated rekey endpoints
 // (disable_unauthed_rekey_endpoints), which edgeseal never uses and any local
 // user could otherwise start and cancel rekeys on; HashiCorp Vault has no such
-// option and rejects unknown keys, so its config goes without.
+// option (it warns of an unknown field at every start), so its config goes
+// without. OpenBao has no mlock at all, so its config has no disable_mlock.
 //
 // Every local user reaches the TCP listener, and Vault answers some requests
 // there without a token: whoever calls sys/init first holds the root token. So
@@ -71,7 +72,8 @@ type server struct {
 	DisableClustering bool `json:"disable_clustering"`
 	// DisableMlock: mlock needs CAP_IPC_LOCK, which edgeseal-vault.service does
 	// not grant; the unit keeps Vault out of swap with MemorySwapMax=0 instead.
-	DisableMlock bool   `json:"disable_mlock"`
+	// OpenBao has no mlock (it warns of the key as unknown): Vault's only.
+	DisableMlock bool   `json:"disable_mlock,omitempty"`
 	UI           bool   `json:"ui"`
 	LogLevel     string `json:"log_level"`
 }
@@ -142,7 +144,7 @@ func Render(v config.Vault, kind vaultbin.Kind, certFile, keyFile, adminSocket s
 		Listener:          map[string]unixListener{"unix": {Address: adminSocket, TLSDisable: true, DisableUnauthedRekey: openbao}},
 		APIAddr:           (&config.Config{Vault: v}).VaultAddr(),
 		DisableClustering: true,
-		DisableMlock:      true,
+		DisableMlock:      !openbao,
 		UI:                false,
 		LogLevel:          logLevel,
 	}

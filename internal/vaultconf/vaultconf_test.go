@@ -196,7 +196,7 @@ func TestTheTCPListenerIsHeldBackUntilEnabled(t *testing.T) {
 	}
 }
 
-func TestOpenBaoListenersRefuseUnauthenticatedRekeysAndVaultsGoWithout(t *testing.T) {
+func TestEachServerGetsOnlyTheOptionsItKnows(t *testing.T) {
 	v := config.Default().Vault
 	for _, tc := range []struct {
 		kind vaultbin.Kind
@@ -222,6 +222,10 @@ func TestOpenBaoListenersRefuseUnauthenticatedRekeysAndVaultsGoWithout(t *testin
 		}
 		if got := at(tcp, "listener", "tcp", "disable_unauthed_rekey_endpoints"); got != tc.want {
 			t.Errorf("%q: TCP listener disable_unauthed_rekey_endpoints = %v, want %v", tc.kind, got, tc.want)
+		}
+		// OpenBao removed mlock and warns of disable_mlock as an unknown key.
+		if got, want := at(server, "disable_mlock") != nil, tc.kind != vaultbin.OpenBao; got != want {
+			t.Errorf("%q: disable_mlock present: %v, want %v", tc.kind, got, want)
 		}
 	}
 	if _, err := Render(v, "consul", certFile, CredentialKeyPath, adminSocket); err == nil || !strings.Contains(err.Error(), `"consul"`) {
