@@ -445,6 +445,20 @@ func TestTokenIssuingTokenCannotEscalate(t *testing.T) {
 	if _, err := issuer.KVv2("secret").Get(ctx, "edgeseal/app-one/db"); err == nil || !isForbidden(err) {
 		t.Errorf("the token-issuing token read a service secret: %v", err)
 	}
+	// Its sudo on the service role's create path: what sudo would add.
+	long, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{secretstore.ServicePolicyPrefix + "app-one"}, Period: "8760h"}, secretstore.ServiceRole)
+	if err != nil {
+		t.Fatalf("a service token asking for a year's period: %v", err)
+	}
+	if want := int(d.cfg.Tokens.ServicePeriod.D().Seconds()); long.Auth.LeaseDuration > want {
+		t.Errorf("a service token asking for a year's period got %d s; the role's period (%d s) bounds it", long.Auth.LeaseDuration, want)
+	}
+	if _, err := issuer.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{secretstore.ServicePolicyPrefix + "app-one"}}); err == nil {
+		t.Error("the token-issuing token created a token outside the service role")
+	}
+	if _, err := issuer.Logical().Write("auth/token/create-orphan", map[string]any{"policies": "default"}); err == nil {
+		t.Error("the token-issuing token created an orphan token")
+	}
 }
 
 func isForbidden(err error) bool {

@@ -24,9 +24,21 @@ const (
 // service role, look up and revoke them by accessor. Everything a token needs for
 // itself (lookup-self, renew-self, revoke-self) comes with Vault's default policy.
 // It cannot write policies: a token that could would be root in disguise.
+//
+// sudo on the create path is for one thing: a period on the token itself
+// (Vault and OpenBao ask sudo for it), which lookup-self then reports, and by
+// which EdgeX's client (go-mod-secrets) decides to renew the token; a period
+// that comes from the role alone is not reported, and EdgeX's services would
+// lose their tokens after one period. On this one path, with a role, sudo adds
+// no more: the role's allowed policies still bound a token's policies, the
+// role's period bounds the period (the lesser is used), the role decides
+// orphans, no root token can come from a non-root parent, and edgeseal makes no
+// namespaces; a chosen token id, which sudo also allows, gives the holder
+// nothing it could not do by creating a token.
 const tokendPolicyHCL = `# edgeseal token provider: issue and revoke service tokens, nothing else.
+# sudo: a period on each token itself, which lookup-self then reports.
 path "auth/token/create/` + ServiceRole + `" {
-  capabilities = ["create", "update"]
+  capabilities = ["create", "update", "sudo"]
 }
 path "auth/token/lookup-accessor" {
   capabilities = ["update"]

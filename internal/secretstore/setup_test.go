@@ -70,10 +70,17 @@ func TestPolicies(t *testing.T) {
 
 func TestTokendPolicyCannotWritePoliciesOrReadSecrets(t *testing.T) {
 	p := Policies(&config.Config{})[TokendPolicy]
-	for _, bad := range []string{"sys/", "secret", "sudo", "auth/token/create\"", "auth/token/create-orphan", "auth/token/roles"} {
+	for _, bad := range []string{"sys/", "secret", "auth/token/create\"", "auth/token/create-orphan", "auth/token/roles"} {
 		if strings.Contains(p, bad) {
 			t.Errorf("token provider policy mentions %q:\n%s", bad, p)
 		}
+	}
+	// sudo on the service role's create path alone (a period on each token).
+	createBlock := `path "auth/token/create/` + ServiceRole + `" {
+  capabilities = ["create", "update", "sudo"]
+}`
+	if strings.Count(p, `"sudo"`) != 1 || !strings.Contains(p, createBlock) {
+		t.Errorf("token provider policy has sudo other than on the service role's create path:\n%s", p)
 	}
 	if !strings.Contains(p, `path "auth/token/create/`+ServiceRole+`"`) {
 		t.Errorf("token provider policy cannot create service tokens:\n%s", p)

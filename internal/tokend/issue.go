@@ -144,6 +144,9 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 		Policies:    []string{secretstore.ServicePolicyPrefix + svc.Name},
 		DisplayName: svc.Name,
 		Metadata:    meta,
+		// The role's period too, on the token itself: lookup-self reports it,
+		// and clients that renew only what says it is periodic (EdgeX's) renew.
+		Period: s.Config.Tokens.ServicePeriod.D().String(),
 	}
 	create := func() (*api.Secret, error) {
 		plain, wrapping := s.issuing.clients()
