@@ -282,9 +282,11 @@ func (d *device) tokenIn(path string) string {
 	return s.Auth.ClientToken
 }
 
-// vaultEnv is the vault CLI inside the device, using token.
+// vaultEnv is the CLI of the device's server (bao or vault) inside the
+// device, using token. OpenBao's reads the VAULT_ variables when its BAO_ ones
+// are unset.
 func (d *device) vaultEnv(token string) []string {
-	return []string{"env", "VAULT_ADDR=" + d.cfg.VaultAddr(), "VAULT_CACERT=/run/edgeseal/pki/ca.crt", "VAULT_TOKEN=" + token, "vault"}
+	return []string{"env", "VAULT_ADDR=" + d.cfg.VaultAddr(), "VAULT_CACERT=/run/edgeseal/pki/ca.crt", "VAULT_TOKEN=" + token, d.srv.InstallPath}
 }
 
 func (d *device) vaultOK(token string, args ...string) {
