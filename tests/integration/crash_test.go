@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
 // crashAt makes the next start of edgeseal-unseal.service kill itself with SIGKILL
@@ -53,10 +54,14 @@ func recovers(t *testing.T, d *device, step secretstore.Step, secret string) {
 }
 
 func TestCrashAtEveryStepOfFirstBootRecoversOnNextBoot(t *testing.T) {
+	onEachServer(t, crashAtEveryStepOfFirstBoot)
+}
+
+func crashAtEveryStepOfFirstBoot(t *testing.T, srv testbed.Server) {
 	for _, step := range secretstore.FirstBootSteps {
 		t.Run(string(step), func(t *testing.T) {
-			t.Logf("Given a new device whose first boot crashes (SIGKILL) at %s", step)
-			d := newDevice(t, false, nil)
+			t.Logf("Given a new device running %s whose first boot crashes (SIGKILL) at %s", srv, step)
+			d := newDevice(t, false, nil, withServer(srv))
 			crashAt(t, d, step)
 			t.Log("When it boots again, Then Vault is unsealed and set up")
 			recovers(t, d, step, "")
@@ -75,8 +80,12 @@ func TestCrashAtEveryStepOfFirstBootRecoversOnNextBoot(t *testing.T) {
 }
 
 func TestCrashAtEveryStepOfABootRecoversWithDataIntact(t *testing.T) {
-	t.Log("Given a device that has booted once and holds a secret")
-	d := newDevice(t, false, nil)
+	onEachServer(t, crashAtEveryStepOfABoot)
+}
+
+func crashAtEveryStepOfABoot(t *testing.T, srv testbed.Server) {
+	t.Logf("Given a device running %s that has booted once and holds a secret", srv)
+	d := newDevice(t, false, nil, withServer(srv))
 	d.start()
 	c := d.vaultClient()
 	c.SetToken(d.rootToken())

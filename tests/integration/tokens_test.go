@@ -93,10 +93,14 @@ func tokenStoryConfig(c *config.Config) {
 }
 
 func TestEachServiceGetsItsOwnToken(t *testing.T) {
+	onEachServer(t, eachServiceGetsItsOwnToken)
+}
+
+func eachServiceGetsItsOwnToken(t *testing.T, srv testbed.Server) {
 	testbed.Require(t, "python3")
 	ctx := context.Background()
-	t.Log("Given a device whose config names five services, each by a different kind of identity")
-	d := newDevice(t, false, tokenStoryConfig)
+	t.Logf("Given a device running %s whose config names five services, each by a different kind of identity", srv)
+	d := newDevice(t, false, tokenStoryConfig, withServer(srv))
 	writeFile(t, filepath.Join(d.units, "app-one.service"), []byte(appOneUnit), 0o644)
 	writeFile(t, filepath.Join(d.units, "reporter.service"), []byte(reporterUnit), 0o644)
 	writeFile(t, filepath.Join(d.units, "flaky.service"), []byte(flakyUnit), 0o644)
