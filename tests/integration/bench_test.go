@@ -11,10 +11,14 @@ import (
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
 // Figures for the README: medians over b.N runs, each on a fresh device or a
 // reboot under real systemd. Run with `make bench` (go test -bench . -benchtime 5x).
+// Every benchmark runs once per server, side by side in one run: sub-benchmarks
+// named by the server (BenchmarkReunseal/openbao, BenchmarkReunseal/vault), with
+// the same metrics.
 
 func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
@@ -27,50 +31,64 @@ func report(b *testing.B, name string, ds []time.Duration) {
 	b.Logf("%s: median %v over %d runs (all: %v)", name, median(ds), len(ds), ds)
 }
 
+// onEachServerBench runs bench once per server of the test bed (OpenBao, then
+// HashiCorp Vault), as sub-benchmarks named by the server.
+func onEachServerBench(b *testing.B, bench func(b *testing.B, srv testbed.Server)) {
+	for _, srv := range servers {
+		b.Run(srv.Name, func(b *testing.B) { bench(b, srv) })
+	}
+}
+
 // BenchmarkColdFirstBoot: `systemctl start edgeseal.target` to active on a device
 // that has never booted (PKI, Vault start, init, seal, unseal, setup).
 func BenchmarkColdFirstBoot(b *testing.B) {
-	var ds []time.Duration
-	for range b.N {
-		d := newDevice(b, false, nil)
-		ds = append(ds, d.start())
-		d.m.Stop(b)
-	}
-	report(b, "cold-first-boot", ds)
+	onEachServerBench(b, func(b *testing.B, srv testbed.Server) {
+		var ds []time.Duration
+		for range b.N {
+			d := newDevice(b, false, nil, withServer(srv))
+			ds = append(ds, d.start())
+			d.m.Stop(b)
+		}
+		report(b, "cold-first-boot", ds)
+	})
 }
 
 // BenchmarkWarmReboot: `systemctl start edgeseal.target` to active after a reboot
 // (PKI, Vault start, unseal the sealed key, unseal Vault, setup, new tokens).
 func BenchmarkWarmReboot(b *testing.B) {
-	d := newDevice(b, false, nil)
-	d.start()
-	var ds []time.Duration
-	for range b.N {
-		d.m.Reboot(b)
-		ds = append(ds, d.start())
-	}
-	report(b, "warm-reboot", ds)
+	onEachServerBench(b, func(b *testing.B, srv testbed.Server) {
+		d := newDevice(b, false, nil, withServer(srv))
+		d.start()
+		var ds []time.Duration
+		for range b.N {
+			d.m.Reboot(b)
+			ds = append(ds, d.start())
+		}
+		report(b, "warm-reboot", ds)
+	})
 }
 
 // BenchmarkReunseal: from `systemctl restart edgeseal-vault` (which returns when
 // Vault's listener is up, sealed) to Vault unsealed again by edgeseal, and from a
 // SIGKILL of Vault to unsealed (includes systemd's restart and Vault's start).
 func BenchmarkReunseal(b *testing.B) {
-	d := newDevice(b, false, nil)
-	d.start()
-	var afterRestart, afterKill []time.Duration
-	for range b.N {
-		d.run("systemctl", "restart", "edgeseal-vault.service")
-		afterRestart = append(afterRestart, d.waitUnsealed(30*time.Second))
-		pid := d.mainPID("edgeseal-vault.service")
-		t0 := time.Now()
-		d.run("kill", "-9", pid)
-		time.Sleep(20 * time.Millisecond)
-		d.waitUnsealed(30 * time.Second)
-		afterKill = append(afterKill, time.Since(t0))
-	}
-	report(b, "reunseal-after-restart", afterRestart)
-	report(b, "reunseal-after-kill", afterKill)
+	onEachServerBench(b, func(b *testing.B, srv testbed.Server) {
+		d := newDevice(b, false, nil, withServer(srv))
+		d.start()
+		var afterRestart, afterKill []time.Duration
+		for range b.N {
+			d.run("systemctl", "restart", "edgeseal-vault.service")
+			afterRestart = append(afterRestart, d.waitUnsealed(30*time.Second))
+			pid := d.mainPID("edgeseal-vault.service")
+			t0 := time.Now()
+			d.run("kill", "-9", pid)
+			time.Sleep(20 * time.Millisecond)
+			d.waitUnsealed(30 * time.Second)
+			afterKill = append(afterKill, time.Since(t0))
+		}
+		report(b, "reunseal-after-restart", afterRestart)
+		report(b, "reunseal-after-kill", afterKill)
+	})
 }
 
 // BenchmarkTokenDelivery: one token through the socket (client, SO_PEERCRED,
@@ -80,10 +98,14 @@ func BenchmarkReunseal(b *testing.B) {
 // allowed), and the provider's peak RSS. Figures come from tokenbench, which
 // runs inside the device.
 func BenchmarkTokenDelivery(b *testing.B) {
+	onEachServerBench(b, tokenDelivery)
+}
+
+func tokenDelivery(b *testing.B, srv testbed.Server) {
 	d := newDevice(b, false, func(c *config.Config) {
 		c.Tokend.IdleExit = 0
 		c.Services = []config.Service{{Name: "collector", UIDs: []uint32{1001}}}
-	})
+	}, withServer(srv))
 	d.start()
 	d.run("systemctl", "start", "edgeseal-tokend.service")
 	for range b.N {

@@ -23,9 +23,13 @@ import (
 )
 
 func TestBootChain(t *testing.T) {
+	onEachServer(t, bootChain)
+}
+
+func bootChain(t *testing.T, srv testbed.Server) {
 	ctx := context.Background()
-	t.Log("Given a device with edgeseal installed by `make install` and edgeseal.target enabled")
-	d := newDevice(t, false, nil)
+	t.Logf("Given a device with edgeseal installed by `make install` for %s and edgeseal.target enabled", srv)
+	d := newDevice(t, false, nil, withServer(srv))
 	d.run("systemctl", "enable", "edgeseal.target")
 
 	t.Log("When it boots for the first time and edgeseal.target is started")
@@ -43,6 +47,15 @@ func TestBootChain(t *testing.T) {
 	human, _, err := d.m.Run(ctx, "edgeseal", "status")
 	if err != nil || !strings.Contains(human, "ready: Vault is unsealed") {
 		t.Errorf("edgeseal status (human): %v\n%s", err, human)
+	}
+	t.Logf("And the server that answers is %s, started from %s", srv, srv.InstallPath)
+	if ss, err := d.vaultClient().Sys().SealStatus(); err != nil {
+		t.Errorf("seal status: %v", err)
+	} else if ss.Version != srv.Version {
+		t.Errorf("the server reports version %q, want %s", ss.Version, srv)
+	}
+	if cmd := d.run("systemctl", "show", "-P", "ExecStart", "edgeseal-vault.service"); !strings.Contains(cmd, "path="+srv.InstallPath+" ") {
+		t.Errorf("edgeseal-vault.service runs %s, want %s", cmd, srv.InstallPath)
 	}
 
 	t.Log("And the sealed unseal key and admin token are on persistent disk, 0600, and no root token but those two exists")
@@ -179,7 +192,7 @@ func assertCAKeyNowhere(t *testing.T, d *device) {
 
 // assertNoSecretsInJournal checks that no token, nor the device's key material,
 // shows up in the journal: the secrets the test knows, and anything shaped like a
-// Vault token.
+// Vault token (OpenBao's service tokens have the same hvs. prefix).
 func assertNoSecretsInJournal(t *testing.T, d *device, known ...string) {
 	t.Helper()
 	j := d.m.Journal(t, "")

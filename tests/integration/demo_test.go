@@ -32,6 +32,8 @@ RuntimeDirectory=sample-app
 LoadCredential=vault-token:/run/edgeseal/tokend.sock
 ExecStart=/etc/edgeseal/sample-app.sh
 `
+	// sampleApp's @SERVER@ is the server's CLI (bao, or vault), both of which
+	// read the VAULT_ variables.
 	sampleApp = `#!/bin/sh
 # sample-app: uses the Vault token edgeseal gave it, never sees anyone else's.
 export VAULT_ADDR=https://127.0.0.1:8200 VAULT_CACERT=/run/edgeseal/pki/ca.crt
@@ -39,14 +41,14 @@ token() { sed -n 's/.*"client_token": *"\([^"]*\)".*/\1/p' "$1"; }
 
 echo "I am $(id -un) (uid $(id -u)); my credential: $CREDENTIALS_DIRECTORY/vault-token"
 VAULT_TOKEN=$(token "$CREDENTIALS_DIRECTORY/vault-token") \
-  vault kv put -mount=secret edgeseal/sample-app/greeting text="hello from sample-app" >/dev/null &&
+  @SERVER@ kv put -mount=secret edgeseal/sample-app/greeting text="hello from sample-app" >/dev/null &&
   echo "wrote secret/edgeseal/sample-app/greeting with the credential's token"
 
 edgeseal token fetch --out "$RUNTIME_DIRECTORY/token.json"
 export VAULT_TOKEN=$(token "$RUNTIME_DIRECTORY/token.json")
-echo "read back with the fetched token: $(vault kv get -mount=secret -field=text edgeseal/sample-app/greeting)"
+echo "read back with the fetched token: $(@SERVER@ kv get -mount=secret -field=text edgeseal/sample-app/greeting)"
 echo "billing's secret, with my token:"
-vault kv get -mount=secret edgeseal/billing/card 2>&1 | grep -i 'permission denied' | head -n 1
+@SERVER@ kv get -mount=secret edgeseal/billing/card 2>&1 | grep -i 'permission denied' | head -n 1
 exec sleep infinity
 `
 )
@@ -67,6 +69,7 @@ func TestDemo(t *testing.T) {
 	say("   config: the default (edgeseal config default): the unseal key is sealed to the TPM, PCR 7;")
 	say("   the TPM is a software TPM (swtpm) on 127.0.0.1, so seal.tpm2.device is the one change;")
 	say("   its file vaults are on a disk of their own (disk.img: ext4 with encryption) at /var/lib/edgeseal/vaults")
+	say("   its secret store server: %s at %s (EDGESEAL_SERVER=openbao or vault picks it)", defaultServer, defaultServer.InstallPath)
 	testbed.Require(t, "tpm2_pcrextend", "tpm2_startup", "tpm2_shutdown", "grep")
 	sw := testbed.StartSWTPM(t)
 	fw := firmware{t, sw}
@@ -81,7 +84,7 @@ func TestDemo(t *testing.T) {
 			{Name: "billing", Units: []string{"billing.service"}},
 		}
 	}, withFileVaults(disk), withJournalKept)
-	writeFile(t, filepath.Join(d.etc, "sample-app.sh"), []byte(sampleApp), 0o755)
+	writeFile(t, filepath.Join(d.etc, "sample-app.sh"), []byte(strings.ReplaceAll(sampleApp, "@SERVER@", filepath.Base(d.srv.InstallPath))), 0o755)
 	writeFile(t, filepath.Join(d.units, "sample-app.service"), []byte(sampleAppUnit), 0o644)
 	d.run("systemctl", "daemon-reload")
 	show("edgeseal config check", d.run("edgeseal", "config", "check"))

@@ -1,9 +1,11 @@
 //go:build integration
 
 // Package integration boots edgeseal as a user installs it (`make install`) under a
-// real systemd, PID 1 in a container over the host's root, with a real Vault, and
-// tells the story of a device's boots: first boot, reboot, Vault crashing, power
-// cut at every step.
+// real systemd, PID 1 in a container over the host's root, with a real server
+// (OpenBao, or HashiCorp Vault: testbed.Server), and tells the story of a
+// device's boots: first boot, reboot, Vault crashing, power cut at every step.
+// The stories of the server matrix (onEachServer) run on both servers; every
+// other test on the default one (EDGESEAL_SERVER, OpenBao unless it says vault).
 package integration
 
 import (
@@ -29,28 +31,53 @@ import (
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
-// installRoot is `make install DESTDIR=installRoot` plus the Vault build at
-// /usr/bin/vault: what the container overlays on its /usr.
-var installRoot string
+// The install trees a device overlays on its /usr: for each server of the test
+// bed (testbed.Servers), `make install DESTDIR=<root> VAULT=<srv.InstallPath>`
+// with the server's build at InstallPath and the test tools in
+// usr/lib/edgeseal-tests.
+var (
+	// installRoots are the trees by server name ("openbao", "vault").
+	installRoots map[string]string
+	// servers are the test bed's servers, the default first: the matrix.
+	servers []testbed.Server
+	// defaultServer is the server a device runs without withServer
+	// (testbed.DefaultServer: EDGESEAL_SERVER, OpenBao unless it says vault),
+	// and installRoot its tree.
+	defaultServer testbed.Server
+	installRoot   string
+)
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "edgeseal-install-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	code := func() int {
-		defer os.RemoveAll(dir)
 		defer func() {
 			if builtSnaps.dir != "" {
 				os.RemoveAll(builtSnaps.dir)
 			}
 		}()
-		if err := install(dir); err != nil {
-			fmt.Fprintf(os.Stderr, "cannot install edgeseal for the tests: %v\n", err)
+		var err error
+		if servers, err = testbed.Servers(); err != nil {
+			fmt.Fprintf(os.Stderr, "cannot run the integration tests: %v\n", err)
 			return 1
 		}
-		installRoot = dir
+		if defaultServer, err = testbed.DefaultServer(); err != nil {
+			fmt.Fprintf(os.Stderr, "cannot run the integration tests: %v\n", err)
+			return 1
+		}
+		installRoots = map[string]string{}
+		for _, srv := range servers {
+			dir, err := os.MkdirTemp("", "edgeseal-install-"+srv.Name+"-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			if err := install(dir, srv); err != nil {
+				fmt.Fprintf(os.Stderr, "cannot install edgeseal with %s for the tests: %v\n", srv, err)
+				return 1
+			}
+			installRoots[srv.Name] = dir
+		}
+		installRoot = installRoots[defaultServer.Name]
 		return m.Run()
 	}()
 	os.Exit(code)
@@ -61,25 +88,22 @@ func repoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-func install(dest string) error {
+// install makes dest the tree of a device that runs srv.
+func install(dest string, srv testbed.Server) error {
 	// The test build: the crash and failure hooks of edgeseal-unseal are in
-	// (a release build has none).
-	cmd := exec.Command("make", "-s", "-C", repoRoot(), "install", "DESTDIR="+dest, "GOTAGS=edgeseal_testhooks")
+	// (a release build has none). The units and profiles name srv's path.
+	cmd := exec.Command("make", "-s", "-C", repoRoot(), "install", "DESTDIR="+dest, "VAULT="+srv.InstallPath, "GOTAGS=edgeseal_testhooks")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("make install: %v\n%s", err, out)
 	}
-	vault, err := testbed.VaultBinaryPath()
-	if err != nil {
-		return err
-	}
 	// A hard link when the cache is on the same filesystem, else a copy.
-	target := filepath.Join(dest, "usr/bin/vault")
+	target := filepath.Join(dest, srv.InstallPath)
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return err
 	}
-	if os.Link(vault, target) != nil {
-		if out, err := exec.Command("cp", vault, target).CombinedOutput(); err != nil {
-			return fmt.Errorf("cannot copy %s: %v: %s", vault, err, out)
+	if os.Link(srv.Bin, target) != nil {
+		if out, err := exec.Command("cp", srv.Bin, target).CombinedOutput(); err != nil {
+			return fmt.Errorf("cannot copy %s: %v: %s", srv.Bin, err, out)
 		}
 	}
 	// Test tools run inside the devices.
@@ -96,10 +120,25 @@ func install(dest string) error {
 	return os.RemoveAll(filepath.Join(dest, "etc", "edgeseal"))
 }
 
+// onEachServer tells story once on each server of the test bed (OpenBao, then
+// HashiCorp Vault), whatever EDGESEAL_SERVER says: subtests named by the
+// server, whose devices are made withServer(srv). It logs how long each took.
+func onEachServer(t *testing.T, story func(t *testing.T, srv testbed.Server)) {
+	t.Helper()
+	for _, srv := range servers {
+		t.Run(srv.Name, func(t *testing.T) {
+			t0 := time.Now()
+			defer func() { t.Logf("%s on %s: %v", t.Name(), srv, time.Since(t0).Round(time.Millisecond)) }()
+			story(t, srv)
+		})
+	}
+}
+
 // device is one edge device: persistent state on host directories that survive its
 // reboots, and its systemd container while it runs.
 type device struct {
 	t       testing.TB
+	srv     testbed.Server // the server it runs; its CLI is srv.InstallPath
 	m       *testbed.Machine
 	etc     string // /etc/edgeseal
 	units   string // /etc/systemd/system
@@ -115,8 +154,20 @@ exec cat /etc/edgeseal/device-secret
 `
 
 // deviceOption changes a device before its first boot: more disks bound in
-// (opts.Binds), units written into d.units.
+// (opts.Binds), units written into d.units, its server (withServer).
 type deviceOption func(d *device, opts *testbed.MachineOptions)
+
+// withServer makes the device run srv, one of testbed.Servers, rather than
+// the default server: its /usr is the install tree made for srv. An option
+// after it sees d.srv == srv.
+func withServer(srv testbed.Server) deviceOption {
+	return func(d *device, opts *testbed.MachineOptions) {
+		if installRoots[srv.Name] == "" {
+			d.t.Fatalf("no install tree for %s (servers: %v)", srv, servers)
+		}
+		d.srv = srv
+	}
+}
 
 // newDevice prepares a device's disks. Its config is the default with the
 // ikm-hook sealer and, unless keepDefaultPort, a free port so devices do not
@@ -125,7 +176,7 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config), op
 	t.Helper()
 	testbed.Require(t, "systemd-nspawn", "make")
 	state := t.TempDir()
-	d := &device{t: t, etc: filepath.Join(state, "etc-edgeseal"), units: filepath.Join(state, "etc-systemd-system")}
+	d := &device{t: t, srv: defaultServer, etc: filepath.Join(state, "etc-edgeseal"), units: filepath.Join(state, "etc-systemd-system")}
 	// As on a device: /etc/edgeseal and /etc/systemd/system are readable by
 	// all (the token provider's user reads the config), the state is root's.
 	for dir, mode := range map[string]os.FileMode{d.etc: 0o755, d.units: 0o755,
@@ -155,7 +206,6 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config), op
 	writeFile(t, filepath.Join(d.etc, "ikm-hook"), []byte(demoHook), 0o700)
 
 	opts := testbed.MachineOptions{
-		UsrOverlay: filepath.Join(installRoot, "usr"),
 		Binds: []testbed.Bind{
 			{Host: d.etc, Container: "/etc/edgeseal", ReadOnly: true},
 			{Host: filepath.Join(state, "var-lib-edgeseal"), Container: "/var/lib/edgeseal"},
@@ -165,6 +215,9 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config), op
 	}
 	for _, o := range options {
 		o(d, &opts)
+	}
+	if opts.UsrOverlay == "" {
+		opts.UsrOverlay = filepath.Join(installRoots[d.srv.Name], "usr")
 	}
 	d.m = testbed.Boot(t, opts)
 	return d

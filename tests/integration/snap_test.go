@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -54,8 +55,8 @@ func snapDevice(t *testing.T, binds ...testbed.Bind) (*testbed.Machine, func(*te
 	return m, sh
 }
 
-// buildSnaps packs the edgeseal snap (`make snap`, with the test bed's Vault as
-// its server) and the consumer snap into a directory of their own, the first
+// buildSnaps packs the edgeseal snap (`make snap`, which ships the OpenBao
+// build as bin/bao) and the consumer snap into a directory of their own, the first
 // time it is called, and returns that directory.
 func buildSnaps(t *testing.T) string {
 	t.Helper()
@@ -78,11 +79,13 @@ func buildSnaps(t *testing.T) string {
 // packSnaps packs the snaps into out.
 func packSnaps(t *testing.T, out string) {
 	t.Helper()
-	vault, err := testbed.VaultBinaryPath()
-	if err != nil {
+	// make snap's own default for SNAP_BAO: the OpenBao build, whatever
+	// EDGESEAL_SERVER says (the snap ships OpenBao only). Its absence is the
+	// test bed's error, saying what to run.
+	if _, err := testbed.ServerNamed(string(vaultbin.OpenBao)); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("make", "-s", "-C", repoRoot(), "snap", "SNAP_BAO="+vault,
+	cmd := exec.Command("make", "-s", "-C", repoRoot(), "snap",
 		"SNAPDIR="+filepath.Join(out, "build"), "SNAP_OUT="+out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make snap: %v\n%s", err, b)
@@ -133,6 +136,16 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 	t0 := time.Now()
 	sh(t, "snap install --dangerous /srv/snaps/edgeseal_*.snap")
 	t.Logf("snap install: %v", time.Since(t0).Round(time.Millisecond))
+	// Its server is the OpenBao build, the release edgeseal pins.
+	openbao, err := testbed.ServerNamed(string(vaultbin.OpenBao))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.TrimSpace(sh(t, "/snap/edgeseal/current/bin/bao version"))
+	t.Logf("/snap/edgeseal/current/bin/bao version: %s", out)
+	if !strings.HasPrefix(out, openbao.String()+" ") {
+		t.Errorf("the snap's bin/bao says %q, want %s", out, openbao)
+	}
 	// No TPM at /dev/tpmrm0 here: the chain waits, disabled, for one.
 	if out := sh(t, "snap services edgeseal"); !serviceIs(out, "edgeseal.unseal", "disabled", "inactive") {
 		t.Fatalf("without a TPM the chain should wait, disabled:\n%s", out)

@@ -5,8 +5,8 @@ package integration
 // The spread suites (spread.yaml, tests/spread/*/*/task.yaml) run on VMs with
 // spread. This file runs the same tasks here, each on a fresh device: systemd as
 // PID 1 in a container over the host's /usr with `make install`'s tree and the
-// Vault build overlaid (so EDGESEAL_PREINSTALLED=1 tells the project prepare to
-// skip installing). A task that needs what this machine lacks says so with
+// OpenBao build at /usr/bin/bao overlaid, as spread.yaml's prepare installs them
+// (so EDGESEAL_PREINSTALLED=1 tells the project prepare to skip installing). A task that needs what this machine lacks says so with
 // EDGESEAL_NEEDS in its environment; it is listed as not run, with why, never
 // dropped silently. See docs/spread.md.
 
@@ -30,6 +30,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -593,7 +594,9 @@ func (r *spreadRun) runTask(p *spreadProject, task *spreadTask) error {
 	r.env.Set("EDGESEAL_SPREAD_REBOOT_MARKER", r.remote+"/"+spreadRunDir+"/reboot")
 
 	t0 := time.Now()
-	r.m = testbed.Boot(t, testbed.MachineOptions{UsrOverlay: filepath.Join(installRoot, "usr"), Binds: binds, CPU: cpu})
+	// OpenBao whatever EDGESEAL_SERVER says: the tasks run `bao`, which
+	// spread.yaml's prepare installs.
+	r.m = testbed.Boot(t, testbed.MachineOptions{UsrOverlay: filepath.Join(installRoots[string(vaultbin.OpenBao)], "usr"), Binds: binds, CPU: cpu})
 	t.Logf("device booted in %v", time.Since(t0).Round(time.Millisecond))
 
 	type level struct{ name, dir, prepare, restore string }

@@ -93,10 +93,14 @@ func tokenStoryConfig(c *config.Config) {
 }
 
 func TestEachServiceGetsItsOwnToken(t *testing.T) {
+	onEachServer(t, eachServiceGetsItsOwnToken)
+}
+
+func eachServiceGetsItsOwnToken(t *testing.T, srv testbed.Server) {
 	testbed.Require(t, "python3")
 	ctx := context.Background()
-	t.Log("Given a device whose config names five services, each by a different kind of identity")
-	d := newDevice(t, false, tokenStoryConfig)
+	t.Logf("Given a device running %s whose config names five services, each by a different kind of identity", srv)
+	d := newDevice(t, false, tokenStoryConfig, withServer(srv))
 	writeFile(t, filepath.Join(d.units, "app-one.service"), []byte(appOneUnit), 0o644)
 	writeFile(t, filepath.Join(d.units, "reporter.service"), []byte(reporterUnit), 0o644)
 	writeFile(t, filepath.Join(d.units, "flaky.service"), []byte(flakyUnit), 0o644)
@@ -282,9 +286,11 @@ func (d *device) tokenIn(path string) string {
 	return s.Auth.ClientToken
 }
 
-// vaultEnv is the vault CLI inside the device, using token.
+// vaultEnv is the CLI of the device's server (bao or vault) inside the
+// device, using token. OpenBao's reads the VAULT_ variables when its BAO_ ones
+// are unset.
 func (d *device) vaultEnv(token string) []string {
-	return []string{"env", "VAULT_ADDR=" + d.cfg.VaultAddr(), "VAULT_CACERT=/run/edgeseal/pki/ca.crt", "VAULT_TOKEN=" + token, "vault"}
+	return []string{"env", "VAULT_ADDR=" + d.cfg.VaultAddr(), "VAULT_CACERT=/run/edgeseal/pki/ca.crt", "VAULT_TOKEN=" + token, d.srv.InstallPath}
 }
 
 func (d *device) vaultOK(token string, args ...string) {

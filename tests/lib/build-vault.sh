@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Builds HashiCorp Vault v1.21.0 from the Go module proxy into a cache outside the
 # repository and prints the path of the binary. Rebuilds only when the binary is
-# missing. Vault is not packaged in Debian; the test bed uses this build (the snap
-# ships OpenBao instead). v1.21.0 is pinned exactly: later patch releases do not
-# build this way (their in-tree sdk matches no published vault/sdk version).
+# missing. Vault is not packaged in Debian; the test bed runs this build as its
+# second server, after OpenBao (tests/lib/build-openbao.sh), which the snap
+# ships and make install defaults to. v1.21.0 is pinned exactly: later patch
+# releases do not build this way (their in-tree sdk matches no published vault/sdk version).
+#
+# --path prints where the binary is (or will be) and builds nothing.
 set -euo pipefail
 
 version=v1.21.0
 cache=${EDGESEAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeseal}
 bin=$cache/vault-$version/vault
+if [ "${1:-}" = --path ]; then
+	echo "$bin"
+	exit 0
+fi
 
 if [ -x "$bin" ] && "$bin" version >/dev/null 2>&1; then
 	echo "$bin"

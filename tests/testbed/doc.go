@@ -2,7 +2,9 @@
 
 // Package testbed runs the real parts edgeseal's integration tests need on the
 // test bed (../shared/testbed.md): systemd as PID 1 in a container over the
-// host's root, a Vault server, a software TPM. Rules it keeps for every test:
+// host's root, a Vault-compatible server (OpenBao, the default, or HashiCorp
+// Vault: Server, picked by EDGESEAL_SERVER), a software TPM. Rules it keeps for
+// every test:
 //
 //   - A missing prerequisite fails the test with what to install; nothing skips.
 //   - Everything a helper starts is ended at cleanup, by pid, and waited for;

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/edgeseal/edgeseal/internal/vaultbin"
 )
 
 func TestMachineBootsRunsCommandsAndKeepsBoundStateAcrossReboot(t *testing.T) {
@@ -103,5 +105,102 @@ func TestSWTPMStartsAnswersResetsAndStopsCleanly(t *testing.T) {
 		t.Errorf("swtpm's port is still taken: %v", err)
 	} else {
 		l.Close()
+	}
+}
+
+func TestOneVariablePicksTheServerAndOpenBaoIsTheDefault(t *testing.T) {
+	t.Setenv("EDGESEAL_VAULT", "")
+	t.Setenv(ServerVar, "") // restored at the end, whatever the cases do
+	for _, tc := range []struct {
+		value string // EDGESEAL_SERVER; "-" for unset
+		want  string // the server's name, or "" for an error
+	}{
+		{"-", "openbao"}, // unset: OpenBao, the server make install and the snap ship
+		{"", "openbao"},  // set but empty: the same
+		{"openbao", "openbao"},
+		{"vault", "vault"},
+		{"bao", ""},   // a binary's name is not a server's
+		{"Vault", ""}, // names are exact
+		{"hashicorp", ""},
+	} {
+		if tc.value == "-" {
+			os.Unsetenv(ServerVar)
+		} else {
+			t.Setenv(ServerVar, tc.value)
+		}
+		srv, err := DefaultServer()
+		if tc.want == "" {
+			if err == nil || !strings.Contains(err.Error(), "openbao (the default) or vault") || !strings.Contains(err.Error(), ServerVar) {
+				t.Errorf("%s=%q: err %v, want one naming the variable and the accepted values", ServerVar, tc.value, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s=%q: %v", ServerVar, tc.value, err)
+		}
+		if srv.Name != tc.want {
+			t.Errorf("%s=%q: %s, want %s", ServerVar, tc.value, srv.Name, tc.want)
+		}
+	}
+
+	t.Setenv(ServerVar, "")
+	t.Setenv("EDGESEAL_VAULT", "/opt/vault")
+	if _, err := DefaultServer(); err == nil || !strings.Contains(err.Error(), "EDGESEAL_VAULT=/opt/vault is no longer read") {
+		t.Errorf("with EDGESEAL_VAULT set: err %v, want a refusal naming it", err)
+	}
+	if _, err := Servers(); err == nil || !strings.Contains(err.Error(), "EDGESEAL_VAULT") {
+		t.Errorf("Servers with EDGESEAL_VAULT set: err %v, want a refusal naming it", err)
+	}
+}
+
+func TestServersAreOpenBaoThenVaultEachItsPinnedBuild(t *testing.T) {
+	t.Setenv("EDGESEAL_VAULT", "")
+	srvs, err := Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ name, release, install string }{
+		{"openbao", "OpenBao v2.4.1", "/usr/bin/bao"},
+		{"vault", "Vault v1.21.0", "/usr/bin/vault"},
+	}
+	if len(srvs) != len(want) {
+		t.Fatalf("Servers() = %v, want %d", srvs, len(want))
+	}
+	for i, w := range want {
+		s := srvs[i]
+		if s.Name != w.name || string(s.Kind) != w.name || s.String() != w.release || s.InstallPath != w.install {
+			t.Errorf("server %d: %+v (%s), want %s, %s at %s", i, s, s, w.name, w.release, w.install)
+		}
+		// The build is the one its script makes (and make deps, and make snap's default).
+		script := filepath.Join(repoRoot(), pins[i].script)
+		out, err := exec.Command(script, "--path").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := strings.TrimSpace(string(out)); p != s.Bin || !strings.Contains(p, "-v"+s.Version+"/") {
+			t.Errorf("%s: Bin %s; %s --path says %s, which should name v%s", s.Name, s.Bin, pins[i].script, p, s.Version)
+		}
+		got, _ := exec.Command(s.Bin, "version").Output()
+		if info, err := vaultbin.Parse(got); err != nil || info.String() != s.String() {
+			t.Errorf("%s version: %q (%v), want %s", s.Bin, got, err, s)
+		}
+	}
+	named, err := ServerNamed("openbao")
+	if err != nil || named != srvs[0] {
+		t.Errorf("ServerNamed(openbao) = %+v, %v", named, err)
+	}
+	if _, err := ServerNamed("consul"); err == nil || !strings.Contains(err.Error(), "openbao (the default) or vault") {
+		t.Errorf("ServerNamed(consul): err %v, want one naming the servers", err)
+	}
+}
+
+func TestAMissingServerBuildSaysWhatToRun(t *testing.T) {
+	// A cache without builds: identify (not memoised) says what to run.
+	t.Setenv("EDGESEAL_CACHE", t.TempDir())
+	for _, p := range pins {
+		_, err := p.identify()
+		if err == nil || !strings.Contains(err.Error(), "run `make deps` (or "+p.script+") first") {
+			t.Errorf("%s: err %v, want one saying to run make deps or %s", p.kind, err, p.script)
+		}
 	}
 }

@@ -23,34 +23,11 @@ import (
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
-// VaultVersion is the HashiCorp Vault release the test bed builds and runs.
-const VaultVersion = "v1.21.0"
-
-// VaultBinaryPath is the cached Vault build (tests/lib/build-vault.sh), or an
-// error saying how to make it. EDGESEAL_VAULT overrides the path.
-func VaultBinaryPath() (string, error) {
-	if p := os.Getenv("EDGESEAL_VAULT"); p != "" {
-		return p, nil
-	}
-	cache := os.Getenv("EDGESEAL_CACHE")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, _ := os.UserHomeDir()
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "edgeseal")
-	}
-	p := filepath.Join(cache, "vault-"+VaultVersion, "vault")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no Vault build at %s: run tests/lib/build-vault.sh (or `make vault`) first", p)
-	}
-	return p, nil
-}
-
-// VaultServer is a real Vault server on loopback with file storage and TLS from a
-// per-boot PKI issued by edgeseal's own pki package, as edgeseal-pki.service does.
+// VaultServer is a real Vault-compatible server (OpenBao or HashiCorp Vault) on
+// loopback with file storage and TLS from a per-boot PKI issued by edgeseal's
+// own pki package, and its config rendered for it, as edgeseal-pki.service does.
 type VaultServer struct {
+	Server Server      // which server it is
 	Addr   string      // the TCP listener, https://127.0.0.1:PORT
 	Admin  string      // the admin socket, unix:///PATH
 	Paths  paths.Paths // where its PKI and config are
@@ -58,20 +35,25 @@ type VaultServer struct {
 	CAFile string
 
 	t      testing.TB
-	bin    string
 	config string
 	proc   *Process
 }
 
-// StartVault starts Vault with cfg's storage path on a free loopback port, which
-// it writes to cfg.Vault.Listen so clients find it.
+// StartVault starts the default server (DefaultServer) as StartServer does.
 func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
-	v := &cfg.Vault
 	t.Helper()
-	bin, err := VaultBinaryPath()
+	srv, err := DefaultServer()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return StartServer(t, srv, cfg)
+}
+
+// StartServer starts srv with cfg's storage path on a free loopback port, which
+// it writes to cfg.Vault.Listen so clients find it.
+func StartServer(t testing.TB, srv Server, cfg *config.Config) *VaultServer {
+	t.Helper()
+	v := &cfg.Vault
 	v.Listen = fmt.Sprintf("127.0.0.1:%d", FreeLoopbackPort(t))
 	p := paths.New(t.TempDir())
 	b, err := pki.Issue(pki.Options{Validity: time.Hour})
@@ -82,7 +64,7 @@ func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
 		t.Fatal(err)
 	}
 	p.VaultAdmin = ShortSocketPath(t, "admin.sock")
-	data, err := vaultconf.Render(cfg.Vault, "", p.VaultCert, p.VaultKey, p.VaultAdmin)
+	data, err := vaultconf.Render(cfg.Vault, srv.Kind, p.VaultCert, p.VaultKey, p.VaultAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +75,7 @@ func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &VaultServer{Addr: "https://" + v.Listen, Admin: "unix://" + p.VaultAdmin, Paths: p, Pool: pool, CAFile: p.CACert, t: t, bin: bin, config: p.VaultConfDir}
+	s := &VaultServer{Server: srv, Addr: "https://" + v.Listen, Admin: "unix://" + p.VaultAdmin, Paths: p, Pool: pool, CAFile: p.CACert, t: t, config: p.VaultConfDir}
 	s.Start(t)
 	return s
 }
@@ -101,9 +83,9 @@ func StartVault(t testing.TB, cfg *config.Config) *VaultServer {
 // Start starts the server process and waits until its API answers.
 func (s *VaultServer) Start(t testing.TB) {
 	t.Helper()
-	cmd := exec.Command(s.bin, "server", "-config="+s.config)
+	cmd := exec.Command(s.Server.Bin, "server", "-config="+s.config)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
-	s.proc = StartProcess(t, "vault", cmd)
+	s.proc = StartProcess(t, s.Server.Name, cmd)
 	c := s.AdminClient(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -111,7 +93,7 @@ func (s *VaultServer) Start(t testing.TB) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Vault did not answer at %s within 30s:\n%s", s.Addr, s.proc.LogTail(30))
+			t.Fatalf("%s did not answer at %s within 30s:\n%s", s.Server, s.Addr, s.proc.LogTail(30))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -32,11 +32,13 @@ vault_addr() {
 	echo "https://127.0.0.1:$EDGESEAL_VAULT_PORT"
 }
 
-# vault_as TOKEN ARGS... runs the vault CLI with TOKEN, trusting this boot's CA.
+# vault_as TOKEN ARGS... runs the server's CLI with TOKEN, trusting this boot's
+# CA: OpenBao's bao, which spread.yaml's prepare installs (it reads the VAULT_
+# variables when its BAO_ ones are unset).
 vault_as() {
 	local token=$1
 	shift
-	VAULT_ADDR=$(vault_addr) VAULT_CACERT=/run/edgeseal/pki/ca.crt VAULT_TOKEN=$token vault "$@"
+	VAULT_ADDR=$(vault_addr) VAULT_CACERT=/run/edgeseal/pki/ca.crt VAULT_TOKEN=$token bao "$@"
 }
 
 # token_in FILE prints the client token of a token file (Vault's auth response JSON).
