@@ -99,8 +99,11 @@ func Identify(ctx context.Context, bin string) (Info, error) {
 	ctx, cancel := context.WithTimeout(ctx, versionTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "version")
-	// A clean environment: nothing of the caller's (VAULT_ADDR, tokens) reaches it.
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C"}
+	// A clean environment: nothing of the caller's (VAULT_ADDR, tokens) reaches
+	// it. A HOME, so that it does not look its user up (both servers run
+	// `getent passwd` without one); TZ=UTC, so that it reads no zone file. Then
+	// it reads nothing but its own binary and what the Go runtime reads.
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C", "HOME=/nonexistent", "TZ=UTC"}
 	out := &limitedBuffer{max: maxVersionOutput}
 	cmd.Stdout = out
 	cmd.Stderr = out

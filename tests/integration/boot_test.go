@@ -214,7 +214,8 @@ func assertNoSecretsInJournal(t *testing.T, d *device, known ...string) {
 			t.Errorf("the journal contains a secret:\n%s", testbed.GrepLines(j, secret))
 		}
 	}
-	if m := regexp.MustCompile(`hvs\.[A-Za-z0-9_-]{20,}`).FindString(j); m != "" {
+	// Vault's tokens are hvs., OpenBao's s. (service), b. and r. (batch, recovery).
+	if m := regexp.MustCompile(`\b(?:hv[sbr]|[sbr])\.[A-Za-z0-9_-]{20,}`).FindString(j); m != "" {
 		t.Errorf("the journal contains a Vault token:\n%s", testbed.GrepLines(j, m))
 	}
 }
