@@ -42,160 +42,165 @@ const traceSyscalls = "open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2
 // would stop a step on a device with AppArmor fails here, with the access.
 func TestEveryStepStaysWithinItsAppArmorProfileOnABoot(t *testing.T) {
 	testbed.Require(t, "strace", "tpm2_startup")
-	sw := testbed.StartSWTPM(t)
-	disk := testbed.NewEncryptFS(t, "64M")
-	d := newDevice(t, false, func(c *config.Config) {
-		c.Seal.Method = "tpm2"
-		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
-		c.Services = []config.Service{{Name: "collector", UIDs: []uint32{1001}}}
-	}, func(_ *device, opts *testbed.MachineOptions) {
-		opts.Binds = append(opts.Binds, testbed.Bind{Host: disk.Mount, Container: "/var/lib/edgeseal/vaults"})
-	})
-	d.writeConfig()
-	d.run("install", "-d", "-m", "1777", "/run/edgeseal-trace")
-	for _, s := range tracedSteps {
-		var execs strings.Builder
-		for _, e := range stepExecs(t, s.unit) {
-			// The lock of a vault with files open waits 1s, not 10s, here.
-			cmd := strings.Replace(e.cmd, "--wait 10s", "--wait 1s", 1)
-			fmt.Fprintf(&execs, "%s=\n%s=/usr/bin/strace -D -f -ff -qq -y -s 4096 -e status=successful -e trace=%s -o /run/edgeseal-trace/%s %s\n",
-				e.key, e.key, traceSyscalls, s.profile, cmd)
+	// On each server: the pki and unseal steps run the server's binary
+	// (`BIN version`) in their own profiles, and each server's start differs.
+	onEachServer(t, func(t *testing.T, srv testbed.Server) {
+		root := installRoots[srv.Name] // its units and profiles, rendered for srv
+		sw := testbed.StartSWTPM(t)
+		disk := testbed.NewEncryptFS(t, "64M")
+		d := newDevice(t, false, func(c *config.Config) {
+			c.Seal.Method = "tpm2"
+			c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
+			c.Services = []config.Service{{Name: "collector", UIDs: []uint32{1001}}}
+		}, withServer(srv), func(_ *device, opts *testbed.MachineOptions) {
+			opts.Binds = append(opts.Binds, testbed.Bind{Host: disk.Mount, Container: "/var/lib/edgeseal/vaults"})
+		})
+		d.writeConfig()
+		d.run("install", "-d", "-m", "1777", "/run/edgeseal-trace")
+		for _, s := range tracedSteps {
+			var execs strings.Builder
+			for _, e := range stepExecs(t, root, s.unit) {
+				// The lock of a vault with files open waits 1s, not 10s, here.
+				cmd := strings.Replace(e.cmd, "--wait 10s", "--wait 1s", 1)
+				fmt.Fprintf(&execs, "%s=\n%s=/usr/bin/strace -D -f -ff -qq -y -s 4096 -e status=successful -e trace=%s -o /run/edgeseal-trace/%s %s\n",
+					e.key, e.key, traceSyscalls, s.profile, cmd)
+			}
+			dropIn := fmt.Sprintf(`[Service]
+	# Traced by TestEveryStepStaysWithinItsAppArmorProfileOnABoot: strace runs as a
+	# grandchild (-D), so the step keeps its pid (socket activation, sd_notify);
+	# it needs ptrace, which the unit's system-call filter would refuse, and
+	# CAP_SYS_PTRACE to read the memory of steps that make themselves non-dumpable.
+	%sSystemCallFilter=
+	CapabilityBoundingSet=CAP_SYS_PTRACE
+	AmbientCapabilities=CAP_SYS_PTRACE
+	ReadWritePaths=/run/edgeseal-trace
+	`, execs.String())
+			dir := filepath.Join(d.units, s.unit+".d")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(dir, "trace.conf"), []byte(dropIn), 0o644)
 		}
-		dropIn := fmt.Sprintf(`[Service]
-# Traced by TestEveryStepStaysWithinItsAppArmorProfileOnABoot: strace runs as a
-# grandchild (-D), so the step keeps its pid (socket activation, sd_notify);
-# it needs ptrace, which the unit's system-call filter would refuse, and
-# CAP_SYS_PTRACE to read the memory of steps that make themselves non-dumpable.
-%sSystemCallFilter=
-CapabilityBoundingSet=CAP_SYS_PTRACE
-AmbientCapabilities=CAP_SYS_PTRACE
-ReadWritePaths=/run/edgeseal-trace
-`, execs.String())
-		dir := filepath.Join(d.units, s.unit+".d")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		d.run("systemctl", "daemon-reload")
+
+		t.Log("Given a device booting with its steps traced: first boot, a token, a Vault reload and restart")
+		d.start()
+		ctx := context.Background()
+		if out, stderr, err := d.m.RunAs(ctx, 1001, 1001, "edgeseal", "token", "fetch", "--out", "/tmp/collector/token.json"); err != nil {
+			t.Fatalf("token fetch: %v\n%s%s", err, out, stderr)
+		}
+		// A reload (SIGHUP: Vault reads its config and certificate again), then a
+		// restart (edgeseal-unseal unseals it again).
+		d.run("systemctl", "reload", "edgeseal-vault.service")
+		d.run("systemctl", "restart", "edgeseal-vault.service")
+		d.waitUnsealed(30 * time.Second)
+		if out, stderr, err := d.m.RunAs(ctx, 1001, 1001, "edgeseal", "token", "fetch", "--out", "/tmp/collector/token.json"); err != nil {
+			t.Fatalf("token fetch after the Vault restart: %v\n%s%s", err, out, stderr)
+		}
+
+		t.Log("And its file vaults: made at boot, a vault unlocked for an app, a lock pending while the app and")
+		t.Log("  a shell hold the vault, a reload, and every vault locked at shutdown")
+		d.run("systemctl", "start", "edgeseal-fsvault.service")
+		d.run("systemctl", "start", "edgeseal-fsvault@images.service")
+		d.run("systemd-run", "--unit=trace-app", "-p", "ProtectSystem=strict", "-p", "ReadWritePaths=/var/lib/edgeseal/vaults/images",
+			"sh", "-c", "echo state > /var/lib/edgeseal/vaults/images/state && exec sleep 300")
+		d.run("systemd-run", "--unit=trace-shell", "-p", "WorkingDirectory=/var/lib/edgeseal/vaults/images", "sleep", "300")
+		// Its stop waits 1s for them, then fails: lock pending, holders named.
+		if _, _, err := d.m.Run(ctx, "systemctl", "stop", "edgeseal-fsvault@images.service"); err != nil {
+			t.Logf("stop of edgeseal-fsvault@images.service with the vault held: %v (expected: lock pending)", err)
+		}
+		if j := d.m.Journal(t, "edgeseal-fsvault@images.service"); !strings.Contains(j, "lock pending: files busy (pid ") {
+			t.Errorf("the traced lock did not name the vault's holders:\n%s", j)
+		}
+		d.run("systemctl", "stop", "trace-app.service", "trace-shell.service")
+		d.run("systemctl", "reload", "edgeseal-fsvault.service")
+
+		t.Log("And a controller: the device enrolled, the vault images switched to tpm+controller with")
+		t.Log("  attestation, and the reload that rewraps it through the controller (a challenge, a quote, the keys)")
+		ctlDir := filepath.Join(t.TempDir(), "controller")
+		if err := refctl.Init(ctlDir, []string{"127.0.0.1"}); err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(dir, "trace.conf"), []byte(dropIn), 0o644)
-	}
-	d.run("systemctl", "daemon-reload")
-
-	t.Log("Given a device booting with its steps traced: first boot, a token, a Vault reload and restart")
-	d.start()
-	ctx := context.Background()
-	if out, stderr, err := d.m.RunAs(ctx, 1001, 1001, "edgeseal", "token", "fetch", "--out", "/tmp/collector/token.json"); err != nil {
-		t.Fatalf("token fetch: %v\n%s%s", err, out, stderr)
-	}
-	// A reload (SIGHUP: Vault reads its config and certificate again), then a
-	// restart (edgeseal-unseal unseals it again).
-	d.run("systemctl", "reload", "edgeseal-vault.service")
-	d.run("systemctl", "restart", "edgeseal-vault.service")
-	d.waitUnsealed(30 * time.Second)
-	if out, stderr, err := d.m.RunAs(ctx, 1001, 1001, "edgeseal", "token", "fetch", "--out", "/tmp/collector/token.json"); err != nil {
-		t.Fatalf("token fetch after the Vault restart: %v\n%s%s", err, out, stderr)
-	}
-
-	t.Log("And its file vaults: made at boot, a vault unlocked for an app, a lock pending while the app and")
-	t.Log("  a shell hold the vault, a reload, and every vault locked at shutdown")
-	d.run("systemctl", "start", "edgeseal-fsvault.service")
-	d.run("systemctl", "start", "edgeseal-fsvault@images.service")
-	d.run("systemd-run", "--unit=trace-app", "-p", "ProtectSystem=strict", "-p", "ReadWritePaths=/var/lib/edgeseal/vaults/images",
-		"sh", "-c", "echo state > /var/lib/edgeseal/vaults/images/state && exec sleep 300")
-	d.run("systemd-run", "--unit=trace-shell", "-p", "WorkingDirectory=/var/lib/edgeseal/vaults/images", "sleep", "300")
-	// Its stop waits 1s for them, then fails: lock pending, holders named.
-	if _, _, err := d.m.Run(ctx, "systemctl", "stop", "edgeseal-fsvault@images.service"); err != nil {
-		t.Logf("stop of edgeseal-fsvault@images.service with the vault held: %v (expected: lock pending)", err)
-	}
-	if j := d.m.Journal(t, "edgeseal-fsvault@images.service"); !strings.Contains(j, "lock pending: files busy (pid ") {
-		t.Errorf("the traced lock did not name the vault's holders:\n%s", j)
-	}
-	d.run("systemctl", "stop", "trace-app.service", "trace-shell.service")
-	d.run("systemctl", "reload", "edgeseal-fsvault.service")
-
-	t.Log("And a controller: the device enrolled, the vault images switched to tpm+controller with")
-	t.Log("  attestation, and the reload that rewraps it through the controller (a challenge, a quote, the keys)")
-	ctlDir := filepath.Join(t.TempDir(), "controller")
-	if err := refctl.Init(ctlDir, []string{"127.0.0.1"}); err != nil {
-		t.Fatal(err)
-	}
-	token, err := refctl.AddDevice(ctlDir, "trace-device", []int{7}, map[string]string{"location": "plant-7"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", testbed.FreeLoopbackPort(t))
-	serveCtx, stopServe := context.WithCancel(ctx)
-	served, ready := make(chan error, 1), make(chan struct{})
-	go func() {
-		served <- refctl.Serve(serveCtx, ctlDir, addr, refctl.Options{Log: io.Discard, Ready: func(string) { close(ready) }})
-	}()
-	t.Cleanup(func() { stopServe(); <-served })
-	select {
-	case <-ready:
-	case err := <-served:
-		t.Fatalf("the controller did not start: %v", err)
-	}
-	ca, err := os.ReadFile(refctl.CACertPath(ctlDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	enrol(t, d, "https://"+addr, ca, token)
-	switchToController(t, d, "images")
-	d.run("systemctl", "reload", "edgeseal-fsvault.service")
-	if s := vaults(d)["images"]; s.KeySource != config.KeySourceTPMController {
-		t.Fatalf("the traced reload did not rewrap the vault images through the controller: %+v\n%s", s, d.m.Journal(t, "edgeseal-fsvault.service"))
-	}
-
-	// Stopping ends each strace, which then writes out what it saw.
-	d.run("systemctl", "stop", "edgeseal.target", "edgeseal-tokend.service", "edgeseal-tokend.socket",
-		"edgeseal-unseal.service", "edgeseal-vault.service", "edgeseal-pki.service", "edgeseal-fsvault.service")
-	if j := d.m.Journal(t, "edgeseal-fsvault.service"); !strings.Contains(j, "vault config: locked") || !strings.Contains(j, "vault images: locked") {
-		t.Errorf("the traced stop of edgeseal-fsvault.service did not lock every vault:\n%s", j)
-	}
-
-	policy := installedProfiles(t)
-	for _, s := range tracedSteps {
-		if s.unit == "edgeseal-fsvault@.service" {
-			continue // the same profile and trace files as edgeseal-fsvault.service
+		token, err := refctl.AddDevice(ctlDir, "trace-device", []int{7}, map[string]string{"location": "plant-7"})
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Run(s.profile, func(t *testing.T) {
-			p := policy[s.profile]
-			if p == nil {
-				t.Fatalf("no profile %s", s.profile)
+		addr := fmt.Sprintf("127.0.0.1:%d", testbed.FreeLoopbackPort(t))
+		serveCtx, stopServe := context.WithCancel(ctx)
+		served, ready := make(chan error, 1), make(chan struct{})
+		go func() {
+			served <- refctl.Serve(serveCtx, ctlDir, addr, refctl.Options{Log: io.Discard, Ready: func(string) { close(ready) }})
+		}()
+		t.Cleanup(func() { stopServe(); <-served })
+		select {
+		case <-ready:
+		case err := <-served:
+			t.Fatalf("the controller did not start: %v", err)
+		}
+		ca, err := os.ReadFile(refctl.CACertPath(ctlDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		enrol(t, d, "https://"+addr, ca, token)
+		switchToController(t, d, "images")
+		d.run("systemctl", "reload", "edgeseal-fsvault.service")
+		if s := vaults(d)["images"]; s.KeySource != config.KeySourceTPMController {
+			t.Fatalf("the traced reload did not rewrap the vault images through the controller: %+v\n%s", s, d.m.Journal(t, "edgeseal-fsvault.service"))
+		}
+
+		// Stopping ends each strace, which then writes out what it saw.
+		d.run("systemctl", "stop", "edgeseal.target", "edgeseal-tokend.service", "edgeseal-tokend.socket",
+			"edgeseal-unseal.service", "edgeseal-vault.service", "edgeseal-pki.service", "edgeseal-fsvault.service")
+		if j := d.m.Journal(t, "edgeseal-fsvault.service"); !strings.Contains(j, "vault config: locked") || !strings.Contains(j, "vault images: locked") {
+			t.Errorf("the traced stop of edgeseal-fsvault.service did not lock every vault:\n%s", j)
+		}
+
+		policy := installedProfiles(t, root)
+		for _, s := range tracedSteps {
+			if s.unit == "edgeseal-fsvault@.service" {
+				continue // the same profile and trace files as edgeseal-fsvault.service
 			}
-			traces := d.run("sh", "-c", fmt.Sprintf(`for f in /run/edgeseal-trace/%s.*; do echo "== ${f##*.}"; cat "$f"; done`, s.profile))
-			if os.Getenv("EDGESEAL_TRACE_DUMP") != "" {
-				t.Logf("%s", traces)
-			}
-			accesses := parseTrace(traces, strings.Fields(execStart(t, s.unit))[0])
-			if len(accesses) < 5 {
-				t.Fatalf("only %d accesses traced for %s: is strace working?\n%s", len(accesses), s.unit, traces)
-			}
-			var outside []string
-			for _, a := range accesses {
-				if !a.allowedBy(p) {
-					outside = append(outside, a.String())
+			t.Run(s.profile, func(t *testing.T) {
+				p := policy[s.profile]
+				if p == nil {
+					t.Fatalf("no profile %s", s.profile)
 				}
-			}
-			slices.Sort(outside)
-			outside = slices.Compact(outside)
-			t.Logf("%s: %d accesses traced, %d outside the profile", s.unit, len(accesses), len(outside))
-			if len(outside) > 0 {
-				t.Errorf("%s did what profile %s does not allow (it would be denied on a device with AppArmor):\n  %s",
-					s.unit, s.profile, strings.Join(outside, "\n  "))
-			}
-		})
-	}
+				traces := d.run("sh", "-c", fmt.Sprintf(`for f in /run/edgeseal-trace/%s.*; do echo "== ${f##*.}"; cat "$f"; done`, s.profile))
+				if os.Getenv("EDGESEAL_TRACE_DUMP") != "" {
+					t.Logf("%s", traces)
+				}
+				accesses := parseTrace(traces, strings.Fields(execStart(t, root, s.unit))[0])
+				if len(accesses) < 5 {
+					t.Fatalf("only %d accesses traced for %s: is strace working?\n%s", len(accesses), s.unit, traces)
+				}
+				var outside []string
+				for _, a := range accesses {
+					if !a.allowedBy(p) {
+						outside = append(outside, a.String())
+					}
+				}
+				slices.Sort(outside)
+				outside = slices.Compact(outside)
+				t.Logf("%s: %d accesses traced, %d outside the profile", s.unit, len(accesses), len(outside))
+				if len(outside) > 0 {
+					t.Errorf("%s did what profile %s does not allow (it would be denied on a device with AppArmor):\n  %s",
+						s.unit, s.profile, strings.Join(outside, "\n  "))
+				}
+			})
+		}
+	})
 }
 
 // stepExecs are the commands an installed unit runs as its step, by key
 // (ExecStart=, and ExecStop= or ExecReload= when they run the step's program
 // too, not a helper outside the sandbox such as +/bin/kill).
-func stepExecs(t *testing.T, unit string) []struct{ key, cmd string } {
+func stepExecs(t *testing.T, root, unit string) []struct{ key, cmd string } {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(installRoot, "usr/lib/systemd/system", unit))
+	data, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system", unit))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := strings.Fields(execStart(t, unit))[0]
+	bin := strings.Fields(execStart(t, root, unit))[0]
 	var out []struct{ key, cmd string }
 	for _, line := range strings.Split(string(data), "\n") {
 		key, cmd, ok := strings.Cut(line, "=")
@@ -207,9 +212,9 @@ func stepExecs(t *testing.T, unit string) []struct{ key, cmd string } {
 }
 
 // execStart is the ExecStart= command of an installed unit.
-func execStart(t *testing.T, unit string) string {
+func execStart(t *testing.T, root, unit string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(installRoot, "usr/lib/systemd/system", unit))
+	data, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system", unit))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,11 +228,11 @@ func execStart(t *testing.T, unit string) string {
 }
 
 // installedProfiles are the profiles `make install` rendered.
-func installedProfiles(t *testing.T) map[string]*apparmor.Profile {
+func installedProfiles(t *testing.T, root string) map[string]*apparmor.Profile {
 	t.Helper()
 	out := map[string]*apparmor.Profile{}
 	for _, s := range tracedSteps {
-		data, err := os.ReadFile(filepath.Join(installRoot, "etc", "apparmor.d", s.profile))
+		data, err := os.ReadFile(filepath.Join(root, "etc", "apparmor.d", s.profile))
 		if err != nil {
 			t.Fatal(err)
 		}
