@@ -52,14 +52,15 @@ token-issuing token to /run/edgeseal/tokend/, revokes its root token and reports
 READY=1. It then keeps Vault unsealed: when Vault restarts, it unseals it again.
 
 With --server, before it touches Vault it runs ` + "`BIN version`" + ` and refuses (exit
-status 19) a BIN that is not a supported release (` + vaultbin.SupportedList() + `),
-and a running server that reports an unsupported release.
+status 19) a BIN that does not run or is not a supported release
+(` + vaultbin.SupportedList() + `), and a running server that reports an
+unsupported release.
 
 Exit status: 0 stopped; 1 an error a restart may cure; 2 bad usage or config;
 10 the sealed key is corrupt; 11 it belongs to another device or key; 12 the
 key material hook failed; 13 Vault's storage was lost; 14 Vault was initialised
 without edgeseal; 15 PCR values not approved; 16 wrong TPM PIN; 17 TPM lockout;
-18 no TPM; 19 an unsupported server.
+18 no TPM; 19 the server does not run or is not supported.
 
 Options:
 `
