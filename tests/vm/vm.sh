@@ -75,11 +75,12 @@ state_of() {
 	esac
 }
 
-# vm_ssh STATE [CMD...]: root in the VM, with the image's key.
+# vm_ssh STATE [CMD...]: root in the VM, with the image's key; at most
+# probe_timeout seconds if that is set.
 vm_ssh() {
 	local state=$1
 	shift
-	ssh -i "$(cat "$state/image")/id_ed25519" -p "$(cat "$state/port")" \
+	timeout "${probe_timeout:-0}" ssh -i "$(cat "$state/image")/id_ed25519" -p "$(cat "$state/port")" \
 		-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
 		-o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=10 \
 		root@127.0.0.1 "$@"
@@ -136,7 +137,7 @@ free_port() {
 # start_vm VAULT_DISK: boots a VM; sets state to its state directory first
 # thing, so that the caller's trap stops what did start.
 start_vm() {
-	local vault_disk=$1 img port accel pid waited password
+	local vault_disk=$1 img port accel pid waited password started
 	need_tools
 	img=$(image_dir)
 	for f in disk.raw vmlinuz initrd.img cmdline id_ed25519; do
@@ -153,7 +154,10 @@ start_vm() {
 	echo "$port" > "$state/port"
 	: > "$state/serial.log"
 	qemu-img create -q -f qcow2 -b "$img/disk.raw" -F raw "$state/overlay.qcow2"
-	local disks=(-drive "file=$state/overlay.qcow2,if=virtio,format=qcow2")
+	# Explicit devices, in order: the root disk is the first virtio disk
+	# (/dev/vda), whatever else is attached.
+	local disks=(-drive "file=$state/overlay.qcow2,if=none,id=root,format=qcow2"
+		-device "virtio-blk-pci,drive=root,serial=edgeseal-root")
 	if [ -n "$vault_disk" ]; then
 		truncate -s "$vault_disk" "$state/vaults.raw"
 		disks+=(-drive "file=$state/vaults.raw,if=none,id=vaults,format=raw"
@@ -190,13 +194,16 @@ start_vm() {
 		die "cannot start qemu (log above: $state/qemu.log)"
 	fi
 
-	waited=0
-	until vm_ssh "$state" true < /dev/null 2>/dev/null; do
+	# A probe is bounded on its own: before the guest's network is up, qemu
+	# accepts the connection and ssh would wait for a banner for ever.
+	started=$SECONDS
+	until probe_timeout=20 vm_ssh "$state" true < /dev/null 2> /dev/null; do
 		if ! pid=$(qemu_pid "$state"); then
 			tail -n 40 "$state/serial.log" >&2 || true
 			cat "$state/qemu.log" >&2
 			die "qemu exited before the guest's SSH answered (serial console above: $state/serial.log; qemu's output: $state/qemu.log)"
 		fi
+		waited=$((SECONDS - started))
 		if [ "$waited" -ge "$boot_timeout" ]; then
 			say "the last lines of the serial console:"
 			tail -n 40 "$state/serial.log" >&2 || true
@@ -208,9 +215,8 @@ start_vm() {
 			die "no SSH on 127.0.0.1:$port after $boot_timeout s, though the guest booted: is ssh.service up? (serial console: $state/serial.log)"
 		fi
 		sleep 2
-		waited=$((waited + 2))
 	done
-	say "SSH answered after about ${waited} s"
+	say "SSH answered $((SECONDS - started)) s after qemu started"
 
 	password=${EDGESEAL_VM_PASSWORD:-${SPREAD_SYSTEM_PASSWORD:-${SPREAD_PASSWORD:-}}}
 	if [ -z "$password" ]; then
