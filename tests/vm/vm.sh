@@ -54,7 +54,7 @@ need_tools() {
 		command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 	done
 	if [ ${#missing[@]} -gt 0 ]; then
-		die "missing ${missing[*]}: install them with apt-get install ${missing[*]} (or run tests/lib/install-deps.sh)"
+		die "cannot boot a VM without the Debian packages ${missing[*]}: apt-get install ${missing[*]} (or tests/lib/install-deps.sh)"
 	fi
 }
 
