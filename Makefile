@@ -157,3 +157,14 @@ demo: deps
 
 clean:
 	rm -rf bin build dist
+
+# spread itself on a real virtual machine (tests/vm, docs/spread.md): builds spread
+# from its pinned source, the Debian 12 VM image (cached in ~/.cache/edgeseal;
+# about 15 minutes cold without KVM) and the install tree, then runs
+# `spread vm:debian-12-64` on VMs under qemu (KVM if /dev/kvm, else TCG) with a
+# TPM and AppArmor enforcing. SPREAD_JOBS picks jobs, e.g.
+#   make spread SPREAD_JOBS=vm:debian-12-64:tests/spread/boot-chain/
+SPREAD_JOBS ?=
+.PHONY: spread
+spread:
+	tests/vm/spread.sh $(SPREAD_JOBS)

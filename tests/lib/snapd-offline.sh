@@ -47,6 +47,14 @@ fi
 if ! snap list snapd >/dev/null 2>&1; then
 	mkdir -p "$work/snapd/meta" "$work/snapd/usr/lib/snapd"
 	cp /usr/lib/snapd/info "$work/snapd/usr/lib/snapd/info"
+	# Where the kernel enforces AppArmor, snapd derives the profile of the
+	# snapd snap's snap-confine from the one the snap carries: the host's.
+	for profile in /etc/apparmor.d/usr.lib.snapd.snap-confine.real /etc/apparmor.d/usr.lib.snapd.snap-confine; do
+		if [ -f "$profile" ]; then
+			install -D -m 0644 "$profile" "$work/snapd/etc/apparmor.d/usr.lib.snapd.snap-confine"
+			break
+		fi
+	done
 	version=$(sed -n 's/^VERSION=//p' /usr/lib/snapd/info)
 	cat >"$work/snapd/meta/snap.yaml" <<YAML
 name: snapd

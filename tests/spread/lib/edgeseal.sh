@@ -13,9 +13,35 @@ install_ikm_hook() {
 	cat > /etc/edgeseal/ikm-hook <<'HOOK'
 #!/bin/sh
 # Vendor hook: prints this device's input keying material (IKM) on stdout.
-exec cat /etc/edgeseal/device-secret
+read -r ikm < /etc/edgeseal/device-secret
+printf '%s' "$ikm"
 HOOK
 	chmod 0700 /etc/edgeseal/ikm-hook
+	# edgeseal-unseal's AppArmor profile lets the hook run in its own profile
+	# and asks a hook that needs more (here: its shell, the C library, the
+	# secret) to say so in local/edgeseal-unseal. Where that profile is loaded
+	# (a machine whose kernel enforces AppArmor), it is reloaded with these.
+	[ -d /etc/apparmor.d ] || return 0
+	install -d -m 0755 /etc/apparmor.d/local
+	cat > /etc/apparmor.d/local/edgeseal-unseal <<'RULES'
+# The test hook of edgeseal's spread tasks (tests/spread/lib/edgeseal.sh): a
+# shell script, read by its interpreter (dash, dynamically linked), that reads
+# the device's secret with the shell's own read.
+/etc/edgeseal/ikm-hook r,
+/{usr/,}bin/dash mrix,
+/etc/ld.so.cache r,
+/{usr/,}lib/*-linux-gnu*/lib*.so* mr,
+/etc/edgeseal/device-secret r,
+RULES
+	reload_unseal_profile
+}
+
+# reload_unseal_profile reloads edgeseal-unseal's AppArmor profile, if the
+# kernel has it, so that local/edgeseal-unseal's lines apply.
+reload_unseal_profile() {
+	if grep -qs '^edgeseal-unseal ' /sys/kernel/security/apparmor/profiles; then
+		apparmor_parser -r /etc/apparmor.d/edgeseal-unseal
+	fi
 }
 
 # not COMMAND... succeeds when COMMAND fails (and says so when it does not).
@@ -77,6 +103,10 @@ restore_edgeseal() {
 	systemctl reset-failed 2>/dev/null || true
 	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /run/edgeseal
 	rm -f /etc/edgeseal/ikm-hook /etc/edgeseal/device-secret
+	if [ -e /etc/apparmor.d/local/edgeseal-unseal ]; then
+		rm -f /etc/apparmor.d/local/edgeseal-unseal
+		reload_unseal_profile
+	fi
 	edgeseal config default > /etc/edgeseal/edgeseal.yaml
 	systemd-tmpfiles --create /usr/lib/tmpfiles.d/edgeseal.conf
 }
