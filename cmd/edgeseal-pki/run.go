@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,8 +34,11 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 	var kind vaultbin.Kind
 	if o.server != "" {
 		info, err := vaultbin.Identify(ctx, o.server)
-		if err != nil {
+		if errors.Is(err, vaultbin.ErrUnsupported) {
 			return exitError{exitUsage, err}
+		}
+		if err != nil {
+			return err
 		}
 		kind = info.Kind
 		log.Info("the secret store server is supported", "server", o.server, "release", info.String())

@@ -60,7 +60,7 @@ Exit status: 0 stopped; 1 an error a restart may cure; 2 bad usage or config;
 10 the sealed key is corrupt; 11 it belongs to another device or key; 12 the
 key material hook failed; 13 Vault's storage was lost; 14 Vault was initialised
 without edgeseal; 15 PCR values not approved; 16 wrong TPM PIN; 17 TPM lockout;
-18 no TPM; 19 the server does not run or is not supported.
+18 no TPM; 19 the server does not run or is not supported (a server too slow to answer is 1).
 
 Options:
 `
@@ -135,7 +135,8 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 	if server != "" {
 		info, err := vaultbin.Identify(ctx, server)
 		if err != nil {
-			return exitError{19, err}
+			// 19 (final) for ErrUnsupported; 1 (restarted) for no answer in time.
+			return err
 		}
 		serverInfo = &info
 		log.Info("the secret store server is supported", "server", server, "release", info.String())

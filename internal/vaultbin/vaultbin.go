@@ -88,13 +88,20 @@ func SupportedList() string {
 // dozen bytes.
 const maxVersionOutput = 4096
 
-// versionTimeout bounds `BIN version`: a Go binary of some hundred megabytes
-// starts in well under a second, even from a cold page cache.
-const versionTimeout = 10 * time.Second
+// versionTimeout bounds `BIN version`. A Go binary of some hundred megabytes
+// starts in well under a second on a device, but it took 7 s from a cold page
+// cache in an emulated VM (qemu without KVM), and more than 10 s there while
+// snapd started beside it.
+const versionTimeout = 60 * time.Second
+
+// ErrNoAnswer is returned when `BIN version` did not finish within its time
+// (or ctx ended): the machine is slow or busy, which a later try may cure.
+var ErrNoAnswer = errors.New("the server binary did not answer in time")
 
 // Identify runs `bin version` and checks what it prints against Supported. The
-// error names bin, what it said and the supported releases, and wraps
-// ErrUnsupported when bin ran but is not a supported server.
+// error names bin, what it said and the supported releases. It wraps
+// ErrUnsupported when bin cannot be run, fails, or is not a supported server
+// (nothing a retry cures), and ErrNoAnswer when it did not answer in time.
 func Identify(ctx context.Context, bin string) (Info, error) {
 	ctx, cancel := context.WithTimeout(ctx, versionTimeout)
 	defer cancel()
@@ -107,8 +114,13 @@ func Identify(ctx context.Context, bin string) (Info, error) {
 	out := &limitedBuffer{max: maxVersionOutput}
 	cmd.Stdout = out
 	cmd.Stderr = out
+	// Once it is killed, do not wait for children that keep its output open.
+	cmd.WaitDelay = time.Second
 	if err := cmd.Run(); err != nil {
-		return Info{}, fmt.Errorf("cannot identify the secret store server %s: `%s version` failed: %w%s", bin, bin, err, quoteOutput(out.Bytes()))
+		if ctx.Err() != nil {
+			return Info{}, fmt.Errorf("cannot identify the secret store server %s: %w (%s)", bin, ErrNoAnswer, ctx.Err())
+		}
+		return Info{}, fmt.Errorf("cannot identify the secret store server %s: %w: `%s version` failed: %w%s", bin, ErrUnsupported, bin, err, quoteOutput(out.Bytes()))
 	}
 	info, err := Parse(out.Bytes())
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseKnowsBothServersVersionLines(t *testing.T) {
@@ -110,9 +111,20 @@ func TestIdentifyRunsTheBinaryAndNamesItInEveryRefusal(t *testing.T) {
 		t.Errorf("a failing binary: %v", err)
 	}
 
+	if _, err := Identify(context.Background(), failing); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("a failing binary: %v, want ErrUnsupported (a retry cures nothing)", err)
+	}
+
 	missing := filepath.Join(t.TempDir(), "bao")
-	if _, err := Identify(context.Background(), missing); err == nil || !strings.Contains(err.Error(), missing) {
+	if _, err := Identify(context.Background(), missing); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), missing) {
 		t.Errorf("a missing binary: %v", err)
+	}
+
+	slow := script(t, `sleep 5; echo 'OpenBao v2.4.1 (x)'`)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := Identify(ctx, slow); !errors.Is(err, ErrNoAnswer) || errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), slow) {
+		t.Errorf("a binary that does not answer in time: %v, want ErrNoAnswer (a retry may cure it), not ErrUnsupported", err)
 	}
 
 	chatty := script(t, `echo 'OpenBao v2.4.1 (x)'; yes | head -c 10000000`)
