@@ -46,7 +46,7 @@ build:
 	$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(CMDS))
 
 # The snap's binaries: the commands and the hook (meta/hooks/install, configure,
-# connect-plug-tpm).
+# connect-plug-*).
 build-snap-binaries:
 	@mkdir -p bin
 	$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(CMDS)) ./cmd/edgeseal-snap-hook
@@ -65,7 +65,8 @@ snap: build-snap-binaries
 	install -Dm0755 -t $(SNAPDIR)/prime/bin bin/edgeseal bin/edgeseal-pki bin/edgeseal-unseal bin/edgeseal-tokend
 	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/install
 	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/configure
-	install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/connect-plug-tpm
+	for hook in connect-plug-tpm connect-plug-daemon-notify connect-plug-system-observe; do \
+		install -Dm0755 bin/edgeseal-snap-hook $(SNAPDIR)/prime/meta/hooks/$$hook; done
 	install -m0755 $(SNAP_BAO) $(SNAPDIR)/prime/bin/bao
 	$(GO) run ./tools/snapmeta -snapcraft snap/snapcraft.yaml -prime $(SNAPDIR)/prime
 	@mkdir -p $(SNAP_OUT)

@@ -208,7 +208,7 @@ func exchange(ctx context.Context, socket string, req Request) (*Response, error
 		return nil, fmt.Errorf("%w: the answer of %s is longer than %d bytes", ErrProtocol, socket, MaxResponseSize)
 	case (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && len(data) == 0:
 		return nil, fmt.Errorf("%w: %s closed the connection without an answer "+
-			"(journalctl -u edgeseal-tokend.service says why)", ErrInterrupted, socket)
+			"(the provider's journal says why: journalctl -u edgeseal-tokend.service, or -u snap.edgeseal.tokend.service for the snap)", ErrInterrupted, socket)
 	case errors.Is(err, io.EOF):
 		return nil, fmt.Errorf("%w: the answer of %s ends without a newline", ErrProtocol, socket)
 	case err != nil:

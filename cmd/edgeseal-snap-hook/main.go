@@ -1,7 +1,7 @@
 // Command edgeseal-snap-hook is the edgeseal snap's install, configure and
-// connect-plug-tpm hook (one static binary, installed as each of meta/hooks/:
-// the snap's bare base has no shell). The install hook makes the snap's state
-// directory; the configure hook, which snapd runs after install and after every
+// connect-plug-* hooks (one static binary, installed as each of meta/hooks/:
+// the snap needs nothing of its base, no shell either). The install hook makes
+// the snap's state directory; the configure hook, which snapd runs after install and after every
 // `snap set edgeseal ...`, turns the options into the YAML config the daemons
 // read (internal/snapconf), shows the effective config back to `snap get`, and
 // starts or restarts the daemons. A bad option fails the hook with a message
@@ -15,15 +15,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/snapconf"
+	"github.com/edgeseal/edgeseal/internal/snapctl"
 )
 
 // daemons are the snap's boot chain, in order.
@@ -47,19 +48,19 @@ func run(ctx context.Context, hook string, stderr io.Writer) error {
 	if p.SnapInstance == "" {
 		return errors.New("this is the edgeseal snap's hook: snapd runs it, with $SNAP_DATA and $SNAP_INSTANCE_NAME set")
 	}
-	sc, err := findSnapctl()
+	sc, err := snapctl.Find()
 	if err != nil {
 		return err
 	}
 	switch hook {
 	case "install":
 		return install(p)
-	case "configure", "connect-plug-tpm":
-		// Connecting the tpm plug is what a TPM-sealed chain may have been
-		// waiting for: the same checks, then start.
+	case "configure", "connect-plug-tpm", "connect-plug-daemon-notify", "connect-plug-system-observe":
+		// Connecting a plug is what the chain may have been waiting for
+		// (waitingFor): the same checks, then start.
 		return configure(ctx, p, sc, stderr)
 	default:
-		return fmt.Errorf("unknown hook %q: want install, configure or connect-plug-tpm", hook)
+		return fmt.Errorf("unknown hook %q: want install, configure or connect-plug-<%s>", hook, strings.Join(chainPlugs, "|"))
 	}
 }
 
@@ -80,10 +81,10 @@ func install(p paths.Paths) error {
 	return nil
 }
 
-func configure(ctx context.Context, p paths.Paths, sc snapctl, stderr io.Writer) error {
+func configure(ctx context.Context, p paths.Paths, sc snapctl.Ctl, stderr io.Writer) error {
 	// snapctl get needs keys: the config's sections. (A misspelt top-level
 	// option is therefore not seen; a misspelt option within one is refused.)
-	doc, err := sc.output(ctx, append([]string{"get", "-d"}, snapconf.Sections...)...)
+	doc, err := sc.Output(ctx, append([]string{"get", "-d"}, snapconf.Sections...)...)
 	if err != nil {
 		return err
 	}
@@ -119,108 +120,88 @@ func configure(ctx context.Context, p paths.Paths, sc snapctl, stderr io.Writer)
 	for _, k := range keys {
 		args = append(args, k+"="+eff[k])
 	}
-	if _, err := sc.output(ctx, args...); err != nil {
+	if _, err := sc.Output(ctx, args...); err != nil {
 		return err
 	}
 
-	if cfg.Seal.Method == "tpm2" && strings.HasPrefix(cfg.Seal.TPM2.Device, "/") {
-		// A TPM device: it must exist, and the tpm plug must be connected for
-		// the snap to open it (it is not connected automatically). Until
-		// then the chain waits, and says why in `snap info edgeseal`
-		// (health: at most 70 characters); its hook's output has it in full.
-		code, why := "", ""
-		if _, err := os.Stat(cfg.Seal.TPM2.Device); err != nil {
-			code, why = "no-tpm", "no TPM device: set seal.tpm2.device, or seal.method"
-			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: the TPM %s (seal.tpm2.device) is missing: %v; "+
-				"set seal.method or seal.tpm2.device\n", cfg.Seal.TPM2.Device, err)
-		} else if !sc.connected(ctx, "tpm") {
-			code, why = "tpm-not-connected", "the tpm plug is not connected: snap connect "+p.SnapInstance+":tpm"
-			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped until the tpm plug is connected: snap connect %s:tpm\n", p.SnapInstance)
-		}
-		if code != "" {
-			_, err := sc.output(ctx, "set-health", "--code="+code, "blocked", why)
-			return err
-		}
+	if code, why := waitingFor(ctx, p, cfg, sc, stderr); code != "" {
+		// The chain waits, and says why in `snap info edgeseal` (health);
+		// the hook's output has it in full.
+		_, err := sc.Output(ctx, "set-health", "--code="+code, "blocked", why)
+		return err
 	}
-	if _, err := sc.output(ctx, "set-health", "okay"); err != nil {
+	if _, err := sc.Output(ctx, "set-health", "okay"); err != nil {
 		return err
 	}
 	apps := make([]string, len(daemons))
 	for i, d := range daemons {
 		apps[i] = p.SnapInstance + "." + d
 	}
-	enabled, err := sc.enabled(ctx, p.SnapInstance+".unseal")
+	enabled, err := sc.Enabled(ctx, p.SnapInstance+".unseal")
 	if err != nil {
 		return err
 	}
 	switch {
 	case !enabled:
 		// snapd starts them in order (after:) once this hook has succeeded.
-		_, err = sc.output(ctx, append([]string{"start", "--enable"}, apps...)...)
+		_, err = sc.Output(ctx, append([]string{"start", "--enable"}, apps...)...)
 	case changed:
-		_, err = sc.output(ctx, append([]string{"restart"}, apps...)...)
+		_, err = sc.Output(ctx, append([]string{"restart"}, apps...)...)
 	}
 	return err
 }
 
-// snapctl runs snapd's snapctl, which reaches snapd for the hook's context.
-type snapctl string
+// chainPlugs are the plugs the chain cannot run without, none connected
+// automatically by snapd: daemon-notify (vault, unseal and tokend tell
+// systemd they are ready; without it each start times out), system-observe
+// (tokend reads a caller's /proc entries and cgroup to know who it is;
+// unseal reads the server's) and tpm (only for a TPM device; see waitingFor).
+var chainPlugs = []string{"daemon-notify", "system-observe", "tpm"}
 
-// findSnapctl finds snapctl: /usr/bin/snapctl on most bases, only in snapd's
-// own directory on the bare base.
-func findSnapctl() (snapctl, error) {
-	for _, p := range []string{"/usr/bin/snapctl", "/usr/lib/snapd/snapctl"} {
-		if _, err := os.Stat(p); err == nil {
-			return snapctl(p), nil
+// waitingFor says what the chain waits for before it may start: a health code
+// and a line of at most 70 characters for snapctl set-health, with the whole
+// story on stderr; "" when nothing.
+func waitingFor(ctx context.Context, p paths.Paths, cfg *config.Config, sc snapctl.Ctl, stderr io.Writer) (code, why string) {
+	tpmDevice := cfg.Seal.Method == "tpm2" && strings.HasPrefix(cfg.Seal.TPM2.Device, "/")
+	if tpmDevice {
+		if _, err := os.Stat(cfg.Seal.TPM2.Device); err != nil {
+			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: the TPM %s (seal.tpm2.device) is missing: %v; "+
+				"set seal.method or seal.tpm2.device\n", cfg.Seal.TPM2.Device, err)
+			return "no-tpm", "no TPM device: set seal.tpm2.device, or seal.method"
 		}
 	}
-	return "", errors.New("cannot find snapctl in /usr/bin or /usr/lib/snapd")
-}
-
-func (s snapctl) output(ctx context.Context, args ...string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, string(s), args...)
-	cmd.Stdout = io.Writer(&limited{w: &stdout, n: snapconf.MaxDocument + 1})
-	cmd.Stderr = &limited{w: &stderr, n: 4096}
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("snapctl %s: %v: %s", args[0], err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.Bytes(), nil
-}
-
-// connected tells whether the snap's plug is connected (snapctl is-connected
-// exits 1 when it is not).
-func (s snapctl) connected(ctx context.Context, plug string) bool {
-	_, err := s.output(ctx, "is-connected", plug)
-	return err == nil
-}
-
-// enabled tells whether snapctl services lists app as enabled.
-func (s snapctl) enabled(ctx context.Context, app string) (bool, error) {
-	out, err := s.output(ctx, "services", app)
-	if err != nil {
-		return false, err
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == app {
-			return f[1] == "enabled", nil
+	for _, plug := range chainPlugs {
+		if plug == "tpm" && !tpmDevice {
+			continue
 		}
+		if sc.Connected(ctx, plug) {
+			continue
+		}
+		connect := "snap connect " + p.SnapInstance + ":" + plug
+		fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped until the %s plug is connected: %s\n", plug, connect)
+		why = "the " + plug + " plug is not connected: " + connect
+		if len(why) > 70 {
+			why = "not connected: " + connect
+		}
+		if len(why) > 70 {
+			why = "the " + plug + " plug is not connected"
+		}
+		return plug + "-not-connected", why
 	}
-	return false, fmt.Errorf("snapctl services does not list %s", app)
-}
-
-// limited keeps the first n bytes written to it.
-type limited struct {
-	w io.Writer
-	n int
-}
-
-func (l *limited) Write(b []byte) (int, error) {
-	if l.n > 0 {
-		k := min(len(b), l.n)
-		l.w.Write(b[:k])
-		l.n -= k
+	if tpmDevice {
+		// The tpm plug grants the device node, but no capability: a
+		// confined root opens it only if the file's mode lets root in
+		// without CAP_DAC_OVERRIDE. Debian's tpm-udev rules make
+		// /dev/tpmrm0 owned by tss (mode 0660), which keeps root out.
+		f, err := os.OpenFile(cfg.Seal.TPM2.Device, os.O_RDWR, 0)
+		if err != nil {
+			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: cannot open the TPM %s: %v; under strict confinement "+
+				"root has no CAP_DAC_OVERRIDE, so the device must let root in by its owner or group "+
+				"(a udev rule such as KERNEL==\"tpmrm[0-9]*\", OWNER=\"root\", GROUP=\"tss\", MODE=\"0660\"; docs/snap.md)\n",
+				cfg.Seal.TPM2.Device, err)
+			return "tpm-not-usable", "cannot open " + cfg.Seal.TPM2.Device + ": see docs/snap.md"
+		}
+		f.Close()
 	}
-	return len(b), nil
+	return "", ""
 }

@@ -125,11 +125,18 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	if err != nil {
 		return err
 	}
-	bus, err := sddbus.NewSystemConnectionContext(ctx)
-	if err != nil {
-		return fmt.Errorf("cannot connect to the system bus (needed to tell which unit a caller runs in): %w", err)
+	// Which unit a caller runs in: systemd says, over D-Bus; in a snap, whose
+	// confinement grants no call on systemd's API, the caller's cgroup says,
+	// by systemd's own rule (peer.CgroupUnits).
+	var units peer.UnitLookup = peer.CgroupUnits{}
+	if p.SnapInstance == "" {
+		bus, err := sddbus.NewSystemConnectionContext(ctx)
+		if err != nil {
+			return fmt.Errorf("cannot connect to the system bus (needed to tell which unit a caller runs in): %w", err)
+		}
+		defer bus.Close()
+		units = bus
 	}
-	defer bus.Close()
 	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		return fmt.Errorf("cannot read boot id: %w", err)
@@ -143,7 +150,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 		ConfigFile: cfgPath,
 		Paths:      p,
 		Vault:      client,
-		Resolver:   &peer.Resolver{Units: bus},
+		Resolver:   &peer.Resolver{Units: units},
 		Ledger:     led,
 		Policies:   &tokend.PolicySync{Applied: p.Policies, Socket: p.SyncSocket},
 		Log:        log.Logger,

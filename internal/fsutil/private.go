@@ -43,7 +43,11 @@ func OpenPrivateDir(path string) (*os.File, error) {
 	}
 	trusted := func(uid uint32) bool { return uid == 0 || int(uid) == euid }
 
-	root, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	// The directories on the way are opened with O_PATH: enough to stat
+	// them and to go on from them, and no read of them, which a confined
+	// process (a snap's AppArmor profile: /var/snap/ is not readable) may
+	// not have. Only the directory itself is opened for reading, at the end.
+	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open directory /: %w", err)
 	}
@@ -101,7 +105,7 @@ func OpenPrivateDir(path string) (*os.File, error) {
 			comps = append(strings.Split(target, "/"), comps...)
 			continue
 		}
-		fd, err := unix.Openat(cur, c, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Openat(cur, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			// A symlink put there since the Fstatat is refused (ELOOP), not followed.
 			return nil, fmt.Errorf("cannot open directory %s: %s%s: %w", path, where, c, err)
@@ -128,8 +132,13 @@ func OpenPrivateDir(path string) (*os.File, error) {
 	if st.Mode&0o022 != 0 {
 		return nil, fail("it is writable by others (mode %o)", st.Mode&0o7777)
 	}
-	stack = stack[:len(stack)-1] // the deferred close leaves it open
-	return os.NewFile(uintptr(fd), path), nil
+	// The same directory (".": no name to swap), opened for reading and
+	// fsync.
+	dirfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open directory %s: %w", path, err)
+	}
+	return os.NewFile(uintptr(dirfd), path), nil
 }
 
 func readlinkat(dir int, name string) (string, error) {

@@ -305,15 +305,108 @@ func resolveAs(t *testing.T, unit, cgroup string) Identity {
 	if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte(cgroup), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	u := units{}
-	if unit != "" {
-		u[p.PID] = unit
+	var lookup UnitLookup
+	if unit == fromCgroup {
+		lookup = CgroupUnits{Proc: proc}
+	} else {
+		u := units{}
+		if unit != "" {
+			u[p.PID] = unit
+		}
+		lookup = u
 	}
-	id, err := (&Resolver{Units: u, Proc: proc}).Resolve(context.Background(), p)
+	id, err := (&Resolver{Units: lookup, Proc: proc}).Resolve(context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// fromCgroup, as resolveAs's unit, resolves with CgroupUnits (the unit read
+// from the cgroup file) instead of a fake of systemd's D-Bus lookup.
+const fromCgroup = "\x00cgroup"
+
+func TestTheUnitReadFromTheCgroupIsTheOneSystemdReports(t *testing.T) {
+	cases := []struct{ cgroup, unit string }{
+		{"0::/system.slice/app-one.service\n", "app-one.service"},
+		{"0::/system.slice/system-getty.slice/getty@tty1.service\n", "getty@tty1.service"},
+		{"0::/init.scope\n", "init.scope"},
+		{"0::/user.slice/user-1000.slice/session-3.scope\n", "session-3.scope"},
+		// A unit's own subgroups (Delegate=yes) are the unit's.
+		{"0::/system.slice/delegated.service/snap.cam.daemon.service\n", "delegated.service"},
+		{"0::/system.slice/delegated.service/payload/x.slice/y.service\n", "delegated.service"},
+		// A user's manager names its cgroups freely; the system sees user@UID.service.
+		{"0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.cam.daemon.service\n", "user@1000.service"},
+		// cg_escape's "_" before a name that could clash with the kernel's files.
+		{"0::/system.slice/_cpu.service\n", "cpu.service"},
+		{"12:pids:/system.slice/x.service\n1:name=systemd:/system.slice/cron.service\n0::/\n", "cron.service"},
+		{"9:name=systemd:/..\n0::/system.slice/cron.service\n", "cron.service"},
+		// No unit: the root, a slice alone, another cgroup namespace's view,
+		// a container's payload outside systemd's names, nothing.
+		{"0::/\n", ""},
+		{"0::/system.slice\n", ""},
+		{"0::/../system.slice/cron.service\n", ""},
+		{"0::/lxc.payload.c1/system.slice/snap.cam.daemon.service\n", ""},
+		{"0::/system.slice/bad name.service\n", ""},
+		{"garbage", ""},
+		{"", ""},
+	}
+	for _, c := range cases {
+		if got := UnitOfCgroup(c.cgroup); got != c.unit {
+			t.Errorf("cgroup %q: unit %q, want %q", c.cgroup, got, c.unit)
+		}
+	}
+}
+
+func TestResolveFromTheCgroupFindsSnapAppsAndRefusesForgedNames(t *testing.T) {
+	cases := []struct{ name, cgroup, unit, app string }{
+		{"a snap daemon", "0::/system.slice/snap.cam.daemon.service\n", "snap.cam.daemon.service", "cam.daemon"},
+		{"a system app scope", "0::/system.slice/snap.cam.tool-" + uuid + ".scope\n", "snap.cam.tool-" + uuid + ".scope", "cam.tool"},
+		{"a snap-like cgroup inside a unit with Delegate=yes",
+			"0::/system.slice/delegated.service/snap.cam.daemon.service\n", "delegated.service", ""},
+		{"a subgroup of the snap daemon's own cgroup",
+			"0::/system.slice/snap.cam.daemon.service/sub\n", "snap.cam.daemon.service", ""},
+		{"a user's manager's scope", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/snap.cam.tool-" + uuid + ".scope\n",
+			"user@1000.service", ""},
+		{"a container's subtree", "0::/lxc.payload.c1/system.slice/snap.cam.daemon.service\n", "", ""},
+		{"a snap daemon in a quota group's slice", "0::/snap.grp.slice/snap.cam.daemon.service\n", "snap.cam.daemon.service", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id := resolveAs(t, fromCgroup, c.cgroup)
+			if id.Unit != c.unit || id.SnapApp != c.app {
+				t.Errorf("cgroup %q: unit %q, snap app %q; want %q, %q", c.cgroup, id.Unit, id.SnapApp, c.unit, c.app)
+			}
+		})
+	}
+}
+
+func FuzzUnitOfCgroup(f *testing.F) {
+	f.Add("0::/system.slice/app-one.service\n")
+	f.Add("0::/user.slice/user-1000.slice/user@1000.service/app.slice/x.service\n")
+	f.Add("1:name=systemd:/system.slice/_cpu.service\n0::/\n")
+	f.Fuzz(func(t *testing.T, cgroup string) {
+		unit := UnitOfCgroup(cgroup)
+		if unit == "" {
+			return
+		}
+		if err := ValidUnitName(unit); err != nil || strings.HasSuffix(unit, ".slice") {
+			t.Fatalf("cgroup %q: unit %q is no unit a process runs in (%v)", cgroup, unit, err)
+		}
+		path := cgroupPath(cgroup)
+		before, _, ok := strings.Cut(path, "/"+unit)
+		if !ok {
+			before, _, ok = strings.Cut(path, "/_"+unit)
+		}
+		if !ok {
+			t.Fatalf("cgroup %q: unit %q is not in its path %q", cgroup, unit, path)
+		}
+		for comp := range strings.SplitSeq(strings.TrimPrefix(before, "/"), "/") {
+			if comp != "" && !strings.HasSuffix(comp, ".slice") {
+				t.Fatalf("cgroup %q: unit %q found below %q, which is no slice", cgroup, unit, comp)
+			}
+		}
+	})
 }
 
 const uuid = "0b4983ca-d58a-4eba-b6dc-6eab780ec021"
@@ -482,6 +575,8 @@ func TestAPidfdIsTakenFromTheSocketAndByPidOnlyWhereTheKernelHasNoSoPeerPidfd(t 
 		{"before Linux 6.5: ENOPROTOOPT, so the pid is opened", -1, unix.ENOPROTOOPT, nil, openedFD, nil, true},
 		{"before Linux 6.5, and the pid names no process any more", -1, unix.ENOPROTOOPT, unix.ESRCH, -1, ErrGone, true},
 		{"before Linux 5.3: no pidfd at all, the start time alone tells", -1, unix.ENOPROTOOPT, unix.ENOSYS, -1, nil, true},
+		{"before Linux 6.5 in a snap whose seccomp filter lacks pidfd_open (EPERM): the start time alone tells",
+			-1, unix.ENOPROTOOPT, unix.EPERM, -1, nil, true},
 		{"any other answer of the socket is an error, not a reason to open the pid", -1, unix.ENODATA, nil, -1, errOther, false},
 	}
 	for _, c := range cases {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -78,7 +79,7 @@ func (r *Resolver) Resolve(ctx context.Context, p *Peer) (Identity, error) {
 		return id, fmt.Errorf("cannot use the unit name systemd gave for pid %d: %q is not a unit name", p.PID, unit)
 	}
 	id.Unit = unit
-	cg, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", p.proc, p.PID))
+	cg, err := readBounded(fmt.Sprintf("%s/%d/cgroup", p.proc, p.PID), maxCgroupFile)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return id, ErrGone
@@ -92,6 +93,90 @@ func (r *Resolver) Resolve(ctx context.Context, p *Peer) (Identity, error) {
 		return id, err
 	}
 	return id, nil
+}
+
+// CgroupUnits tells which unit a process runs in from its cgroup, by systemd's
+// own rule (cg_path_get_unit): the first component of the process's path in
+// systemd's hierarchy that is not a slice. It answers as GetUnitByPID does for
+// every process in a unit of the system manager, and needs no D-Bus: a
+// strictly confined snap may read /proc/PID/cgroup (system-observe) but may not
+// ask systemd (system-observe grants no call on org.freedesktop.systemd1).
+//
+// It is as strong as the D-Bus lookup because only the system manager (root)
+// makes the cgroups under the root's slices: a unit with Delegate=yes, a user's
+// manager or a container manager makes cgroups only below its own unit, so
+// whatever it names them, the first component that is not a slice is still its
+// unit (user@1000.service for a user's apps, as systemd reports). A process of
+// a cgroup namespace other than the reader's shows a path relative to it
+// ("/.." first), which names no unit.
+type CgroupUnits struct {
+	// Proc is the procfs root; "" means /proc.
+	Proc string
+}
+
+// GetUnitNameByPID implements UnitLookup from /proc/PID/cgroup. A process in
+// no unit (the root cgroup, a path that names no unit) is an error, as
+// systemd's NoUnitForPID is.
+func (c CgroupUnits) GetUnitNameByPID(_ context.Context, pid uint32) (string, error) {
+	proc := c.Proc
+	if proc == "" {
+		proc = "/proc"
+	}
+	data, err := readBounded(fmt.Sprintf("%s/%d/cgroup", proc, pid), maxCgroupFile)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the cgroup of pid %d: %w", pid, err)
+	}
+	unit := UnitOfCgroup(string(data))
+	if unit == "" {
+		return "", fmt.Errorf("%w: pid %d", ErrNoUnit, pid)
+	}
+	return unit, nil
+}
+
+// ErrNoUnit is CgroupUnits' answer for a process in no unit.
+var ErrNoUnit = errors.New("no unit for the process")
+
+// maxCgroupFile bounds a /proc/PID/cgroup read: one line per hierarchy, each
+// at most a path (4096) and a controller list.
+const maxCgroupFile = 64 << 10
+
+// UnitOfCgroup returns the unit systemd's rule finds in the content of a
+// /proc/PID/cgroup (see CgroupUnits), "" if none: the first path component
+// that is not a slice, with systemd's cgroup escape (a leading "_") undone,
+// if it is a valid unit name.
+func UnitOfCgroup(content string) string {
+	path := cgroupPath(content)
+	if !strings.HasPrefix(path, "/") {
+		return ""
+	}
+	for comp := range strings.SplitSeq(path[1:], "/") {
+		// cg_escape prefixes "_" to names that could clash with the kernel's
+		// own files (cgroup.*, tasks, a controller's prefix) or start with "_".
+		comp = strings.TrimPrefix(comp, "_")
+		if ValidUnitName(comp) != nil {
+			return ""
+		}
+		if !strings.HasSuffix(comp, ".slice") {
+			return comp
+		}
+	}
+	return ""
+}
+
+func readBounded(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: longer than %d bytes", name, limit)
+	}
+	return data, nil
 }
 
 // CredentialRequest is what systemd asks for when it loads a credential from a

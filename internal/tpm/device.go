@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"strings"
@@ -66,6 +67,12 @@ func classifyOpen(err error) error {
 	if errors.As(err, &ne) || errors.Is(err, os.ErrNotExist) || errors.Is(err, linux.ErrNoTPMDevices) {
 		return fmt.Errorf("%w: %v", ErrAbsent, err)
 	}
+	if errors.Is(err, fs.ErrPermission) {
+		// Root is refused a device node only by confinement: AppArmor (no
+		// rule, e.g. a snap's tpm plug not connected) or a missing
+		// CAP_DAC_OVERRIDE where the node is not root's (tpm-udev's tss).
+		return fmt.Errorf("%w (a confined process needs a rule for the device and, without CAP_DAC_OVERRIDE, a node root may open: owner or group root)", err)
+	}
 	return err
 }
 
@@ -73,7 +80,22 @@ func classifyOpen(err error) error {
 type linuxDevice struct{ path string }
 
 func (d linuxDevice) Open() (tpm2.Transport, error) {
+	if strings.HasPrefix(d.path, "/dev/tpmrm") {
+		// The kernel's resource manager, which exists for TPM 2.0 devices
+		// only: no need to read sysfs (which a snap may not) to tell.
+		return linux.OpenDevice(d.path) //nolint:staticcheck // the one opener that reads no sysfs
+	}
 	devs, err := linux.ListTPMDevices()
+	if errors.Is(err, fs.ErrPermission) {
+		// Strict confinement: snapd's tpm interface grants the device nodes
+		// but not the sysfs attributes go-tpm2 reads to list them. The node
+		// is opened as it is; a /dev/tpmrm0 exists only for a TPM 2.0.
+		t, err := linux.OpenDevice(d.path) //nolint:staticcheck // the one opener that reads no sysfs
+		if err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -90,7 +90,7 @@ func packSnaps(t *testing.T, out string) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make snap: %v\n%s", err, b)
 	}
-	// The snap's base is bare: every executable in it must be static.
+	// The snap needs nothing of its base: every executable in it must be static.
 	prime := filepath.Join(out, "build", "prime")
 	for _, dir := range []string{"bin", "meta/hooks"} {
 		entries, err := os.ReadDir(filepath.Join(prime, dir))

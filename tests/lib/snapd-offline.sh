@@ -4,7 +4,7 @@
 # nodes for loop mounts, the /var tree the snapd package ships (empty under
 # --volatile), udevd for snapd's `udevadm control --reload-rules`, snapd itself,
 # and local stand-ins for the two snaps snapd would otherwise fetch from the
-# store: the `bare` base and the `snapd` snap. Then `snap install --dangerous`
+# store: the `bare` and `core24` bases and the `snapd` snap. Then `snap install --dangerous`
 # works offline. Idempotent; run as root inside the container.
 set -euo pipefail
 
@@ -28,22 +28,35 @@ snap wait system seed.loaded
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-if ! snap list bare >/dev/null 2>&1; then
-	mkdir -p "$work/bare/meta"
+# standin_base NAME DESCRIPTION [EXTRA_DIR...] installs an empty base named
+# NAME: the directories snap-confine mounts the host's onto, and no files.
+# Enough for edgeseal's snaps, whose binaries are all static.
+standin_base() {
+	local name=$1 description=$2 d
+	shift 2
+	if snap list "$name" >/dev/null 2>&1; then
+		return 0
+	fi
+	mkdir -p "$work/$name/meta"
 	for d in bin dev etc home lib lib64 media mnt proc root run snap sys tmp usr/bin usr/lib/snapd \
-		usr/src var/lib/snapd var/log var/snap var/tmp lib/modules lib/firmware; do
-		mkdir -p "$work/bare/$d"
+		usr/src var/lib/snapd var/log var/snap var/tmp lib/modules lib/firmware "$@"; do
+		mkdir -p "$work/$name/$d"
 	done
-	cat >"$work/bare/meta/snap.yaml" <<'YAML'
-name: bare
+	cat >"$work/$name/meta/snap.yaml" <<YAML
+name: $name
 version: '1.0'
 type: base
-summary: Stand-in for the bare base (test bed, no store)
-description: Empty directories, as the store's bare base.
+summary: Stand-in for the $name base (test bed, no store)
+description: $description
 YAML
-	snap pack "$work/bare" "$work" >/dev/null
-	snap install --dangerous "$work"/bare_*.snap
-fi
+	snap pack "$work/$name" "$work" >/dev/null
+	snap install --dangerous "$work/${name}"_*.snap
+}
+# The consumer snap's base.
+standin_base bare "Empty directories, as the store's bare base."
+# edgeseal's: core24 has a /boot, where system-observe binds the host's (see
+# snap/snapcraft.yaml).
+standin_base core24 "Empty directories where core24 has its Ubuntu 24.04 root, as snap-confine needs them." boot
 if ! snap list snapd >/dev/null 2>&1; then
 	mkdir -p "$work/snapd/meta" "$work/snapd/usr/lib/snapd"
 	cp /usr/lib/snapd/info "$work/snapd/usr/lib/snapd/info"
