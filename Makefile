@@ -37,7 +37,8 @@ help:
 	@echo "make install DESTDIR=  binaries, units, AppArmor profiles, sysusers/tmpfiles, sample config, docs"
 	@echo "make snap              dist/edgeseal_*.snap from snap/snapcraft.yaml, with the OpenBao build as bin/bao (SNAP_BAO=FILE: another)"
 	@echo "make deps              install what the test bed needs (Debian packages; OpenBao and Vault built from their pins)"
-	@echo "make test              unit tests, then integration tests under systemd in a container"
+	@echo "make test              unit tests, integration tests under systemd in a container, then spread and power cuts on a VM"
+	@echo "make spread            spread's suites on a Debian 12 VM under qemu (SPREAD_JOBS=...: some)"
 	@echo "make demo              boot a device in a container and show edgeseal at work"
 	@echo "make bench             boot-time and re-unseal figures (medians)"
 
@@ -127,7 +128,7 @@ openbao:
 vault:
 	@tests/lib/build-vault.sh >/dev/null
 
-test: deps test-unit test-integration
+test: deps test-unit test-integration test-vm
 
 test-unit:
 	$(GO) vet ./...
@@ -166,6 +167,10 @@ clean:
 # TPM and AppArmor enforcing. SPREAD_JOBS picks jobs, e.g.
 #   make spread SPREAD_JOBS=vm:debian-12-64:tests/spread/boot-chain/
 SPREAD_JOBS ?=
-.PHONY: spread
+.PHONY: spread test-vm
 spread:
 	tests/vm/spread.sh $(SPREAD_JOBS)
+
+# The real machine's part of `make test`: every spread suite on the VM, then
+# the power cuts (qemu killed at each step of a first and a later boot).
+test-vm: spread

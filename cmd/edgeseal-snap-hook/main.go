@@ -162,24 +162,10 @@ var chainPlugs = []string{"daemon-notify", "system-observe", "tpm"}
 // and a line of at most 70 characters for snapctl set-health, with the whole
 // story on stderr; "" when nothing.
 func waitingFor(ctx context.Context, p paths.Paths, cfg *config.Config, sc snapctl.Ctl, stderr io.Writer) (code, why string) {
-	tpmDevice := cfg.Seal.Method == "tpm2" && strings.HasPrefix(cfg.Seal.TPM2.Device, "/")
-	if tpmDevice {
-		if _, err := os.Stat(cfg.Seal.TPM2.Device); err != nil {
-			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: the TPM %s (seal.tpm2.device) is missing: %v; "+
-				"set seal.method or seal.tpm2.device\n", cfg.Seal.TPM2.Device, err)
-			return "no-tpm", "no TPM device: set seal.tpm2.device, or seal.method"
-		}
-	}
-	for _, plug := range chainPlugs {
-		if plug == "tpm" && !tpmDevice {
-			continue
-		}
-		if sc.Connected(ctx, plug) {
-			continue
-		}
+	notConnected := func(plug string) (string, string) {
 		connect := "snap connect " + p.SnapInstance + ":" + plug
 		fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped until the %s plug is connected: %s\n", plug, connect)
-		why = "the " + plug + " plug is not connected: " + connect
+		why := "the " + plug + " plug is not connected: " + connect
 		if len(why) > 70 {
 			why = "not connected: " + connect
 		}
@@ -188,20 +174,35 @@ func waitingFor(ctx context.Context, p paths.Paths, cfg *config.Config, sc snapc
 		}
 		return plug + "-not-connected", why
 	}
-	if tpmDevice {
-		// The tpm plug grants the device node, but no capability: a
-		// confined root opens it only if the file's mode lets root in
-		// without CAP_DAC_OVERRIDE. Debian's tpm-udev rules make
-		// /dev/tpmrm0 owned by tss (mode 0660), which keeps root out.
-		f, err := os.OpenFile(cfg.Seal.TPM2.Device, os.O_RDWR, 0)
-		if err != nil {
-			fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: cannot open the TPM %s: %v; under strict confinement "+
-				"root has no CAP_DAC_OVERRIDE, so the device must let root in by its owner or group "+
-				"(a udev rule such as KERNEL==\"tpmrm[0-9]*\", OWNER=\"root\", GROUP=\"tss\", MODE=\"0660\"; docs/snap.md)\n",
-				cfg.Seal.TPM2.Device, err)
-			return "tpm-not-usable", "cannot open " + cfg.Seal.TPM2.Device + ": see docs/snap.md"
+	for _, plug := range chainPlugs {
+		if plug != "tpm" && !sc.Connected(ctx, plug) {
+			return notConnected(plug)
 		}
-		f.Close()
 	}
+	if cfg.Seal.Method != "tpm2" || !strings.HasPrefix(cfg.Seal.TPM2.Device, "/") {
+		return "", ""
+	}
+	device := cfg.Seal.TPM2.Device
+	if _, err := os.Stat(device); err != nil {
+		fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: the TPM %s (seal.tpm2.device) is missing: %v; "+
+			"set seal.method or seal.tpm2.device\n", device, err)
+		return "no-tpm", "no TPM device: set seal.tpm2.device, or seal.method"
+	}
+	if !sc.Connected(ctx, "tpm") {
+		return notConnected("tpm")
+	}
+	// The tpm plug grants the device node, but no capability: a confined
+	// root opens it only if the file's mode lets root in without
+	// CAP_DAC_OVERRIDE. Debian's tpm-udev rules make /dev/tpmrm0 owned by
+	// tss (mode 0660), which keeps root out.
+	f, err := os.OpenFile(device, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgeseal: the daemons stay stopped: cannot open the TPM %s: %v; under strict confinement "+
+			"root has no CAP_DAC_OVERRIDE, so the device must let root in by its owner or group "+
+			"(a udev rule such as KERNEL==\"tpmrm[0-9]*\", OWNER=\"root\", GROUP=\"tss\", MODE=\"0660\"; docs/snap.md)\n",
+			device, err)
+		return "tpm-not-usable", "cannot open " + device + ": see docs/snap.md"
+	}
+	f.Close()
 	return "", ""
 }

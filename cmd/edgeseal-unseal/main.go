@@ -86,7 +86,7 @@ func run() int {
 	root := fs.String("root", "/", "prefix of every path (tests)")
 	cfgPath := fs.String("config", "", "config file (default /etc/edgeseal/edgeseal.yaml)")
 	server := fs.String("server", "", "the server binary the Vault unit runs; checked to be a supported OpenBao or Vault (the units pass it)")
-	vaultUnit := fs.String("vault-unit", "", "systemd unit of the Vault server (default edgeseal-vault.service; snap.<snap>.vault.service in the snap)")
+	vaultUnit := fs.String("vault-unit", "", "systemd unit of the Vault server, restarted over D-Bus (default edgeseal-vault.service; in the snap, its vault app's processes are signalled instead)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -169,12 +169,22 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 	if err != nil {
 		return fmt.Errorf("cannot read boot id: %w", err)
 	}
+	// Vault's restart (with its TCP listener at a first boot; recovering an
+	// interrupted one): systemd's, over D-Bus. In the snap, strict
+	// confinement grants no call on systemd's API, and `snapctl restart`
+	// would wait for the change that is starting this process: the vault
+	// app's own processes are signalled as its stop-mode says (sigint), and
+	// its restart-condition (always) brings it back.
+	var vaultService secretstore.VaultService = sdunit.Unit{Name: vaultUnit}
+	if p.SnapInstance != "" {
+		vaultService = sdunit.Signalled{Name: "snap." + p.SnapInstance + ".vault.service", Signal: syscall.SIGINT}
+	}
 	b := &secretstore.Bootstrap{
 		Config:      cfg,
 		Paths:       p,
 		Sealer:      sealer,
 		Client:      client,
-		Vault:       sdunit.Unit{Name: vaultUnit},
+		Vault:       vaultService,
 		Log:         log.Logger,
 		Status:      func(s string) { daemon.SdNotify(false, "STATUS="+s) },
 		OnStep:      testHook(log, p),

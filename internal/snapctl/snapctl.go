@@ -1,8 +1,6 @@
-// Package snapctl runs snapd's snapctl for the edgeseal snap's hooks and
-// daemons: reading and setting options, health, plugs, and starting or
-// restarting the snap's own services. It is the snap's one way to reach snapd,
-// and, inside strict confinement, its only way to restart a service: the
-// snap's AppArmor profile grants no call on systemd's D-Bus API.
+// Package snapctl runs snapd's snapctl for the edgeseal snap's hooks: reading
+// and setting options and health, asking about plugs and services, starting
+// and restarting the snap's daemons. It is the snap's one way to reach snapd.
 package snapctl
 
 import (
@@ -71,21 +69,6 @@ func (c Ctl) Enabled(ctx context.Context, app string) (bool, error) {
 		}
 	}
 	return false, fmt.Errorf("snapctl services does not list %s", app)
-}
-
-// App is one of the snap's own services, "<snap>.<app>".
-type App struct {
-	Ctl  Ctl
-	Name string
-}
-
-// Restart restarts the service through snapd and waits for it (snapctl run
-// by a daemon waits for snapd's change to end).
-func (a App) Restart(ctx context.Context) error {
-	if _, err := a.Ctl.Output(ctx, "restart", a.Name); err != nil {
-		return fmt.Errorf("cannot restart %s: %w", a.Name, err)
-	}
-	return nil
 }
 
 // limited keeps the first n bytes written to it and takes the rest unread.

@@ -146,6 +146,18 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 	if !strings.HasPrefix(out, openbao.String()+" ") {
 		t.Errorf("the snap's bin/bao says %q, want %s", out, openbao)
 	}
+	// None of the plugs the chain needs is connected automatically: it
+	// waits, disabled, and snap info names the first missing, then the next.
+	for _, plug := range []string{"daemon-notify", "system-observe"} {
+		if out := sh(t, "snap info edgeseal"); !strings.Contains(out, "status:  blocked") ||
+			!strings.Contains(out, "snap connect edgeseal:"+plug) || !strings.Contains(out, plug+"-not-connected") {
+			t.Errorf("snap info does not say the %s plug must be connected:\n%s", plug, out)
+		}
+		if out := sh(t, "snap services edgeseal"); !serviceIs(out, "edgeseal.unseal", "disabled", "inactive") {
+			t.Fatalf("the chain started without its %s plug:\n%s", plug, out)
+		}
+		sh(t, "snap connect edgeseal:"+plug)
+	}
 	// No TPM at /dev/tpmrm0 here: the chain waits, disabled, for one.
 	if out := sh(t, "snap services edgeseal"); !serviceIs(out, "edgeseal.unseal", "disabled", "inactive") {
 		t.Fatalf("without a TPM the chain should wait, disabled:\n%s", out)

@@ -5,7 +5,8 @@
 # the units running /usr/bin/bao) and OpenBao v2.4.1 (tests/lib/build-openbao.sh)
 # as /usr/bin/bao, in one uncompressed tar, by default
 # build/vm/edgeseal-install.tar (git-ignored; spread sends it with the project,
-# compressed, and the project prepare unpacks it at /). Prints its path.
+# compressed, and the project prepare unpacks it at /), and the snaps of the
+# snap suite in snaps/ beside it. Prints the tar's path.
 #
 # /usr/bin/vault is a symbolic link to bao: the tasks call the server's CLI as
 # `vault`, and bao reads VAULT_ADDR, VAULT_CACERT and VAULT_TOKEN.
@@ -36,4 +37,14 @@ mv "$out.tmp" "$out"
 	"$bao" version
 } > "${out%.tar}.txt"
 echo "build-install: $out ($(du -h "$out" | cut -f1)): make install's tree and $("$bao" version | head -1)" >&2
+
+# The snaps of the snap suite, beside it: edgeseal's (make snap, with the same
+# OpenBao) and the consumer's (its edgeseal CLI put in).
+snaps=$(dirname "$out")/snaps
+rm -rf "$snaps" "$snaps.consumer"
+make -s -C "$here" snap SNAP_OUT="$snaps" SNAP_BAO="$bao" GOTAGS="${GOTAGS:-}" >&2
+cp -r "$here/tests/spread/snap/es-consumer" "$snaps.consumer"
+install -D -m 0755 "$here/bin/edgeseal" "$snaps.consumer/bin/edgeseal"
+snap pack "$snaps.consumer" "$snaps" >&2
+rm -rf "$snaps.consumer"
 echo "$out"

@@ -72,17 +72,18 @@ token_in() {
 	python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["auth"]["client_token"])' "$1"
 }
 
-# wait_for DESCRIPTION COMMAND... retries COMMAND for up to 30 seconds.
+# wait_for DESCRIPTION COMMAND... retries COMMAND for up to 30 seconds
+# (EDGESEAL_WAIT: another bound, for a task on an emulated machine).
 wait_for() {
 	local what=$1
 	shift
-	for _ in $(seq 300); do
+	for _ in $(seq $((${EDGESEAL_WAIT:-30} * 10))); do
 		if "$@" >/dev/null 2>&1; then
 			return 0
 		fi
 		sleep 0.1
 	done
-	echo "timed out waiting for $what" >&2
+	echo "timed out waiting ${EDGESEAL_WAIT:-30} s for $what" >&2
 	return 1
 }
 
