@@ -383,7 +383,7 @@ row() {
 			k = split(samples, s, " ")
 			line = ""
 			for (i = 1; i <= k; i++) line = line sprintf(" %.1f", s[i])
-			printf "  %-46s N=%d  %6.1f %6.1f %6.1f   (%s )\n", what, NR, v[1], med, v[NR], substr(line, 2)
+			printf "  %-46s N=%d  %6.1f %6.1f %6.1f   (%s)\n", what, NR, v[1], med, v[NR], substr(line, 2)
 		}'
 }
 
