@@ -40,7 +40,7 @@ help:
 	@echo "make test              unit tests, integration tests under systemd in a container, then spread and power cuts on a VM"
 	@echo "make spread            spread's suites on a Debian 12 VM under qemu (SPREAD_JOBS=...: some)"
 	@echo "make demo              boot a device in a container and show edgeseal at work"
-	@echo "make bench             boot-time and re-unseal figures (medians)"
+	@echo "make bench             boot, re-unseal, token, TPM and file vault figures, and a VM's boot figures (N, min/median/max)"
 
 build:
 	@mkdir -p bin
@@ -153,6 +153,8 @@ bench: deps
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 5x -timeout 30m ./tests/integration/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 50x ./internal/tpm/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 20x ./internal/fsvault/
+	@# The real kernel's figures: a Debian 12 VM under qemu (tests/vm/bench.sh).
+	tests/vm/bench.sh
 
 demo: deps
 	EDGESEAL_DEMO=1 $(GO) test -tags integration -count=1 -timeout 10m -run '^TestDemo$$' -v ./tests/integration/ 
