@@ -96,7 +96,8 @@ func resolve(p string, depth int) string {
 //   - o.VaultAddr, or $EDGESEAL_VAULT_ADDR: the caller's own pin;
 //   - vault.listen in o.ConfigFile (DefaultConfigFile): a device installed
 //     from units, where the config is root's and readable by all;
-//   - when neither exists (a consumer snap sees no /etc/edgeseal), the address
+//   - when neither exists or may be read (a consumer snap sees no
+//     /etc/edgeseal, or its AppArmor profile refuses the host's), the address
 //     the answer names, if it is https on a loopback IP. That is safe only
 //     because the CA certificate is the caller's own: only Vault holds a
 //     certificate of this boot's CA, and lookup-self on it tells who the token
@@ -116,12 +117,12 @@ func (o Options) vaultPin(answered string) (pin, error) {
 	switch {
 	case err == nil:
 		return pin{addr: addr, from: file}, nil
-	case !os.IsNotExist(err):
+	case !os.IsNotExist(err) && !os.IsPermission(err):
 		return pin{}, err
 	}
 	if !isLoopbackHTTPS(answered) {
 		return pin{}, fmt.Errorf("%w: it names Vault at %q, not https on a loopback address, and this client has no "+
-			"address of its own (%s does not exist): set EDGESEAL_VAULT_ADDR", ErrImpostor, answered, file)
+			"address of its own (%s does not exist or may not be read): set EDGESEAL_VAULT_ADDR", ErrImpostor, answered, file)
 	}
 	return pin{addr: answered, from: "the answer (a loopback address; set EDGESEAL_VAULT_ADDR to pin it)", fromAnswer: true}, nil
 }
