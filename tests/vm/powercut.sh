@@ -64,14 +64,15 @@ pause_timeout=180
 guest_timeout=300
 vault_port=8200
 
-say() { echo "powercut: $*" >&2; }
+started=$SECONDS
+say() { printf 'powercut: %02d:%02d %s\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) "$*" >&2; }
 die() {
 	say "$*"
 	exit 1
 }
 
-# The steps the unseal daemon knows, from the source: a misspelt step would
-# never pause, and the test would wait for nothing.
+# The steps the unseal daemon knows, in boot order, from the source: a
+# misspelt step would never pause, and the test would wait for nothing.
 known_steps=$(sed -n 's/^\tStep[A-Za-z]* *Step = "\([a-z-]*\)"$/\1/p' "$project/internal/secretstore/steps.go")
 [ -n "$known_steps" ] || die "cannot read the boot steps from internal/secretstore/steps.go"
 for step in $first_boot_steps $later_boot_steps; do
@@ -79,39 +80,56 @@ for step in $first_boot_steps $later_boot_steps; do
 		die "unknown boot step $step; the steps are: $(tr '\n' ' ' <<< "$known_steps")"
 done
 
-# guest CMD runs a shell command in the VM, as root, bounded.
-guest() {
-	timeout "$guest_timeout" "$vm" ssh "$state" "$@" < /dev/null
+# key_durable_at STEP: whether the unseal key sealed on this boot is durable at
+# STEP: from key-sealed on.
+key_durable_at() {
+	sed -n '/^key-sealed$/,$p' <<< "$known_steps" | grep -qx -- "$1"
 }
 
-# wait_for SECONDS DESCRIPTION CMD...: retries CMD every 2 s until it succeeds;
-# fails, saying what it waited for, after SECONDS.
-wait_for() {
-	local limit=$1 what=$2 started=$SECONDS
-	shift 2
-	until "$@" > /dev/null 2>&1; do
-		if [ $((SECONDS - started)) -ge "$limit" ]; then
-			say "gave up after $limit s waiting for $what"
-			return 1
-		fi
-		sleep 2
-	done
-}
-
-# The guest's side of the story, as shell functions sent with each command.
+# The guest's side of the story: shell functions sent with each command (one
+# SSH connection costs seconds under TCG: each command does a whole part).
 guest_lib=$(cat <<'LIB'
+set -u
 vault() { VAULT_ADDR=https://127.0.0.1:__PORT__ VAULT_CACERT=/run/edgeseal/pki/ca.crt bao "$@"; }
 chain_units="edgeseal.target edgeseal-tokend.service edgeseal-tokend.socket edgeseal-unseal.service edgeseal-vault.service edgeseal-pki.service"
-# never_booted: edgeseal's state gone, on disk, as on a device fresh from the factory.
+# never_booted: edgeseal's state gone, durably, as on a device fresh from the
+# factory: the next start of edgeseal.target is a first boot.
 never_booted() {
 	systemctl stop $chain_units
 	rm -rf /run/systemd/system/edgeseal-unseal.service.d
 	systemctl daemon-reload
 	systemctl reset-failed $chain_units 2>/dev/null || true
-	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /run/edgeseal
+	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /run/edgeseal /tmp/powercut-collector
 	systemd-tmpfiles --create /usr/lib/tmpfiles.d/edgeseal.conf
 	systemctl start edgeseal-tokend.socket
+	# The story starts from this state, not from what a cut could make of it.
 	sync
+}
+# wait_paused STEP SECONDS: waits until edgeseal-unseal has paused at STEP
+# (the test hook's mark).
+wait_paused() {
+	local i
+	for i in $(seq "$2"); do
+		[ ! -e "/run/edgeseal/.test-paused-at-$1" ] || return 0
+		sleep 1
+	done
+	echo "edgeseal-unseal did not pause at $1 within $2 s" >&2
+	return 1
+}
+# wait_target SECONDS: waits until edgeseal.target is active; fails at once if
+# edgeseal-unseal failed for good (an exit status no retry cures).
+wait_target() {
+	local i
+	for i in $(seq "$1"); do
+		systemctl is-active --quiet edgeseal.target && return 0
+		if systemctl is-failed --quiet edgeseal-unseal.service; then
+			echo "edgeseal-unseal.service failed for good: $(systemctl show -P ExecMainStatus edgeseal-unseal.service) is an exit status no retry cures" >&2
+			return 1
+		fi
+		sleep 1
+	done
+	echo "edgeseal.target is not active after $1 s more" >&2
+	return 1
 }
 # service_token prints a new token of the service collector (uid 1001) from
 # the token provider.
@@ -120,11 +138,63 @@ service_token() {
 		edgeseal token fetch --quiet --out /tmp/powercut-collector/token.json &&
 		python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["auth"]["client_token"])' /tmp/powercut-collector/token.json
 }
+# check_recovered KEY_SUM SECRET: OpenBao unsealed, edgeseal ready, the
+# sealed key the one whose sha256 is KEY_SUM (if not empty) and no Vault set
+# aside, a service's token from the provider that Vault accepts and that
+# reads SECRET (if not empty; else finds no secret), and no AppArmor denial of
+# edgeseal's profiles in this boot. Says what is wrong, if anything.
+check_recovered() {
+	local key_sum=$1 secret=$2 ok=0 token got denials
+	if ! vault status -format=json | grep -q '"sealed": false'; then
+		echo "OpenBao is not unsealed" >&2
+		ok=1
+	fi
+	if ! edgeseal status | grep -q '^edgeseal: ready'; then
+		echo "edgeseal status does not say ready: $(edgeseal status 2>&1 | head -n 1)" >&2
+		ok=1
+	fi
+	if [ -n "$key_sum" ]; then
+		got=$(sha256sum < /var/lib/edgeseal/unseal-key.sealed) || got="(none)"
+		if [ "$got" != "$key_sum" ]; then
+			echo "the sealed unseal key is not the one sealed before the cut ($got, was $key_sum): that key, and the Vault it opened, are lost" >&2
+			ok=1
+		fi
+		if ls -d /var/lib/edgeseal-vault/*.abandoned-* 2>/dev/null; then
+			echo "a Vault was set aside, though its key had been sealed before the cut" >&2
+			ok=1
+		fi
+	fi
+	if ! token=$(service_token); then
+		echo "the token provider gives the service collector no token" >&2
+		ok=1
+	else
+		got=$(VAULT_TOKEN=$token vault kv get -mount=secret -field=v edgeseal/collector/powercut 2>&1) || true
+		if [ -n "$secret" ] && [ "$got" != "$secret" ]; then
+			echo "the secret written before the cut reads back as \"$got\", not \"$secret\"" >&2
+			ok=1
+		elif [ -z "$secret" ] && ! echo "$got" | grep -q 'No value found'; then
+			echo "Vault does not accept the service's token: $got" >&2
+			ok=1
+		fi
+	fi
+	denials=$(journalctl --no-pager -q -b -o cat _TRANSPORT=kernel _TRANSPORT=audit | grep 'apparmor="DENIED".*profile="edgeseal' || true)
+	if [ -n "$denials" ]; then
+		echo "edgeseal's AppArmor profiles denied in this boot:" >&2
+		echo "$denials" >&2
+		ok=1
+	fi
+	return $ok
+}
 LIB
 )
 guest_lib=${guest_lib//__PORT__/$vault_port}
 
-# in_guest CMD: guest with the functions above.
+# guest CMD runs a shell command in the VM, as root, bounded.
+guest() {
+	timeout "$guest_timeout" "$vm" ssh "$state" "$@" < /dev/null
+}
+
+# in_guest CMD: guest, with the functions above.
 in_guest() {
 	guest "$guest_lib
 $1"
@@ -140,109 +210,42 @@ diagnose() {
 	tail -n 30 "$state/serial.log" >&2 || true
 }
 
-# pause_mark STEP: the file the hook leaves when it pauses at STEP.
-pause_mark() {
-	echo "/run/edgeseal/.test-paused-at-$1"
-}
-
-# wait_paused STEP: waits until edgeseal-unseal has paused at STEP.
-wait_paused() {
+# pause_then_cut STEP: waits until edgeseal-unseal has paused at STEP, then
+# cuts the power at once; sets key_sum to the sealed key's sha256, as the
+# guest saw it (maybe only in its page cache), if the key is durable at STEP.
+pause_then_cut() {
 	local step=$1
-	if ! wait_for "$pause_timeout" "edgeseal-unseal to pause at $step ($(pause_mark "$step"))" \
-		guest test -e "$(pause_mark "$step")"; then
+	key_sum=
+	if ! in_guest "wait_paused $step $pause_timeout"; then
 		diagnose
 		die "the chain never reached $step: cannot cut the power there"
 	fi
+	if key_durable_at "$step"; then
+		key_sum=$(guest 'sha256sum < /var/lib/edgeseal/unseal-key.sealed') ||
+			die "edgeseal-unseal paused at $step with no sealed key"
+	fi
+	# Nothing between the mark and the cut flushes the guest's disk but what
+	# its kernel does in those seconds anyway.
+	"$vm" cut "$state"
 }
 
-# sealed_key_sum prints the sha256 of the sealed unseal key as the guest sees
-# it (maybe only in its page cache).
-sealed_key_sum() {
-	guest 'sha256sum < /var/lib/edgeseal/unseal-key.sealed'
-}
-
-# key_durable_at STEP: whether the unseal key sealed on this boot is durable at
-# STEP (the steps from key-sealed on; steps.go lists them in boot order).
-key_durable_at() {
-	sed -n '/^key-sealed$/,$p' <<< "$known_steps" | grep -qx -- "$1"
-}
-
-# recover STEP: boots the VM again after a cut and waits until edgeseal.target
-# is active, printing how long that took; fails (with the reasons) if it is
-# not within recover_timeout of the power coming back.
-recover() {
-	local step=$1 on=$SECONDS active
+# recover_and_check STEP KEY_SUM SECRET: boots the VM again after the cut at
+# STEP and waits until edgeseal.target is active, within recover_timeout of
+# the power coming back, then checks (check_recovered in the guest); sets
+# recovered to how long it took; fails with the reasons.
+recover_and_check() {
+	local step=$1 key_sum=$2 secret=$3 on=$SECONDS active left
 	"$vm" boot "$state" > /dev/null
-	until guest systemctl is-active --quiet edgeseal.target; do
-		if guest systemctl is-failed --quiet edgeseal-unseal.service; then
-			say "edgeseal-unseal.service failed for good (a retry cannot cure its exit status) after the cut at $step"
-			diagnose
-			return 1
-		fi
-		if [ $((SECONDS - on)) -ge "$recover_timeout" ]; then
-			say "edgeseal.target is not active $recover_timeout s after the power came back (cut at $step)"
-			diagnose
-			return 1
-		fi
-		sleep 3
-	done
+	left=$((recover_timeout - (SECONDS - on)))
+	if [ "$left" -le 0 ] || ! guest_timeout=$((left + 60)) in_guest "wait_target $left"; then
+		say "after the cut at $step: edgeseal.target is not active $recover_timeout s after the power came back"
+		diagnose
+		return 1
+	fi
 	active=$(guest systemctl show -P ActiveEnterTimestampMonotonic edgeseal.target)
 	recovered="$((SECONDS - on)) s after power-on (edgeseal.target active $((active / 1000000)) s into the guest's boot)"
-}
-
-# check_recovered STEP SEALED_KEY_SUM SECRET: after recover, OpenBao is
-# unsealed and serves the services, the sealed key is the one of before the
-# cut (if SEALED_KEY_SUM is not empty) and the secret reads back (if SECRET is
-# not empty); edgeseal's AppArmor profiles denied nothing.
-check_recovered() {
-	local step=$1 key_sum=$2 secret=$3 got
-	if ! in_guest 'vault status -format=json' | grep -q '"sealed": false'; then
-		say "after the cut at $step: OpenBao is not unsealed"
-		diagnose
-		return 1
-	fi
-	if ! in_guest 'edgeseal status' | grep -q '^edgeseal: ready'; then
-		say "after the cut at $step: edgeseal status does not say ready"
-		diagnose
-		return 1
-	fi
-	if [ -n "$key_sum" ]; then
-		got=$(guest 'sha256sum < /var/lib/edgeseal/unseal-key.sealed') || got="(none)"
-		if [ "$got" != "$key_sum" ]; then
-			say "after the cut at $step: the sealed unseal key is not the one sealed before the cut ($got, was $key_sum): the key, and the Vault it opened, were lost"
-			diagnose
-			return 1
-		fi
-		if guest 'ls -d /var/lib/edgeseal-vault/*.abandoned-*' > /dev/null 2>&1; then
-			say "after the cut at $step: a Vault was set aside, though its key had been sealed"
-			diagnose
-			return 1
-		fi
-	fi
-	# shellcheck disable=SC2016 # expanded in the guest
-	if ! got=$(in_guest 'vault_token=$(service_token) && VAULT_TOKEN=$vault_token vault kv get -mount=secret -field=v edgeseal/collector/powercut 2>&1 || true'); then
-		say "after the cut at $step: cannot ask for the secret over SSH"
-		diagnose
-		return 1
-	fi
-	if [ -n "$secret" ]; then
-		if [ "$got" != "$secret" ]; then
-			say "after the cut at $step: the secret written before reads back as \"$got\", not \"$secret\""
-			diagnose
-			return 1
-		fi
-	elif ! grep -q 'No value found' <<< "$got"; then
-		# A first boot: no secret yet, but the service's token must be one
-		# Vault accepts (a bad token is "permission denied").
-		say "after the cut at $step: the service's token does not work: $got"
-		diagnose
-		return 1
-	fi
-	local denials
-	denials=$(guest 'journalctl --no-pager -q -b -o cat _TRANSPORT=kernel _TRANSPORT=audit | grep "apparmor=\"DENIED\".*profile=\"edgeseal" || true')
-	if [ -n "$denials" ]; then
-		say "after the cut at $step: edgeseal's AppArmor profiles denied:"
-		echo "$denials" >&2
+	if ! in_guest "check_recovered '$key_sum' '$secret'"; then
+		say "after the cut at $step: the chain came up, but not whole (above)"
 		diagnose
 		return 1
 	fi
@@ -255,12 +258,11 @@ result() {
 	local line
 	line=$(printf '%-10s %-24s %-4s %s' "$1" "$2" "$3" "$4")
 	results+=("$line")
-	echo "powercut: $line"
+	say "$line"
 	[ "$3" = PASS ] || failed=1
 }
 
 # ---------------------------------------------------------------------------
-started=$SECONDS
 say "Given edgeseal's install tree with its test hooks, built on this machine"
 tar=$project/build/vm/powercut-install.tar
 GOTAGS=edgeseal_testhooks "$here/build-install.sh" "$tar" > /dev/null
@@ -309,15 +311,9 @@ printf '[Service]\nEnvironment=EDGESEAL_PAUSE_AT=%s\n' '$step' > /run/systemd/sy
 systemctl daemon-reload
 systemctl start --no-block edgeseal.target"
 	say "[first boot, $step] When the power is cut there"
-	paused_from=$SECONDS
-	wait_paused "$step"
-	key_sum=
-	if key_durable_at "$step"; then
-		key_sum=$(sealed_key_sum) || die "edgeseal-unseal paused at $step with no sealed key"
-	fi
-	"$vm" cut "$state"
-	say "[first boot, $step] (paused $((SECONDS - paused_from)) s after the target's start; power cut) Then the next boot recovers"
-	if recover "$step" && check_recovered "$step" "$key_sum" ""; then
+	pause_then_cut "$step"
+	say "[first boot, $step] Then the next boot recovers"
+	if recover_and_check "$step" "$key_sum" ""; then
 		result "first boot" "$step" PASS "recovered $recovered"
 	else
 		result "first boot" "$step" FAIL "see above"
@@ -334,7 +330,7 @@ timeout 240 systemctl start edgeseal.target
 root_token=\$(edgeseal root-token --ttl 10m)
 VAULT_TOKEN=\$root_token vault kv put -mount=secret edgeseal/collector/powercut v=$secret > /dev/null
 VAULT_TOKEN=\$root_token vault token revoke -self > /dev/null"
-key_sum=$(sealed_key_sum)
+first_key_sum=$(guest 'sha256sum < /var/lib/edgeseal/unseal-key.sealed')
 later_ok=1
 for step in $later_boot_steps; do
 	if [ "$later_ok" != 1 ]; then
@@ -345,10 +341,9 @@ for step in $later_boot_steps; do
 	"$vm" poweroff "$state"
 	"$vm" boot "$state" --append "systemd.setenv=EDGESEAL_PAUSE_AT=$step" > /dev/null
 	say "[later boot, $step] When the power is cut there"
-	wait_paused "$step"
-	"$vm" cut "$state"
-	say "[later boot, $step] Then the boot after it recovers, and the secret reads back"
-	if recover "$step" && check_recovered "$step" "$key_sum" "$secret"; then
+	pause_then_cut "$step"
+	say "[later boot, $step] Then the boot after it recovers, the first boot's key unseals, and the secret reads back"
+	if recover_and_check "$step" "$first_key_sum" "$secret"; then
 		result "later boot" "$step" PASS "recovered $recovered"
 	else
 		result "later boot" "$step" FAIL "see above"
