@@ -43,7 +43,8 @@
 #
 # Run from the project's directory (or anywhere): tests/vm/powercut.sh. It
 # needs what vm.sh needs (qemu, swtpm; it says what to install) and Go, and
-# takes about 25 minutes under TCG on 2 CPUs. Settings: EDGESEAL_VM_RUNS (the
+# takes about 30 minutes under TCG on 2 CPUs (12 boots of 40 to 130 s each,
+# with other VMs on the machine). Settings: EDGESEAL_VM_RUNS (the
 # VMs' state, default ~/.cache/edgeseal/vm-runs/powercut),
 # EDGESEAL_POWERCUT_RECOVER_TIMEOUT (seconds from power-on until
 # edgeseal.target must be active, 300).

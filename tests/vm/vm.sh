@@ -19,8 +19,8 @@
 #                                     EDGESEAL_VM_ADDRESS, EDGESEAL_VM_STATE and
 #                                     EDGESEAL_VM_PASSWORD set, then stops it, also
 #                                     when CMD fails or is interrupted
-#   vm.sh cut ADDRESS|STATE           cuts its power: kill -9 of qemu, then its
-#                                     swtpm ends; overlay, disks and TPM state stay
+#   vm.sh cut ADDRESS|STATE           cuts its power: kill -9 of qemu, then of its
+#                                     swtpm; overlay, disks and TPM state stay
 #   vm.sh poweroff ADDRESS|STATE      shuts it down from inside (systemctl poweroff)
 #                                     and waits until qemu ends; the state stays
 #   vm.sh boot ADDRESS|STATE [--append KERNEL-ARGS]
@@ -310,14 +310,13 @@ cut_vm() {
 			die "qemu (pid $pid) of $state is still there 30 s after kill -9"
 		fi
 	fi
-	if ! wait_swtpm_gone "$state"; then
-		# swtpm keeps what the TPM made persistent in its state files as it
-		# goes: ending it loses only the volatile state, as a power cut does.
-		if pid=$(swtpm_pid "$state"); then
-			kill "$pid" 2>/dev/null || true
-		fi
-		wait_swtpm_gone "$state" || die "swtpm of $state does not end"
+	# The TPM loses power with the machine: swtpm (which may outlive its
+	# client a while) is killed too, with no chance to save its volatile
+	# state; what the TPM made persistent is already in its state files.
+	if pid=$(swtpm_pid "$state"); then
+		kill -9 "$pid" 2>/dev/null || true
 	fi
+	wait_swtpm_gone "$state" || die "swtpm of $state does not end"
 }
 
 # poweroff_vm STATE: a clean shutdown, from inside; waits (120 s at most)
