@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -23,16 +24,25 @@ const (
 	// failEnv names a boot step that fails once per boot with an error a
 	// retry cures, as a Vault that is briefly unreachable would make it.
 	failEnv = "EDGESEAL_FAIL_AT"
+	// pauseEnv names a boot step at which the process stops for good, after
+	// leaving a mark in tmpfs (pausedMark): the power-cut test
+	// (tests/vm/powercut.sh) waits for the mark and cuts the VM's power
+	// there, with the step's writes as far as the step itself took them.
+	pauseEnv = "EDGESEAL_PAUSE_AT"
 )
+
+// pausedMark is the file in RunDir that says the process paused at a step.
+const pausedMark = ".test-paused-at-"
 
 var errInjected = errors.New("injected failure (test hook " + failEnv + ")")
 
 func testHook(log *journal.Logger, p paths.Paths) func(secretstore.Step) error {
-	crashAt, failAt := os.Getenv(crashEnv), os.Getenv(failEnv)
-	if crashAt == "" && failAt == "" {
+	crashAt, failAt, pauseAt := os.Getenv(crashEnv), os.Getenv(failEnv), os.Getenv(pauseEnv)
+	if crashAt == "" && failAt == "" && pauseAt == "" {
 		return nil
 	}
-	log.Warn("test hooks: this process will crash or fail at a boot step", "crash_at", crashAt, "fail_at", failAt)
+	log.Warn("test hooks: this process will crash, fail or pause at a boot step",
+		"crash_at", crashAt, "fail_at", failAt, "pause_at", pauseAt)
 	// The mark that the failure happened lives in tmpfs: once per boot, across
 	// restarts of the process.
 	failed := filepath.Join(p.RunDir, ".test-failed-at-"+failAt)
@@ -51,6 +61,16 @@ func testHook(log *journal.Logger, p paths.Paths) func(secretstore.Step) error {
 			}
 			log.Warn("test hook: failing this step once", "step", failAt)
 			return errInjected
+		case pauseAt:
+			// The mark is written without fsync and lives in tmpfs: it tells the
+			// host where the process is, and must not add a flush of the disk
+			// that the step itself did not do.
+			log.Warn("test hook: pausing for good at this step", "step", pauseAt)
+			mark := filepath.Join(p.RunDir, pausedMark+pauseAt)
+			if err := os.WriteFile(mark, nil, 0o600); err != nil {
+				return fmt.Errorf("cannot write the pause mark %s: %w", mark, err)
+			}
+			select {}
 		}
 		return nil
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Owner is a uid/gid pair; -1 keeps the writer's own.
@@ -64,6 +66,21 @@ func SyncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("cannot sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// SyncFS makes durable everything written so far to the filesystem that holds
+// path, by whatever process: for files another program writes without fsync,
+// as Vault's file storage does.
+func SyncFS(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("cannot open %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("cannot sync the filesystem of %s: %w", path, err)
 	}
 	return nil
 }

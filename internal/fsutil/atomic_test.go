@@ -69,3 +69,13 @@ func TestReadBoundedRefusesALargerFile(t *testing.T) {
 		t.Errorf("over the bound: %v; want an error naming %s", err, p)
 	}
 }
+
+func TestSyncFSNamesAPathItCannotOpen(t *testing.T) {
+	if err := SyncFS(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "gone")
+	if err := SyncFS(missing); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("SyncFS of a missing path: %v", err)
+	}
+}

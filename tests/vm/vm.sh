@@ -19,11 +19,27 @@
 #                                     EDGESEAL_VM_ADDRESS, EDGESEAL_VM_STATE and
 #                                     EDGESEAL_VM_PASSWORD set, then stops it, also
 #                                     when CMD fails or is interrupted
+#   vm.sh cut ADDRESS|STATE           cuts its power: kill -9 of qemu, then of its
+#                                     swtpm; overlay, disks and TPM state stay
+#   vm.sh poweroff ADDRESS|STATE      shuts it down from inside (systemctl poweroff)
+#                                     and waits until qemu ends; the state stays
+#   vm.sh boot ADDRESS|STATE [--append KERNEL-ARGS]
+#                                     boots a VM that is off (cut, or powered off
+#                                     from inside) again: the same overlay, vault
+#                                     disk, TPM state and port; KERNEL-ARGS are
+#                                     added to the kernel command line of this boot
 #
 # Each VM's state is a directory $EDGESEAL_VM_RUNS/<port> (default
-# ~/.cache/edgeseal/vm-runs): overlay.qcow2, tpm/, vaults.raw, serial.log,
-# qemu.log, qemu.pid, root.password. stop kills qemu by the pid in its pidfile
-# (checked to be that VM's qemu) and keeps only the two logs.
+# ~/.cache/edgeseal/vm-runs): overlay.qcow2, tpm/, vaults.raw, serial.log
+# (serial.prev.log: the boot before, after a boot), qemu.log, qemu.pid,
+# root.password. stop and cut kill qemu by the pid in its
+# pidfile (checked to be that VM's qemu); stop then keeps only the logs.
+#
+# What cut loses is what a power cut loses in the guest: its page cache and
+# whatever qemu holds in memory, that is the writes the guest did not flush
+# (qemu's default cache=writeback honours a flush with fdatasync on the host).
+# What qemu already wrote to the overlay stays in the host's page cache: this
+# is the guest losing power, not the host's disk losing its cache.
 #
 # root's password, which spread logs in with, is set by start over SSH with the
 # image's key: EDGESEAL_VM_PASSWORD, else the one spread gives an adhoc
@@ -91,14 +107,14 @@ vm_ssh() {
 qemu_pid() {
 	local state=$1 pid
 	pid=$(cat "$state/qemu.pid" 2>/dev/null) || return 1
-	[ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "qemu-system.*$state/overlay.qcow2" || return 1
+	[ -n "$pid" ] && tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q "qemu-system.*$state/overlay.qcow2" || return 1
 	echo "$pid"
 }
 
 swtpm_pid() {
 	local state=$1 pid
 	pid=$(cat "$state/tpm/pid" 2>/dev/null) || return 1
-	[ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "swtpm.*$state/tpm" || return 1
+	[ -n "$pid" ] && tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q "swtpm.*$state/tpm" || return 1
 	echo "$pid"
 }
 
@@ -137,7 +153,7 @@ free_port() {
 # start_vm VAULT_DISK: boots a VM; sets state to its state directory first
 # thing, so that the caller's trap stops what did start.
 start_vm() {
-	local vault_disk=$1 img port accel pid waited password started
+	local vault_disk=$1 img port
 	need_tools
 	img=$(image_dir)
 	for f in disk.raw vmlinuz initrd.img cmdline id_ed25519; do
@@ -154,14 +170,55 @@ start_vm() {
 	echo "$port" > "$state/port"
 	: > "$state/serial.log"
 	qemu-img create -q -f qcow2 -b "$img/disk.raw" -F raw "$state/overlay.qcow2"
+	if [ -n "$vault_disk" ]; then
+		truncate -s "$vault_disk" "$state/vaults.raw"
+	fi
+	launch_vm "$state" ""
+	set_password "$state"
+}
+
+# boot_vm STATE KERNEL_ARGS: boots again a VM that is off, from what its state
+# directory holds.
+boot_vm() {
+	local state=$1 append=$2 port
+	need_tools
+	[ -s "$state/overlay.qcow2" ] || die "no VM in $state: it was stopped (or never started)"
+	if qemu_pid "$state" >/dev/null; then
+		die "the VM of $state is running: cut or power it off first"
+	fi
+	port=$(cat "$state/port")
+	# swtpm of a VM that did end: its qemu closed the socket, so it ends soon.
+	wait_swtpm_gone "$state" || die "the swtpm of $state is still running"
+	if ss -Htln "sport = :$port" | grep -q .; then
+		die "cannot boot the VM of $state again: its port 127.0.0.1:$port is taken"
+	fi
+	# qemu truncates the console's log: the boot before (a cut's, say) is kept
+	# beside it.
+	mv -f "$state/serial.log" "$state/serial.prev.log" 2>/dev/null || true
+	launch_vm "$state" "$append"
+	if [ -s "$state/root.password" ]; then
+		# A cut may have taken chpasswd's write with it.
+		set_password "$state"
+	fi
+}
+
+# launch_vm STATE KERNEL_ARGS: starts swtpm and qemu on the VM's overlay, TPM
+# state, vault disk (if it has one) and port, and waits until its SSH answers.
+launch_vm() {
+	local state=$1 append=$2 img port accel pid waited started cmdline
+	img=$(cat "$state/image")
+	port=$(cat "$state/port")
 	# Explicit devices, in order: the root disk is the first virtio disk
 	# (/dev/vda), whatever else is attached.
 	local disks=(-drive "file=$state/overlay.qcow2,if=none,id=root,format=qcow2"
 		-device "virtio-blk-pci,drive=root,serial=edgeseal-root")
-	if [ -n "$vault_disk" ]; then
-		truncate -s "$vault_disk" "$state/vaults.raw"
+	if [ -e "$state/vaults.raw" ]; then
 		disks+=(-drive "file=$state/vaults.raw,if=none,id=vaults,format=raw"
 			-device "virtio-blk-pci,drive=vaults,serial=edgeseal-vaults")
+	fi
+	cmdline=$(cat "$img/cmdline")
+	if [ -n "$append" ]; then
+		cmdline="$cmdline $append"
 	fi
 
 	accel=(-accel tcg)
@@ -171,7 +228,8 @@ start_vm() {
 
 	# swtpm daemonizes into /: every path absolute (a relative state directory
 	# fails as "Could not open lockfile", which qemu only reports as CMD_INIT
-	# failing).
+	# failing). The same --tpmstate on every boot: the TPM keeps its seeds.
+	mkdir -p "$state/tpm"
 	swtpm socket --tpm2 --tpmstate "dir=$state/tpm" \
 		--ctrl "type=unixio,path=$state/tpm/sock" \
 		--log "file=$state/tpm/log" --pid "file=$state/tpm/pid" --daemon \
@@ -182,7 +240,7 @@ start_vm() {
 	# qemu's own output goes to a file: a daemon holding the caller's stdout
 	# open would keep spread's allocate script from ever ending.
 	if ! qemu-system-x86_64 -name "edgeseal-vm-$port" "${accel[@]}" -smp "$cpus" -m "$memory" \
-		-kernel "$img/vmlinuz" -initrd "$img/initrd.img" -append "$(cat "$img/cmdline")" \
+		-kernel "$img/vmlinuz" -initrd "$img/initrd.img" -append "$cmdline" \
 		"${disks[@]}" \
 		-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-pci,netdev=n0,romfile= \
 		-chardev "socket,id=chrtpm,path=$state/tpm/sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
@@ -217,14 +275,79 @@ start_vm() {
 		sleep 2
 	done
 	say "SSH answered $((SECONDS - started)) s after qemu started"
+}
 
-	password=${EDGESEAL_VM_PASSWORD:-${SPREAD_SYSTEM_PASSWORD:-${SPREAD_PASSWORD:-}}}
-	if [ -z "$password" ]; then
-		password=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+# set_password STATE sets root's password in the VM: the one in the state
+# directory, else (the first time) EDGESEAL_VM_PASSWORD, spread's, or a random one.
+set_password() {
+	local state=$1 password
+	if [ -s "$state/root.password" ]; then
+		password=$(cat "$state/root.password")
+	else
+		password=${EDGESEAL_VM_PASSWORD:-${SPREAD_SYSTEM_PASSWORD:-${SPREAD_PASSWORD:-}}}
+		if [ -z "$password" ]; then
+			password=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+		fi
+		(umask 077 && printf '%s\n' "$password" > "$state/root.password")
 	fi
-	(umask 077 && printf '%s\n' "$password" > "$state/root.password")
 	printf 'root:%s\n' "$password" | vm_ssh "$state" chpasswd ||
 		die "cannot set root's password in the VM"
+}
+
+# cut_vm STATE: the VM's power cut, kill -9 of its qemu, and waits until qemu
+# and its swtpm are gone; the overlay, vault disk and TPM state stay.
+cut_vm() {
+	local state=$1 pid
+	if pid=$(qemu_pid "$state"); then
+		kill -9 "$pid" 2>/dev/null || true
+		# Gone, or a zombie (no cmdline) whose parent has yet to reap it: its
+		# files, the overlay among them, are closed either way.
+		for _ in $(seq 150); do
+			qemu_pid "$state" >/dev/null || break
+			sleep 0.2
+		done
+		if qemu_pid "$state" >/dev/null; then
+			die "qemu (pid $pid) of $state is still there 30 s after kill -9"
+		fi
+	fi
+	# The TPM loses power with the machine: swtpm (which may outlive its
+	# client a while) is killed too, with no chance to save its volatile
+	# state; what the TPM made persistent is already in its state files.
+	if pid=$(swtpm_pid "$state"); then
+		kill -9 "$pid" 2>/dev/null || true
+	fi
+	wait_swtpm_gone "$state" || die "swtpm of $state does not end"
+}
+
+# poweroff_vm STATE: a clean shutdown, from inside; waits (120 s at most)
+# until qemu has ended, then its swtpm.
+poweroff_vm() {
+	local state=$1
+	# Not `systemctl poweroff` itself: under qemu's user networking the host's
+	# end of the SSH connection may never hear that the guest went down (see
+	# spread.yaml's vm backend); this returns at once and powers off a second later.
+	probe_timeout=60 vm_ssh "$state" systemd-run --quiet --on-active=1 \
+		--timer-property=AccuracySec=100ms systemctl poweroff < /dev/null ||
+		die "cannot power the VM of $state off (SSH failed)"
+	for _ in $(seq 600); do
+		qemu_pid "$state" >/dev/null || break
+		sleep 0.2
+	done
+	if qemu_pid "$state" >/dev/null; then
+		tail -n 20 "$state/serial.log" >&2 || true
+		die "the VM of $state is still running 120 s after it was told to power off (serial console above)"
+	fi
+	wait_swtpm_gone "$state" || die "swtpm of $state still runs after its VM powered off"
+}
+
+# wait_swtpm_gone STATE: waits (10 s at most) until the VM's swtpm has ended.
+wait_swtpm_gone() {
+	local state=$1
+	for _ in $(seq 50); do
+		swtpm_pid "$state" >/dev/null || return 0
+		sleep 0.2
+	done
+	return 1
 }
 
 cmd=${1:-}
@@ -270,7 +393,45 @@ ssh)
 	[ -s "$state/port" ] || die "no VM state in $state"
 	vm_ssh "$state" "$@"
 	;;
+cut)
+	[ $# -eq 1 ] || die "usage: vm.sh cut ADDRESS|STATE"
+	state=$(state_of "$1")
+	[ -s "$state/port" ] || die "no VM state in $state"
+	qemu_pid "$state" >/dev/null || die "the VM of $state is not running"
+	cut_vm "$state"
+	;;
+poweroff)
+	[ $# -eq 1 ] || die "usage: vm.sh poweroff ADDRESS|STATE"
+	state=$(state_of "$1")
+	[ -s "$state/port" ] || die "no VM state in $state"
+	qemu_pid "$state" >/dev/null || die "the VM of $state is not running"
+	poweroff_vm "$state"
+	;;
+boot)
+	[ $# -ge 1 ] || die "usage: vm.sh boot ADDRESS|STATE [--append KERNEL-ARGS]"
+	state=$(state_of "$1")
+	shift
+	append=
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--append)
+			append=${2:?--append needs kernel arguments}
+			shift 2
+			;;
+		*) die "unknown option $1" ;;
+		esac
+	done
+	[ -s "$state/port" ] || die "no VM state in $state"
+	# A VM that did not come up is cut, not stopped: its state stays for the
+	# caller to look at (serial.log) or to stop.
+	booted=
+	trap '[ -n "$booted" ] || cut_vm "$state"' EXIT
+	trap 'exit 130' INT TERM
+	boot_vm "$state" "$append"
+	booted=1
+	echo "127.0.0.1:$(cat "$state/port")"
+	;;
 *)
-	die "usage: vm.sh start [--vault-disk SIZE] | stop ADDRESS|STATE | ssh ADDRESS|STATE [CMD...] | run [--vault-disk SIZE] -- CMD..."
+	die "usage: vm.sh start [--vault-disk SIZE] | stop ADDRESS|STATE | ssh ADDRESS|STATE [CMD...] | run [--vault-disk SIZE] -- CMD... | cut ADDRESS|STATE | poweroff ADDRESS|STATE | boot ADDRESS|STATE [--append KERNEL-ARGS]"
 	;;
 esac
