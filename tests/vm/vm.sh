@@ -96,9 +96,14 @@ state_of() {
 vm_ssh() {
 	local state=$1
 	shift
-	timeout "${probe_timeout:-0}" ssh -i "$(cat "$state/image")/id_ed25519" -p "$(cat "$state/port")" \
+	# --foreground: ssh stays in the caller's process group, so that a
+	# timeout (or kill) around `vm.sh ssh` ends ssh too. A guest that stops
+	# answering (a reboot under qemu's user networking leaves the host's end
+	# of the connection open) ends ssh after a minute of keep-alives.
+	timeout --foreground "${probe_timeout:-0}" ssh -i "$(cat "$state/image")/id_ed25519" -p "$(cat "$state/port")" \
 		-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
 		-o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=10 \
+		-o ServerAliveInterval=15 -o ServerAliveCountMax=4 \
 		root@127.0.0.1 "$@"
 }
 

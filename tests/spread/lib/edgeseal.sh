@@ -75,16 +75,18 @@ token_in() {
 # wait_for DESCRIPTION COMMAND... retries COMMAND for up to 30 seconds
 # (EDGESEAL_WAIT: another bound, for a task on an emulated machine).
 wait_for() {
-	local what=$1
+	local what=$1 deadline=$((SECONDS + ${EDGESEAL_WAIT:-30}))
 	shift
-	for _ in $(seq $((${EDGESEAL_WAIT:-30} * 10))); do
-		if "$@" >/dev/null 2>&1; then
-			return 0
+	# By the clock: on an emulated machine each try takes far longer than
+	# the pause between two.
+	until "$@" >/dev/null 2>&1; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "timed out waiting ${EDGESEAL_WAIT:-30} s for $what" >&2
+			return 1
 		fi
 		sleep 0.1
 	done
-	echo "timed out waiting ${EDGESEAL_WAIT:-30} s for $what" >&2
-	return 1
+	return 0
 }
 
 # chain_units are edgeseal's units, in the order a boot starts them.
