@@ -348,3 +348,23 @@ func TestTheVaultAddressComesFromTheCallerThenTheConfigThenALoopbackAnswer(t *te
 		t.Errorf("a broken config: err = %v", err)
 	}
 }
+
+func TestASnapsClientPinsTheAnswersLoopbackAddressWithoutReadingTheHostsConfig(t *testing.T) {
+	t.Setenv("EDGESEAL_VAULT_ADDR", "")
+	t.Setenv("SNAP", "/snap/es-consumer/x1")
+	p, err := Options{}.vaultPin("https://127.0.0.1:8206")
+	if err != nil || p.addr != "https://127.0.0.1:8206" || !p.fromAnswer {
+		t.Fatalf("pin %+v, %v; want the answer's loopback address", p, err)
+	}
+	if _, err := (Options{}).vaultPin("https://vault.example.com:8200"); !errors.Is(err, ErrImpostor) {
+		t.Errorf("a non-loopback address in the answer: %v, want ErrImpostor", err)
+	}
+	// A config file named by the caller is still read.
+	cfg := filepath.Join(t.TempDir(), "edgeseal.yaml")
+	if err := os.WriteFile(cfg, []byte("vault:\n  listen: 127.0.0.1:9200\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := (Options{ConfigFile: cfg}).vaultPin("https://127.0.0.1:8206"); err != nil || p.fromAnswer {
+		t.Errorf("with a config named: pin %+v, %v; want the config's", p, err)
+	}
+}

@@ -5,8 +5,8 @@
 # the units running /usr/bin/bao) and OpenBao v2.4.1 (tests/lib/build-openbao.sh)
 # as /usr/bin/bao, in one uncompressed tar, by default
 # build/vm/edgeseal-install.tar (git-ignored; spread sends it with the project,
-# compressed, and the project prepare unpacks it at /), and the snaps of the
-# snap suite in snaps/ beside it. Prints the tar's path.
+# compressed, and the project prepare unpacks it at /), and, without OUT, the
+# snaps of the snap suite in build/vm/snaps/. Prints the tar's path.
 #
 # /usr/bin/vault is a symbolic link to bao: the tasks call the server's CLI as
 # `vault`, and bao reads VAULT_ADDR, VAULT_CACERT and VAULT_TOKEN.
@@ -38,8 +38,13 @@ mv "$out.tmp" "$out"
 } > "${out%.tar}.txt"
 echo "build-install: $out ($(du -h "$out" | cut -f1)): make install's tree and $("$bao" version | head -1)" >&2
 
-# The snaps of the snap suite, beside it: edgeseal's (make snap, with the same
-# OpenBao) and the consumer's (its edgeseal CLI put in).
+# The snaps of the snap suite, beside the default tree (spread's; not for
+# another OUT, the bench's or the power-cut test's): edgeseal's (make snap,
+# with the same OpenBao) and the consumer's (its edgeseal CLI put in).
+if [ $# -gt 0 ]; then
+	echo "$out"
+	exit 0
+fi
 snaps=$(dirname "$out")/snaps
 rm -rf "$snaps" "$snaps.consumer"
 make -s -C "$here" snap SNAP_OUT="$snaps" SNAP_BAO="$bao" GOTAGS="${GOTAGS:-}" >&2
