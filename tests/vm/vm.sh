@@ -398,19 +398,12 @@ ssh)
 	[ -s "$state/port" ] || die "no VM state in $state"
 	vm_ssh "$state" "$@"
 	;;
-cut)
-	[ $# -eq 1 ] || die "usage: vm.sh cut ADDRESS|STATE"
+cut | poweroff)
+	[ $# -eq 1 ] || die "usage: vm.sh $cmd ADDRESS|STATE"
 	state=$(state_of "$1")
 	[ -s "$state/port" ] || die "no VM state in $state"
 	qemu_pid "$state" >/dev/null || die "the VM of $state is not running"
-	cut_vm "$state"
-	;;
-poweroff)
-	[ $# -eq 1 ] || die "usage: vm.sh poweroff ADDRESS|STATE"
-	state=$(state_of "$1")
-	[ -s "$state/port" ] || die "no VM state in $state"
-	qemu_pid "$state" >/dev/null || die "the VM of $state is not running"
-	poweroff_vm "$state"
+	"${cmd}_vm" "$state"
 	;;
 boot)
 	[ $# -ge 1 ] || die "usage: vm.sh boot ADDRESS|STATE [--append KERNEL-ARGS]"
