@@ -179,6 +179,8 @@ func TestSnapConsumerRefusesAnotherConsumerThatReplacedTheTokenSocket(t *testing
 
 	t.Log("Given edgeseal's snap serving two consumer snaps, es-consumer (the victim) and es-impostor, each with a token of its own")
 	sh(t, "snap install --dangerous /srv/snaps/edgeseal_*.snap")
+	// The plugs the chain waits for (docs/snap.md); tpm is not one with swtpm.
+	sh(t, "snap connect edgeseal:daemon-notify && snap connect edgeseal:system-observe")
 	apiPort := testbed.FreeLoopbackPort(t)
 	services := `[{"name":"consumer","snap-apps":["es-consumer.fetch"]},{"name":"impostor","snap-apps":["es-impostor.impostor"]}]`
 	sh(t, fmt.Sprintf("snap set edgeseal seal.tpm2.device=swtpm:127.0.0.1:%d vault.listen=127.0.0.1:%d services='%s'",
