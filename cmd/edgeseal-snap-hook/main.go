@@ -1,10 +1,11 @@
 // Command edgeseal-snap-hook is the edgeseal snap's install, configure and
 // connect-plug-* hooks (one static binary, installed as each of meta/hooks/:
 // the snap needs nothing of its base, no shell either). The install hook makes
-// the snap's state directory; the configure hook, which snapd runs after install and after every
-// `snap set edgeseal ...`, turns the options into the YAML config the daemons
-// read (internal/snapconf), shows the effective config back to `snap get`, and
-// starts or restarts the daemons. A bad option fails the hook with a message
+// the snap's state directory; the configure hook, which snapd runs after
+// install and after every `snap set edgeseal ...`, turns the options into the
+// YAML config the daemons read (internal/snapconf), shows the effective config
+// back to `snap get`, and starts or restarts the daemons once nothing they
+// need is missing (waitingFor); each connect-plug-* hook does the same. A bad option fails the hook with a message
 // naming it: snapd then keeps the previous options, and the file is untouched.
 package main
 
