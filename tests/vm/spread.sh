@@ -13,7 +13,7 @@
 # allocates keep their state under a directory of this run, and every one still
 # running when this script ends is stopped, also when spread fails or is
 # interrupted. Each step's time is printed; the serial consoles' logs stay in
-# that directory.
+# that directory. spread is stopped after EDGESEAL_SPREAD_TIMEOUT (default 40m).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -59,7 +59,18 @@ args=("$@")
 if [ ${#args[@]} -eq 0 ]; then
 	args=(vm:debian-12-64)
 fi
+# A bound on spread as a whole: a machine that stops answering mid-task must
+# fail this run with its logs, not hang until CI's own limit ends it with none.
+# Every task together takes about 11 minutes under TCG on a quiet 2-core
+# machine.
+bound=${EDGESEAL_SPREAD_TIMEOUT:-40m}
 status=0
-"$spread" -v "${args[@]}" || status=$?
+timeout --foreground -s INT -k 120 "$bound" "$spread" -v "${args[@]}" || status=$?
 took "spread ${args[*]}"
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+	say "spread did not end within $bound (EDGESEAL_SPREAD_TIMEOUT); the last lines of each VM's serial console:"
+	for log in "$runs"/*/serial.log; do
+		[ -e "$log" ] && { echo "== $log"; tail -n 30 "$log"; } >&2
+	done
+fi
 exit "$status"
