@@ -23,12 +23,12 @@ GOTAGS      ?=
 GOBUILD     := $(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "-s -w"
 CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-controller
 UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
-               edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target \
+               edgeseal-ready.service edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target \
                edgeseal-fsvault.service edgeseal-fsvault@.service
 # AppArmor profiles (apparmor/*.in), installed in /etc/apparmor.d; docs/apparmor.md.
 PROFILES    := edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-vault edgeseal-fsvault
 
-.PHONY: all help build build-snap-binaries snap install deps servers openbao vault test test-unit test-integration bench demo fuzz clean
+.PHONY: all help build build-snap-binaries snap test-snaps install deps servers openbao vault test test-unit test-integration bench demo fuzz clean
 
 all: build
 
@@ -72,6 +72,22 @@ snap: build-snap-binaries
 	$(GO) run ./tools/snapmeta -snapcraft snap/snapcraft.yaml -prime $(SNAPDIR)/prime
 	@mkdir -p $(SNAP_OUT)
 	snap pack --compression=lzo $(SNAPDIR)/prime $(SNAP_OUT)
+
+# The snap suite's test snaps, packed into SNAP_OUT: es-consumer (a consumer
+# of the tokend slot, with edgeseal's static CLI) and es-intruder (a consumer
+# that tries to take another's socket). tests/spread/snap/install, the
+# container's snap tests and tests/vm/build-install.sh pack them here.
+TEST_SNAPS_WORK ?= build/test-snaps
+test-snaps: build-snap-binaries
+	rm -rf $(TEST_SNAPS_WORK)
+	mkdir -p $(TEST_SNAPS_WORK) $(SNAP_OUT)
+	cp -r tests/spread/snap/es-consumer $(TEST_SNAPS_WORK)/es-consumer
+	install -Dm0755 bin/edgeseal $(TEST_SNAPS_WORK)/es-consumer/bin/edgeseal
+	cp -r tests/spread/snap/es-intruder $(TEST_SNAPS_WORK)/es-intruder
+	$(GOBUILD) -o $(TEST_SNAPS_WORK)/es-intruder/bin/es-intruder ./tests/integration/snapintruder
+	snap pack $(TEST_SNAPS_WORK)/es-consumer $(SNAP_OUT)
+	snap pack $(TEST_SNAPS_WORK)/es-intruder $(SNAP_OUT)
+	rm -rf $(TEST_SNAPS_WORK)
 
 install: build
 	install -Dm0755 bin/edgeseal $(DESTDIR)$(BINDIR)/edgeseal

@@ -98,21 +98,25 @@ func run(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath string
 	if cfgPath == "" {
 		cfgPath = p.ConfigFile
 	}
-	ln, err := listener()
+	lns, err := listeners()
 	if err != nil {
 		return exitError{2, err}
 	}
-	defer ln.Close()
-	err = serve(ctx, log, p, cfgPath, ln)
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	err = serve(ctx, log, p, cfgPath, lns)
 	if err != nil && ctx.Err() == nil {
-		if n := tokend.AnswerWaiting(ln, err); n > 0 {
+		if n := tokend.AnswerWaiting(err, lns...); n > 0 {
 			log.Warn("told the callers waiting that the provider cannot serve", "callers", n)
 		}
 	}
 	return err
 }
 
-func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath string, ln *net.UnixListener) error {
+func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath string, lns []*net.UnixListener) error {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return exitError{2, err}
@@ -158,36 +162,52 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 		Status:     func(line string) { daemon.SdNotify(false, "STATUS="+line) },
 		Ready: func() {
 			daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=serving tokens")
-			log.Info("serving tokens", "socket", ln.Addr().String(), "services", len(cfg.Services),
+			log.Info("serving tokens", "sockets", socketNames(lns), "services", len(cfg.Services),
 				"idle_exit", cfg.Tokend.IdleExit.D().String())
 		},
 	}
-	// Exit (status 1, logged) when the socket's path stops being this socket.
-	watched, stopWatch := tokend.WatchSocket(ctx, ln, log.Logger)
-	defer stopWatch()
-	err = s.Serve(watched, ln)
+	// A socket whose path stops being that socket is no longer served; with
+	// none left, Serve ends with ErrSocketReplaced (exit status 1, logged).
+	s.WatchSockets = true
+	err = s.Serve(ctx, lns...)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
-	if cause := context.Cause(watched); err == nil && errors.Is(cause, tokend.ErrSocketReplaced) {
-		return cause
-	}
 	return err
 }
 
-// listener returns the one socket systemd passed (edgeseal-tokend.socket).
-func listener() (*net.UnixListener, error) {
+// listeners returns the sockets systemd passed: edgeseal-tokend.socket's one,
+// or in the snap the host's and one per consumer slot (snap/snapcraft.yaml).
+func listeners() ([]*net.UnixListener, error) {
 	lns, err := activation.Listeners()
 	if err != nil {
-		return nil, fmt.Errorf("cannot take the socket from systemd: %w", err)
+		return nil, fmt.Errorf("cannot take the sockets from systemd: %w", err)
 	}
-	if len(lns) != 1 || lns[0] == nil {
-		return nil, fmt.Errorf("cannot serve: systemd passed %d sockets, want exactly one stream socket; "+
-			"start edgeseal-tokend.socket (systemctl start edgeseal-tokend.socket) rather than the service", len(lns))
+	if len(lns) == 0 {
+		return nil, fmt.Errorf("cannot serve: systemd passed no socket; " +
+			"start edgeseal-tokend.socket (systemctl start edgeseal-tokend.socket) rather than the service")
 	}
-	ul, ok := lns[0].(*net.UnixListener)
-	if !ok {
-		return nil, fmt.Errorf("cannot serve: the socket systemd passed is %T, not a Unix stream socket", lns[0])
+	uls := make([]*net.UnixListener, 0, len(lns))
+	for i, ln := range lns {
+		ul, ok := ln.(*net.UnixListener)
+		if !ok {
+			for _, l := range lns {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return nil, fmt.Errorf("cannot serve: socket %d of %d systemd passed is %T, not a Unix stream socket", i+1, len(lns), ln)
+		}
+		uls = append(uls, ul)
 	}
-	return ul, nil
+	return uls, nil
+}
+
+// socketNames is the paths of lns, for the journal.
+func socketNames(lns []*net.UnixListener) string {
+	names := make([]string, len(lns))
+	for i, ln := range lns {
+		names[i] = ln.Addr().String()
+	}
+	return strings.Join(names, " ")
 }
 
 func firstLine(s string) string {

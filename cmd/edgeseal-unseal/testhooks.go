@@ -21,6 +21,8 @@ const (
 	// crashEnv names a boot step at which the process kills itself with
 	// SIGKILL: the crash tests' way to crash at an exact point.
 	crashEnv = "EDGESEAL_CRASH_AT"
+	// crashOnceEnv is crashEnv once per boot: a crash that Restart= cures.
+	crashOnceEnv = "EDGESEAL_CRASH_ONCE_AT"
 	// failEnv names a boot step that fails once per boot with an error a
 	// retry cures, as a Vault that is briefly unreachable would make it.
 	failEnv = "EDGESEAL_FAIL_AT"
@@ -37,26 +39,32 @@ const pausedMark = ".test-paused-at-"
 var errInjected = errors.New("injected failure (test hook " + failEnv + ")")
 
 func testHook(log *journal.Logger, p paths.Paths) func(secretstore.Step) error {
-	crashAt, failAt, pauseAt := os.Getenv(crashEnv), os.Getenv(failEnv), os.Getenv(pauseEnv)
-	if crashAt == "" && failAt == "" && pauseAt == "" {
+	crashAt, crashOnceAt := os.Getenv(crashEnv), os.Getenv(crashOnceEnv)
+	failAt, pauseAt := os.Getenv(failEnv), os.Getenv(pauseEnv)
+	if crashAt == "" && crashOnceAt == "" && failAt == "" && pauseAt == "" {
 		return nil
 	}
 	log.Warn("test hooks: this process will crash, fail or pause at a boot step",
-		"crash_at", crashAt, "fail_at", failAt, "pause_at", pauseAt)
-	// The mark that the failure happened lives in tmpfs: once per boot, across
-	// restarts of the process.
+		"crash_at", crashAt, "crash_once_at", crashOnceAt, "fail_at", failAt, "pause_at", pauseAt)
+	// The marks that a failure or crash happened live in tmpfs: once per
+	// boot, across restarts of the process.
 	failed := filepath.Join(p.RunDir, ".test-failed-at-"+failAt)
+	crashed := filepath.Join(p.RunDir, ".test-crashed-at-"+crashOnceAt)
 	return func(s secretstore.Step) error {
 		switch string(s) {
 		case crashAt:
 			log.Warn("crash test: SIGKILL now", "step", crashAt)
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {}
-		case failAt:
-			if _, err := os.Stat(failed); err == nil {
-				return nil
+		case crashOnceAt:
+			if first, err := firstThisBoot(crashed); !first {
+				return err
 			}
-			if err := os.WriteFile(failed, nil, 0o600); err != nil {
+			log.Warn("crash test: SIGKILL now, once this boot", "step", crashOnceAt)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		case failAt:
+			if first, err := firstThisBoot(failed); !first {
 				return err
 			}
 			log.Warn("test hook: failing this step once", "step", failAt)
@@ -74,4 +82,16 @@ func testHook(log *journal.Logger, p paths.Paths) func(secretstore.Step) error {
 		}
 		return nil
 	}
+}
+
+// firstThisBoot reports whether mark (a file in tmpfs) did not exist yet, and
+// makes it: true once per boot, across restarts of the process.
+func firstThisBoot(mark string) (bool, error) {
+	if _, err := os.Stat(mark); err == nil {
+		return false, nil
+	}
+	if err := os.WriteFile(mark, nil, 0o600); err != nil {
+		return false, err
+	}
+	return true, nil
 }

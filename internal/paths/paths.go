@@ -98,9 +98,10 @@ func derive(p Paths) Paths {
 // Snap returns the layout inside the edgeseal snap: the config and persistent
 // state under $SNAP_DATA (revisioned: a refresh copies it, a revert goes back to
 // it), secrets of the boot in tmpfs under /run/snap.<instance> (the runtime
-// directory a strict snap may write), and the token provider's socket in
-// $SNAP_DATA/tokend, the directory the snap's content slot shares with
-// consumer snaps, and a copy of the per-boot CA certificate in $SNAP_DATA/ca,
+// directory a strict snap may write), the token provider's socket for the
+// host's services in $SNAP_DATA/tokend (consumer snaps each reach theirs in
+// $SNAP_DATA/tokend-N, the directory of their own content slot), and a copy
+// of the per-boot CA certificate in $SNAP_DATA/ca,
 // which another slot shares read-only (a consumer can read /run/snap.edgeseal
 // no more than it can write $SNAP_DATA/ca).
 func Snap(snapData, instance string) Paths {

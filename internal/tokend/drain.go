@@ -2,6 +2,8 @@ package tokend
 
 import (
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeseal/edgeseal/tokenclient"
@@ -18,10 +20,25 @@ const (
 	drainWait = 50 * time.Millisecond
 )
 
-// AnswerWaiting tells every caller waiting on ln why the provider cannot serve
-// (sealed if why is ErrSealed: try again later; else an error), and returns when
-// none is left or after drainFor. It returns how many it answered.
-func AnswerWaiting(ln *net.UnixListener, why error) int {
+// AnswerWaiting tells every caller waiting on each of lns why the provider
+// cannot serve (sealed if why is ErrSealed: try again later; else an error),
+// and returns when none is left or after drainFor, the sockets drained at
+// once. It returns how many it answered.
+func AnswerWaiting(why error, lns ...*net.UnixListener) int {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.Add(int64(answerWaiting(ln, why)))
+		}()
+	}
+	wg.Wait()
+	return int(n.Load())
+}
+
+func answerWaiting(ln *net.UnixListener, why error) int {
 	r := tokenclient.Response{Status: statusOf(why), Error: "the token provider cannot serve: " + why.Error()}
 	n := 0
 	for end := time.Now().Add(drainFor); time.Now().Before(end); n++ {

@@ -35,7 +35,7 @@ func TestAProviderThatCannotServeAnswersEveryCallerWaiting(t *testing.T) {
 	}
 	// When the provider cannot serve because Vault is not set up yet
 	t0 := time.Now()
-	n := AnswerWaiting(ln, fmt.Errorf("%w: no token-issuing token", ErrSealed))
+	n := AnswerWaiting(fmt.Errorf("%w: no token-issuing token", ErrSealed), ln)
 	// Then it answers all three "sealed" (try again later), and returns once
 	// none is left
 	if n != 3 {

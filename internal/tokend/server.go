@@ -56,7 +56,11 @@ type Server struct {
 	Log        *slog.Logger
 	BootID     string
 	Status     func(string) // one line for systemd's STATUS=; may be nil
-	Ready      func()       // called once the provider can serve; may be nil
+	// WatchSockets: stop serving a socket whose path stops leading to it
+	// (WatchSocket), and end Serve with ErrSocketReplaced when no socket is
+	// left; another consumer's socket is served on.
+	WatchSockets bool
+	Ready        func() // called once the provider can serve; may be nil
 
 	// The connection caps; zero is maxConns and maxConnsPerUID (tests set them).
 	maxConns, maxConnsPerUID int
@@ -95,19 +99,30 @@ type listener interface {
 	SetDeadline(time.Time) error
 }
 
-// Serve answers connections on ln until ctx ends or, with tokend.idle_exit set,
-// no connection came for that long and none is being served. It waits for
-// every connection and revocation it started before it returns.
+// Serve answers connections on every listener in lns until ctx ends or, with
+// tokend.idle_exit set, no connection came on any of them for that long and
+// none is being served. It waits for every connection and revocation it
+// started before it returns. Several listeners serve alike (the snap has one
+// socket per consumer slot, so that no consumer can reach another's); who a
+// caller is never depends on which socket it came through.
 //
 // At most maxConns connections are served at once, and maxConnsPerUID of one
-// uid; each is closed after tokend.request_timeout whatever its caller does.
-// Refusals are logged under a rate limit per caller (refusalBurst,
-// refusalEvery), with a count of the lines left out.
-func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
-	return s.serve(ctx, ln)
+// uid, whichever socket they came through; each is closed after
+// tokend.request_timeout whatever its caller does. Refusals are logged under a
+// rate limit per caller (refusalBurst, refusalEvery), with a count of the
+// lines left out.
+func (s *Server) Serve(ctx context.Context, lns ...*net.UnixListener) error {
+	ls := make([]listener, len(lns))
+	for i, ln := range lns {
+		ls[i] = ln
+	}
+	return s.serve(ctx, ls...)
 }
 
-func (s *Server) serve(ctx context.Context, ln listener) error {
+func (s *Server) serve(ctx context.Context, lns ...listener) error {
+	if len(lns) == 0 {
+		return errors.New("cannot serve: no socket to listen on")
+	}
 	iss, err := newIssuer(s.Vault, s.Paths.IssuingToken, s.Config.Tokens.WrapTTL.D())
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -131,10 +146,6 @@ func (s *Server) serve(ctx context.Context, ln listener) error {
 		s.Ready()
 	}
 
-	stop := context.AfterFunc(ctx, func() { ln.SetDeadline(time.Now()) })
-	defer stop()
-	idle := s.Config.Tokend.IdleExit.D()
-	var active atomic.Int64
 	var conns sync.WaitGroup
 	reports, stopReports := context.WithCancel(ctx)
 	reportsDone := make(chan struct{})
@@ -146,21 +157,88 @@ func (s *Server) serve(ctx context.Context, ln listener) error {
 		<-reportsDone
 		s.reportSuppressed()
 	}()
+	// The accept loops end together: when ctx ends, when one of them finds
+	// the provider idle, or when one fails. Connections already accepted are
+	// served under ctx, not under this.
+	loops, endLoops := context.WithCancel(ctx)
+	defer endLoops()
+	st := &acceptState{idle: s.Config.Tokend.IdleExit.D(), conns: &conns}
+	st.last.Store(time.Now().UnixNano())
+	// A loop whose socket was replaced ends alone; the others serve on.
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		own, stopOwn := loops, context.CancelFunc(func() {})
+		if ul, ok := ln.(*net.UnixListener); ok && s.WatchSockets {
+			own, stopOwn = WatchSocket(loops, ul, s.Log)
+		}
+		defer stopOwn()
+		stop := context.AfterFunc(own, func() { ln.SetDeadline(time.Now()) })
+		defer stop()
+		go func() {
+			err := s.acceptLoop(ctx, own, ln, st)
+			if cause := context.Cause(own); err == nil && loops.Err() == nil && errors.Is(cause, ErrSocketReplaced) {
+				err = cause
+			} else {
+				endLoops()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	replaced := 0
+	for range lns {
+		err := <-errs
+		if errors.Is(err, ErrSocketReplaced) {
+			replaced++
+			if replaced < len(lns) {
+				continue
+			}
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// acceptState is what the accept loops of one Serve share.
+type acceptState struct {
+	idle   time.Duration   // tokend.idle_exit; 0 never
+	last   atomic.Int64    // when the last connection came, on any socket (UnixNano)
+	active atomic.Int64    // connections being served
+	conns  *sync.WaitGroup // one per connection being served
+}
+
+// acceptLoop accepts connections on ln and serves each under ctx until loops
+// ends (nil), the provider has been idle for st.idle (nil, after saying so),
+// or accepting fails for a reason waiting does not cure.
+func (s *Server) acceptLoop(ctx, loops context.Context, ln listener, st *acceptState) error {
 	var retry time.Duration // the wait after an accept error, 0 after a success
 	for {
-		if idle > 0 {
-			ln.SetDeadline(time.Now().Add(idle))
+		if st.idle > 0 {
+			now := time.Now()
+			deadline := time.Unix(0, st.last.Load()).Add(st.idle)
+			if !deadline.After(now) {
+				// A connection still being served kept the provider up.
+				deadline = now.Add(st.idle)
+			}
+			ln.SetDeadline(deadline)
+		}
+		// After the deadline is set: the end of loops may have set it to
+		// now just before.
+		if loops.Err() != nil {
+			return nil
 		}
 		c, err := ln.AcceptUnix()
 		if err != nil {
-			if ctx.Err() != nil {
+			if loops.Err() != nil {
 				return nil
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if active.Load() == 0 {
+				if st.idle > 0 && st.active.Load() == 0 && time.Since(time.Unix(0, st.last.Load())) >= st.idle {
 					s.Log.Info("no connection for a while: exiting; the socket stays and systemd starts the provider again on the next one",
-						"idle", idle.String(), "served", s.served.Load(), "refused", s.refused.Load())
+						"idle", st.idle.String(), "served", s.served.Load(), "refused", s.refused.Load())
 					return nil
 				}
 				continue
@@ -173,22 +251,23 @@ func (s *Server) serve(ctx context.Context, ln listener) error {
 				s.Log.Error("cannot accept a connection; trying again", "error", err, "retry_in", retry.String())
 			}
 			select {
-			case <-ctx.Done():
+			case <-loops.Done():
 				return nil
 			case <-time.After(retry):
 			}
 			continue
 		}
 		retry = 0
+		st.last.Store(time.Now().UnixNano())
 		p, ok := s.admit(c)
 		if !ok {
 			continue
 		}
-		active.Add(1)
-		conns.Add(1)
+		st.active.Add(1)
+		st.conns.Add(1)
 		go func() {
-			defer conns.Done()
-			defer active.Add(-1)
+			defer st.conns.Done()
+			defer st.active.Add(-1)
 			defer s.gate.leave(p.UID)
 			s.handle(ctx, c, p)
 		}()

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -56,13 +57,21 @@ func (strangers) Resolve(_ context.Context, p *peer.Peer) (peer.Identity, error)
 // testServer is a provider on a socket in a temporary directory whose config
 // names no service, so it refuses every caller, with a Vault that denies all.
 type testServer struct {
-	s    *Server
-	sock string
-	log  *lockedBuffer
-	stop func() error // ends Serve and returns its error
+	s     *Server
+	sock  string   // the first socket
+	socks []string // every socket it serves
+	done  chan error
+	log   *lockedBuffer
+	stop  func() error // ends Serve and returns its error
 }
 
 func startServer(t *testing.T, edit func(*Server), wrap func(*net.UnixListener) listener) *testServer {
+	t.Helper()
+	return startServerOn(t, 1, edit, wrap)
+}
+
+// startServerOn is startServer with n sockets, each wrapped by wrap.
+func startServerOn(t *testing.T, n int, edit func(*Server), wrap func(*net.UnixListener) listener) *testServer {
 	t.Helper()
 	// Not t.TempDir(): a socket path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "tokend")
@@ -87,27 +96,33 @@ func startServer(t *testing.T, edit func(*Server), wrap func(*net.UnixListener) 
 	}
 	cfg := config.Default()
 	cfg.Tokend.IdleExit = 0
-	ts := &testServer{sock: filepath.Join(dir, "tokend.sock"), log: &lockedBuffer{}}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: ts.sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
+	ts := &testServer{log: &lockedBuffer{}, done: make(chan error, 1)}
+	var ls []listener
+	for i := range n {
+		sock := filepath.Join(dir, fmt.Sprintf("tokend-%d.sock", i))
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		ts.socks = append(ts.socks, sock)
+		var l listener = ln
+		if wrap != nil {
+			l = wrap(ln)
+		}
+		ls = append(ls, l)
 	}
-	t.Cleanup(func() { ln.Close() })
+	ts.sock = ts.socks[0]
 	ts.s = &Server{Config: cfg, Paths: p, Vault: client, Resolver: strangers{}, Log: slog.New(slog.NewTextHandler(ts.log, nil))}
 	if edit != nil {
 		edit(ts.s)
 	}
-	var l listener = ln
-	if wrap != nil {
-		l = wrap(ln)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ts.s.serve(ctx, l) }()
+	go func() { ts.done <- ts.s.serve(ctx, ls...) }()
 	ts.stop = sync.OnceValue(func() error {
 		cancel()
 		select {
-		case err := <-done:
+		case err := <-ts.done:
 			return err
 		case <-time.After(10 * time.Second):
 			t.Error("Serve did not return within 10s of its context ending")
@@ -120,7 +135,12 @@ func startServer(t *testing.T, edit func(*Server), wrap func(*net.UnixListener) 
 
 func (ts *testServer) dial(t *testing.T) *net.UnixConn {
 	t.Helper()
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: ts.sock, Net: "unix"})
+	return ts.dialSocket(t, ts.sock)
+}
+
+func (ts *testServer) dialSocket(t *testing.T, sock string) *net.UnixConn {
+	t.Helper()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,4 +273,95 @@ func TestRunningOutOfFileDescriptorsDelaysAcceptsButNeverEndsServe(t *testing.T)
 	if want := fmt.Sprintf("%d accept errors suppressed", fails-1); !strings.Contains(log, want) {
 		t.Errorf("no line %q:\n%s", want, log)
 	}
+}
+
+func TestEverySocketIsServedAlike(t *testing.T) {
+	// Given a provider on three sockets (the snap's host socket and consumer slots)
+	ts := startServerOn(t, 3, nil, nil)
+	// When a caller sends a request on each
+	for _, sock := range ts.socks {
+		// Then each answers it the same way (refused: no service is this caller)
+		if r := answer(t, ts.dialSocket(t, sock), `{"v":1}`+"\n"); r.Status != tokenclient.StatusRefused {
+			t.Errorf("a request on %s: %+v, want refused", sock, r)
+		}
+	}
+}
+
+func TestTheProviderExitsIdleOnlyOnceNoSocketHadAConnectionForIdleExit(t *testing.T) {
+	// Given a provider on two sockets that exits after 400ms without a connection
+	const idle = 400 * time.Millisecond
+	ts := startServerOn(t, 2, func(s *Server) { s.Config.Tokend.IdleExit = config.Duration(idle) }, nil)
+	// When callers keep coming on the second socket only, for three times that
+	for end := time.Now().Add(3 * idle); time.Now().Before(end); time.Sleep(idle / 4) {
+		answer(t, ts.dialSocket(t, ts.socks[1]), `{"v":1}`+"\n")
+	}
+	// Then the provider still serves (the first socket saw nothing, yet the
+	// provider was not idle)
+	select {
+	case err := <-ts.done:
+		t.Fatalf("Serve returned (%v) while callers kept coming on its second socket", err)
+	default:
+	}
+	// When no caller comes on either
+	start := time.Now()
+	select {
+	case err := <-ts.done:
+		// Then it exits, once, without error, after about idle_exit
+		if err != nil {
+			t.Fatalf("Serve after idle_exit: %v, want nil", err)
+		}
+	case <-time.After(10 * idle):
+		t.Fatalf("Serve did not return within %s of the last connection", 10*idle)
+	}
+	if waited := time.Since(start); waited > 5*idle {
+		t.Errorf("exited %s after the last connection, want about %s", waited, idle)
+	}
+	if n := strings.Count(ts.log.String(), "no connection for a while"); n != 1 {
+		t.Errorf("%d idle-exit lines, want 1:\n%s", n, ts.log.String())
+	}
+	ts.stop = func() error { return nil }
+}
+
+func TestAReplacedSocketIsNoLongerServedButTheOthersAre(t *testing.T) {
+	// Given a provider watching its two sockets (two consumer slots)
+	ts := startServerOn(t, 2, func(s *Server) { s.WatchSockets = true }, nil)
+	// When a process removes the first socket and listens at its path
+	replace := func(sock string) {
+		t.Helper()
+		if err := os.Remove(sock); err != nil {
+			t.Fatal(err)
+		}
+		other, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { other.Close() })
+	}
+	replace(ts.socks[0])
+	// Then the provider says so, and still serves the second socket
+	for deadline := time.Now().Add(5 * SocketCheckInterval); !strings.Contains(ts.log.String(), "the token socket was replaced"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no journal line about the replaced socket:\n%s", ts.log.String())
+		}
+	}
+	if r := answer(t, ts.dialSocket(t, ts.socks[1]), `{"v":1}`+"\n"); r.Status != tokenclient.StatusRefused {
+		t.Fatalf("a request on the second socket after the first was replaced: %+v, want served (refused)", r)
+	}
+	select {
+	case err := <-ts.done:
+		t.Fatalf("Serve returned (%v) with a socket still its own", err)
+	default:
+	}
+	// When the second is replaced too
+	replace(ts.socks[1])
+	// Then Serve ends with ErrSocketReplaced (the unit shows failed)
+	select {
+	case err := <-ts.done:
+		if !errors.Is(err, ErrSocketReplaced) {
+			t.Fatalf("Serve with every socket replaced: %v, want ErrSocketReplaced", err)
+		}
+	case <-time.After(5 * SocketCheckInterval):
+		t.Fatal("Serve did not end once every socket was replaced")
+	}
+	ts.stop = func() error { return nil }
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,12 +21,18 @@ import (
 // (snapd gives a writable share "rwklix" on everything in it; AppArmor needs
 // write on a socket's path to connect to it). Clients defend themselves
 // (tokenclient checks each token with Vault); the provider notices, says so
-// in the journal and exits, so that the unit shows failed and an operator
-// restarts the socket (systemd removes whatever is at the path when it binds).
+// in the journal and stops serving that socket; when it serves none any more it
+// exits, so that the unit shows failed and an operator restarts the socket
+// (systemd removes whatever is at the path when it binds). In the snap each
+// consumer slot has a socket of its own: a consumer that replaces its own
+// socket costs only itself, and the provider serves the others on.
 
 // ErrSocketReplaced: the provider's socket path leads to another file than the
 // socket systemd handed it.
 var ErrSocketReplaced = errors.New("the token socket's path no longer leads to this provider's socket")
+
+// diagWarned: the journal has been told that sock_diag is refused here.
+var diagWarned atomic.Bool
 
 // SocketCheckInterval is how often WatchSocket looks at the socket's path.
 const SocketCheckInterval = time.Second
@@ -52,8 +59,9 @@ func watchSocket(ctx context.Context, w *sockWatch, log *slog.Logger) (context.C
 			return true
 		}
 		log.Error("the token socket was replaced: another process answers on its path, and clients that do not check "+
-			"their token (tokenclient does) may take that process's answers; exiting. Find who wrote the path, then "+
-			"restart the socket: systemctl restart edgeseal-tokend.socket, or snap restart edgeseal.tokend",
+			"their token (tokenclient does) may take that process's answers; no longer serving it (the provider exits "+
+			"when it serves no socket). Find who wrote the path, then restart the socket: "+
+			"systemctl restart edgeseal-tokend.socket, or snap restart edgeseal.tokend",
 			"socket", path, "error", err)
 		cancel(err)
 		return false
@@ -61,9 +69,11 @@ func watchSocket(ctx context.Context, w *sockWatch, log *slog.Logger) (context.C
 	if !check() {
 		return ctx, func() { cancel(nil) }
 	}
-	if w.baseline != nil {
-		log.Warn("cannot ask the kernel which file the token socket is bound to (sock_diag); "+
-			"watching its path for a change from now on", "socket", path, "error", w.diagErr)
+	if w.baseline != nil && diagWarned.CompareAndSwap(false, true) {
+		// Once per process: the snap's provider has a socket per slot, and
+		// the sandbox refuses sock_diag for every one alike.
+		log.Warn("cannot ask the kernel which file a token socket is bound to (sock_diag); "+
+			"watching each socket's path for a change from now on", "socket", path, "error", w.diagErr)
 	}
 	go func() {
 		t := time.NewTicker(SocketCheckInterval)

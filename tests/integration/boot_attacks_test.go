@@ -125,12 +125,33 @@ func TestALocalUserHammeringVaultCannotStopTheBoot(t *testing.T) {
 // consumer had already failed ("Dependency failed") for the whole boot.
 func TestAFailedFirstAttemptStillBringsUpTheTargetAndItsConsumer(t *testing.T) {
 	t.Log("Given a device whose edgeseal-unseal fails once per boot, after unsealing, and a consumer of edgeseal.target")
+	firstAttemptFailsOnceAndTheTargetComesUp(t, "EDGESEAL_FAIL_AT", "injected failure")
+}
+
+// A crash, not an error, of edgeseal-unseal before it is ready: the process
+// ends (SIGKILL), its start job fails, and Restart= starts it again. On
+// systemd before 254 (no RestartMode=direct) that failed job failed
+// edgeseal.target's and its consumers' start jobs too, for the whole boot,
+// when the target required edgeseal-unseal itself (seen on systemd 252: the
+// consumer stayed "inactive (dead)", "Dependency failed for edgeseal.target").
+// The target now requires edgeseal-ready.service, which waits for
+// edgeseal-unseal to be active and fails only when it is failed for good.
+func TestACrashedFirstAttemptStillBringsUpTheTargetAndItsConsumer(t *testing.T) {
+	t.Log("Given a device whose edgeseal-unseal crashes (SIGKILL) once per boot, after unsealing, and a consumer of edgeseal.target")
+	firstAttemptFailsOnceAndTheTargetComesUp(t, "EDGESEAL_CRASH_ONCE_AT", "crash test: SIGKILL now, once this boot")
+}
+
+// firstAttemptFailsOnceAndTheTargetComesUp has edgeseal-unseal fail once per
+// boot at admin-token-ready by the test hook hookEnv, which logs logged, and
+// checks that edgeseal.target and a consumer that requires it come up, at the
+// first boot and after a reboot.
+func firstAttemptFailsOnceAndTheTargetComesUp(t *testing.T, hookEnv, logged string) {
 	d := newDevice(t, false, nil)
 	dropIn := filepath.Join(d.units, "edgeseal-unseal.service.d")
 	if err := os.MkdirAll(dropIn, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dropIn, "fail-once.conf"), []byte("[Service]\nEnvironment=EDGESEAL_FAIL_AT=admin-token-ready\n"), 0o644)
+	writeFile(t, filepath.Join(dropIn, "fail-once.conf"), []byte("[Service]\nEnvironment="+hookEnv+"=admin-token-ready\n"), 0o644)
 	writeFile(t, filepath.Join(d.units, "consumer.service"), []byte(`[Unit]
 Requires=edgeseal.target
 After=edgeseal.target
@@ -160,7 +181,7 @@ WantedBy=multi-user.target
 			t.Errorf("boot %d: edgeseal.target is %s", boot, s)
 		}
 		j := d.m.Journal(t, "edgeseal-unseal.service")
-		if !strings.Contains(j, "injected failure") {
+		if !strings.Contains(j, logged) {
 			t.Errorf("boot %d: the failure was not injected:\n%s", boot, j)
 		}
 	}

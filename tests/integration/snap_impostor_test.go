@@ -18,7 +18,7 @@ import (
 
 // impostorSource is a consumer snap's program that takes edgeseal's place
 // (issue 15, finding 5). The socket's directory is shared writable with every
-// snap plugged into the tokend slot, so it can: it fetches its own token from
+// snap plugged into the same tokend slot, so it can: it fetches its own token from
 // the provider, makes a CA and a TLS "Vault" of its own, removes the socket
 // and listens at its path. Each answer holds its own, valid token; the first
 // answer (and every other one after) names its own Vault and CA, which vouches
@@ -164,12 +164,19 @@ func packImpostor(t *testing.T, out string) {
 	}
 }
 
-// A consumer snap replaces edgeseal's token socket in the directory the tokend
+// A consumer snap replaces edgeseal's token socket in the directory a tokend
 // slot shares writable, and answers another consumer with a token of its own
 // (valid: from its own grant) and a Vault and CA of its own, then with the
 // device's real Vault. The victim's `edgeseal token fetch` refuses both
 // answers, naming the impostor, and writes no token; the provider notices its
 // socket was replaced and says so in its journal.
+//
+// Each consumer has a slot of its own (tokend-1 to tokend-8), and AppArmor
+// keeps a consumer out of the other slots' directories: the vm backend's
+// spread task (tests/spread/snap/install) shows the kernel refusing that
+// replacement. Here the two share one slot, as when an operator connects two
+// consumers to the same one, and the container has no AppArmor: what is left
+// is the client's own check, shown here.
 func TestSnapConsumerRefusesAnotherConsumerThatReplacedTheTokenSocket(t *testing.T) {
 	impostorDir := t.TempDir()
 	packImpostor(t, impostorDir)
@@ -177,7 +184,7 @@ func TestSnapConsumerRefusesAnotherConsumerThatReplacedTheTokenSocket(t *testing
 	m, sh := snapDevice(t, testbed.Bind{Host: impostorDir, Container: "/srv/impostor", ReadOnly: true})
 	ctx := context.Background()
 
-	t.Log("Given edgeseal's snap serving two consumer snaps, es-consumer (the victim) and es-impostor, each with a token of its own")
+	t.Log("Given edgeseal's snap serving two consumer snaps connected to the same slot, es-consumer (the victim) and es-impostor, each with a token of its own")
 	sh(t, "snap install --dangerous /srv/snaps/edgeseal_*.snap")
 	// The plugs the chain waits for (docs/snap.md); tpm is not one with swtpm.
 	sh(t, "snap connect edgeseal:daemon-notify && snap connect edgeseal:system-observe")
@@ -193,7 +200,7 @@ func TestSnapConsumerRefusesAnotherConsumerThatReplacedTheTokenSocket(t *testing
 		time.Sleep(200 * time.Millisecond)
 	}
 	sh(t, "snap install --dangerous /srv/snaps/es-consumer_*.snap && snap install --dangerous /srv/impostor/es-impostor_*.snap")
-	sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend && snap connect es-consumer:edgeseal-ca edgeseal:tokend-ca && snap connect es-impostor:edgeseal-tokend edgeseal:tokend")
+	sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend-1 && snap connect es-consumer:edgeseal-ca edgeseal:tokend-ca && snap connect es-impostor:edgeseal-tokend edgeseal:tokend-1")
 	if out := sh(t, "snap run es-consumer.fetch"); !strings.Contains(out, "service consumer") {
 		t.Fatalf("before the attack, the victim's fetch said %q", out)
 	}

@@ -103,21 +103,11 @@ func packSnaps(t *testing.T, out string) {
 			}
 		}
 	}
-	// The consumer snap: tests/spread/snap/es-consumer with edgeseal's CLI.
-	consumer := filepath.Join(out, "consumer")
-	if err := os.CopyFS(consumer, os.DirFS(filepath.Join(repoRoot(), "tests", "spread", "snap", "es-consumer"))); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(installRoot, "usr", "bin", "edgeseal"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(consumer, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(consumer, "bin", "edgeseal"), b, 0o755)
-	if b, err := exec.Command("snap", "pack", consumer, out).CombinedOutput(); err != nil {
-		t.Fatalf("snap pack consumer: %v\n%s", err, b)
+	// The test snaps: es-consumer with edgeseal's CLI, and es-intruder.
+	cmd = exec.Command("make", "-s", "-C", repoRoot(), "test-snaps",
+		"TEST_SNAPS_WORK="+filepath.Join(out, "build", "test-snaps"), "SNAP_OUT="+out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make test-snaps: %v\n%s", err, b)
 	}
 	if err := os.RemoveAll(filepath.Join(out, "build")); err != nil {
 		t.Fatal(err)
@@ -259,7 +249,7 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 
 	t.Run("a consumer snap connected to the tokend slot gets its own token", func(t *testing.T) {
 		sh(t, "snap install --dangerous /srv/snaps/es-consumer_*.snap")
-		sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend && snap connect es-consumer:edgeseal-ca edgeseal:tokend-ca")
+		sh(t, "snap connect es-consumer:edgeseal-tokend edgeseal:tokend-1 && snap connect es-consumer:edgeseal-ca edgeseal:tokend-ca")
 		out := sh(t, "snap run es-consumer.fetch")
 		if !strings.Contains(out, "service consumer") {
 			t.Errorf("fetch said %q", out)

@@ -17,7 +17,7 @@ import (
 // edgesealUnits are the units `make install` ships.
 var edgesealUnits = []string{
 	"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service",
-	"edgeseal-tokend.socket", "edgeseal-tokend.service", "edgeseal.target",
+	"edgeseal-ready.service", "edgeseal-tokend.socket", "edgeseal-tokend.service", "edgeseal.target",
 	"edgeseal-fsvault.service", "edgeseal-fsvault@.service",
 }
 
@@ -50,6 +50,7 @@ var exposureBounds = map[string]float64{
 	"edgeseal-pki.service":      2.0,
 	"edgeseal-unseal.service":   2.0,
 	"edgeseal-tokend.service":   2.0,
+	"edgeseal-ready.service":    2.0,
 	"edgeseal-vault.service":    3.5,
 	"edgeseal-fsvault.service":  2.5,
 	"edgeseal-fsvault@.service": 2.5,

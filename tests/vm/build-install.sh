@@ -40,16 +40,12 @@ echo "build-install: $out ($(du -h "$out" | cut -f1)): make install's tree and $
 
 # The snaps of the snap suite, beside the default tree (spread's; not for
 # another OUT, the bench's or the power-cut test's): edgeseal's (make snap,
-# with the same OpenBao) and the consumer's (its edgeseal CLI put in).
+# with the same OpenBao) and the test snaps (make test-snaps).
 if [ $# -gt 0 ]; then
 	echo "$out"
 	exit 0
 fi
 snaps=$(dirname "$out")/snaps
-rm -rf "$snaps" "$snaps.consumer"
-make -s -C "$here" snap SNAP_OUT="$snaps" SNAP_BAO="$bao" GOTAGS="${GOTAGS:-}" >&2
-cp -r "$here/tests/spread/snap/es-consumer" "$snaps.consumer"
-install -D -m 0755 "$here/bin/edgeseal" "$snaps.consumer/bin/edgeseal"
-snap pack "$snaps.consumer" "$snaps" >&2
-rm -rf "$snaps.consumer"
+rm -rf "$snaps"
+make -s -C "$here" snap test-snaps SNAP_OUT="$snaps" SNAP_BAO="$bao" GOTAGS="${GOTAGS:-}" >&2
 echo "$out"

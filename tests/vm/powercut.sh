@@ -92,7 +92,7 @@ key_durable_at() {
 guest_lib=$(cat <<'LIB'
 set -u
 vault() { VAULT_ADDR=https://127.0.0.1:__PORT__ VAULT_CACERT=/run/edgeseal/pki/ca.crt bao "$@"; }
-chain_units="edgeseal.target edgeseal-tokend.service edgeseal-tokend.socket edgeseal-unseal.service edgeseal-vault.service edgeseal-pki.service"
+chain_units="edgeseal.target edgeseal-ready.service edgeseal-tokend.service edgeseal-tokend.socket edgeseal-unseal.service edgeseal-vault.service edgeseal-pki.service"
 # never_booted: edgeseal's state gone, durably, as on a device fresh from the
 # factory: the next start of edgeseal.target is a first boot.
 never_booted() {

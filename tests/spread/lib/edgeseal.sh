@@ -90,13 +90,13 @@ wait_for() {
 }
 
 # chain_units are edgeseal's units, in the order a boot starts them.
-chain_units="edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service edgeseal-tokend.socket edgeseal.target"
+chain_units="edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service edgeseal-ready.service edgeseal-tokend.socket edgeseal.target"
 
 # restore_edgeseal stops edgeseal, removes its state and the task's units (the
 # arguments), and puts back the default config: the next task boots a device
 # fresh from the factory.
 restore_edgeseal() {
-	systemctl stop edgeseal.target edgeseal-tokend.service edgeseal-tokend.socket \
+	systemctl stop edgeseal.target edgeseal-ready.service edgeseal-tokend.service edgeseal-tokend.socket \
 		edgeseal-unseal.service edgeseal-vault.service edgeseal-pki.service "$@" 2>/dev/null || true
 	systemctl disable edgeseal.target 2>/dev/null || true
 	for unit in "$@"; do
