@@ -284,6 +284,13 @@ cp "${initrds[-1]}" "$work/initrd.img"
 chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' > "$work/packages.txt"
 
 rm -f "$work/disk.raw"
+# {{ Every system's: mkfs.ext4 that creates its file says so on stdout, even
+# with -q ("Creating regular file ..."), which then came before the image's
+# directory in what this script prints (vm.sh's image_dir read both as the
+# path on a cold build). The file made first, mkfs has nothing to say. No byte
+# of the image changes, so Debian's hash may leave this out.
+truncate -s "$size" "$work/disk.raw"
+# }}
 mkfs.ext4 -q -L edgeseal-root -d "$root" "$work/disk.raw" "$size"
 rm -rf "$root"
 echo "$(($(date +%s) - start))" > "$work/build-seconds"
