@@ -179,6 +179,7 @@ start_vm() {
 	mkdir -p "$state/tpm"
 	echo "$img" > "$state/image"
 	echo "$port" > "$state/port"
+	echo "$system" > "$state/system"
 	: > "$state/serial.log"
 	qemu-img create -q -f qcow2 -b "$img/disk.raw" -F raw "$state/overlay.qcow2"
 	if [ -n "$vault_disk" ]; then
@@ -232,7 +233,19 @@ launch_vm() {
 		cmdline="$cmdline $append"
 	fi
 
-	accel=(-accel tcg)
+	# TCG runs each vCPU in a host thread of its own (multi-threaded TCG), but
+	# on Ubuntu 24.04's kernel (6.8) that crashed the guest once (a double
+	# fault in __kmalloc_node under tar writing the project, the EFLAGS of the
+	# frame garbage: an emulation fault, not the guest's; this host's qemu is
+	# 7.2, and 8.1 fixed races of multi-threaded TCG, "accel/tcg: Always lock
+	# pages before translation"). Its vCPUs share one host thread; Debian's
+	# image, which never showed it, keeps the default.
+	# EDGESEAL_VM_TCG_THREAD=single|multi chooses for any image.
+	local tcg_thread=${EDGESEAL_VM_TCG_THREAD:-}
+	if [ -z "$tcg_thread" ] && [ "$(cat "$state/system" 2>/dev/null)" = ubuntu-24.04-64 ]; then
+		tcg_thread=single
+	fi
+	accel=(-accel "tcg${tcg_thread:+,thread=$tcg_thread}")
 	if [ -w /dev/kvm ]; then
 		accel=(-accel kvm -cpu host)
 	fi
