@@ -103,6 +103,10 @@ ubuntu-24.04-64)
 		snapd squashfs-tools fuse3
 	)
 	;;
+*)
+	echo "build-image: no such system $system (EDGESEAL_VM_SYSTEM): debian-12-64 or ubuntu-24.04-64" >&2
+	exit 1
+	;;
 esac
 # }}
 
@@ -305,7 +309,8 @@ if [ "$system" != debian-12-64 ]; then
 		[ "$old" != "$dir" ] || continue
 		[[ $(basename "$old") =~ ^vm-$system-[0-9a-f]{12}$ ]] || continue
 		in_use=false
-		for state in "$cache"/vm-runs/*/ "$cache"/vm-runs/*/*/; do
+		# A run's directory (spread.sh's) may itself be in one of EDGESEAL_VM_RUNS.
+		for state in "$cache"/vm-runs/*/ "$cache"/vm-runs/*/*/ "$cache"/vm-runs/*/*/*/; do
 			if [ -e "$state/overlay.qcow2" ] && grep -qsx "$old" "$state/image"; then
 				in_use=true
 			fi
