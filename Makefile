@@ -39,6 +39,7 @@ help:
 	@echo "make deps              install what the test bed needs (Debian packages; OpenBao and Vault built from their pins)"
 	@echo "make test              unit tests, integration tests under systemd in a container, then spread and power cuts on a VM"
 	@echo "make spread            spread's suites on a Debian 12 VM under qemu (SPREAD_JOBS=...: some)"
+	@echo "make spread-ubuntu     the same suites on an Ubuntu 24.04 VM (not part of make test)"
 	@echo "make demo              boot a device in a container and show edgeseal at work"
 	@echo "make bench             boot, re-unseal, token, TPM and file vault figures, and a VM's boot figures (N, min/median/max)"
 
@@ -188,6 +189,15 @@ SPREAD_JOBS ?=
 .PHONY: spread test-vm
 spread:
 	tests/vm/spread.sh $(SPREAD_JOBS)
+
+# The same suites on an Ubuntu 24.04 VM (tests/vm/build-image.sh ubuntu-24.04-64:
+# debootstrap from archive.ubuntu.com, Ubuntu's kernel, whose AppArmor mediates
+# D-Bus). Not part of make test: CI reaches only Debian's registries, and has
+# time for one system. SPREAD_JOBS picks jobs as for make spread, e.g.
+#   make spread-ubuntu SPREAD_JOBS=vm:ubuntu-24.04-64:tests/spread/snap/
+.PHONY: spread-ubuntu
+spread-ubuntu:
+	tests/vm/spread.sh $(or $(SPREAD_JOBS),vm:ubuntu-24.04-64)
 
 # The power-cut test (tests/vm/powercut.sh): qemu killed (SIGKILL: the guest
 # loses power) at each step below of a first and of a later boot, and the VM

@@ -25,6 +25,23 @@
 # Needs root (debootstrap, and ownership kept in the image) and the Debian
 # packages debootstrap and e2fsprogs (tests/lib/install-deps.sh installs them).
 #
+# {{ Ubuntu's image. Lines between these marks are Ubuntu's part of the recipe:
+# Debian's hash (below) is taken over the script without them.
+#
+# The system to build is the first argument (or EDGESEAL_VM_SYSTEM): debian-12-64
+# (the default, all said above) or ubuntu-24.04-64, Ubuntu 24.04 (noble) the same
+# way: debootstrap from http://archive.ubuntu.com/ubuntu (EDGESEAL_VM_UBUNTU_MIRROR
+# overrides it), components main and universe (swtpm, fscrypt), Ubuntu's own
+# kernel (linux-image-virtual: virtio, tpm_crb and AppArmor built in, the
+# modules the initramfs needs in linux-modules), checked with Ubuntu's archive
+# key (the host's ubuntu-archive-keyring.gpg if it has one, else ubuntu-keyring
+# from that mirror, pinned by its hash here); cached in
+# ~/.cache/edgeseal/vm-ubuntu-24.04-64-<hash>/ and vm-base-ubuntu-24.04-64-<hash>/.
+# Only noble's release pocket: the kernel and packages of 24.04's release, no
+# updates (one suite is what debootstrap takes; the tests want a fixed machine).
+#
+#   build-image.sh [debian-12-64|ubuntu-24.04-64] [--path]
+# }}
 #   --path  prints the image directory without building anything
 set -euo pipefail
 
@@ -50,6 +67,48 @@ packages=(
 )
 # The root file system by its label: the launcher may attach more disks.
 cmdline="root=LABEL=edgeseal-root rw console=ttyS0 apparmor=1 security=apparmor net.ifnames=0"
+# {{
+system=${EDGESEAL_VM_SYSTEM:-debian-12-64}
+path_only=
+for arg in "$@"; do
+	case "$arg" in
+	--path) path_only=--path ;;
+	debian-12-64 | ubuntu-24.04-64) system=$arg ;;
+	*)
+		echo "build-image: unknown argument $arg: build-image.sh [debian-12-64|ubuntu-24.04-64] [--path]" >&2
+		exit 1
+		;;
+	esac
+done
+set -- $path_only
+case "$system" in
+debian-12-64) ;;
+ubuntu-24.04-64)
+	suite=noble
+	# Debian's list, but Ubuntu's kernel. linux-image-virtual is the generic
+	# kernel (virtio, tpm_crb, AppArmor with D-Bus mediation, all built in)
+	# without linux-modules-extra and linux-firmware, which a VM has no use for.
+	# initramfs-tools is only the kernel's Recommends here (debootstrap leaves
+	# those), and snapd's "fuse3 | fuse" is named as debootstrap takes no
+	# alternatives. No netplan: minbase has none, and systemd-networkd is set
+	# up below as on Debian.
+	packages=(
+		systemd systemd-sysv udev dbus dbus-user-session libpam-systemd kmod
+		linux-image-virtual initramfs-tools
+		openssh-server
+		apparmor apparmor-utils
+		iproute2 procps ca-certificates curl python3
+		tpm2-tools swtpm swtpm-tools
+		fscrypt e2fsprogs util-linux
+		snapd squashfs-tools fuse3
+	)
+	;;
+*)
+	echo "build-image: no such system $system (EDGESEAL_VM_SYSTEM): debian-12-64 or ubuntu-24.04-64" >&2
+	exit 1
+	;;
+esac
+# }}
 
 cache=${EDGESEAL_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeseal}
 
@@ -67,11 +126,28 @@ mirror_from_apt() {
 }
 mirror=${EDGESEAL_VM_MIRROR:-$(mirror_from_apt)}
 mirror=${mirror:-http://deb.debian.org/debian}
+# {{
+if [ "$system" = ubuntu-24.04-64 ]; then
+	mirror=${EDGESEAL_VM_UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}
+fi
+# }}
 
 base_key=$(printf '%s\n' "$suite" "$mirror" "${packages[*]}" | sha256sum | cut -c1-12)
 key=$({ cat "$0"; echo "$mirror"; } | sha256sum | cut -c1-12)
 base=$cache/vm-base-$base_key
 dir=$cache/vm-$key
+# {{ Debian's recipe is this script without the marked blocks: its image keeps
+# the hash (and the cache directory) it had before Ubuntu's were added. Ubuntu's
+# is the whole script, its directories named by the system, which the clean-up
+# of Debian's older images (vm-<hash> only) never takes.
+if [ "$system" = debian-12-64 ]; then
+	key=$({ sed '/^[[:space:]]*# {{/,/^[[:space:]]*# }}/d' "$0"; echo "$mirror"; } | sha256sum | cut -c1-12)
+	dir=$cache/vm-$key
+else
+	base=$cache/vm-base-$system-$base_key
+	dir=$cache/vm-$system-$key
+fi
+# }}
 
 if [ "${1:-}" = --path ]; then
 	echo "$dir"
@@ -92,12 +168,43 @@ for tool in debootstrap mkfs.ext4 ssh-keygen; do
 		exit 1
 	fi
 done
+# {{ Ubuntu's Release file is checked with gpgv, its keyring fetched with wget
+# (both debootstrap's own Recommends and Depends) and unpacked by dpkg-deb.
+if [ "$system" = ubuntu-24.04-64 ]; then
+	for tool in gpgv:gpgv wget:wget dpkg-deb:dpkg; do
+		if ! command -v "${tool%%:*}" >/dev/null; then
+			echo "build-image: ${tool%%:*} is missing, which Ubuntu's image needs; install it: apt-get install ${tool#*:}" >&2
+			exit 1
+		fi
+	done
+fi
+# }}
 
 start=$(date +%s)
 if [ ! -e "$base/done" ]; then
 	echo "build-image: debootstrap $suite from $mirror into $base (about 15 minutes without KVM)" >&2
 	rm -rf "$base"
 	mkdir -p "$base"
+	# {{ Ubuntu's archive key, and the script debootstrap runs for noble: Debian
+	# 12's debootstrap (1.0.128) has no script named noble, and takes the one
+	# of every Ubuntu release since 7.10, gutsy, as its fourth argument.
+	if [ "$system" = ubuntu-24.04-64 ]; then
+		keyring=/usr/share/keyrings/ubuntu-archive-keyring.gpg
+		if [ ! -s "$keyring" ]; then
+			keyring=$base/ubuntu-archive-keyring.gpg
+			deb=ubuntu-keyring_2023.11.28.1_all.deb
+			if ! wget -q -O "$base/$deb" "$mirror/pool/main/u/ubuntu-keyring/$deb" ||
+				! echo "36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8  $base/$deb" | sha256sum -c --status; then
+				echo "build-image: cannot fetch Ubuntu's keyring $deb (the one of noble, by its hash) from $mirror; install the host's (Debian's ubuntu-archive-keyring) instead" >&2
+				exit 1
+			fi
+			dpkg-deb --fsys-tarfile "$base/$deb" | tar -xO ./usr/share/keyrings/ubuntu-archive-keyring.gpg > "$keyring"
+		fi
+		debootstrap() {
+			command debootstrap --components=main,universe --keyring="$keyring" "$@" /usr/share/debootstrap/scripts/gutsy
+		}
+	fi
+	# }}
 	include=$(IFS=,; echo "${packages[*]}")
 	if ! debootstrap --variant=minbase --include="$include" "$suite" "$base/root" "$mirror" > "$base/debootstrap.log" 2>&1; then
 		tail -n 30 "$base/debootstrap.log" >&2
@@ -145,6 +252,13 @@ done
 # snapd starts when first used (snapd.socket), not at every boot, where under
 # TCG it took 20 CPU-seconds beside edgeseal's chain.
 chroot "$root" systemctl disable --quiet snapd.service snapd.seeded.service
+# {{ Ubuntu's own timer, which would fetch news from the network; and its SSH:
+# on noble, ssh.socket listens (socket activation, sshd started per connection
+# burst), not ssh.service, which the spread backend's reboot accounts for.
+if [ "$system" = ubuntu-24.04-64 ]; then
+	ln -sf /dev/null "$root/etc/systemd/system/motd-news.timer"
+fi
+# }}
 # A journal that survives reboots, to read after a failed boot.
 mkdir -p "$root/var/log/journal"
 mkdir -p "$root/etc/systemd/journald.conf.d"
@@ -174,6 +288,13 @@ cp "${initrds[-1]}" "$work/initrd.img"
 chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' > "$work/packages.txt"
 
 rm -f "$work/disk.raw"
+# {{ Every system's: mkfs.ext4 that creates its file says so on stdout, even
+# with -q ("Creating regular file ..."), which then came before the image's
+# directory in what this script prints (vm.sh's image_dir read both as the
+# path on a cold build). The file made first, mkfs has nothing to say. No byte
+# of the image changes, so Debian's hash may leave this out.
+truncate -s "$size" "$work/disk.raw"
+# }}
 mkfs.ext4 -q -L edgeseal-root -d "$root" "$work/disk.raw" "$size"
 rm -rf "$root"
 echo "$(($(date +%s) - start))" > "$work/build-seconds"
@@ -182,6 +303,24 @@ rm -rf "$dir"
 mv "$work" "$dir"
 trap - EXIT
 echo "build-image: the image is ready in $dir ($(cat "$dir/build-seconds") s)" >&2
+# {{ Ubuntu's images of older recipes (never Debian's), but one a VM runs on.
+if [ "$system" != debian-12-64 ]; then
+	for old in "$cache/vm-$system"-*; do
+		[ "$old" != "$dir" ] || continue
+		[[ $(basename "$old") =~ ^vm-$system-[0-9a-f]{12}$ ]] || continue
+		in_use=false
+		# A run's directory (spread.sh's) may itself be in one of EDGESEAL_VM_RUNS.
+		for state in "$cache"/vm-runs/*/ "$cache"/vm-runs/*/*/ "$cache"/vm-runs/*/*/*/; do
+			if [ -e "$state/overlay.qcow2" ] && grep -qsx "$old" "$state/image"; then
+				in_use=true
+			fi
+		done
+		$in_use || rm -rf "$old"
+	done
+	echo "$dir"
+	exit 0
+fi
+# }}
 # Images of older recipes, but one a VM still runs on (tests/vm/vm.sh keeps the
 # image of each VM in its state directory).
 for old in "$cache"/vm-[0-9a-f]*; do

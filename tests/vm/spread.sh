@@ -6,11 +6,17 @@
 #   tests/vm/spread.sh                       every suite: spread vm:debian-12-64
 #   tests/vm/spread.sh vm:debian-12-64:tests/spread/boot-chain/
 #   tests/vm/spread.sh -debug vm:debian-12-64:tests/spread/tokens/
+#   tests/vm/spread.sh vm:ubuntu-24.04-64    every suite on Ubuntu 24.04 (`make
+#                                            spread-ubuntu`; only when asked)
+#
+# With no argument only Debian's VM runs (make test's, CI's); the image of each
+# system the arguments name (vm: alone names both) is built first.
 #
 # In order: spread from its pinned source (tests/lib/build-spread.sh), the image
 # (cached; about 15 minutes cold without KVM), the install tree the project
 # prepare unpacks (tests/vm/build-install.sh), then spread. The VMs spread
-# allocates keep their state under a directory of this run, and every one still
+# allocates keep their state under a directory of this run (made in
+# $EDGESEAL_VM_RUNS if set, else ~/.cache/edgeseal/vm-runs), and every one still
 # running when this script ends is stopped, also when spread fails or is
 # interrupted. Each step's time is printed; the serial consoles' logs stay in
 # that directory. spread is stopped after EDGESEAL_SPREAD_TIMEOUT (default 40m).
@@ -32,13 +38,33 @@ took() {
 
 spread=$(tests/lib/build-spread.sh)
 took "spread $spread"
-image=$(tests/vm/build-image.sh)
-took "VM image $image"
+args=("$@")
+if [ ${#args[@]} -eq 0 ]; then
+	args=(vm:debian-12-64)
+fi
+systems=()
+for arg in "${args[@]}"; do
+	case "$arg" in
+	vm | vm:) systems+=(debian-12-64 ubuntu-24.04-64) ;;
+	vm:debian-12-64 | vm:debian-12-64:*) systems+=(debian-12-64) ;;
+	vm:ubuntu-24.04-64 | vm:ubuntu-24.04-64:*) systems+=(ubuntu-24.04-64) ;;
+	vm:*) say "the vm backend has no system ${arg#vm:} (debian-12-64, ubuntu-24.04-64)"; exit 1 ;;
+	esac
+done
+if [ ${#systems[@]} -eq 0 ]; then
+	systems=(debian-12-64)
+fi
+# shellcheck disable=SC2207 # system names have no spaces
+systems=($(printf '%s\n' "${systems[@]}" | sort -u))
+for system in "${systems[@]}"; do
+	image=$(tests/vm/build-image.sh "$system")
+	took "VM image of $system $image"
+done
 tests/vm/build-install.sh > /dev/null
 took "install tree build/vm/edgeseal-install.tar"
 
-mkdir -p "$cache/vm-runs"
-runs=$(mktemp -d "$cache/vm-runs/spread.XXXXXX")
+mkdir -p "${EDGESEAL_VM_RUNS:-$cache/vm-runs}"
+runs=$(mktemp -d "${EDGESEAL_VM_RUNS:-$cache/vm-runs}/spread.XXXXXX")
 export EDGESEAL_VM_RUNS=$runs
 # shellcheck disable=SC2317 # called by the EXIT trap
 stop_all() {
@@ -55,10 +81,6 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-args=("$@")
-if [ ${#args[@]} -eq 0 ]; then
-	args=(vm:debian-12-64)
-fi
 # A bound on spread as a whole: a machine that stops answering mid-task must
 # fail this run with its logs, not hang until CI's own limit ends it with none.
 # Every task together takes about 11 minutes under TCG on a quiet 2-core
