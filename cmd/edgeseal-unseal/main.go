@@ -236,18 +236,44 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 
 // revokeEndedUnits revokes the tokens of each unit that enters the failed
 // state (and, with stops, of each service that stops or waits to restart),
-// for as long as ctx lasts; a lost bus connection is made again.
+// for as long as ctx lasts; a lost bus connection is made again, after a wait
+// that doubles from a second to half a minute while watches keep failing at
+// once. A watch the bus refuses by policy is tried again every
+// refusedRetry, and said once.
 func revokeEndedUnits(ctx context.Context, log *journal.Logger, b *secretstore.Bootstrap, stops bool) {
+	const (
+		retryMin     = time.Second
+		retryMax     = 30 * time.Second
+		refusedRetry = 10 * time.Minute
+	)
+	wait, refusedSaid := time.Duration(0), false
 	for {
+		start := time.Now()
 		err := unitwatch.Watch(ctx, stops, func(unit string, before time.Time) { b.RevokeUnit(ctx, unit, before) })
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("lost the watch on units that fail or stop; watching again in a second", "error", err)
+		switch {
+		case errors.Is(err, unitwatch.ErrRefused):
+			wait = refusedRetry
+			if !refusedSaid {
+				refusedSaid = true
+				log.Error("cannot watch for units that fail or stop: the system bus refuses it (in a snap: the D-Bus "+
+					"mediation of AppArmor, which grants system-observe no Subscribe). The tokens of a service that "+
+					"fails or stops stay valid until the service gets a new one or the next boot; trying again every "+
+					"10 minutes, without another line", "error", err)
+			}
+		default:
+			if time.Since(start) > time.Minute {
+				wait = 0 // the watch held: the next failure is a new one
+			}
+			wait = min(max(2*wait, retryMin), retryMax)
+			log.Warn("lost the watch on units that fail or stop; watching again", "in", wait.String(), "error", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
 	}
 }

@@ -24,6 +24,7 @@ const (
 
 	errNameHasNoOwner    = "org.freedesktop.DBus.Error.NameHasNoOwner"
 	errAlreadySubscribed = "org.freedesktop.systemd1.AlreadySubscribed"
+	errAccessDenied      = "org.freedesktop.DBus.Error.AccessDenied"
 )
 
 // systemd is what the watcher asks of the bus and of systemd. bus is the real

@@ -64,6 +64,10 @@ const signalBuffer = 1024
 // starts it first reports every unit already in such a state, so one entered
 // during a gap between two watches is not missed. ended runs on Watch's
 // goroutine, one at a time.
+//
+// An error that wraps ErrRefused says the bus or systemd refused a call by
+// policy (org.freedesktop.DBus.Error.AccessDenied): watching again soon will
+// not help.
 func Watch(ctx context.Context, stops bool, ended func(unit string, before time.Time)) error {
 	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
 	if err != nil {
@@ -79,7 +83,22 @@ func Watch(ctx context.Context, stops bool, ended func(unit string, before time.
 	return err
 }
 
+// ErrRefused: the system bus, or systemd, refuses this process the calls a
+// watch needs, by policy: in a snap under AppArmor's D-Bus mediation (Ubuntu's
+// kernel and dbus), system-observe grants no Subscribe.
+var ErrRefused = errors.New("the system bus refuses this process systemd's unit changes")
+
+// watch is Watch on sd and sigs; an error of a call refused by policy wraps
+// ErrRefused.
 func watch(ctx context.Context, sd systemd, sigs <-chan *dbus.Signal, stops bool, ended func(string, time.Time)) error {
+	err := watchSignals(ctx, sd, sigs, stops, ended)
+	if hasErrorName(err, errAccessDenied) {
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return err
+}
+
+func watchSignals(ctx context.Context, sd systemd, sigs <-chan *dbus.Signal, stops bool, ended func(string, time.Time)) error {
 	// Owner changes are routed before the owner is looked up, so that a change
 	// between the two is not missed.
 	if err := sd.watchOwner(ctx); err != nil {

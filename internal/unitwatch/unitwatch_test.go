@@ -310,3 +310,21 @@ func TestWithStopsAServiceThatStoppedOrWaitsToRestartIsReported(t *testing.T) {
 		})
 	}
 }
+
+func TestAWatchTheBusRefusesByPolicyIsToldApartFromALostConnection(t *testing.T) {
+	// Given a bus whose policy refuses the calls a watch makes (a snap under
+	// AppArmor's D-Bus mediation)
+	denied := dbus.Error{Name: "org.freedesktop.DBus.Error.AccessDenied", Body: []any{"An AppArmor policy prevents this sender from sending this message"}}
+	sd := &fakeSystemd{ownerName: systemdUnique, listErr: denied}
+	// When a watch starts
+	err := watch(context.Background(), sd, make(chan *dbus.Signal), false, func(string, time.Time) {})
+	// Then its error says the bus refused it, and still carries the bus's words
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "AppArmor policy") {
+		t.Fatalf("watch refused by policy: %v, want ErrRefused with the bus's reason", err)
+	}
+	// And another error is not taken for a refusal
+	sd.listErr = errors.New("connection reset")
+	if err := watch(context.Background(), sd, make(chan *dbus.Signal), false, func(string, time.Time) {}); err == nil || errors.Is(err, ErrRefused) {
+		t.Fatalf("watch with a lost connection: %v, want an error that is not ErrRefused", err)
+	}
+}
