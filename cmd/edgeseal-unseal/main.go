@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"os/user"
@@ -32,6 +33,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/journal"
+	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/sdunit"
@@ -254,14 +256,29 @@ func revokeEndedUnits(ctx context.Context, log *journal.Logger, b *secretstore.B
 			return
 		}
 		switch {
+		case errors.Is(err, unitwatch.ErrRefused) && stops:
+			// Processes' cgroups say when a unit has none left: a stop or a
+			// failure alike, which is what stops asks for.
+			log.Warn("cannot watch for units that fail or stop on the system bus, which refuses it (in a snap: the "+
+				"D-Bus mediation of AppArmor, which grants system-observe no Subscribe); watching their processes' "+
+				"cgroups instead", "every", unitwatch.PollInterval.String(), "error", err)
+			unitwatch.PollCgroups(ctx, "/proc", unitwatch.PollInterval, func() []string {
+				units, err := ledger.Units(b.Paths.Ledger)
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					log.Warn("cannot read the token ledger to watch the units of its tokens", "error", err)
+				}
+				return units
+			}, func(unit string, before time.Time) { b.RevokeUnit(ctx, unit, before) })
+			return
 		case errors.Is(err, unitwatch.ErrRefused):
 			wait = refusedRetry
 			if !refusedSaid {
 				refusedSaid = true
-				log.Error("cannot watch for units that fail or stop: the system bus refuses it (in a snap: the D-Bus "+
-					"mediation of AppArmor, which grants system-observe no Subscribe). The tokens of a service that "+
-					"fails or stops stay valid until the service gets a new one or the next boot; trying again every "+
-					"10 minutes, without another line", "error", err)
+				log.Error("cannot watch for units that fail: the system bus refuses it (in a snap: the D-Bus "+
+					"mediation of AppArmor, which grants system-observe no Subscribe), and with tokens.revoke_on_stop "+
+					"off a unit's cgroup cannot tell a failure from a stop. The tokens of a service that fails stay "+
+					"valid until the service gets a new one or the next boot; trying again every 10 minutes, "+
+					"without another line", "error", err)
 			}
 		default:
 			if time.Since(start) > time.Minute {

@@ -196,6 +196,23 @@ func All(path string) ([]Issued, error) {
 	return out, nil
 }
 
+// Units returns the units (sorted, each once) that the tokens in the ledger
+// at path were issued to; a token issued outside a unit has none.
+func Units(path string) ([]string, error) {
+	f, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	var units []string
+	for _, e := range f.Services {
+		if e.Unit != "" && !slices.Contains(units, e.Unit) {
+			units = append(units, e.Unit)
+		}
+	}
+	sort.Strings(units)
+	return units, nil
+}
+
 // OfUnit returns the entries of tokens issued to processes of unit, sorted by
 // service.
 func OfUnit(path, unit string) ([]Issued, error) {

@@ -103,3 +103,20 @@ func TestAReplacedTokenStaysPendingUntilRevoked(t *testing.T) {
 		t.Errorf("pending after Revoked = %+v, want none", p)
 	}
 }
+
+func TestUnitsListsEachUnitWithATokenOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "issued.json")
+	l, err := Open(path, "boot-1", fsutil.Self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for svc, unit := range map[string]string{"a": "b.service", "c": "b.service", "d": "a.service", "e": ""} {
+		if _, _, err := l.Swap(svc, Entry{Accessor: "acc-" + svc, Unit: unit}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	units, err := Units(path)
+	if err != nil || len(units) != 2 || units[0] != "a.service" || units[1] != "b.service" {
+		t.Fatalf("Units = %v, %v; want [a.service b.service]", units, err)
+	}
+}
