@@ -775,3 +775,25 @@ func TestDBusIsLimitedToWhatEachStepAsksSystemd(t *testing.T) {
 		})
 	}
 }
+
+// Go's net package reads a datagram socket's own and peer address
+// (getsockname, getpeername) when it connects it: sd_notify's socket to
+// systemd. A kernel that mediates AF_UNIX finely (Ubuntu 24.04's) refuses
+// both without getattr ("operation=getpeername class=net ... denied=getattr",
+// seen on the Ubuntu VM for edgeseal-unseal and the Vault server); Debian 12's
+// kernel checks only the path.
+func TestTheStepsThatNotifySystemdMayReadTheirDatagramSocketsAddresses(t *testing.T) {
+	all := renderAll(t)
+	for _, name := range []string{tokend, unseal, vault} {
+		ok := false
+		for _, o := range all[name].profile.Other {
+			if o.Kind == "unix" && strings.Contains(o.Text, "type=dgram") &&
+				strings.Contains(o.Text, "connect") && strings.Contains(o.Text, "getattr") {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("%s: no unix rule lets it connect a datagram socket and read its addresses (getattr)", name)
+		}
+	}
+}
