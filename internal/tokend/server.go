@@ -206,6 +206,7 @@ type acceptState struct {
 	idle   time.Duration   // tokend.idle_exit; 0 never
 	last   atomic.Int64    // when the last connection came, on any socket (UnixNano)
 	active atomic.Int64    // connections being served
+	idled  atomic.Bool     // a loop found the provider idle (it says so; the others end quietly)
 	conns  *sync.WaitGroup // one per connection being served
 }
 
@@ -237,6 +238,9 @@ func (s *Server) acceptLoop(ctx, loops context.Context, ln listener, st *acceptS
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				if st.idle > 0 && st.active.Load() == 0 && time.Since(time.Unix(0, st.last.Load())) >= st.idle {
+					if !st.idled.CompareAndSwap(false, true) {
+						return nil // another socket's loop found it idle first
+					}
 					s.Log.Info("no connection for a while: exiting; the socket stays and systemd starts the provider again on the next one",
 						"idle", st.idle.String(), "served", s.served.Load(), "refused", s.refused.Load())
 					return nil
