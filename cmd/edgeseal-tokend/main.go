@@ -129,9 +129,10 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	if err != nil {
 		return err
 	}
-	// Which unit a caller runs in: systemd says, over D-Bus; in a snap, whose
-	// confinement grants no call on systemd's API, the caller's cgroup says,
-	// by systemd's own rule (peer.CgroupUnits).
+	// Which unit a caller runs in: its cgroup says, by systemd's own rule
+	// (peer.CgroupUnits); systemd, over D-Bus, for a caller whose cgroup names
+	// no unit. A snap's confinement grants no call on systemd's API: there the
+	// cgroup alone says.
 	var units peer.UnitLookup = peer.CgroupUnits{}
 	if p.SnapInstance == "" {
 		bus, err := sddbus.NewSystemConnectionContext(ctx)
@@ -139,7 +140,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 			return fmt.Errorf("cannot connect to the system bus (needed to tell which unit a caller runs in): %w", err)
 		}
 		defer bus.Close()
-		units = bus
+		units = peer.CgroupFirst{Fallback: bus}
 	}
 	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
@@ -149,6 +150,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	if err != nil {
 		return err
 	}
+	defer led.Close()
 	s := &tokend.Server{
 		Config:     cfg,
 		ConfigFile: cfgPath,

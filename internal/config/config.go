@@ -144,6 +144,13 @@ type Tokens struct {
 	// WrapTTL is how long a response-wrapped service token waits to be unwrapped.
 	// Default 5m.
 	WrapTTL Duration `yaml:"wrap_ttl"`
+	// RevokeDelay bounds how long the token provider may wait to revoke a
+	// service's token once it has issued that service a new one: it revokes
+	// replaced tokens in batches off the request path, as soon as no request
+	// is being served, and at the latest this long after the replacement
+	// (while Vault answers; a revocation Vault refuses stays pending in the
+	// ledger and is tried again). Default 2s; 0 revokes each at once. At most 1m.
+	RevokeDelay Duration `yaml:"revoke_delay"`
 	// TokendUser owns the token-issuing token (a system user). Default
 	// "edgeseal-tokend".
 	TokendUser string `yaml:"tokend_user"`

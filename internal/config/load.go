@@ -45,6 +45,7 @@ func Default() *Config {
 			RevokeOnStop:  true,
 			IssuingPeriod: Duration(24 * time.Hour),
 			WrapTTL:       Duration(5 * time.Minute),
+			RevokeDelay:   Duration(2 * time.Second),
 			TokendUser:    "edgeseal-tokend",
 		},
 		Tokend: Tokend{

@@ -91,6 +91,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"issuing_rotation is at most half the period", "tokens:\n  issuing_period: 2h\n  issuing_rotation: 90m\n", 3, "tokens.issuing_rotation", "more than half"},
 		{"issuing_rotation has a floor", "tokens:\n  issuing_rotation: 30s\n", 2, "tokens.issuing_rotation", "at least 1m"},
 		{"wrap_ttl has a floor", "tokens:\n  wrap_ttl: 1s\n", 2, "tokens.wrap_ttl", "between 10s and 24h"},
+		{"revoke_delay has a ceiling", "tokens:\n  revoke_delay: 2m\n", 2, "tokens.revoke_delay", "between 0s and 1m"},
 
 		// tokend
 		{"idle_exit is 0 or at least 1s", "tokend:\n  idle_exit: 10ms\n", 2, "tokend.idle_exit", "0 (never) or between 1s"},

@@ -192,6 +192,9 @@ func (c *Config) validateTokens() *Error {
 	if err := between("tokens.wrap_ttl", t.WrapTTL, 10*time.Second, 24*time.Hour); err != nil {
 		return err
 	}
+	if err := between("tokens.revoke_delay", t.RevokeDelay, 0, time.Minute); err != nil {
+		return err
+	}
 	if !userRE.MatchString(t.TokendUser) {
 		return fieldErr("tokens.tokend_user", "%q is not a valid user name", t.TokendUser)
 	}

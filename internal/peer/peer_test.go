@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -608,3 +609,28 @@ func TestAPidfdIsTakenFromTheSocketAndByPidOnlyWhereTheKernelHasNoSoPeerPidfd(t 
 }
 
 var errOther = errors.New("any error but ErrGone")
+
+// Issue 18: the provider reads the unit from the caller's cgroup, and asks
+// systemd only when the cgroup names none.
+func TestCgroupFirstAsksSystemdOnlyWhenTheCgroupNamesNoUnit(t *testing.T) {
+	proc := t.TempDir()
+	for pid, cg := range map[int]string{10: "0::/system.slice/app-one.service\n", 11: "0::/\n"} {
+		dir := filepath.Join(proc, strconv.Itoa(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup"), []byte(cg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bus := units{10: "not-asked.service", 11: "-.slice"}
+	c := CgroupFirst{Cgroup: CgroupUnits{Proc: proc}, Fallback: bus}
+	for pid, want := range map[uint32]string{10: "app-one.service", 11: "-.slice"} {
+		if got, err := c.GetUnitNameByPID(context.Background(), pid); err != nil || got != want {
+			t.Errorf("pid %d: %q, %v; want %q", pid, got, err, want)
+		}
+	}
+	if _, err := c.GetUnitNameByPID(context.Background(), 12); err == nil || errors.Is(err, ErrNoUnit) {
+		t.Errorf("a process gone: %v; want the read's error, not a fallback", err)
+	}
+}

@@ -133,6 +133,27 @@ func (c CgroupUnits) GetUnitNameByPID(_ context.Context, pid uint32) (string, er
 	return unit, nil
 }
 
+// CgroupFirst tells a process's unit from its cgroup (CgroupUnits), and asks
+// Fallback (systemd over D-Bus) only for a process whose cgroup names no unit:
+// one in the root cgroup, in another cgroup namespace, or on a host without
+// the unified hierarchy. The cgroup's answer is systemd's own rule read from
+// the kernel, as strong as the D-Bus one (see CgroupUnits), and costs a file
+// read instead of a round trip to PID 1, which the token provider made for
+// every request (0.9 to 1.7 ms each, measured: issue 18).
+type CgroupFirst struct {
+	Cgroup   CgroupUnits
+	Fallback UnitLookup
+}
+
+// GetUnitNameByPID implements UnitLookup.
+func (c CgroupFirst) GetUnitNameByPID(ctx context.Context, pid uint32) (string, error) {
+	unit, err := c.Cgroup.GetUnitNameByPID(ctx, pid)
+	if errors.Is(err, ErrNoUnit) && c.Fallback != nil {
+		return c.Fallback.GetUnitNameByPID(ctx, pid)
+	}
+	return unit, err
+}
+
 // ErrNoUnit is CgroupUnits' answer for a process in no unit.
 var ErrNoUnit = errors.New("no unit for the process")
 

@@ -118,8 +118,8 @@ func (i *issuer) clients() (plain, wrapping *api.Client) {
 	return i.plain, i.wrapping
 }
 
-// issue creates a token for svc, records it, and revokes the service's previous
-// token in the background.
+// issue creates a token for svc, records it, and has the service's previous
+// token revoked off the request path, within tokens.revoke_delay.
 func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
 	if s.Policies != nil {
 		if err := s.Policies.Ensure(ctx, cfg, svc.Name); err != nil {
@@ -175,57 +175,15 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 	old, had, err := s.Ledger.Swap(svc.Name, e)
 	if err != nil {
 		// A token nobody can find again must not be handed out.
-		s.revoke(context.WithoutCancel(ctx), svc.Name, acc, "it could not be recorded")
+		s.revokeNow(context.WithoutCancel(ctx), svc.Name, acc, "it could not be recorded")
 		return nil, err
 	}
 	if had && old.Accessor != acc {
-		s.bg.Add(1)
-		go func() {
-			defer s.bg.Done()
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			s.revoke(rctx, svc.Name, old.Accessor, "a new token was issued to the service")
-		}()
+		// The ledger holds the replaced token as pending: the revoker takes
+		// it off the request path (revoke.go).
+		s.revoker.wake()
 	}
 	return sec, nil
-}
-
-// revoke revokes a service token by accessor; a replaced token stays pending
-// in the ledger until this succeeds (or Vault says it is gone).
-func (s *Server) revoke(ctx context.Context, service, accessor, why string) {
-	plain, _ := s.issuing.clients()
-	err := plain.Auth().Token().RevokeAccessorWithContext(ctx, accessor)
-	if err != nil && !isGone(err) {
-		s.Log.Warn("cannot revoke a service token yet; trying again within a minute while the provider runs, and at its next start",
-			"service", service, "accessor", accessor, "error", err)
-		return
-	}
-	if err := s.Ledger.Revoked(accessor); err != nil {
-		s.Log.Warn("cannot record a revocation in the ledger; it is tried again", "accessor", accessor, "error", err)
-	}
-	s.Log.Info("revoked a service token", "service", service, "accessor", accessor, "why", why)
-}
-
-// pendingRetry is how often the provider tries again the revocations of
-// replaced tokens that Vault did not confirm.
-const pendingRetry = time.Minute
-
-// revokePending tries again every revocation still pending in the ledger.
-func (s *Server) revokePending(ctx context.Context) {
-	if s.Ledger == nil { // a server that issues nothing (tests of its connections)
-		return
-	}
-	for _, p := range s.Ledger.PendingRevocations() {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s.revoke(rctx, p.Service, p.Accessor, "a new token was issued to the service (revocation tried again)")
-		cancel()
-	}
-}
-
-// isGone: the token was already revoked or expired.
-func isGone(err error) bool {
-	var re *api.ResponseError
-	return errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "invalid accessor")
 }
 
 func accessorOf(sec *api.Secret) (accessor string, wrapped bool) {
@@ -241,23 +199,17 @@ func accessorOf(sec *api.Secret) (accessor string, wrapped bool) {
 // keepIssuingFresh renews the token-issuing token while the provider runs,
 // whenever less than half of its period is left; edgeseal-unseal also replaces
 // it on tokens.issuing_rotation, so an idle provider's token never lapses.
-// It also tries again, every pendingRetry, the revocations still pending.
 func (s *Server) keepIssuingFresh(ctx context.Context) {
 	period := s.Config.Tokens.IssuingPeriod.D()
 	renew := time.NewTicker(period / 4)
 	defer renew.Stop()
-	retry := time.NewTicker(pendingRetry)
-	defer retry.Stop()
 	s.renewIssuing(ctx, period)
-	s.revokePending(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-renew.C:
 			s.renewIssuing(ctx, period)
-		case <-retry.C:
-			s.revokePending(ctx)
 		}
 	}
 }

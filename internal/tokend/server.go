@@ -73,7 +73,7 @@ type Server struct {
 	cfg        atomic.Pointer[config.Config]
 	cfgMu      sync.Mutex
 	cfgSeen    fileStamp
-	bg         sync.WaitGroup // revocations still running
+	revoker    *revoker
 
 	served, refused atomic.Int64
 }
@@ -142,17 +142,26 @@ func (s *Server) serve(ctx context.Context, lns ...listener) error {
 	freshDone := make(chan struct{})
 	go func() { defer close(freshDone); s.keepIssuingFresh(fresh) }()
 	defer func() { stopFresh(); <-freshDone }()
+
+	var conns sync.WaitGroup
+	st := &acceptState{idle: s.Config.Tokend.IdleExit.D(), conns: &conns}
+	st.last.Store(time.Now().UnixNano())
+	// The revoker stops after the last connection is served (the deferred
+	// calls run last first), and then tries the pending ones once more.
+	s.revoker = newRevoker(s, s.Config.Tokens.RevokeDelay.D(), st.busy)
+	revoking, stopRevoking := context.WithCancel(context.WithoutCancel(ctx))
+	revokerDone := make(chan struct{})
+	go func() { defer close(revokerDone); s.revoker.run(revoking) }()
+	defer func() { stopRevoking(); <-revokerDone }()
 	if s.Ready != nil {
 		s.Ready()
 	}
 
-	var conns sync.WaitGroup
 	reports, stopReports := context.WithCancel(ctx)
 	reportsDone := make(chan struct{})
 	go func() { defer close(reportsDone); s.reportEvery(reports, suppressReport) }()
 	defer func() {
 		conns.Wait()
-		s.bg.Wait()
 		stopReports()
 		<-reportsDone
 		s.reportSuppressed()
@@ -162,8 +171,6 @@ func (s *Server) serve(ctx context.Context, lns ...listener) error {
 	// served under ctx, not under this.
 	loops, endLoops := context.WithCancel(ctx)
 	defer endLoops()
-	st := &acceptState{idle: s.Config.Tokend.IdleExit.D(), conns: &conns}
-	st.last.Store(time.Now().UnixNano())
 	// A loop whose socket was replaced ends alone; the others serve on.
 	errs := make(chan error, len(lns))
 	for _, ln := range lns {
@@ -206,8 +213,17 @@ type acceptState struct {
 	idle   time.Duration   // tokend.idle_exit; 0 never
 	last   atomic.Int64    // when the last connection came, on any socket (UnixNano)
 	active atomic.Int64    // connections being served
+	ended  atomic.Int64    // when the last connection served ended (UnixNano)
 	idled  atomic.Bool     // a loop found the provider idle (it says so; the others end quietly)
 	conns  *sync.WaitGroup // one per connection being served
+}
+
+// busy says whether a connection is being served and, if not, since when.
+func (st *acceptState) busy() (serving bool, idleSince time.Time) {
+	if st.active.Load() > 0 {
+		return true, time.Time{}
+	}
+	return false, time.Unix(0, max(st.ended.Load(), st.last.Load()))
 }
 
 // acceptLoop accepts connections on ln and serves each under ctx until loops
@@ -271,6 +287,7 @@ func (s *Server) acceptLoop(ctx, loops context.Context, ln listener, st *acceptS
 		st.conns.Add(1)
 		go func() {
 			defer st.conns.Done()
+			defer st.ended.Store(time.Now().UnixNano()) // runs after active's decrement
 			defer st.active.Add(-1)
 			defer s.gate.leave(p.UID)
 			s.handle(ctx, c, p)
