@@ -358,16 +358,25 @@ func (s *Server) reportSuppressed() {
 }
 
 // handle serves one admitted connection; it closes c and p.
+//
+// The caller has tokend.request_timeout to send its request, and the request
+// as long to get one of the tokend.max_in_flight slots (else it is told the
+// provider is overloaded); once it has one, the token-create has its own
+// tokend.request_timeout, so that a request served late in a burst is not cut
+// off in the middle of its own work. Every answer is written within
+// answerWrite: a caller is told what happened, not left with a closed
+// connection.
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	defer c.Close()
 	defer p.Close()
 	deadline := time.Now().Add(s.Config.Tokend.RequestTimeout.D())
 	c.SetDeadline(deadline)
+	serving := ctx
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
 	if p.UID == 0 && isCredentialAddr(p.Addr) {
-		s.serveCredential(ctx, c, p)
+		s.serveCredential(ctx, serving, c, p)
 		return
 	}
 	cfg := s.reloadConfig()
@@ -389,7 +398,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 		return
 	}
 	resp := tokenclient.Response{Identity: id.String(), Service: svc.Name, VaultAddr: cfg.VaultAddr(), CACert: s.Paths.CACert}
-	sec, err := s.issueLimited(ctx, cfg, svc, id)
+	sec, err := s.issueLimited(ctx, serving, cfg, svc, id)
 	if err != nil {
 		resp.Status, resp.Error = statusOf(err), err.Error()
 		s.Log.Error("cannot issue a token", "service", svc.Name, "identity", id.String(), "error", err)
@@ -412,7 +421,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 // token file content. A refusal is an empty answer (a Unix stream socket has
 // no reset to send): the unit gets an empty credential, and the refusal is in
 // the journal.
-func (s *Server) serveCredential(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
+func (s *Server) serveCredential(ctx, serving context.Context, c *net.UnixConn, p *peer.Peer) {
 	id, err := s.Resolver.Resolve(ctx, p)
 	if err == nil && id.Credential == nil {
 		err = errors.New("not a LoadCredential= request")
@@ -432,13 +441,14 @@ func (s *Server) serveCredential(ctx context.Context, c *net.UnixConn, p *peer.P
 		s.refuse(nil, p.UID, id.String(), err)
 		return
 	}
-	sec, err := s.issueLimited(ctx, cfg, svc, id)
+	sec, err := s.issueLimited(ctx, serving, cfg, svc, id)
 	if err != nil {
 		s.Log.Error("cannot issue a token for LoadCredential=; the unit will not start", "service", svc.Name, "unit", id.Credential.Unit, "error", err)
 		return
 	}
 	data, err := json.Marshal(sec)
 	if err == nil {
+		c.SetWriteDeadline(time.Now().Add(answerWrite))
 		_, err = c.Write(data)
 	}
 	if err != nil {
@@ -473,26 +483,34 @@ func (s *Server) refuse(c *net.UnixConn, uid uint32, identity string, why error)
 	s.status(s.served.Load())
 }
 
+// answerWrite bounds the writing of one answer.
+const answerWrite = time.Second
+
 func respond(c *net.UnixConn, r tokenclient.Response) error {
 	r.V = tokenclient.ProtocolVersion
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
+	c.SetWriteDeadline(time.Now().Add(answerWrite))
 	_, err = c.Write(append(data, '\n'))
 	return err
 }
 
 // issueLimited issues under the in-flight bound: a request waits for a slot
-// until its deadline, then is told the provider is overloaded.
-func (s *Server) issueLimited(ctx context.Context, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
+// until ctx's deadline, then is told the provider is overloaded; with a slot,
+// the issue has tokend.request_timeout of its own, under serving (the
+// provider's run).
+func (s *Server) issueLimited(ctx, serving context.Context, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %d requests in flight (tokend.max_in_flight)", ErrOverloaded, cap(s.sem))
 	}
 	defer func() { <-s.sem }()
-	return s.issue(ctx, cfg, svc, id)
+	ictx, cancel := context.WithTimeout(serving, s.Config.Tokend.RequestTimeout.D())
+	defer cancel()
+	return s.issue(ictx, cfg, svc, id)
 }
 
 // fileStamp tells whether a file changed.

@@ -62,6 +62,7 @@ func main() {
 	n := flag.Int("n", 200, "requests")
 	conc := flag.Int("c", 1, "concurrent clients; n/c requests each (all n at once when c equals n)")
 	service := flag.String("service", "collector", "the service whose token the direct mode creates")
+	at := flag.Int64("at", 0, "start at this time (Unix milliseconds), so that several tokenbench processes start together")
 	flag.Parse()
 	if *n < 1 || *conc < 1 || *conc > *n {
 		fmt.Fprintln(os.Stderr, "tokenbench: want 1 <= -c <= -n")
@@ -71,6 +72,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tokenbench:", err)
 		os.Exit(1)
+	}
+	if *at > 0 {
+		time.Sleep(time.Until(time.UnixMilli(*at)))
 	}
 	f := measure(*mode, *n, *conc, call)
 	if err := json.NewEncoder(os.Stdout).Encode(f); err != nil {
