@@ -76,6 +76,8 @@ type Server struct {
 	revoker    *revoker
 
 	served, refused atomic.Int64
+	statusSent      atomic.Int64 // when STATUS= was last sent (UnixNano)
+	statusDirty     atomic.Bool  // the counts changed since
 }
 
 // Accept errors that more file descriptors or memory cure (EMFILE, ENFILE,
@@ -335,12 +337,17 @@ func (s *Server) logRefusal(key, msg string, args ...any) {
 func (s *Server) reportEvery(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
+	st := time.NewTicker(statusEvery)
+	defer st.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			s.flushStatus()
 			return
 		case <-t.C:
 			s.reportSuppressed()
+		case <-st.C:
+			s.flushStatus()
 		}
 	}
 }
@@ -359,13 +366,13 @@ func (s *Server) reportSuppressed() {
 
 // handle serves one admitted connection; it closes c and p.
 //
-// The caller has tokend.request_timeout to send its request, and the request
-// as long to get one of the tokend.max_in_flight slots (else it is told the
-// provider is overloaded); once it has one, the token-create has its own
-// tokend.request_timeout, so that a request served late in a burst is not cut
-// off in the middle of its own work. Every answer is written within
-// answerWrite: a caller is told what happened, not left with a closed
-// connection.
+// The caller has tokend.request_timeout to send its request; the request then
+// waits up to slotWait for one of the tokend.max_in_flight slots (else it is
+// told the provider is overloaded), and once it has one, the token-create has
+// its own tokend.request_timeout, so that a request served late in a burst is
+// neither refused while it is queued nor cut off in the middle of its own
+// work. Every answer is written within answerWrite: a caller is told what
+// happened, not left with a closed connection.
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	defer c.Close()
 	defer p.Close()
@@ -398,7 +405,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 		return
 	}
 	resp := tokenclient.Response{Identity: id.String(), Service: svc.Name, VaultAddr: cfg.VaultAddr(), CACert: s.Paths.CACert}
-	sec, err := s.issueLimited(ctx, serving, cfg, svc, id)
+	sec, err := s.issueLimited(serving, cfg, svc, id)
 	if err != nil {
 		resp.Status, resp.Error = statusOf(err), err.Error()
 		s.Log.Error("cannot issue a token", "service", svc.Name, "identity", id.String(), "error", err)
@@ -441,7 +448,7 @@ func (s *Server) serveCredential(ctx, serving context.Context, c *net.UnixConn, 
 		s.refuse(nil, p.UID, id.String(), err)
 		return
 	}
-	sec, err := s.issueLimited(ctx, serving, cfg, svc, id)
+	sec, err := s.issueLimited(serving, cfg, svc, id)
 	if err != nil {
 		s.Log.Error("cannot issue a token for LoadCredential=; the unit will not start", "service", svc.Name, "unit", id.Credential.Unit, "error", err)
 		return
@@ -459,15 +466,36 @@ func (s *Server) serveCredential(ctx, serving context.Context, c *net.UnixConn, 
 }
 
 func (s *Server) delivered(service string, id peer.Identity, rule string, sec *api.Secret) {
-	n := s.served.Add(1)
+	s.served.Add(1)
 	acc, wrapped := accessorOf(sec)
 	s.Log.Info("issued a token", "service", service, "identity", id.String(), "rule", rule, "accessor", acc, "wrapped", wrapped)
-	s.status(n)
+	s.status()
 }
 
-func (s *Server) status(served int64) {
-	if s.Status != nil {
-		s.Status(fmt.Sprintf("served %d tokens, refused %d requests", served, s.refused.Load()))
+// statusEvery bounds how often the provider tells systemd its STATUS= line
+// (a datagram to PID 1): once a second at most, however many requests.
+const statusEvery = time.Second
+
+// status tells systemd the counts now, or at the next flushStatus if it told
+// it less than statusEvery ago.
+func (s *Server) status() {
+	if s.Status == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := s.statusSent.Load()
+	if now-last < int64(statusEvery) || !s.statusSent.CompareAndSwap(last, now) {
+		s.statusDirty.Store(true)
+		return
+	}
+	s.statusDirty.Store(false)
+	s.Status(fmt.Sprintf("served %d tokens, refused %d requests", s.served.Load(), s.refused.Load()))
+}
+
+// flushStatus tells systemd the counts if they changed since it last did.
+func (s *Server) flushStatus() {
+	if s.statusDirty.Load() {
+		s.status()
 	}
 }
 
@@ -480,7 +508,7 @@ func (s *Server) refuse(c *net.UnixConn, uid uint32, identity string, why error)
 	if c != nil {
 		respond(c, tokenclient.Response{Status: tokenclient.StatusRefused, Identity: identity, Error: why.Error()})
 	}
-	s.status(s.served.Load())
+	s.status()
 }
 
 // answerWrite bounds the writing of one answer.
@@ -497,14 +525,21 @@ func respond(c *net.UnixConn, r tokenclient.Response) error {
 	return err
 }
 
+// slotWait bounds a request's wait for an in-flight slot: tokenclient's own
+// patience (30 s). The connection caps (maxConns, maxConnsPerUID) bound how
+// many wait.
+const slotWait = 30 * time.Second
+
 // issueLimited issues under the in-flight bound: a request waits for a slot
-// until ctx's deadline, then is told the provider is overloaded; with a slot,
-// the issue has tokend.request_timeout of its own, under serving (the
+// up to slotWait, then is told the provider is overloaded; with a slot, the
+// issue has tokend.request_timeout of its own. Both are under serving (the
 // provider's run).
-func (s *Server) issueLimited(ctx, serving context.Context, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
+func (s *Server) issueLimited(serving context.Context, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
+	wait, stop := context.WithTimeout(serving, slotWait)
+	defer stop()
 	select {
 	case s.sem <- struct{}{}:
-	case <-ctx.Done():
+	case <-wait.Done():
 		return nil, fmt.Errorf("%w: %d requests in flight (tokend.max_in_flight)", ErrOverloaded, cap(s.sem))
 	}
 	defer func() { <-s.sem }()

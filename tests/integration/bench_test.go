@@ -18,7 +18,7 @@ import (
 // reported once (testing keeps only the last ReportMetric of a name). Every
 // benchmark runs once per server, side by side in one run: sub-benchmarks
 // named by the server (BenchmarkReunseal/openbao, BenchmarkReunseal/vault).
-// Tables are printed with b.Log, which a benchmark always shows.
+// Tables are printed on stdout (a benchmark's b.Log output is cut to 10 lines).
 
 // series is one figure over several runs.
 type series struct {
@@ -49,11 +49,10 @@ func (s *series) String() string {
 	return fmt.Sprintf("%s %s (N=%d: %s to %s)", num(med), s.unit, len(s.vals), num(lo), num(hi))
 }
 
-// report reports the series' median once, as "<name>-<unit>", and logs it
-// with its spread and samples.
+// report reports the series' median once, as "<name>-<unit>"; its spread
+// goes in a table.
 func (s *series) report(b *testing.B) {
 	b.ReportMetric(s.median(), s.name+"-"+strings.ReplaceAll(s.unit, " ", ""))
-	b.Logf("%s: %v, samples %v", s.name, s, s.vals)
 }
 
 // num prints a figure with 3 significant digits at most, no exponent.
@@ -67,17 +66,18 @@ func num(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
-// table logs rows under header as a Markdown table, the README's form.
+// table prints rows under header as a Markdown table, the README's form, on
+// stdout, under the benchmark's name and title.
 func table(b *testing.B, title string, header []string, rows [][]string) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%s\n| %s |\n|", title, strings.Join(header, " | "))
+	fmt.Fprintf(&sb, "\n%s: %s\n\n| %s |\n|", b.Name(), title, strings.Join(header, " | "))
 	for range header {
 		sb.WriteString("---|")
 	}
 	for _, r := range rows {
 		fmt.Fprintf(&sb, "\n| %s |", strings.Join(r, " | "))
 	}
-	b.Log(sb.String())
+	fmt.Println(sb.String())
 }
 
 // onEachServerBench runs bench once per server of the test bed (OpenBao, then
