@@ -376,7 +376,8 @@ func (s *Server) reportSuppressed() {
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	defer c.Close()
 	defer p.Close()
-	deadline := time.Now().Add(s.Config.Tokend.RequestTimeout.D())
+	start := time.Now()
+	deadline := start.Add(s.Config.Tokend.RequestTimeout.D())
 	c.SetDeadline(deadline)
 	serving := ctx
 	ctx, cancel := context.WithDeadline(ctx, deadline)
@@ -405,7 +406,9 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 		return
 	}
 	resp := tokenclient.Response{Identity: id.String(), Service: svc.Name, VaultAddr: cfg.VaultAddr(), CACert: s.Paths.CACert}
+	issueStart := time.Now()
 	sec, err := s.issueLimited(serving, cfg, svc, id)
+	issued := time.Since(issueStart)
 	if err != nil {
 		resp.Status, resp.Error = statusOf(err), err.Error()
 		s.Log.Error("cannot issue a token", "service", svc.Name, "identity", id.String(), "error", err)
@@ -421,7 +424,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 		s.Log.Warn("cannot deliver a token; the caller left", "service", svc.Name, "identity", id.String(), "error", err)
 		return
 	}
-	s.delivered(svc.Name, id, rule, sec)
+	s.delivered(svc.Name, id, rule, sec, time.Since(start), issued)
 }
 
 // serveCredential answers systemd loading a credential for a unit: the bare
@@ -462,13 +465,22 @@ func (s *Server) serveCredential(ctx, serving context.Context, c *net.UnixConn, 
 		s.Log.Warn("cannot deliver a token through LoadCredential=", "service", svc.Name, "unit", id.Credential.Unit, "error", err)
 		return
 	}
-	s.delivered(svc.Name, id, rule, sec)
+	s.delivered(svc.Name, id, rule, sec, 0, 0)
 }
 
-func (s *Server) delivered(service string, id peer.Identity, rule string, sec *api.Secret) {
+// delivered records a delivery in the journal: with, for a request on the
+// socket, how long it took from accept to the answer written (took) and how
+// much of that the issue took (waiting for a slot, the token-create, the
+// ledger), in milliseconds; the rest is the provider's own work (reading the
+// request, who the caller is, the answer).
+func (s *Server) delivered(service string, id peer.Identity, rule string, sec *api.Secret, took, issue time.Duration) {
 	s.served.Add(1)
 	acc, wrapped := accessorOf(sec)
-	s.Log.Info("issued a token", "service", service, "identity", id.String(), "rule", rule, "accessor", acc, "wrapped", wrapped)
+	args := []any{"service", service, "identity", id.String(), "rule", rule, "accessor", acc, "wrapped", wrapped}
+	if took > 0 {
+		args = append(args, "took_ms", ms(took), "issue_ms", ms(issue))
+	}
+	s.Log.Info("issued a token", args...)
 	s.status()
 }
 
@@ -510,6 +522,9 @@ func (s *Server) refuse(c *net.UnixConn, uid uint32, identity string, why error)
 	}
 	s.status()
 }
+
+// ms is d in milliseconds to the microsecond, for the journal.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // answerWrite bounds the writing of one answer.
 const answerWrite = time.Second

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,6 +152,7 @@ func tokenDelivery(b *testing.B, srv testbed.Server) {
 			rateRo: newSeries(fmt.Sprintf("direct/socket-rate@%d", l.c), "x"),
 		}
 	}
+	took, own := newSeries("provider-took@1", "ms"), newSeries("provider-own@1", "ms")
 	checked := newSeries("fetch-checked-median", "ms")
 	burst := newSeries("burst-1000-median", "ms")
 	burstMax := newSeries("burst-1000-max", "ms")
@@ -159,7 +161,13 @@ func tokenDelivery(b *testing.B, srv testbed.Server) {
 	for range b.N {
 		for i, l := range levels {
 			dir := d.tokenbench(b, "", "direct", l.n, l.c)
+			since := d.run("date", "+@%s.%N")
 			sock := d.tokenbench(b, "collector", "socket", l.n, l.c)
+			if l.c == 1 {
+				t, o := d.providerTimes(b, strings.TrimSpace(since))
+				took.add(t)
+				own.add(o)
+			}
 			// The tokens this run replaced are revoked before the next
 			// measurement, which must not share the server with them.
 			d.waitRevocationsDrained(b, time.Now(), 2*time.Minute)
@@ -191,10 +199,12 @@ func tokenDelivery(b *testing.B, srv testbed.Server) {
 	}
 	table(b, fmt.Sprintf("Token delivery, %s (median of each run's requests; over %d runs)", srv, b.N),
 		[]string{"clients", "socket, median", "direct token-create, median", "socket / direct", "socket, tokens/s", "direct, tokens/s", "direct / socket, tokens/s"}, rows)
-	for _, s := range []*series{checked, burst, burstMax, rss, drain} {
+	for _, s := range []*series{took, own, checked, burst, burstMax, rss, drain} {
 		s.report(b)
 	}
 	table(b, fmt.Sprintf("Token delivery, the rest, %s", srv), []string{"what", "figure"}, [][]string{
+		{"one client: the provider's accept to its answer written (its journal's took_ms), median", took.String()},
+		{"one client: of that, the provider's own work (took_ms less issue_ms: the request read, who the caller is, the answer), median", own.String()},
 		{"tokenclient.Fetch, checked with the server, one client, median", checked.String()},
 		{"1,000 requests at once, 125 from each of 8 services (0 errors in every run): the median of the services' medians", burst.String()},
 		{"1,000 requests at once, the slowest", burstMax.String()},
@@ -234,4 +244,24 @@ func (d *device) waitRevocationsDrained(b *testing.B, t0 time.Time, limit time.D
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+var tookRE = regexp.MustCompile(`took_ms=([0-9.]+) issue_ms=([0-9.]+)`)
+
+// providerTimes reads the provider's journal lines of deliveries since (a
+// `date +@%s.%N` of the device) and returns the medians of took_ms and of
+// took_ms less issue_ms.
+func (d *device) providerTimes(b *testing.B, since string) (took, own float64) {
+	out := d.run("journalctl", "-q", "-o", "cat", "-u", "edgeseal-tokend.service", "--since", since, "--grep", "took_ms=")
+	var t, o series
+	for _, m := range tookRE.FindAllStringSubmatch(out, -1) {
+		tk, _ := strconv.ParseFloat(m[1], 64)
+		is, _ := strconv.ParseFloat(m[2], 64)
+		t.add(tk)
+		o.add(tk - is)
+	}
+	if len(t.vals) == 0 {
+		b.Fatalf("no delivery with took_ms in the provider's journal since %s", since)
+	}
+	return t.median(), o.median()
 }
