@@ -265,3 +265,45 @@ func (d *device) providerTimes(b *testing.B, since string) (took, own float64) {
 	}
 	return t.median(), o.median()
 }
+
+// BenchmarkTokenDeliveryAtScale: does a delivery grow with the config? For
+// 10, 100 and 1,000 configured services (one of which, "collector", fetches;
+// the others each a unit of their own), per run: 100 deliveries through the
+// socket and 100 direct token-creates (one client each, side by side), and
+// the provider's RSS while it serves.
+func BenchmarkTokenDeliveryAtScale(b *testing.B) {
+	onEachServerBench(b, func(b *testing.B, srv testbed.Server) {
+		var rows [][]string
+		for _, n := range []int{10, 100, 1000} {
+			d := newDevice(b, false, func(c *config.Config) {
+				c.Tokend.IdleExit = 0
+				c.Services = []config.Service{{Name: "collector", Units: []string{benchUnit("collector")}}}
+				for i := 1; i < n; i++ {
+					name := fmt.Sprintf("filler-%d", i)
+					c.Services = append(c.Services, config.Service{Name: name, Units: []string{benchUnit(name)}})
+				}
+			}, withServer(srv))
+			d.start()
+			d.run("systemctl", "start", "edgeseal-tokend.service")
+			sock, dir, ratio := newSeries(fmt.Sprintf("socket-median@%d-services", n), "ms"),
+				newSeries(fmt.Sprintf("direct-median@%d-services", n), "ms"), newSeries(fmt.Sprintf("socket/direct@%d-services", n), "x")
+			rss := newSeries(fmt.Sprintf("provider-rss@%d-services", n), "MB")
+			for range b.N {
+				df := d.tokenbench(b, "", "direct", 100, 1)
+				sf := d.tokenbench(b, "collector", "socket", 100, 1)
+				d.waitRevocationsDrained(b, time.Now(), 2*time.Minute)
+				dir.add(df.MedianMS)
+				sock.add(sf.MedianMS)
+				ratio.add(sf.MedianMS / df.MedianMS)
+				rss.add(float64(d.procStatusKB("edgeseal-tokend.service", "VmRSS")) / 1024)
+			}
+			for _, s := range []*series{sock, dir, ratio, rss} {
+				s.report(b)
+			}
+			rows = append(rows, []string{strconv.Itoa(n), sock.String(), dir.String(), ratio.String(), rss.String()})
+			d.m.Stop(b)
+		}
+		table(b, fmt.Sprintf("Token delivery by configured services, %s (100 deliveries a run, one client; over %d runs)", srv, b.N),
+			[]string{"services", "socket, median", "direct token-create, median", "socket / direct", "provider RSS, serving"}, rows)
+	})
+}
