@@ -64,6 +64,8 @@ type Server struct {
 
 	// The connection caps; zero is maxConns and maxConnsPerUID (tests set them).
 	maxConns, maxConnsPerUID int
+	// slotWait; zero is defaultSlotWait (tests set it).
+	slotWait time.Duration
 
 	issuing    *issuer
 	sem        chan struct{}
@@ -367,7 +369,7 @@ func (s *Server) reportSuppressed() {
 // handle serves one admitted connection; it closes c and p.
 //
 // The caller has tokend.request_timeout to send its request; the request then
-// waits up to slotWait for one of the tokend.max_in_flight slots (else it is
+// waits up to 30 s (defaultSlotWait) for one of the tokend.max_in_flight slots (else it is
 // told the provider is overloaded), and once it has one, the token-create has
 // its own tokend.request_timeout, so that a request served late in a burst is
 // neither refused while it is queued nor cut off in the middle of its own
@@ -540,17 +542,17 @@ func respond(c *net.UnixConn, r tokenclient.Response) error {
 	return err
 }
 
-// slotWait bounds a request's wait for an in-flight slot: tokenclient's own
-// patience (30 s). The connection caps (maxConns, maxConnsPerUID) bound how
+// defaultSlotWait bounds a request's wait for an in-flight slot: tokenclient's
+// own patience (30 s). The connection caps (maxConns, maxConnsPerUID) bound how
 // many wait.
-const slotWait = 30 * time.Second
+const defaultSlotWait = 30 * time.Second
 
 // issueLimited issues under the in-flight bound: a request waits for a slot
-// up to slotWait, then is told the provider is overloaded; with a slot, the
+// up to defaultSlotWait, then is told the provider is overloaded; with a slot, the
 // issue has tokend.request_timeout of its own. Both are under serving (the
 // provider's run).
 func (s *Server) issueLimited(serving context.Context, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
-	wait, stop := context.WithTimeout(serving, slotWait)
+	wait, stop := context.WithTimeout(serving, cmp.Or(s.slotWait, defaultSlotWait))
 	defer stop()
 	select {
 	case s.sem <- struct{}{}:
