@@ -170,10 +170,10 @@ type Tokend struct {
 	// socket stays and systemd starts it again on the next one. 0 never exits.
 	// Default 60s.
 	IdleExit Duration `yaml:"idle_exit"`
-	// RequestTimeout bounds a caller's wait for its request and for one of the
-	// max_in_flight slots (then it is told "overloaded"), and, separately, the
-	// token-create of a request that got a slot; the answer is written within
-	// 1s more. A client that stalls is cut off. Default 5s.
+	// RequestTimeout bounds a caller's sending of its request: a client that
+	// stalls is cut off. A request is then served within 30 s of its
+	// connection (tokenclient's own patience), its wait for one of the
+	// max_in_flight slots included, or told "overloaded". Default 5s.
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// MaxInFlight bounds the requests served at once; more wait for a slot
 	// until their deadline, then get "overloaded". Default 64.

@@ -89,9 +89,9 @@ func sendAsync(t *testing.T, ts *testServer) <-chan tokenclient.Response {
 }
 
 // Issue 18: in a burst, a request queued behind others for longer than
-// tokend.request_timeout still gets its token: the wait for a slot is not the
-// caller's stall, and the token-create has its own bound once it has a slot.
-// Before, it was cut off mid-create and its caller read a closed connection.
+// tokend.request_timeout still gets its token: the wait for a slot and the
+// token-create are not the caller's stall. Before, it was cut off mid-create
+// and its caller read a closed connection.
 func TestARequestQueuedPastTheRequestTimeoutStillGetsItsToken(t *testing.T) {
 	// Given one slot, a request timeout of 300ms, and a Vault whose
 	// token-creates take 200ms each
@@ -113,20 +113,38 @@ func TestARequestQueuedPastTheRequestTimeoutStillGetsItsToken(t *testing.T) {
 	}
 }
 
-// Issue 18: a request that waits for a slot longer than the provider will
-// hold it is told "overloaded" (try again), never left with a closed
-// connection.
-func TestARequestThatCannotGetASlotIsToldOverloaded(t *testing.T) {
-	ts := startIssuingServer(t, slowVault(t, time.Second, 0), func(s *Server) {
-		s.slotWait = 200 * time.Millisecond
-	})
-	first := sendAsync(t, ts)
-	time.Sleep(50 * time.Millisecond)
-	second := sendAsync(t, ts)
-	if r := <-second; r.Status != tokenclient.StatusOverloaded {
-		t.Errorf("the queued request: %+v; want overloaded\n%s", r, ts.log.String())
+// Issue 18: a request whose budget runs out while it waits for a slot is
+// told "overloaded" (try again), never left with a closed connection.
+func TestARequestThatCannotGetASlotInTimeIsToldOverloaded(t *testing.T) {
+	// Given one slot, a budget of 300ms a request, and token-creates of 150ms
+	delays := make([]time.Duration, 6)
+	for i := range delays {
+		delays[i] = 150 * time.Millisecond
 	}
-	if r := <-first; r.Status != tokenclient.StatusOK {
-		t.Errorf("the first request: %+v; want ok\n%s", r, ts.log.String())
+	ts := startIssuingServer(t, slowVault(t, delays...), func(s *Server) {
+		s.budget = 300 * time.Millisecond
+	})
+	// When six requests come at once
+	var answers []<-chan tokenclient.Response
+	for range 6 {
+		answers = append(answers, sendAsync(t, ts))
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Then the first gets its token, the last ones are told overloaded, and
+	// every one gets an answer
+	overloaded := 0
+	for i, ch := range answers {
+		r := <-ch
+		switch {
+		case i == 0 && r.Status != tokenclient.StatusOK:
+			t.Errorf("the first request: %+v; want ok", r)
+		case r.Status == tokenclient.StatusOverloaded:
+			overloaded++
+		case r.Status != tokenclient.StatusOK && r.Status != tokenclient.StatusError:
+			t.Errorf("request %d: %+v; want an answer", i+1, r)
+		}
+	}
+	if overloaded == 0 {
+		t.Errorf("no request was told overloaded\n%s", ts.log.String())
 	}
 }

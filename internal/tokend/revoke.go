@@ -17,8 +17,10 @@ import (
 // ledger, the service's previous token as pending and wakes the revoker, which
 // waits until no request has been served for revokeQuiet, or until the oldest
 // pending token was replaced tokens.revoke_delay ago, whichever comes first,
-// and then revokes every pending token, revokeWorkers at a time, recording
-// them revoked in one ledger write. So a replaced token stays valid at most
+// and then revokes every pending token, revokeWorkers at a time (one at a time
+// while requests are being served, so that revocations, which cost the server
+// more than creations, take little of it from them), recording them revoked
+// in one ledger write. So a replaced token stays valid at most
 // tokens.revoke_delay, plus the time the batch takes, while Vault answers;
 // a delivery does not wait for a revocation, nor share the server with one
 // while requests keep coming (revoking costs Vault more than creating).
@@ -75,7 +77,7 @@ func (r *revoker) run(ctx context.Context) {
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalDrain)
 		defer cancel()
-		r.s.revokePending(dctx)
+		r.s.revokePending(dctx, revokeWorkers)
 	}()
 	// Those a provider before this one left pending (long due).
 	r.wake()
@@ -126,20 +128,24 @@ func (r *revoker) waitForTurn(ctx context.Context) bool {
 	}
 }
 
-// batch revokes the pending tokens, revokeWorkers at a time.
+// batch revokes the pending tokens.
 func (r *revoker) batch(ctx context.Context) {
-	if r.s.revokePending(ctx) {
+	workers := revokeWorkers
+	if serving, _ := r.busy(); serving {
+		workers = 1
+	}
+	if r.s.revokePending(ctx, workers) {
 		r.retry = time.Time{}
 	} else {
 		r.retry = time.Now().Add(pendingRetry)
 	}
 }
 
-// revokePending revokes every token pending in the ledger, revokeWorkers at a
-// time, and records the ones done in one ledger write. It stops at the first
+// revokePending revokes every token pending in the ledger, workers at a time,
+// and records the ones done in one ledger write. It stops at the first
 // revocation Vault refuses (it would refuse the others too), logs it once,
 // and returns false; those not done stay pending.
-func (s *Server) revokePending(ctx context.Context) bool {
+func (s *Server) revokePending(ctx context.Context, workers int) bool {
 	if s.Ledger == nil { // a server that issues nothing (tests of its connections)
 		return true
 	}
@@ -155,7 +161,7 @@ func (s *Server) revokePending(ctx context.Context) bool {
 		wg      sync.WaitGroup
 	)
 	plain, _ := s.issuing.clients()
-	for range min(revokeWorkers, len(pending)) {
+	for range min(workers, len(pending)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -111,7 +111,7 @@ func TestARevocationVaultRefusesStaysPendingUntilATryThatWorks(t *testing.T) {
 	rb := newRevokeBed(t)
 	rb.replace(t, "app")
 	// When the provider revokes the replaced token and Vault refuses
-	if rb.s.revokePending(context.Background()) {
+	if rb.s.revokePending(context.Background(), revokeWorkers) {
 		t.Fatal("revokePending says done although Vault refused")
 	}
 	// Then it is still pending, and the journal says it is tried again
@@ -123,7 +123,7 @@ func TestARevocationVaultRefusesStaysPendingUntilATryThatWorks(t *testing.T) {
 	}
 	// When Vault answers again and the provider tries the pending ones
 	rb.up.Store(true)
-	if !rb.s.revokePending(context.Background()) {
+	if !rb.s.revokePending(context.Background(), revokeWorkers) {
 		t.Fatalf("revokePending failed with Vault up:\n%s", rb.log.String())
 	}
 	// Then it is revoked and no longer pending

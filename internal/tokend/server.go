@@ -64,8 +64,8 @@ type Server struct {
 
 	// The connection caps; zero is maxConns and maxConnsPerUID (tests set them).
 	maxConns, maxConnsPerUID int
-	// slotWait; zero is defaultSlotWait (tests set it).
-	slotWait time.Duration
+	// budget; zero is defaultBudget (tests set it).
+	budget time.Duration
 
 	issuing    *issuer
 	sem        chan struct{}
@@ -368,13 +368,14 @@ func (s *Server) reportSuppressed() {
 
 // handle serves one admitted connection; it closes c and p.
 //
-// The caller has tokend.request_timeout to send its request; the request then
-// waits up to 30 s (defaultSlotWait) for one of the tokend.max_in_flight slots (else it is
-// told the provider is overloaded), and once it has one, the token-create has
-// its own tokend.request_timeout, so that a request served late in a burst is
-// neither refused while it is queued nor cut off in the middle of its own
-// work. Every answer is written within answerWrite: a caller is told what
-// happened, not left with a closed connection.
+// The caller has tokend.request_timeout to send its request (a client that
+// stalls is cut off); the request then has defaultBudget from its connection,
+// tokenclient's own patience, to get one of the tokend.max_in_flight slots
+// (else it is told the provider is overloaded) and its token created: a
+// request served late in a burst is neither refused while it is queued nor
+// cut off in the middle of its own work by a bound meant for stalled clients.
+// Every answer is written within answerWrite: a caller is told what happened,
+// not left with a closed connection.
 func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	defer c.Close()
 	defer p.Close()
@@ -409,7 +410,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	}
 	resp := tokenclient.Response{Identity: id.String(), Service: svc.Name, VaultAddr: cfg.VaultAddr(), CACert: s.Paths.CACert}
 	issueStart := time.Now()
-	sec, err := s.issueLimited(serving, cfg, svc, id)
+	sec, err := s.issueLimited(serving, start, cfg, svc, id)
 	issued := time.Since(issueStart)
 	if err != nil {
 		resp.Status, resp.Error = statusOf(err), err.Error()
@@ -453,7 +454,7 @@ func (s *Server) serveCredential(ctx, serving context.Context, c *net.UnixConn, 
 		s.refuse(nil, p.UID, id.String(), err)
 		return
 	}
-	sec, err := s.issueLimited(serving, cfg, svc, id)
+	sec, err := s.issueLimited(serving, time.Now(), cfg, svc, id)
 	if err != nil {
 		s.Log.Error("cannot issue a token for LoadCredential=; the unit will not start", "service", svc.Name, "unit", id.Credential.Unit, "error", err)
 		return
@@ -542,27 +543,36 @@ func respond(c *net.UnixConn, r tokenclient.Response) error {
 	return err
 }
 
-// defaultSlotWait bounds a request's wait for an in-flight slot: tokenclient's
-// own patience (30 s). The connection caps (maxConns, maxConnsPerUID) bound how
-// many wait.
-const defaultSlotWait = 30 * time.Second
+// defaultBudget bounds a request from its connection to its token created
+// (the wait for a slot included): tokenclient's own patience (30 s). The
+// connection caps (maxConns, maxConnsPerUID) bound how many wait.
+const defaultBudget = 30 * time.Second
 
-// issueLimited issues under the in-flight bound: a request waits for a slot
-// up to defaultSlotWait, then is told the provider is overloaded; with a slot, the
-// issue has tokend.request_timeout of its own. Both are under serving (the
-// provider's run).
-func (s *Server) issueLimited(serving context.Context, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
-	wait, stop := context.WithTimeout(serving, cmp.Or(s.slotWait, defaultSlotWait))
-	defer stop()
+// issueLimited issues under the in-flight bound, within the budget of a
+// request whose connection came at start: it waits for a slot, and is told
+// the provider is overloaded if the budget runs out first; the token-create
+// has what is left of it. Both are under serving (the provider's run).
+//
+// A request that gets its slot with less than a tenth of its budget left is
+// told it is overloaded rather than start a token-create that would likely be
+// cut off: otherwise, with the slots taken in turn, every request behind a
+// slow server would get a slot just before its end and fail in it, instead of
+// some being told to try again while the others are served.
+func (s *Server) issueLimited(serving context.Context, start time.Time, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
+	budget := cmp.Or(s.budget, defaultBudget)
+	ctx, cancel := context.WithDeadline(serving, start.Add(budget))
+	defer cancel()
+	overloaded := fmt.Errorf("%w: %d requests in flight (tokend.max_in_flight)", ErrOverloaded, cap(s.sem))
 	select {
 	case s.sem <- struct{}{}:
-	case <-wait.Done():
-		return nil, fmt.Errorf("%w: %d requests in flight (tokend.max_in_flight)", ErrOverloaded, cap(s.sem))
+	case <-ctx.Done():
+		return nil, overloaded
 	}
 	defer func() { <-s.sem }()
-	ictx, cancel := context.WithTimeout(serving, s.Config.Tokend.RequestTimeout.D())
-	defer cancel()
-	return s.issue(ictx, cfg, svc, id)
+	if time.Until(start.Add(budget)) < budget/10 {
+		return nil, overloaded
+	}
+	return s.issue(ctx, cfg, svc, id)
 }
 
 // fileStamp tells whether a file changed.
