@@ -38,7 +38,7 @@ type tokenbenchFigures struct {
 // transient service unit tokenbench-<service>.service (DynamicUser=yes), as
 // a configured service runs; for the direct one as root (it reads the
 // token-issuing token). extra are more flags of tokenbench.
-func (d *device) tokenbench(b *testing.B, service string, mode string, n, c int, extra ...string) tokenbenchFigures {
+func (d *device) tokenbench(b testing.TB, service string, mode string, n, c int, extra ...string) tokenbenchFigures {
 	f, err := d.tryTokenbench(service, mode, n, c, extra...)
 	if err != nil {
 		b.Fatal(err)
@@ -230,7 +230,7 @@ func (d *device) procStatusKB(unit, field string) int {
 
 // waitRevocationsDrained waits until the provider's ledger holds no pending
 // revocation, and returns how long that took from t0 (polled every 50 ms).
-func (d *device) waitRevocationsDrained(b *testing.B, t0 time.Time, limit time.Duration) time.Duration {
+func (d *device) waitRevocationsDrained(b testing.TB, t0 time.Time, limit time.Duration) time.Duration {
 	for {
 		f, err := ledger.Parse([]byte(d.run("cat", "/run/edgeseal/tokend/issued.json")))
 		if err != nil {
