@@ -316,7 +316,7 @@ func agentMeasure(b *testing.B, d *device, n int) (row []string, details string)
 		// The agents alone.
 		off, took, mem := agentStart(b, d, &retried, agUnits, agFiles, agUnits)
 		time.Sleep(time.Second)
-		counts := agentCount(b, d, off)
+		counts := agentCount(b, d, off, "ag")
 		agTime.addDur(took)
 		agRSS.add(mem.sum(agUnits, "rss"))
 		agHWM.add(mem.sum(agUnits, "hwm"))
@@ -330,7 +330,7 @@ func agentMeasure(b *testing.B, d *device, n int) (row []string, details string)
 		off, took, mem = agentStart(b, d, &retried, esUnits, esFiles, append(slices.Clone(provider), esUnits...))
 		held := time.Now()
 		time.Sleep(time.Second)
-		counts = agentCount(b, d, off)
+		counts = agentCount(b, d, off, "es")
 		esTime.addDur(took)
 		esRSS.add(mem.sum(provider, "rss"))
 		esHWM.add(mem.sum(provider, "hwm"))
@@ -646,11 +646,16 @@ func (c agentCounted) add(paths map[string]int, arm string) {
 	}
 }
 
-func agentCount(b *testing.B, d *device, from int64) agentCounted {
+// agentCount counts the audited requests from offset from on; arm's must be
+// there (a start with none means the audit log missed them).
+func agentCount(b *testing.B, d *device, from int64, arm string) agentCounted {
 	c := agentCounted{arm: map[string]int{}, paths: map[string]int{}}
 	for _, e := range agentEntries(b, d, from) {
 		c.arm[e.arm]++
 		c.paths[e.arm+":"+e.path]++
+	}
+	if c.arm[arm] == 0 {
+		b.Fatalf("no request of the %s arm in the audit log after its start: %v", arm, c)
 	}
 	return c
 }
