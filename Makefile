@@ -167,7 +167,7 @@ fuzz:
 	tests/lib/fuzz-all.sh 20s
 
 bench: deps
-	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 5x -timeout 30m ./tests/integration/
+	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 5x -timeout 75m ./tests/integration/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 50x ./internal/tpm/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 20x ./internal/fsvault/
 	@# The real kernel's figures: a Debian 12 VM under qemu (tests/vm/bench.sh).
