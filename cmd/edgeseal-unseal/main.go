@@ -134,14 +134,17 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 	// Before anything reaches the server: nothing initialised by or for a
 	// server edgeseal does not support.
 	var serverInfo *vaultbin.Info
+	var prelude []secretstore.Lap
 	if server != "" {
-		info, err := vaultbin.Identify(ctx, server)
+		t0 := time.Now()
+		info, cached, err := identify(ctx, p.StateDir, server)
 		if err != nil {
 			// 19 (final) for ErrUnsupported; 1 (restarted) for no answer in time.
 			return err
 		}
+		prelude = append(prelude, secretstore.Lap{Phase: "identify_ms", Took: time.Since(t0)})
 		serverInfo = &info
-		log.Info("the secret store server is supported", "server", server, "release", info.String())
+		log.Info("the secret store server is supported", "server", server, "release", info.String(), "known_binary", cached)
 	}
 	sealer, err := seal.New(cfg.Seal, func(msg string) { log.Warn(msg) })
 	if err != nil {
@@ -195,6 +198,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 		Recovery:    recipient,
 		ConfigFile:  cfgPath,
 		Server:      serverInfo,
+		Prelude:     prelude,
 	}
 	defer b.Forget()
 	if err := runUntilReady(ctx, log, b); err != nil {
