@@ -1,6 +1,7 @@
 package secretstore
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -95,6 +96,9 @@ func (b *Bootstrap) writePolicyRecord(policies map[string]policyStamp) {
 		return
 	}
 	data, _ := json.Marshal(policyRecord{Version: 1, Storage: b.Config.Vault.StoragePath, Policies: policies})
+	if old, err := os.ReadFile(b.policyRecordPath()); err == nil && bytes.Equal(old, data) {
+		return // the same record: no write, no fsync at every boot
+	}
 	if err := fsutil.WriteFileAtomic(b.policyRecordPath(), data, 0o600, fsutil.Self); err != nil {
 		b.Log.Warn("cannot keep the stamps of the policies checked; the next boot reads them all again", "error", err)
 	}
