@@ -57,8 +57,10 @@ func manyServices(n int) []config.Service {
 // BenchmarkScaleRevoke: the boot's revocation of the previous boot's tokens
 // with 100 and 10,000 of them alive (service tokens from edgeseal's role, as
 // the provider makes them), the revoke phase of edgeseal-unseal's timing
-// line. 100 tokens: b.N runs; 10,000: one run (making them takes a minute).
-// Every run checks that the tokens were revoked.
+// line. 100 tokens: b.N runs; 10,000: one run per server and `go test`
+// (making them takes half a minute; testing calls a benchmark twice, with
+// b.N 1 then b.N, and the second shows the first's row). Every run checks
+// that the tokens were revoked.
 func BenchmarkScaleRevoke(b *testing.B) {
 	onEachServerBench(b, func(b *testing.B, srv testbed.Server) {
 		d := newDevice(b, false, func(c *config.Config) { c.Services = manyServices(1) }, withServer(srv))
@@ -67,6 +69,10 @@ func BenchmarkScaleRevoke(b *testing.B) {
 		for _, n := range []int{100, 10000} {
 			runs := b.N
 			if n > 1000 {
+				if row, ok := onceRows[srv.Name]; ok {
+					rows = append(rows, row)
+					continue
+				}
 				runs = 1
 			}
 			revoke, chain := newSeries(fmt.Sprintf("revoke-%d", n), "ms"), newSeries(fmt.Sprintf("warm-reboot-%d-tokens", n), "ms")
@@ -84,13 +90,20 @@ func BenchmarkScaleRevoke(b *testing.B) {
 			bdAll.print(b, fmt.Sprintf("warm reboot with %d tokens of the previous boot alive on %s", n, srv))
 			lo, med, hi := revoke.stats()
 			clo, cmed, chi := chain.stats()
-			rows = append(rows, []string{fmt.Sprint(n), fmt.Sprint(len(revoke.vals)),
-				fmt.Sprintf("%s (%s to %s)", num(med), num(lo), num(hi)), fmt.Sprintf("%s (%s to %s)", num(cmed), num(clo), num(chi))})
+			row := []string{fmt.Sprint(n), fmt.Sprint(len(revoke.vals)),
+				fmt.Sprintf("%s (%s to %s)", num(med), num(lo), num(hi)), fmt.Sprintf("%s (%s to %s)", num(cmed), num(clo), num(chi))}
+			if n > 1000 {
+				onceRows[srv.Name] = row
+			}
+			rows = append(rows, row)
 		}
 		table(b, "revocation of the previous boot's tokens on "+srv.String()+" (ms, median (least to most) of N runs)",
 			[]string{"tokens alive", "N", "revocations (edgeseal-unseal's revoke phase)", "warm reboot, chain"}, rows)
 	})
 }
+
+// onceRows are the 10,000-token rows by server, made once per `go test`.
+var onceRows = map[string][]string{}
 
 // makeServiceTokens makes n tokens from edgeseal's service role, as the
 // provider would, with a maintenance root token, and returns their accessors.
