@@ -56,29 +56,35 @@ func manyServices(n int) []config.Service {
 
 // BenchmarkScaleRevoke: the boot's revocation of the previous boot's tokens
 // with 100 and 10,000 of them alive (service tokens from edgeseal's role, as
-// the provider makes them), the revoke phase of edgeseal-unseal's timing
-// line. 100 tokens: b.N runs; 10,000: one run per server and `go test`
-// (making them takes half a minute; testing calls a benchmark twice, with
-// b.N 1 then b.N, and the second shows the first's row). Every run checks
-// that the tokens were revoked.
+// the provider makes them), and with 100 alive after 10,000 more were issued
+// and revoked in that boot (history: what a long-running device leaves), the
+// revoke phase of edgeseal-unseal's timing line. 100 tokens: b.N runs; the
+// 10,000 cases: one run per server and `go test` (making them takes half a
+// minute; testing calls a benchmark twice, with b.N 1 then b.N, and the
+// second shows the first's row). Every run checks that the tokens alive were
+// revoked.
 func BenchmarkScaleRevoke(b *testing.B) {
 	onEachServerBench(b, func(b *testing.B, srv testbed.Server) {
 		d := newDevice(b, false, func(c *config.Config) { c.Services = manyServices(1) }, withServer(srv))
 		d.start()
 		var rows [][]string
-		for _, n := range []int{100, 10000} {
+		for _, tc := range []struct{ alive, history int }{{100, 0}, {10000, 0}, {100, 10000}} {
+			key := fmt.Sprintf("%s %d %d", srv.Name, tc.alive, tc.history)
 			runs := b.N
-			if n > 1000 {
-				if row, ok := onceRows[srv.Name]; ok {
+			if tc.alive+tc.history > 1000 {
+				if row, ok := onceRows[key]; ok {
 					rows = append(rows, row)
 					continue
 				}
 				runs = 1
 			}
-			revoke, chain := newSeries(fmt.Sprintf("revoke-%d", n), "ms"), newSeries(fmt.Sprintf("warm-reboot-%d-tokens", n), "ms")
+			revoke, chain := newSeries(fmt.Sprintf("revoke-%d-%d", tc.alive, tc.history), "ms"), newSeries("chain", "ms")
 			bdAll := newBreakdown()
 			for range runs {
-				accessors := d.makeServiceTokens(n)
+				if tc.history > 0 {
+					d.revokeTokens(d.makeServiceTokens(tc.history))
+				}
+				accessors := d.makeServiceTokens(tc.alive)
 				d.m.Reboot(b)
 				d.start()
 				d.bootParts(bdAll, false)
@@ -87,23 +93,55 @@ func BenchmarkScaleRevoke(b *testing.B) {
 				chain.add(bdAll.rows["chain"].vals[len(bdAll.rows["chain"].vals)-1])
 				d.checkRevoked(accessors)
 			}
-			bdAll.print(b, fmt.Sprintf("warm reboot with %d tokens of the previous boot alive on %s", n, srv))
+			bdAll.print(b, fmt.Sprintf("warm reboot with %d tokens of the previous boot alive (%d more issued and revoked in it) on %s", tc.alive, tc.history, srv))
 			lo, med, hi := revoke.stats()
 			clo, cmed, chi := chain.stats()
-			row := []string{fmt.Sprint(n), fmt.Sprint(len(revoke.vals)),
+			row := []string{fmt.Sprint(tc.alive), fmt.Sprint(tc.history), fmt.Sprint(len(revoke.vals)),
 				fmt.Sprintf("%s (%s to %s)", num(med), num(lo), num(hi)), fmt.Sprintf("%s (%s to %s)", num(cmed), num(clo), num(chi))}
-			if n > 1000 {
-				onceRows[srv.Name] = row
+			if runs == 1 && tc.alive+tc.history > 1000 {
+				onceRows[key] = row
 			}
 			rows = append(rows, row)
 		}
 		table(b, "revocation of the previous boot's tokens on "+srv.String()+" (ms, median (least to most) of N runs)",
-			[]string{"tokens alive", "N", "revocations (edgeseal-unseal's revoke phase)", "warm reboot, chain"}, rows)
+			[]string{"tokens alive", "issued and revoked before", "N", "revocations (edgeseal-unseal's revoke phase)", "warm reboot, chain"}, rows)
 	})
 }
 
-// onceRows are the 10,000-token rows by server, made once per `go test`.
+// onceRows are the rows of the 10,000-token cases by server and case, made
+// once per `go test`.
 var onceRows = map[string][]string{}
+
+// revokeTokens revokes accessors as the provider revokes a replaced token
+// (revoke-accessor), with a maintenance root token.
+func (d *device) revokeTokens(accessors []string) {
+	d.t.Helper()
+	c := d.vaultClient()
+	c.SetToken(d.rootToken())
+	defer c.ClearToken()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	const workers = 8
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(accessors); i += workers {
+				if err := c.Auth().Token().RevokeAccessor(accessors[i]); err != nil {
+					mu.Lock()
+					first = err
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		d.t.Fatalf("cannot revoke service tokens: %v", first)
+	}
+}
 
 // makeServiceTokens makes n tokens from edgeseal's service role, as the
 // provider would, with a maintenance root token, and returns their accessors.
