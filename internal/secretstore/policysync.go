@@ -30,7 +30,8 @@ const policyReaders = 8
 // boot read and found right: same inode, size, modification and change
 // times (policyStamps). Any write to that file, through the server or around
 // it, sets its change time to the time of the write, which no call can set
-// back; a stamp is recorded only once the file's change time is
+// back (only setting the system clock back could, which takes root, who
+// holds the unseal key anyway); a stamp is recorded only once the file's change time is
 // policyStampSettle old, so a later write cannot share it even on a
 // filesystem whose clock ticks coarsely; a file replaced has a new inode. At
 // boot the server has just started and enforces what its storage holds. A
