@@ -79,6 +79,7 @@ type exitError struct {
 func (e exitError) Error() string { return e.err.Error() }
 
 func run() int {
+	started := time.Now() // the timing line's prepare_ms counts from here
 	log := journal.New(os.Stderr)
 	// The unseal key lives in this process: no core dumps, no ptrace by peers.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
@@ -108,7 +109,7 @@ func run() int {
 			*vaultUnit = "snap." + p.SnapInstance + ".vault.service"
 		}
 	}
-	err := serve(ctx, log, p, *cfgPath, *server, *vaultUnit)
+	err := serve(ctx, log, p, *cfgPath, *server, *vaultUnit, started)
 	if err == nil {
 		return 0
 	}
@@ -117,7 +118,7 @@ func run() int {
 	return exitCode(err)
 }
 
-func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, server, vaultUnit string) error {
+func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, server, vaultUnit string, started time.Time) error {
 	// systemctl reload: apply the config now (it is applied when its file
 	// changes anyway). Caught from the start: a reload while the setup runs
 	// must not end the process (SIGHUP's default).
@@ -134,14 +135,17 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 	// Before anything reaches the server: nothing initialised by or for a
 	// server edgeseal does not support.
 	var serverInfo *vaultbin.Info
+	var prelude []secretstore.Lap
 	if server != "" {
-		info, err := vaultbin.Identify(ctx, server)
+		t0 := time.Now()
+		info, cached, err := identify(ctx, p.StateDir, server)
 		if err != nil {
 			// 19 (final) for ErrUnsupported; 1 (restarted) for no answer in time.
 			return err
 		}
+		prelude = append(prelude, secretstore.Lap{Phase: "identify_ms", Took: time.Since(t0)})
 		serverInfo = &info
-		log.Info("the secret store server is supported", "server", server, "release", info.String())
+		log.Info("the secret store server is supported", "server", server, "release", info.String(), "known_binary", cached)
 	}
 	sealer, err := seal.New(cfg.Seal, func(msg string) { log.Warn(msg) })
 	if err != nil {
@@ -195,8 +199,16 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 		Recovery:    recipient,
 		ConfigFile:  cfgPath,
 		Server:      serverInfo,
+		Prelude:     prelude,
 	}
 	defer b.Forget()
+	// What came before Run but the version check: flags, config, sealer,
+	// owner, recovery key, boot id.
+	prepared := time.Since(started)
+	for _, l := range prelude {
+		prepared -= l.Took
+	}
+	b.Prelude = append(b.Prelude, secretstore.Lap{Phase: "prepare_ms", Took: prepared})
 	if err := runUntilReady(ctx, log, b); err != nil {
 		b.ReportFailure(err)
 		return err

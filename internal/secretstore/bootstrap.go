@@ -66,8 +66,15 @@ type Bootstrap struct {
 	// empty): the policy sync reads it again.
 	ConfigFile string
 
+	// Prelude is the caller's own work before Run (edgeseal-unseal: the
+	// server's version check), put first on Run's timing line.
+	Prelude []Lap
+
 	unsealKey []byte
 	status    Status
+	clock     *bootClock // this Run's phases (timing.go)
+	// setupCounts are what setup wrote, for the timing line.
+	setupCounts []any
 
 	supervisorMu sync.Mutex
 	supervisor   *api.Client // the supervisor token's client; see supervisor.go
@@ -118,10 +125,12 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	if err := os.MkdirAll(b.Paths.StateDir, 0o700); err != nil {
 		return fmt.Errorf("cannot create %s: %w", b.Paths.StateDir, err)
 	}
+	b.clock = newBootClock()
 	b.setStatus("waiting for Vault")
 	if err := b.waitVault(ctx); err != nil {
 		return err
 	}
+	b.clock.lap(PhaseWaitServer)
 	key, err := b.obtainKey(ctx)
 	if err != nil {
 		return err
@@ -136,6 +145,7 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	if err := b.unseal(ctx); err != nil {
 		return err
 	}
+	b.clock.lap(PhaseUnsealServer)
 	if err := b.step(ctx, StepUnsealed); err != nil {
 		return err
 	}
@@ -145,7 +155,9 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 		if err := b.refreshSupervisor(ctx); err != nil {
 			return err
 		}
+		b.clock.lap(PhaseTokens)
 		b.setStatus("Vault unsealed and set up")
+		b.logTiming()
 		return nil
 	}
 	c, err := b.adminClient(ctx)
@@ -153,6 +165,7 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 		return err
 	}
 	defer c.ClearToken()
+	b.clock.lap(PhaseAdminToken)
 	if err := b.step(ctx, StepAdminToken); err != nil {
 		return err
 	}
@@ -161,10 +174,12 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	if err := b.setup(ctx, c); err != nil {
 		return err
 	}
+	b.clock.lap(PhaseSetup)
 	b.setStatus("revoking the previous boot's tokens")
 	if err := b.revokeStale(ctx, c); err != nil {
 		return err
 	}
+	b.clock.lap(PhaseRevoke)
 	if err := b.step(ctx, StepOldTokensRevoked); err != nil {
 		return err
 	}
@@ -186,8 +201,21 @@ func (b *Bootstrap) Run(ctx context.Context) error {
 	if err := fsutil.WriteFileAtomic(b.Paths.BootDone, data, 0o644, fsutil.Self); err != nil {
 		return err
 	}
+	b.clock.lap(PhaseTokens)
 	b.setStatus("Vault unsealed and set up")
+	b.logTiming()
 	return nil
+}
+
+// logTiming logs this Run's timing line (timing.go): the caller's prelude,
+// each phase, what setup wrote, the total and the monotonic clock.
+func (b *Bootstrap) logTiming() {
+	var attrs []any
+	for _, l := range b.Prelude {
+		attrs = append(attrs, l.Phase, millis(l.Took))
+	}
+	attrs = append(attrs, b.clock.line(b.setupCounts...)...)
+	b.say("boot timing", attrs...)
 }
 
 // listenOnTCP turns Vault's TCP listener on if the pki step held it back (a
@@ -206,7 +234,11 @@ func (b *Bootstrap) listenOnTCP(ctx context.Context) error {
 	if err := b.Vault.Restart(ctx); err != nil {
 		return fmt.Errorf("cannot restart Vault with its TCP listener: %w", err)
 	}
-	return b.waitVault(ctx)
+	if err := b.waitVault(ctx); err != nil {
+		return err
+	}
+	b.clock.lap(PhaseTCPRestart)
+	return nil
 }
 
 // vaultWaitLimit bounds the wait for Vault to answer: systemd orders this step
@@ -288,6 +320,7 @@ func (b *Bootstrap) obtainKey(ctx context.Context) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cannot unseal the Vault unseal key from %s: %w", b.Paths.SealedKey, err)
 		}
+		b.clock.lap(PhaseUnsealKey)
 		return key, nil
 	case initialized && !haveMarker:
 		return nil, fmt.Errorf("Vault at %s is initialised but there is no sealed unseal key at %s: %w; "+
@@ -369,6 +402,7 @@ func (b *Bootstrap) firstInit(ctx context.Context) ([]byte, error) {
 	if err := fsutil.SyncFS(b.Config.Vault.StoragePath); err != nil {
 		return nil, fmt.Errorf("cannot make Vault's init durable: %w", err)
 	}
+	b.clock.lap(PhaseInit)
 	if err := b.step(ctx, StepInitialized); err != nil {
 		return nil, err
 	}
@@ -408,6 +442,7 @@ func (b *Bootstrap) firstInit(ctx context.Context) ([]byte, error) {
 	if err := b.step(ctx, StepInitDone); err != nil {
 		return nil, err
 	}
+	b.clock.lap(PhaseSealKey)
 	return key, nil
 }
 

@@ -127,7 +127,10 @@ func roles(t config.Tokens) map[string]map[string]any {
 }
 
 // setup makes Vault match cfg. Every step is idempotent: it runs at every boot, so
-// a crash halfway, or a changed config, is mended by the next boot.
+// a crash halfway, or a changed config, is mended by the next boot. Policies
+// are compared with the server's and only those that differ are written
+// (reconcilePolicies), so that a boot does not grow by a write and a read per
+// service.
 func (b *Bootstrap) setup(ctx context.Context, c *api.Client) error {
 	if err := ensureKV(ctx, c, b.Config.Vault); err != nil {
 		return err
@@ -135,9 +138,12 @@ func (b *Bootstrap) setup(ctx context.Context, c *api.Client) error {
 	if err := b.step(ctx, StepKVMounted); err != nil {
 		return err
 	}
-	if err := b.writePolicies(ctx, c, Policies(b.Config)); err != nil {
+	want := Policies(b.Config)
+	read, written, err := b.reconcilePolicies(ctx, c, want)
+	if err != nil {
 		return err
 	}
+	b.setupCounts = []any{"policies", len(want), "policies_read", read, "policies_written", written}
 	if err := b.step(ctx, StepPoliciesWritten); err != nil {
 		return err
 	}

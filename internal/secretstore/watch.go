@@ -141,13 +141,15 @@ func (b *Bootstrap) Watch(ctx context.Context, interval time.Duration) {
 				state = sealed
 				continue
 			}
+			mono := MonotonicMicros()
 			lastErr = ""
 			took := time.Since(since)
 			now := time.Now().UTC()
 			b.status.Reunseals++
 			b.status.LastReunseal = &now
 			b.status.LastReunsealMillis = took.Milliseconds()
-			b.say("Vault was sealed (it restarted); unsealed it again", "after", took.Round(time.Millisecond).String(), "count", b.status.Reunseals)
+			b.say("Vault was sealed (it restarted); unsealed it again", "after", took.Round(time.Millisecond).String(), "count", b.status.Reunseals,
+				"mono_us", mono)
 			b.setStatus("Vault unsealed and set up")
 			state = up
 		default:
