@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -52,6 +53,9 @@ Options:
                          pass it): its config is written for what BIN says it is
                          (` + "`BIN version`" + `); a BIN that is not a supported release of
                          OpenBao or HashiCorp Vault is refused (exit status 2).
+                         The answer is kept in $STATE_DIRECTORY (the unit's
+                         StateDirectory=) for the same file, so that the next
+                         boot does not run BIN again unless BIN was replaced.
                          Without it, a config both servers read
   --vault-key-path PATH  the TLS key path Vault's config names (default
                          ` + vaultconf.CredentialKeyPath + `;
@@ -66,6 +70,11 @@ type options struct {
 	configFile   string // "" means the default under root
 	vaultKeyPath string
 	server       string // the server binary; "" means not known
+	// stateDir keeps what the server binary said it is, for the next boot
+	// (vaultbin.IdentifyCached): systemd's StateDirectory= of the unit
+	// ($STATE_DIRECTORY), kept across boots though the user is new each boot;
+	// "" (the snap) asks the binary every time.
+	stateDir string
 }
 
 // exitError carries the exit status of an error.
@@ -117,6 +126,8 @@ func parseArgs(args []string, help io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, exitError{exitUsage, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
 	}
+	// One directory is all the unit names; of a list, the first.
+	o.stateDir, _, _ = strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
 	return o, nil
 }
 

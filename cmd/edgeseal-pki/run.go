@@ -36,7 +36,14 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 	var identifyTook time.Duration
 	if o.server != "" {
 		t := time.Now()
-		info, err := vaultbin.Identify(ctx, o.server)
+		var info vaultbin.Info
+		var cached bool
+		var err error
+		if o.stateDir != "" {
+			info, cached, err = vaultbin.IdentifyCached(ctx, filepath.Join(o.stateDir, vaultbin.CacheName), o.server)
+		} else {
+			info, err = vaultbin.Identify(ctx, o.server)
+		}
 		if errors.Is(err, vaultbin.ErrUnsupported) {
 			return exitError{exitUsage, err}
 		}
@@ -45,7 +52,7 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 		}
 		kind = info.Kind
 		identifyTook = time.Since(t)
-		log.Info("the secret store server is supported", "server", o.server, "release", info.String())
+		log.Info("the secret store server is supported", "server", o.server, "release", info.String(), "known_binary", cached)
 	}
 
 	tIssue := time.Now()

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,7 +139,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 	var prelude []secretstore.Lap
 	if server != "" {
 		t0 := time.Now()
-		info, cached, err := identify(ctx, p.StateDir, server)
+		info, cached, err := vaultbin.IdentifyCached(ctx, filepath.Join(p.StateDir, vaultbin.CacheName), server)
 		if err != nil {
 			// 19 (final) for ErrUnsupported; 1 (restarted) for no answer in time.
 			return err

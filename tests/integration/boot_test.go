@@ -97,7 +97,6 @@ func bootChain(t *testing.T, srv testbed.Server) {
 
 	t.Log("When Vault is killed with SIGKILL")
 	d.run("kill", "-9", d.mainPID("edgeseal-vault.service"))
-	t0 = time.Now()
 	time.Sleep(50 * time.Millisecond)
 	took = d.waitUnsealed(30 * time.Second)
 	t.Logf("Then systemd restarts it and it is unsealed again %v after the kill", took.Round(time.Millisecond))
@@ -133,6 +132,16 @@ func bootChain(t *testing.T, srv testbed.Server) {
 		t.Errorf("root tokens after reboot: %d, want the admin token and this boot's maintenance token", n)
 	}
 	assertCAKeyNowhere(t, d)
+
+	t.Log("And neither edgeseal-pki nor edgeseal-unseal ran the server binary's `version` again: each kept the answer for the same file (0600, in its own state directory)")
+	for _, u := range []string{"edgeseal-pki.service", "edgeseal-unseal.service"} {
+		if j := d.m.Journal(t, u); !strings.Contains(j, `msg="the secret store server is supported"`) || !strings.Contains(j, "known_binary=true") {
+			t.Errorf("%s after the reboot: want its line saying the server is supported with known_binary=true:\n%s", u, j)
+		}
+	}
+	if out := d.run("stat", "-c", "%a", "/var/lib/private/edgeseal-pki/server-identity.json", "/var/lib/edgeseal/server-identity.json"); out != "600\n600\n" {
+		t.Errorf("the kept answers' modes: %q, want 600 each", out)
+	}
 
 	t.Log("And nothing edgeseal logged contains a token or the unseal key")
 	assertNoSecretsInJournal(t, d, maintenance)

@@ -180,7 +180,8 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config), op
 	// As on a device: /etc/edgeseal and /etc/systemd/system are readable by
 	// all (the token provider's user reads the config), the state is root's.
 	for dir, mode := range map[string]os.FileMode{d.etc: 0o755, d.units: 0o755,
-		filepath.Join(state, "var-lib-edgeseal"): 0o700, filepath.Join(state, "var-lib-edgeseal-vault"): 0o700} {
+		filepath.Join(state, "var-lib-edgeseal"): 0o700, filepath.Join(state, "var-lib-edgeseal-vault"): 0o700,
+		filepath.Join(state, "var-lib-private"): 0o700} {
 		if err := os.MkdirAll(dir, mode); err != nil {
 			t.Fatal(err)
 		}
@@ -210,6 +211,9 @@ func newDevice(t testing.TB, keepDefaultPort bool, edit func(*config.Config), op
 			{Host: d.etc, Container: "/etc/edgeseal", ReadOnly: true},
 			{Host: filepath.Join(state, "var-lib-edgeseal"), Container: "/var/lib/edgeseal"},
 			{Host: filepath.Join(state, "var-lib-edgeseal-vault"), Container: "/var/lib/edgeseal-vault"},
+			// Where systemd keeps the dynamic users' state (edgeseal-pki's
+			// StateDirectory=): kept across reboots, as a device's disk.
+			{Host: filepath.Join(state, "var-lib-private"), Container: "/var/lib/private"},
 			{Host: d.units, Container: "/etc/systemd/system"},
 		},
 	}

@@ -91,7 +91,7 @@ reset() {
 	systemctl stop edgeseal.target edgeseal-tokend.service edgeseal-tokend.socket \
 		edgeseal-unseal.service edgeseal-vault.service edgeseal-pki.service
 	systemctl reset-failed "edgeseal*" 2>/dev/null || true
-	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /run/edgeseal
+	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /var/lib/edgeseal-pki /var/lib/private/edgeseal-pki /run/edgeseal
 	# The storage root key the first boot persisted in the TPM.
 	if tpm2_getcap handles-persistent | grep -qi "0x81000001"; then
 		tpm2_evictcontrol -Q -C o -c 0x81000001

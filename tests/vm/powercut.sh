@@ -100,7 +100,7 @@ never_booted() {
 	rm -rf /run/systemd/system/edgeseal-unseal.service.d
 	systemctl daemon-reload
 	systemctl reset-failed $chain_units 2>/dev/null || true
-	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /run/edgeseal /tmp/powercut-collector
+	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /var/lib/edgeseal-pki /var/lib/private/edgeseal-pki /run/edgeseal /tmp/powercut-collector
 	systemd-tmpfiles --create /usr/lib/tmpfiles.d/edgeseal.conf
 	systemctl start edgeseal-tokend.socket
 	# The story starts from this state, not from what a cut could make of it.

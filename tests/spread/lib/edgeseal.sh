@@ -104,7 +104,7 @@ restore_edgeseal() {
 	done
 	systemctl daemon-reload
 	systemctl reset-failed 2>/dev/null || true
-	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /run/edgeseal
+	rm -rf /var/lib/edgeseal /var/lib/edgeseal-vault /var/lib/edgeseal-pki /var/lib/private/edgeseal-pki /run/edgeseal
 	rm -f /etc/edgeseal/ikm-hook /etc/edgeseal/device-secret
 	if [ -e /etc/apparmor.d/local/edgeseal-unseal ]; then
 		rm -f /etc/apparmor.d/local/edgeseal-unseal

@@ -1,4 +1,4 @@
-package main
+package vaultbin
 
 import (
 	"context"
@@ -9,31 +9,31 @@ import (
 	"syscall"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
-	"github.com/edgeseal/edgeseal/internal/vaultbin"
 )
 
-// identityCacheName is the file, in edgeseal's state directory, that keeps
-// what the server's binary said it is, with the binary's file identity.
+// CacheName is the file, in a boot step's state directory, that keeps what
+// the server's binary said it is, with the binary's file identity
+// (IdentifyCached).
 //
 // Why: `BIN version` starts a Go binary of over a hundred megabytes, which
-// cost 250 to 550 ms of every boot on the test bed (the boot benchmarks),
-// more than all of edgeseal-unseal's work with the server. Why it is still
-// the same check: the answer is kept only for the file it came from, named
-// by its path, device, inode, size, modification and change times; a new
-// build, an upgrade, a package or snap refresh, a copy or a rename over it
-// changes one of them (the change time cannot be set by any call), so `BIN
-// version` runs again. What was kept is checked against this edgeseal's
-// supported releases at every boot (an edgeseal that drops a series refuses
-// a binary an older one accepted), and the running server's own report
-// (checkServer) is compared with it as before. Only root writes the state
-// directory.
-const identityCacheName = "server-identity.json"
+// cost 200 to 550 ms of every boot on the test bed, in each of the two steps
+// that ask (the boot benchmarks), more than all of edgeseal-unseal's work with
+// the server. Why it is still the same check: the answer is kept only for the
+// file it came from, named by its path, device, inode, size, modification and
+// change times; a new build, an upgrade, a package or snap refresh, a copy or
+// a rename over it changes one of them (the change time cannot be set by any
+// call), so `BIN version` runs again. What was kept is checked against this
+// edgeseal's supported releases every time (an edgeseal that drops a series
+// refuses a binary an older one accepted), and edgeseal-unseal compares the
+// running server's own report with it as before. Only the step's user and root
+// write the directory that holds it.
+const CacheName = "server-identity.json"
 
 // identityCache is the file's format.
 type identityCache struct {
-	Version int           `json:"version"` // 1
-	Binary  binaryStamp   `json:"binary"`
-	Info    vaultbin.Info `json:"info"`
+	Version int         `json:"version"` // 1
+	Binary  binaryStamp `json:"binary"`
+	Info    Info        `json:"info"`
 }
 
 // binaryStamp is a file's identity as stat(2) gives it.
@@ -55,10 +55,11 @@ func stampOf(path string) (binaryStamp, error) {
 		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}, nil
 }
 
-// identify is vaultbin.Identify(bin), answered from stateDir's cache when bin
-// is the file that answered before; cached tells which.
-func identify(ctx context.Context, stateDir, bin string) (info vaultbin.Info, cached bool, err error) {
-	cache := filepath.Join(stateDir, identityCacheName)
+// IdentifyCached is Identify(bin), answered from the file cache (written
+// 0600, atomically, in a directory it makes 0700 if missing) when bin is the
+// file that answered before; cached tells which. A cache that cannot be read
+// or written only costs a run of `BIN version`.
+func IdentifyCached(ctx context.Context, cache, bin string) (info Info, cached bool, err error) {
 	stamp, statErr := stampOf(bin)
 	if statErr == nil {
 		if data, err := os.ReadFile(cache); err == nil {
@@ -71,7 +72,7 @@ func identify(ctx context.Context, stateDir, bin string) (info vaultbin.Info, ca
 			}
 		}
 	}
-	info, err = vaultbin.Identify(ctx, bin)
+	info, err = Identify(ctx, bin)
 	if err != nil || statErr != nil {
 		return info, false, err
 	}
@@ -81,7 +82,7 @@ func identify(ctx context.Context, stateDir, bin string) (info vaultbin.Info, ca
 		return info, false, nil
 	}
 	data, _ := json.Marshal(identityCache{Version: 1, Binary: stamp, Info: info})
-	if err := os.MkdirAll(stateDir, 0o700); err == nil {
+	if err := os.MkdirAll(filepath.Dir(cache), 0o700); err == nil {
 		// A cache that cannot be written costs the next boot a `BIN version`.
 		_ = fsutil.WriteFileAtomic(cache, data, 0o600, fsutil.Self)
 	}
