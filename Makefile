@@ -28,7 +28,7 @@ UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.servi
 # AppArmor profiles (apparmor/*.in), installed in /etc/apparmor.d; docs/apparmor.md.
 PROFILES    := edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-vault edgeseal-fsvault
 
-.PHONY: all help build build-snap-binaries snap test-snaps install deps servers openbao vault test test-unit test-integration bench demo fuzz clean
+.PHONY: all help build build-snap-binaries snap test-snaps install deps servers openbao vault test lint test-unit test-integration bench demo fuzz clean
 
 all: build
 
@@ -37,7 +37,8 @@ help:
 	@echo "make install DESTDIR=  binaries, units, AppArmor profiles, sysusers/tmpfiles, sample config, docs"
 	@echo "make snap              dist/edgeseal_*.snap from snap/snapcraft.yaml, with the OpenBao build as bin/bao (SNAP_BAO=FILE: another)"
 	@echo "make deps              install what the test bed needs (Debian packages; OpenBao and Vault built from their pins)"
-	@echo "make test              unit tests, integration tests under systemd in a container, then spread and power cuts on a VM"
+	@echo "make test              linters, unit tests, integration tests under systemd in a container, then spread and power cuts on a VM"
+	@echo "make lint              go vet, staticcheck (pinned, built once into the cache), gofmt, go mod tidy -diff"
 	@echo "make spread            spread's suites on a Debian 12 VM under qemu (SPREAD_JOBS=...: some)"
 	@echo "make spread-ubuntu     the same suites on an Ubuntu 24.04 VM (not part of make test)"
 	@echo "make demo              boot a device in a container and show edgeseal at work"
@@ -145,15 +146,32 @@ openbao:
 vault:
 	@tests/lib/build-vault.sh >/dev/null
 
-test: deps test-unit test-integration test-vm
+test: deps lint test-unit test-integration test-vm
+
+# The linters CI runs, clean: go vet and staticcheck (its config:
+# staticcheck.conf) over every build (the release build, the test bed's hooks,
+# the integration tests), gofmt, and go.mod and go.sum as `go mod tidy` leaves
+# them. staticcheck is pinned and built once into the cache, like the servers.
+# govulncheck is not run: its database (vuln.go.dev) cannot be reached from
+# the machines CI runs on, and the module proxy does not serve it.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(or $(EDGESEAL_CACHE),$(HOME)/.cache/edgeseal)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+$(STATICCHECK):
+	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(STATICCHECK)
+	$(GO) vet ./...
+	$(GO) vet -tags integration,edgeseal_testhooks ./...
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags integration,edgeseal_testhooks ./...
+	@out=$$(gofmt -l .); [ -z "$$out" ] || { echo "gofmt: not formatted: $$out" >&2; exit 1; }
+	$(GO) mod tidy -diff
 
 test-unit:
-	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	tests/lib/fuzz-all.sh 5s
 
 test-integration: servers
-	$(GO) vet -tags integration ./...
 	@mkdir -p build && rm -f build/spread-not-run.txt
 	EDGESEAL_SPREAD_REPORT=$(CURDIR)/build/spread-not-run.txt \
 		$(GO) test -tags integration -count=1 -timeout 45m ./tests/... ./internal/...

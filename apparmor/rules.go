@@ -494,9 +494,7 @@ func parseHeader(h string, nested bool) (*Profile, error) {
 			return nil, fmt.Errorf("cannot read %q in profile header %q", t, h)
 		}
 		f = strings.TrimSuffix(strings.TrimPrefix(f, "("), ")")
-		for _, x := range strings.FieldsFunc(f, func(r rune) bool { return r == ',' || r == ' ' }) {
-			pr.Flags = append(pr.Flags, x)
-		}
+		pr.Flags = append(pr.Flags, strings.FieldsFunc(f, func(r rune) bool { return r == ',' || r == ' ' })...)
 	}
 	return pr, nil
 }

@@ -83,14 +83,16 @@ func (d linuxDevice) Open() (tpm2.Transport, error) {
 	if strings.HasPrefix(d.path, "/dev/tpmrm") {
 		// The kernel's resource manager, which exists for TPM 2.0 devices
 		// only: no need to read sysfs (which a snap may not) to tell.
-		return linux.OpenDevice(d.path) //nolint:staticcheck // the one opener that reads no sysfs
+		//lint:ignore SA1019 the one opener that reads no sysfs
+		return linux.OpenDevice(d.path)
 	}
 	devs, err := linux.ListTPMDevices()
 	if errors.Is(err, fs.ErrPermission) {
 		// Strict confinement: snapd's tpm interface grants the device nodes
 		// but not the sysfs attributes go-tpm2 reads to list them. The node
 		// is opened as it is; a /dev/tpmrm0 exists only for a TPM 2.0.
-		t, err := linux.OpenDevice(d.path) //nolint:staticcheck // the one opener that reads no sysfs
+		//lint:ignore SA1019 the one opener that reads no sysfs
+		t, err := linux.OpenDevice(d.path)
 		if err != nil {
 			return nil, err
 		}

@@ -23,4 +23,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v go >/dev/null || { echo "install-deps: go is not on PATH (Go 1.24 or later is needed)" >&2; exit 1; }
+# The Go release edgeseal needs is one fact: the go line of go.mod.
+need=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$(dirname "$0")/../../go.mod")
+command -v go >/dev/null || { echo "install-deps: go is not on PATH (Go $need or later is needed, as go.mod says)" >&2; exit 1; }
+have=$(go env GOVERSION | sed 's/^go//')
+if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+	echo "install-deps: go on PATH is Go $have; go.mod needs Go $need or later" >&2
+	exit 1
+fi

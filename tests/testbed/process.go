@@ -20,7 +20,6 @@ type Process struct {
 	Name string
 	cmd  *exec.Cmd
 	log  string
-	once sync.Once
 	done chan struct{}
 }
 
