@@ -2,11 +2,15 @@ package secretstore
 
 import (
 	"bytes"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 )
@@ -14,19 +18,31 @@ import (
 // policyRecordName is the file, in edgeseal's state directory (root's), that
 // keeps for each policy a boot found right on the server the digest of its
 // text and the stamp of the server's storage file that held it
-// (reconcilePolicies says why that is enough to skip reading it again).
+// (reconcilePolicies says why that is enough to skip reading it again),
+// authenticated under a key only the unseal key gives (policyRecordKey).
 const policyRecordName = "policies-checked.json"
 
-// policyStampSettle is how old a storage file's change time must be before
-// its stamp is kept: far above any filesystem's timestamp granularity, so a
-// later write cannot leave the same stamp. A variable for the tests.
-var policyStampSettle = time.Second
+// policyRecordVersion is the record's format. Version 1 (stamps without the
+// file's hash, no MAC) is not trusted: a boot reads every policy once.
+const policyRecordVersion = 2
+
+// policyRecordPurpose is the HKDF info of the record's MAC key, so that the
+// key is good for nothing else made from the unseal key.
+const policyRecordPurpose = "edgeseal policies-checked v2"
+
+// maxPolicyFile bounds what is read of a storage file to hash it: a policy's
+// entry is a few kilobytes; a larger file gets no stamp, and is read through
+// the server.
+const maxPolicyFile = 1 << 20
 
 // policyRecord is the file's format.
 type policyRecord struct {
-	Version  int                    `json:"version"` // 1
+	Version  int                    `json:"version"` // policyRecordVersion
 	Storage  string                 `json:"storage"` // vault.storage_path the stamps are of
 	Policies map[string]policyStamp `json:"policies"`
+	// MAC is HMAC-SHA256, under policyRecordKey, of the record's JSON with
+	// MAC empty: a record edgeseal-unseal did not write is not trusted.
+	MAC string `json:"mac,omitempty"`
 }
 
 type policyStamp struct {
@@ -34,55 +50,97 @@ type policyStamp struct {
 	File   fileStamp `json:"file"`
 }
 
-// fileStamp is a file's identity and times as stat(2) gives them.
+// fileStamp is a file's identity and times as stat(2) gives them, and the
+// SHA-256 of its bytes: a file put back as it once was (an older ciphertext
+// of the server's) has other bytes than the one found right, whatever times
+// it was given.
 type fileStamp struct {
 	Ino     uint64 `json:"ino"`
 	Size    int64  `json:"size"`
 	MtimeNs int64  `json:"mtime_ns"`
 	CtimeNs int64  `json:"ctime_ns"`
+	SHA256  string `json:"sha256"`
 }
 
-// storageStamps stats the files of the server's file storage that hold ACL
+// storageStamps stamps the files of the server's file storage that hold ACL
 // policies: <storage_path>/sys/policy/_<name>, as the file backend of
 // OpenBao and Vault lays out the key sys/policy/<name>.
 type storageStamps struct {
 	dir string
-	now func() time.Time
 }
 
 func (b *Bootstrap) policyStamps() storageStamps {
-	return storageStamps{dir: filepath.Join(b.Config.Vault.StoragePath, "sys", "policy"), now: time.Now}
+	return storageStamps{dir: filepath.Join(b.Config.Vault.StoragePath, "sys", "policy")}
 }
 
+// of stamps name's storage file: stat and bytes of the one file opened (no
+// symlink followed). false when there is no regular file of at most
+// maxPolicyFile bytes to stamp.
 func (s storageStamps) of(name string) (fileStamp, bool) {
 	if s.dir == "" || name == "" || filepath.Base(name) != name {
 		return fileStamp{}, false
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(filepath.Join(s.dir, "_"+name), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	f, err := os.OpenFile(filepath.Join(s.dir, "_"+name), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
 		return fileStamp{}, false
 	}
-	return fileStamp{Ino: st.Ino, Size: st.Size, MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}, true
-}
-
-// settled tells whether st's change time is policyStampSettle old.
-func (s storageStamps) settled(st fileStamp) bool {
-	return s.now().Sub(time.Unix(0, st.CtimeNs)) >= policyStampSettle
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size > maxPolicyFile {
+		return fileStamp{}, false
+	}
+	h := sha256.New()
+	if n, err := io.Copy(h, io.LimitReader(f, maxPolicyFile+1)); err != nil || n != st.Size {
+		return fileStamp{}, false // changed while read
+	}
+	return fileStamp{Ino: st.Ino, Size: st.Size, MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(),
+		SHA256: hex.EncodeToString(h.Sum(nil))}, true
 }
 
 func (b *Bootstrap) policyRecordPath() string {
 	return filepath.Join(b.Paths.StateDir, policyRecordName)
 }
 
-// readPolicyRecord returns the kept stamps if they are of storage; none if
-// the file is missing, unreadable or of another storage path.
-func readPolicyRecord(path, storage string) map[string]policyStamp {
-	data, err := os.ReadFile(path)
+// policyRecordKey is the record's MAC key, derived from the unseal key; nil
+// without one (no record is then read or written).
+func (b *Bootstrap) policyRecordKey() []byte {
+	if len(b.unsealKey) == 0 {
+		return nil
+	}
+	key, err := hkdf.Key(sha256.New, b.unsealKey, nil, policyRecordPurpose, sha256.Size)
+	if err != nil {
+		return nil
+	}
+	return key
+}
+
+// mac is r's MAC under key (r.MAC is ignored).
+func (r policyRecord) mac(key []byte) string {
+	r.MAC = ""
+	data, _ := json.Marshal(r) // map keys sorted: the same bytes for the same record
+	m := hmac.New(sha256.New, key)
+	m.Write(data)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// readPolicyRecord returns the kept stamps if they are of storage and
+// authenticated under key; none if the file is missing, unreadable, of
+// another format or storage path, or its MAC does not match (said: a record
+// edgeseal did not write costs reads, and is worth a line).
+func (b *Bootstrap) readPolicyRecord(key []byte) map[string]policyStamp {
+	if key == nil || b.Paths.StateDir == "" {
+		return nil
+	}
+	data, err := fsutil.ReadBounded(b.policyRecordPath(), 64<<20)
 	if err != nil {
 		return nil
 	}
 	var r policyRecord
-	if json.Unmarshal(data, &r) != nil || r.Version != 1 || r.Storage != storage {
+	if json.Unmarshal(data, &r) != nil || r.Version != policyRecordVersion || r.Storage != b.Config.Vault.StoragePath {
+		return nil
+	}
+	if !hmac.Equal([]byte(r.MAC), []byte(r.mac(key))) {
+		b.Log.Warn("the record of the policies checked is not one edgeseal-unseal wrote (its MAC does not match): every policy is read from the server", "file", b.policyRecordPath())
 		return nil
 	}
 	return r.Policies
@@ -91,11 +149,13 @@ func readPolicyRecord(path, storage string) map[string]policyStamp {
 // writePolicyRecord keeps policies' stamps for the next boot. A record that
 // cannot be written costs the next boot its reads, nothing else: said, not
 // fatal.
-func (b *Bootstrap) writePolicyRecord(policies map[string]policyStamp) {
-	if b.Paths.StateDir == "" {
+func (b *Bootstrap) writePolicyRecord(key []byte, policies map[string]policyStamp) {
+	if key == nil || b.Paths.StateDir == "" {
 		return
 	}
-	data, _ := json.Marshal(policyRecord{Version: 1, Storage: b.Config.Vault.StoragePath, Policies: policies})
+	r := policyRecord{Version: policyRecordVersion, Storage: b.Config.Vault.StoragePath, Policies: policies}
+	r.MAC = r.mac(key)
+	data, _ := json.Marshal(r)
 	if old, err := os.ReadFile(b.policyRecordPath()); err == nil && bytes.Equal(old, data) {
 		return // the same record: no write, no fsync at every boot
 	}

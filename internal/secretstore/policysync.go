@@ -26,17 +26,17 @@ const policyReaders = 8
 // absent, and written. A policy whose config text changed since it was last
 // checked is read and compared. Every other policy is read and compared, text
 // for text, with the config, unless the file in which the server's storage
-// (always the file backend: vaultconf) holds it is the very file an earlier
-// boot read and found right: same inode, size, modification and change
-// times (policyStamps). Any write to that file, through the server or around
-// it, sets its change time to the time of the write, which no call can set
-// back (only setting the system clock back could, which takes root, who
-// holds the unseal key anyway); a stamp is recorded only once the file's change time is
-// policyStampSettle old, so a later write cannot share it even on a
-// filesystem whose clock ticks coarsely; a file replaced has a new inode. At
-// boot the server has just started and enforces what its storage holds. A
-// stamp that cannot be taken (another storage layout, a file edgeseal-unseal
-// may not see) only costs a read.
+// (always the file backend: vaultconf) holds it is byte for byte the file an
+// earlier boot read and found right (its SHA-256, with its inode, size and
+// times: policyStamps), by a record that boot authenticated under a key
+// derived from the unseal key (policyRecordKey). A write through the server
+// changes the bytes (each is a new ciphertext); an older file put back
+// offline has the bytes of the older policy, which the record does not name
+// unless the config asked for that very text; a record forged or edited
+// without the unseal key fails its MAC, and every policy is read. At boot the
+// server has just started and enforces what its storage holds. A stamp that
+// cannot be taken (another storage layout, a file edgeseal-unseal may not
+// read) only costs a read; so does a boot without the unseal key.
 //
 // What it saves: a write per service at every boot (a storage write and a
 // policy cache refresh on the server: 1.7 ms a service), and a read of each
@@ -58,7 +58,9 @@ func (b *Bootstrap) reconcilePolicies(ctx context.Context, c *api.Client, want m
 		}
 	}
 	stamps := b.policyStamps()
-	kept := readPolicyRecord(b.policyRecordPath(), b.Config.Vault.StoragePath)
+	key := b.policyRecordKey()
+	defer clear(key)
+	kept := b.readPolicyRecord(key)
 	record := map[string]policyStamp{}
 	toRead := map[string]string{}
 	for name, text := range want {
@@ -88,9 +90,9 @@ func (b *Bootstrap) reconcilePolicies(ctx context.Context, c *api.Client, want m
 			continue
 		}
 		// Found right: its stamp is kept if the file did not change while
-		// it was read and its change time has settled.
+		// it was read.
 		st, ok := before[name]
-		if after, ok2 := stamps.of(name); ok && ok2 && after == st && stamps.settled(st) {
+		if after, ok2 := stamps.of(name); ok && ok2 && after == st {
 			record[name] = policyStamp{Digest: digest(text), File: st}
 		}
 	}
@@ -108,7 +110,7 @@ func (b *Bootstrap) reconcilePolicies(ctx context.Context, c *api.Client, want m
 	}
 	// The record first (a crash after it costs only reads), then the
 	// provider's digests.
-	b.writePolicyRecord(record)
+	b.writePolicyRecord(key, record)
 	applied := make(map[string]string, len(want))
 	for name, text := range want {
 		applied[name] = digest(text)

@@ -1,6 +1,7 @@
 package secretstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/vault/api"
 
@@ -88,6 +88,11 @@ func (v *policyVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type policyDevice struct {
 	v     *policyVault
 	state string
+	key   []byte // the unseal key, which the boot holds
+}
+
+func newPolicyDevice(t *testing.T) *policyDevice {
+	return &policyDevice{v: newPolicyVault(t), state: t.TempDir(), key: bytes.Repeat([]byte{0x5a}, 32)}
 }
 
 // boot runs one boot's policy step for cfg and returns what it read and
@@ -107,7 +112,7 @@ func (d *policyDevice) boot(t *testing.T, cfg *config.Config) (reads, writes []s
 	c.SetToken("admin")
 	cfg.Vault.StoragePath = d.v.storage
 	p := paths.Paths{StateDir: d.state, Policies: filepath.Join(t.TempDir(), "policies.json")}
-	b := &Bootstrap{Config: cfg, Paths: p, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	b := &Bootstrap{Config: cfg, Paths: p, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), unsealKey: d.key}
 	nr, nw, err := b.reconcilePolicies(context.Background(), c, Policies(cfg))
 	reads, writes = slices.Sorted(slices.Values(d.v.reads)), slices.Sorted(slices.Values(d.v.writes))
 	if nr != len(reads) || nw != len(writes) {
@@ -135,17 +140,11 @@ func servicesConfig(n int) *config.Config {
 // found it right, its storage files old enough for their stamps to be kept.
 func settledDevice(t *testing.T, cfg *config.Config) *policyDevice {
 	t.Helper()
-	settle := policyStampSettle
-	t.Cleanup(func() { policyStampSettle = settle })
-	// Short for the test; the files are older than this when the next boot
-	// reads them, and a change after it falls in a later tick of the clock.
-	policyStampSettle = 10 * time.Millisecond
-	d := &policyDevice{v: newPolicyVault(t), state: t.TempDir()}
+	d := newPolicyDevice(t)
 	d.v.put("default", "# the server's own")
 	if _, _, _, err := d.boot(t, cfg); err != nil { // the first boot writes
 		t.Fatal(err)
 	}
-	time.Sleep(2 * policyStampSettle)
 	if _, _, _, err := d.boot(t, cfg); err != nil { // the next finds them right
 		t.Fatal(err)
 	}
@@ -166,7 +165,7 @@ func names(ns ...string) []string {
 
 func TestAFirstBootWritesEveryPolicyWithoutReadingAny(t *testing.T) {
 	cfg := servicesConfig(3)
-	d := &policyDevice{v: newPolicyVault(t), state: t.TempDir()}
+	d := newPolicyDevice(t)
 	reads, writes, applied, err := d.boot(t, cfg)
 	if err != nil || len(reads) != 0 || len(writes) != len(Policies(cfg)) {
 		t.Fatalf("first boot: read %v, wrote %v, %v; want every policy written, none read", reads, writes, err)
@@ -272,8 +271,8 @@ func TestABootPutsRightExactlyThePoliciesThatChanged(t *testing.T) {
 				}
 			}
 			// And the boot after it, nothing having changed, writes nothing
-			// and reads at most what changed (a file changed just now is
-			// read once more: its stamp had not settled)
+			// and reads at most what changed (a policy written is read once
+			// more, and kept as found right: only a read finds it right)
 			reads, writes, _, err = d.boot(t, cfg)
 			changed := append(slices.Clone(tc.reads), tc.writes...)
 			if err != nil || len(writes) != 0 || slices.ContainsFunc(reads, func(r string) bool { return !slices.Contains(changed, r) }) {
@@ -283,25 +282,21 @@ func TestABootPutsRightExactlyThePoliciesThatChanged(t *testing.T) {
 	}
 }
 
-func TestAStampNotYetSettledIsNotKept(t *testing.T) {
-	// Given storage files written just now (a coarse clock could give a
-	// later write the same times)
-	settle := policyStampSettle
-	t.Cleanup(func() { policyStampSettle = settle })
-	policyStampSettle = time.Hour
+func TestWithoutTheUnsealKeyNoRecordIsTrustedOrKept(t *testing.T) {
+	// Given a device whose policies an earlier boot found right
 	cfg := servicesConfig(2)
-	d := &policyDevice{v: newPolicyVault(t), state: t.TempDir()}
-	if _, _, _, err := d.boot(t, cfg); err != nil {
-		t.Fatal(err)
+	d := settledDevice(t, cfg)
+	// When a boot runs without the unseal key (the record's MAC key)
+	d.key = nil
+	// Then it reads every policy, and keeps no record of its own
+	reads, writes, _, err := d.boot(t, cfg)
+	if err != nil || len(reads) != len(Policies(cfg)) || len(writes) != 0 {
+		t.Fatalf("read %v, wrote %v, %v; want every policy read, none written", reads, writes, err)
 	}
-	// When the next boot finds them right within the settling time
-	if _, _, _, err := d.boot(t, cfg); err != nil {
-		t.Fatal(err)
-	}
-	// Then it kept no stamp, and the boot after reads them all again
-	reads, _, _, err := d.boot(t, cfg)
-	if err != nil || len(reads) != len(Policies(cfg)) {
-		t.Fatalf("read %v, %v; want every policy read", reads, err)
+	// And a record made under another unseal key is not trusted either
+	d.key = bytes.Repeat([]byte{0x11}, 32)
+	if reads, _, _, err := d.boot(t, cfg); err != nil || len(reads) != len(Policies(cfg)) {
+		t.Fatalf("another key: read %v, %v; want every policy read", reads, err)
 	}
 }
 
@@ -349,4 +344,98 @@ func TestPoliciesToWriteAreTheMissingAndTheDifferent(t *testing.T) {
 	if !slices.Equal(got, []string{"changed", "emptied", "missing"}) {
 		t.Errorf("policiesToWrite = %v, want [changed emptied missing]", got)
 	}
+}
+
+// forgeRecord rewrites the kept record as a thief with the disk can (threat
+// model, finding 14): each named policy's file stamp is set to what the
+// storage file now gives, every other byte of the record left as it was.
+func (d *policyDevice) forgeRecord(t *testing.T, names ...string) {
+	t.Helper()
+	path := filepath.Join(d.state, policyRecordName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	var policies map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(rec["policies"], &policies); err != nil {
+		t.Fatal(err)
+	}
+	stamps := storageStamps{dir: d.v.dir()}
+	for _, name := range names {
+		st, ok := stamps.of(name)
+		if !ok {
+			t.Fatalf("no stamp of %s", name)
+		}
+		if policies[name] == nil {
+			t.Fatalf("the record has no %s to forge", name)
+		}
+		policies[name]["file"], _ = json.Marshal(st)
+	}
+	rec["policies"], _ = json.Marshal(policies)
+	data, _ = json.Marshal(rec)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAPolicyRolledBackOfflineIsPutRightThoughItsRecordIsForged(t *testing.T) {
+	// Given a device whose service svcb was given telemetry's secrets, and
+	// the storage file of its policy as the server wrote it then
+	broad := servicesConfig(3)
+	broad.Services[1].SharedRead = []string{"telemetry"}
+	d := settledDevice(t, broad)
+	svcb := ServicePolicyPrefix + "svcb"
+	old, err := os.ReadFile(d.v.file(svcb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldRecord, err := os.ReadFile(filepath.Join(d.state, policyRecordName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// And a config that took them away, which two boots applied and found
+	// right
+	narrow := servicesConfig(3)
+	if _, writes, _, err := d.boot(t, narrow); err != nil || !slices.Equal(writes, names("svcb")) {
+		t.Fatalf("narrowing: wrote %v, %v", writes, err)
+	}
+	if _, _, _, err := d.boot(t, narrow); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("the file rolled back and the record forged to match it", func(t *testing.T) {
+		// When a thief with the disk puts the old file back and rewrites
+		// the record's stamp of it to match
+		if err := os.WriteFile(d.v.file(svcb), old, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.forgeRecord(t, svcb)
+		// Then the next boot reads svcb and puts the narrow policy back
+		reads, writes, _, err := d.boot(t, narrow)
+		if err != nil || !slices.Contains(reads, svcb) || !slices.Equal(writes, names("svcb")) {
+			t.Fatalf("read %v, wrote %v, %v; want svcb read and written", reads, writes, err)
+		}
+		if got, want := d.v.text(svcb), Policies(narrow)[svcb]; got != want {
+			t.Fatalf("the server keeps svcb's rolled-back policy:\n%s\nwant\n%s", got, want)
+		}
+	})
+	t.Run("the file and the record rolled back together", func(t *testing.T) {
+		// When the thief puts back the old file and the record of the boot
+		// that found it right
+		if err := os.WriteFile(d.v.file(svcb), old, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d.state, policyRecordName), oldRecord, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// Then the next boot reads svcb (the config's text is not the one
+		// recorded) and puts the narrow policy back
+		_, writes, _, err := d.boot(t, narrow)
+		if err != nil || !slices.Equal(writes, names("svcb")) || d.v.text(svcb) != Policies(narrow)[svcb] {
+			t.Fatalf("wrote %v, %v; server holds\n%s", writes, err, d.v.text(svcb))
+		}
+	})
 }
