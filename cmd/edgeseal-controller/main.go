@@ -24,6 +24,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeseal/edgeseal/internal/cmdline"
 	"github.com/edgeseal/edgeseal/internal/refctl"
 )
 
@@ -54,7 +55,7 @@ Exit status: 0 done, 1 an error, 2 bad usage.
 `
 
 // errUsage marks bad command-line use: exit status 2.
-var errUsage = errors.New("bad usage")
+var errUsage = cmdline.ErrUsage
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -130,32 +131,20 @@ func (c *cli) flags(name string) (*flag.FlagSet, *string) {
 }
 
 // parse reads flags anywhere among the arguments (device add NAME --pcrs 7
-// as well as device add --pcrs 7 NAME) and checks the positional ones are
-// exactly names; --help prints help.
+// as well as device add --pcrs 7 NAME: package cmdline, as every edgeseal
+// command) and checks the positional ones are exactly names; --help prints
+// help.
 func (c *cli) parse(fs *flag.FlagSet, help string, args []string, names ...string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(c.stdout, help)
-				return nil, err
-			}
-			return nil, fmt.Errorf("%w: %s: %v (see edgeseal-controller %s --help)", errUsage, fs.Name(), err, fs.Name())
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	pos, err := cmdline.Parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(c.stdout, help)
+		return nil, err
 	}
-	if len(pos) != len(names) {
-		want, given := "no argument", "nothing"
-		if len(names) > 0 {
-			want = strings.Join(names, " ")
-		}
-		if len(pos) > 0 {
-			given = strings.Join(pos, " ")
-		}
-		return nil, fmt.Errorf("%w: %s takes %s; given %s (see edgeseal-controller %s --help)", errUsage, fs.Name(), want, given, fs.Name())
+	if err != nil {
+		return nil, fmt.Errorf("%w (see edgeseal-controller %s --help)", err, fs.Name())
+	}
+	if err := cmdline.Exactly("edgeseal-controller "+fs.Name(), pos, names...); err != nil {
+		return nil, err
 	}
 	return pos, nil
 }

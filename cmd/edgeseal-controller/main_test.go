@@ -134,7 +134,7 @@ func TestBadUsageNamesTheFlagOrArgument(t *testing.T) {
 		{[]string{"device"}, "device needs a subcommand"},
 		{[]string{"device", "frob"}, `unknown command "device frob"`},
 		{[]string{"device", "add", "--dir", dir}, "device add takes NAME; given nothing"},
-		{[]string{"device", "add", "a", "b", "--dir", dir}, "given a b"},
+		{[]string{"device", "add", "a", "b", "--dir", dir}, `given "a" "b"`},
 		{[]string{"device", "add", "x", "--pcrs", "7,99", "--dir", dir}, `-pcrs: "99" is not a PCR index`},
 		{[]string{"device", "add", "x", "--claim", "nope", "--dir", dir}, `-claim: "nope": want NAME=VALUE`},
 		{[]string{"device", "add", "x", "--color", "--dir", dir}, "flag provided but not defined: -color"},

@@ -76,11 +76,8 @@ Must run as root.
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if _, help, err := parseArgs(fs, args); help || err != nil {
+		return err
 	}
 	nonce, err := parseNonce(*nonceHex)
 	if err != nil {
@@ -135,11 +132,8 @@ Needs no TPM.
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if _, help, err := parseArgs(fs, args); help || err != nil {
+		return err
 	}
 	nonce, err := parseNonce(*nonceHex)
 	if err != nil {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 
+	"github.com/edgeseal/edgeseal/internal/cmdline"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
 )
@@ -23,15 +25,20 @@ func cmdConfig(p paths.Paths, args []string, stdout io.Writer) error {
 		fs.Usage = func() {
 			fmt.Fprintf(stdout, "Usage: edgeseal config check [FILE]\n\nValidates FILE (default %s): strict YAML, every field checked;\nerrors name the file, line and field.\n", p.ConfigFile)
 		}
-		if err := fs.Parse(args[1:]); err != nil {
-			if err == flag.ErrHelp {
-				return nil
-			}
-			return errUsage
+		pos, err := cmdline.Parse(fs, args[1:])
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 		file := p.ConfigFile
-		if fs.NArg() > 0 {
-			file = fs.Arg(0)
+		switch len(pos) {
+		case 0:
+		case 1:
+			file = pos[0]
+		default:
+			return cmdline.Exactly(fs.Name(), pos, "[FILE]")
 		}
 		if _, err := config.Load(file); err != nil {
 			return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/canonical/go-tpm2"
 
+	"github.com/edgeseal/edgeseal/internal/cmdline"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/controller"
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
@@ -75,19 +76,19 @@ func cmdController(ctx context.Context, p paths.Paths, args []string, stdout, st
 	return fmt.Errorf("%w: unknown controller command %q (enrol, status or attest)", errUsage, cmd)
 }
 
-// parseFlags parses args with fs: --help is (nil, true); a bad flag is
-// errUsage naming it; arguments left over are errUsage.
-func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return true, nil
-		}
-		return false, fmt.Errorf("%w: %s: %v", errUsage, fs.Name(), err)
+// parseArgs parses args with fs, flags anywhere among the positional
+// arguments (package cmdline, as every edgeseal command), and checks the
+// positional ones are exactly names: --help is (nil, true); a bad flag or a
+// wrong count of arguments is errUsage naming it.
+func parseArgs(fs *flag.FlagSet, args []string, names ...string) (pos []string, help bool, err error) {
+	pos, err = cmdline.Parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, true, nil
 	}
-	if fs.NArg() > 0 {
-		return false, fmt.Errorf("%w: %s takes no argument (%q)", errUsage, fs.Name(), fs.Arg(0))
+	if err != nil {
+		return nil, false, err
 	}
-	return false, nil
+	return pos, false, cmdline.Exactly(fs.Name(), pos, names...)
 }
 
 func controllerEnrol(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) (err error) {
@@ -119,7 +120,7 @@ back if the new enrolment fails. Must run as root.
 `)
 		fs.PrintDefaults()
 	}
-	if help, err := parseFlags(fs, args); help || err != nil {
+	if _, help, err := parseArgs(fs, args); help || err != nil {
 		return err
 	}
 	for _, f := range []struct{ name, value string }{{"--url", *url}, {"--ca", *caFile}, {"--token-file", *tokenFile}} {
@@ -244,7 +245,7 @@ Reads root's state directory.
 `)
 		fs.PrintDefaults()
 	}
-	if help, err := parseFlags(fs, args); help || err != nil {
+	if _, help, err := parseArgs(fs, args); help || err != nil {
 		return err
 	}
 	e, err := controller.LoadEnrolment(p)
@@ -308,7 +309,7 @@ challenge; no key is asked for. Must run as root.
 `)
 		fs.PrintDefaults()
 	}
-	if help, err := parseFlags(fs, args); help || err != nil {
+	if _, help, err := parseArgs(fs, args); help || err != nil {
 		return err
 	}
 	cfg, err := config.Load(*cfgPath)

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/edgeseal/edgeseal/internal/cmdline"
 	"github.com/edgeseal/edgeseal/internal/paths"
 )
 
@@ -34,7 +35,7 @@ Run "edgeseal COMMAND --help" for the options of one command.
 `
 
 // errUsage marks bad command-line use: exit status 2.
-var errUsage = errors.New("bad usage")
+var errUsage = cmdline.ErrUsage
 
 // errNotReady: status found the secret store not ready (exit status 3, as
 // systemctl's is-active uses for "not active").

@@ -36,11 +36,8 @@ restart edgeseal-unseal.service (in the snap: snap restart edgeseal.unseal).
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if _, help, err := parseArgs(fs, args); help || err != nil {
+		return err
 	}
 	if *keyFile == "" {
 		return fmt.Errorf("%w: --recovery-key is required", errUsage)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,11 +36,8 @@ as root (it unseals the unseal key).
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if _, help, err := parseArgs(fs, args); help || err != nil {
+		return err
 	}
 	if *ttl < time.Minute || *ttl > maxRootTTL {
 		return fmt.Errorf("%w: --ttl must be between 1m and %s", errUsage, maxRootTTL)

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -95,11 +94,8 @@ func cmdStatus(ctx context.Context, p paths.Paths, args []string, stdout io.Writ
 	fs.SetOutput(stdout)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	cfgPath := fs.String("config", p.ConfigFile, "config file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if _, help, err := parseArgs(fs, args); help || err != nil {
+		return err
 	}
 	r := gatherStatus(ctx, p, *cfgPath)
 	if *asJSON {

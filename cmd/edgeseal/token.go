@@ -86,14 +86,8 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	socket := fs.String("socket", "", "the provider's socket")
 	vaultAddr := fs.String("vault-addr", "", "the Vault the token is checked at")
 	caCert := fs.String("ca-cert", "", "the CA certificate that verifies Vault")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if _, help, err := parseArgs(fs, args[1:]); help || err != nil {
+		return err
 	}
 	path := *out
 	if path == "" {

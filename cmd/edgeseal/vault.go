@@ -13,6 +13,7 @@ import (
 
 	"github.com/canonical/go-tpm2"
 
+	"github.com/edgeseal/edgeseal/internal/cmdline"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/controller"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
@@ -86,13 +87,13 @@ func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr 
 		fmt.Fprint(stderr, vaultUsage)
 		return fmt.Errorf("%w: unknown vault command %q", errUsage, cmd)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	names, err := cmdline.Parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
 	}
-	names := fs.Args()
+	if err != nil {
+		return err
+	}
 	switch {
 	case cmd == "lock" && *all:
 		if len(names) != 0 {

@@ -39,6 +39,8 @@ func TestVaultCommandsRefuseBadInputAndChangeNothing(t *testing.T) {
 		{"delete without --purge", "delete logs", head, "say so with --purge", true},
 		{"unlock without a name", "unlock", head, "takes one vault name", true},
 		{"an unknown vault command", "shred logs", head, `unknown vault command "shred"`, true},
+		{"a misspelt flag after the vault name", "lock images --wiat 5s", head, "flag provided but not defined: -wiat", true},
+		{"two vault names", "lock images logs --wait 5s", head, "takes one vault name", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,5 +61,20 @@ func TestVaultCommandsRefuseBadInputAndChangeNothing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Flags may stand anywhere among the arguments, as systemctl and snap take
+// them: `vault lock images --wait 5s` is `vault lock --wait 5s images`.
+func TestVaultFlagsMayFollowTheVaultName(t *testing.T) {
+	root := t.TempDir()
+	cfg := filepath.Join(root, "edgeseal.yaml")
+	if err := os.WriteFile(cfg, []byte("file_vaults:\n  dir: "+filepath.Join(root, "vaults")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// images is a default vault, not made yet: nothing to lock.
+	out, _, err := runCLI(t, "--root", root, "vault", "lock", "images", "--wait", "5s", "--config", cfg)
+	if err != nil || out != "vault images: nothing to do\n" {
+		t.Fatalf("vault lock images --wait 5s --config ...: %q, %v", out, err)
 	}
 }
