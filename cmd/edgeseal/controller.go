@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
 	"slices"
@@ -144,11 +143,14 @@ back if the new enrolment fails. Must run as root.
 		return fmt.Errorf("cannot enrol: this device is already enrolled (%s): to enrol again, replacing it, run edgeseal controller enrol --force", p.Enrolment)
 	}
 	if *force {
-		restore, serr := setAside(p)
+		r, serr := controller.SetAside(p)
+		if errors.Is(serr, os.ErrPermission) {
+			return fmt.Errorf("%w (run as root)", serr)
+		}
 		if serr != nil {
 			return serr
 		}
-		defer func() { restore(err == nil) }() // err: the named result
+		defer func() { err = errors.Join(err, r.Finish(err == nil)) }() // err: the named result
 	}
 	t, err := tpm.Open(cfg.Seal.TPM2.Device)
 	if err != nil {
@@ -189,36 +191,6 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("%w: --token-file %s holds no token", errUsage, path)
 	}
 	return token, nil
-}
-
-// setAside moves the enrolment and the client key out of the way (to
-// NAME.replaced) for --force; restore(ok) drops them if the new enrolment
-// worked, else puts them back.
-func setAside(p paths.Paths) (restore func(ok bool), err error) {
-	var moved []string
-	for _, f := range []string{p.Enrolment, p.ClientKey} {
-		switch err := os.Rename(f, f+".replaced"); {
-		case err == nil:
-			moved = append(moved, f)
-		case errors.Is(err, fs.ErrNotExist):
-		case errors.Is(err, fs.ErrPermission):
-			return nil, fmt.Errorf("cannot set the enrolment aside (run as root): %w", err)
-		default:
-			return nil, fmt.Errorf("cannot set the enrolment aside: %w", err)
-		}
-	}
-	return func(ok bool) {
-		for _, f := range moved {
-			if ok {
-				os.Remove(f + ".replaced")
-			} else {
-				os.Rename(f+".replaced", f)
-			}
-		}
-		if len(moved) > 0 {
-			fsutil.SyncDir(p.Controller)
-		}
-	}, nil
 }
 
 // statusView is `controller status --json`.

@@ -118,6 +118,11 @@ func (e *Enrolment) ClientCertificate() (*x509.Certificate, error) {
 // LoadEnrolment reads the device's enrolment: ErrNotEnrolled if there is
 // none, ErrBadEnrolment if it does not parse.
 func LoadEnrolment(p paths.Paths) (*Enrolment, error) {
+	// A replacement cut short is put right first (root only: another user
+	// cannot look in the directory, and is told below to run as root).
+	if err := recoverReplaced(p); err != nil && !errors.Is(err, fs.ErrPermission) {
+		return nil, err
+	}
 	data, err := fsutil.ReadBounded(p.Enrolment, maxEnrolment)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
