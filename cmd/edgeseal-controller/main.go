@@ -496,25 +496,15 @@ func (c *cli) vaultRotate(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := refctl.Rotate(*dir, pos[0], pos[1]); err != nil {
-		return err
-	}
-	d, err := refctl.Show(*dir, pos[0])
+	r, err := refctl.Rotate(*dir, pos[0], pos[1])
 	if err != nil {
 		return err
 	}
-	for _, v := range d.Vaults {
-		if v.UUID != pos[1] && v.Name != pos[1] {
-			continue
-		}
-		newest := v.Versions[len(v.Versions)-1]
-		if v.Acked == newest {
-			fmt.Fprintf(c.stdout, "vault %s of device %s: key version %d will be made at the device's next key request\n", v.Name, d.Name, newest+1)
-		} else {
-			fmt.Fprintf(c.stdout, "vault %s of device %s: rotation pending, but the device has not finished the last rotation "+
-				"(it is at version %d, the newest is %d): the new version is made once it reports %d\n", v.Name, d.Name, v.Acked, newest, newest)
-		}
-		break
+	if r.Waiting() {
+		fmt.Fprintf(c.stdout, "vault %s of device %s: rotation pending, but the device has not finished the last rotation "+
+			"(it is at version %d, the newest is %d): the new version is made once it reports %d\n", r.Vault, r.Device, r.Acked, r.Newest, r.Newest)
+	} else {
+		fmt.Fprintf(c.stdout, "vault %s of device %s: key version %d will be made at the device's next key request\n", r.Vault, r.Device, r.Newest+1)
 	}
 	return nil
 }

@@ -458,7 +458,7 @@ func TestThreatAnOldKeyStopsWorkingOnceARotationCompletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := refctl.Rotate(cb.dir, deviceID, dataVault); err != nil {
+	if _, err := refctl.Rotate(cb.dir, deviceID, dataVault); err != nil {
 		t.Fatal(err)
 	}
 	changes, err := cb.applyErr()
@@ -541,7 +541,7 @@ func TestARotationWhileTheControllerIsUnreachable(t *testing.T) {
 			col := source{"controller", config.KeySourceController, false}
 			cb := newCtlBed(t, col, func(c *config.Config) { c.FileVaults.Vaults[0].Offline = offline })
 			cb.setup()
-			if err := refctl.Rotate(cb.dir, deviceID, dataVault); err != nil {
+			if _, err := refctl.Rotate(cb.dir, deviceID, dataVault); err != nil {
 				t.Fatal(err)
 			}
 			cb.tr.setDown(true)

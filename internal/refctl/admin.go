@@ -135,20 +135,38 @@ func Expect(dir, name string, claims map[string]string) error {
 // Rotate asks for a new key version of a device's vault (by name or UUID).
 // It is made at the device's next key request, once the device has moved
 // its vault to the current version: never two versions ahead of it.
-func Rotate(dir, dev, vaultID string) error {
+func Rotate(dir, dev, vaultID string) (Rotation, error) {
+	var r Rotation
 	err := withDevice(dir, dev, func(d *device) error {
-		_, v, err := d.findVault(vaultID)
+		id, v, err := d.findVault(vaultID)
 		if err != nil {
 			return err
 		}
 		v.RotatePending = true
+		r = Rotation{Device: dev, Vault: v.Name, UUID: id, Acked: v.Acked}
+		if len(v.Keys) > 0 {
+			r.Newest = v.Keys[len(v.Keys)-1].Version
+		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("cannot rotate vault %s of device %s: %w", vaultID, dev, err)
+		return Rotation{}, fmt.Errorf("cannot rotate vault %s of device %s: %w", vaultID, dev, err)
 	}
-	return nil
+	return r, nil
 }
+
+// Rotation is what Rotate did: the vault's rotation is pending, and when the
+// new key version is made.
+type Rotation struct {
+	Device, Vault, UUID string
+	Newest              int // the newest key version the controller keeps
+	Acked               int // the version the device last reported its vault wrapped to
+}
+
+// Waiting tells whether the device has not yet finished the last rotation:
+// the new version is then made once it reports Newest, not at its next key
+// request.
+func (r Rotation) Waiting() bool { return r.Acked != r.Newest }
 
 func (d *device) findVault(id string) (string, *vault, error) {
 	if v := d.Vaults[id]; v != nil {

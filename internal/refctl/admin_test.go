@@ -172,7 +172,7 @@ func TestOperatorCommandsOnADevice(t *testing.T) {
 	if err := Revoke(dir, "edge-9", true); !errors.Is(err, ErrUnknownDevice) {
 		t.Errorf("revoke an unknown device: %v", err)
 	}
-	if err := Rotate(dir, "edge-7", "alpha"); !errors.Is(err, ErrUnknownVault) {
+	if _, err := Rotate(dir, "edge-7", "alpha"); !errors.Is(err, ErrUnknownVault) {
 		t.Errorf("rotate an unknown vault: %v", err)
 	}
 
@@ -200,11 +200,17 @@ func TestOperatorCommandsOnADevice(t *testing.T) {
 	}
 
 	// Two vaults of one name: the UUID says which.
-	if err := Rotate(dir, "edge-7", "data"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "give the UUID") {
+	if _, err := Rotate(dir, "edge-7", "data"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "give the UUID") {
 		t.Errorf("rotate an ambiguous name: %v", err)
 	}
-	if err := Rotate(dir, "edge-7", "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910"); err != nil {
+	r, err := Rotate(dir, "edge-7", "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910")
+	if err != nil {
 		t.Fatal(err)
+	}
+	// It says what it did: which vault, and that the device has not yet
+	// reported holding version 1, so version 2 waits for it.
+	if want := (Rotation{Device: "edge-7", Vault: "data", UUID: "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910", Newest: 1, Acked: 0}); r != want || !r.Waiting() {
+		t.Errorf("rotate by UUID said %+v (waiting %v), want %+v", r, r.Waiting(), want)
 	}
 	d, _ = Show(dir, "edge-7")
 	if len(d.Vaults) != 2 || d.Vaults[0].RotatePending || !d.Vaults[1].RotatePending {

@@ -330,7 +330,7 @@ func TestADeviceEnrolsAttestsAndFollowsAKeyRotation(t *testing.T) {
 	}
 
 	t.Log("Given an operator rotates alpha, When the device asks, Then it gets version 2 as current and its version 1 as previous")
-	if err := refctl.Rotate(b.dir, devName, "alpha"); err != nil {
+	if _, err := refctl.Rotate(b.dir, devName, "alpha"); err != nil {
 		t.Fatal(err)
 	}
 	a.KeyVersion = 1

@@ -109,7 +109,7 @@ func TestKeysAreReleasedSealedAndFollowTheDevicesReports(t *testing.T) {
 	}
 
 	// Rotation waits for the device to report the version it is at.
-	if err := Rotate(c.dir, testDevice, "beta"); err != nil {
+	if _, err := Rotate(c.dir, testDevice, "beta"); err != nil {
 		t.Fatal(err)
 	}
 	if r := c.keys(b).Vaults[0]; r.Current.Version != 1 {
