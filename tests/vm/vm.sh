@@ -65,6 +65,53 @@ boot_timeout=${EDGESEAL_VM_BOOT_TIMEOUT:-240}
 system=${EDGESEAL_VM_SYSTEM:-debian-12-64}
 
 say() { echo "vm: $*" >&2; }
+
+# KVM's CPU: the host's, less IA32_ARCH_CAPABILITIES, which nested KVM on
+# some hosts cannot set (qemu aborts: "failed to set MSR 0x10a"); without
+# it the guest kernel assumes the worst and mitigates, which costs the tests
+# nothing they measure.
+kvm_cpu=(-cpu host,-arch-capabilities)
+
+# kvm_boots IMAGE tells whether KVM is usable here: /dev/kvm writable, and
+# the image's kernel printing its first line under it within 20 s. A
+# writable /dev/kvm is not enough: under nested virtualisation on some hosts
+# a KVM guest never gets past the BIOS, and TCG (slower, but sure) is used.
+# The answer is kept in the cache by kernel, qemu and CPU, so the probe runs
+# once per machine; EDGESEAL_VM_ACCEL=kvm|tcg decides without it.
+kvm_boots() {
+	local img=$1 key verdict file=$cache/kvm-probe
+	case ${EDGESEAL_VM_ACCEL:-} in
+	kvm) return 0 ;;
+	tcg) return 1 ;;
+	esac
+	[ -w /dev/kvm ] || return 1
+	key="$(uname -r) | $(qemu-system-x86_64 --version | head -n1) | $(grep -m1 '^model name' /proc/cpuinfo) | $(sha256sum < "$img/vmlinuz" | cut -c1-16)"
+	if [ -f "$file" ] && [ "$(head -n1 "$file")" = "$key" ]; then
+		[ "$(sed -n 2p "$file")" = yes ]
+		return
+	fi
+	verdict=no
+	local dir pid i
+	dir=$(mktemp -d)
+	if qemu-system-x86_64 -accel kvm "${kvm_cpu[@]}" -m 256 -no-reboot \
+		-kernel "$img/vmlinuz" -append "console=ttyS0 panic=-1" \
+		-serial "file:$dir/serial" -display none -monitor none \
+		-daemonize -pidfile "$dir/pid" < /dev/null > "$dir/out" 2>&1; then
+		pid=$(cat "$dir/pid")
+		for ((i = 0; i < 100; i++)); do
+			if grep -a -q 'Linux version' "$dir/serial" 2> /dev/null; then
+				verdict=yes
+				break
+			fi
+			sleep 0.2
+		done
+		kill "$pid" 2> /dev/null || true
+	fi
+	rm -rf "$dir"
+	printf '%s\n%s\n' "$key" "$verdict" > "$file.tmp" && mv "$file.tmp" "$file"
+	say "KVM probe: the kernel $( [ $verdict = yes ] && echo booted || echo 'printed nothing in 20 s' ) under KVM; using $( [ $verdict = yes ] && echo KVM || echo TCG ) (kept in $file)"
+	[ $verdict = yes ]
+}
 die() {
 	say "$*"
 	exit 1
@@ -246,13 +293,8 @@ launch_vm() {
 		tcg_thread=single
 	fi
 	accel=(-accel "tcg${tcg_thread:+,thread=$tcg_thread}")
-	if [ -w /dev/kvm ]; then
-		# -arch-capabilities: under nested KVM on some hosts (seen on AMD
-		# EPYC guests) the guest's IA32_ARCH_CAPABILITIES MSR cannot be set
-		# and qemu aborts at start ("failed to set MSR 0x10a"); without the
-		# MSR the guest kernel assumes the worst and mitigates, which costs
-		# the tests nothing they measure.
-		accel=(-accel kvm -cpu host,-arch-capabilities)
+	if kvm_boots "$img"; then
+		accel=(-accel kvm "${kvm_cpu[@]}")
 	fi
 
 	# swtpm daemonizes into /: every path absolute (a relative state directory
