@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`'s figures on a real kernel: edgeseal's boot chain in the Debian 12
-# VM of tests/vm (tests/vm/vm.sh: qemu, KVM when /dev/kvm is usable, else TCG;
+# VM of tests/vm (tests/vm/vm.sh: qemu, KVM when a guest boots under it, else TCG;
 # swtpm behind tpm-crb as the guest's /dev/tpmrm0; AppArmor enforcing), built
 # from this tree as a release (tests/vm/build-install.sh). It measures
 #

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boots and stops the virtual machines edgeseal's spread suites run on: the
-# Debian 12 (or Ubuntu 24.04) image of tests/vm/build-image.sh, under qemu (KVM when /dev/kvm is
-# usable, else TCG, software emulation), with
+# Debian 12 (or Ubuntu 24.04) image of tests/vm/build-image.sh, under qemu (KVM when a
+# guest boots under it: kvm_boots; else TCG, software emulation), with
 #   - a TPM 2.0: swtpm behind qemu's tpm-crb, so the guest kernel has /dev/tpm0
 #     and /dev/tpmrm0 (its resource manager); swtpm's state lives as long as the
 #     VM, so the TPM keeps its seeds across the guest's reboots;
