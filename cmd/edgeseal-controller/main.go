@@ -232,7 +232,7 @@ Options:
 
 func (c *cli) deviceAdd(args []string) error {
 	fs, dir := c.flags("device add")
-	var pcrs pcrFlag
+	var pcrs cmdline.PCRList
 	claims := claimFlag{}
 	fs.Var(&pcrs, "pcrs", "")
 	fs.Var(claims, "claim", "")
@@ -243,12 +243,12 @@ func (c *cli) deviceAdd(args []string) error {
 	}
 	var tok string
 	if *reenrol {
-		if pcrs.set || len(claims) > 0 {
+		if pcrs.Given || len(claims) > 0 {
 			return fmt.Errorf("%w: device add --reenrol keeps the device's PCRs and claims; change claims with device expect", errUsage)
 		}
 		tok, err = refctl.Reenrol(*dir, pos[0])
 	} else {
-		tok, err = refctl.AddDevice(*dir, pos[0], pcrs.list, claims)
+		tok, err = refctl.AddDevice(*dir, pos[0], pcrs.List, claims)
 	}
 	if err != nil {
 		return err
@@ -505,29 +505,6 @@ func (c *cli) vaultRotate(args []string) error {
 			"(it is at version %d, the newest is %d): the new version is made once it reports %d\n", r.Vault, r.Device, r.Acked, r.Newest, r.Newest)
 	} else {
 		fmt.Fprintf(c.stdout, "vault %s of device %s: key version %d will be made at the device's next key request\n", r.Vault, r.Device, r.Newest+1)
-	}
-	return nil
-}
-
-// pcrFlag is --pcrs 0,2,4,7.
-type pcrFlag struct {
-	list []int
-	set  bool
-}
-
-func (p *pcrFlag) String() string { return ints(p.list) }
-
-func (p *pcrFlag) Set(s string) error {
-	p.list, p.set = nil, true
-	for f := range strings.SplitSeq(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 0 || n > 23 {
-			return fmt.Errorf("%q is not a PCR index (0-23)", f)
-		}
-		if slices.Contains(p.list, n) {
-			return fmt.Errorf("PCR %d is given twice", n)
-		}
-		p.list = append(p.list, n)
 	}
 	return nil
 }

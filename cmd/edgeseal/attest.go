@@ -9,9 +9,9 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 
+	"github.com/edgeseal/edgeseal/internal/cmdline"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/strictjson"
@@ -60,7 +60,8 @@ func attestQuote(p paths.Paths, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("edgeseal attest quote", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	nonceHex := fs.String("nonce", "", "the controller's challenge, hex (required)")
-	pcrList := fs.String("pcrs", "0,7", "PCRs to quote (SHA-256 bank), comma-separated")
+	pcrs := &cmdline.PCRList{List: []int{0, 7}}
+	fs.Var(pcrs, "pcrs", "PCRs to quote (SHA-256 bank), comma-separated")
 	cl := claims{}
 	fs.Var(cl, "claim", "a claim bound into the quote, KEY=VALUE (repeat)")
 	cfgPath := fs.String("config", p.ConfigFile, "config file (for seal.tpm2.device)")
@@ -83,14 +84,6 @@ Must run as root.
 	if err != nil {
 		return err
 	}
-	var pcrs []int
-	for _, f := range strings.Split(*pcrList, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 0 || n > 23 {
-			return fmt.Errorf("%w: --pcrs: %q is not a PCR (0 to 23)", errUsage, f)
-		}
-		pcrs = append(pcrs, n)
-	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
@@ -104,7 +97,7 @@ Must run as root.
 	if len(cl) > 0 {
 		c = cl
 	}
-	q, err := tpm.MakeQuote(t, nonce, c, pcrs)
+	q, err := tpm.MakeQuote(t, nonce, c, pcrs.List)
 	if err != nil {
 		return err
 	}
@@ -119,7 +112,7 @@ func attestVerify(args []string, stdout, stderr io.Writer) error {
 	quoteFile := fs.String("quote", "-", "the quote JSON (- for stdin)")
 	akFile := fs.String("ak", "", "the device's attestation key you trust, PEM (required)")
 	nonceHex := fs.String("nonce", "", "the challenge you sent, hex (required)")
-	expected := pcrValues{}
+	expected := cmdline.PCRValues{}
 	fs.Var(expected, "pcr", "an expected PCR value, N=HEX (repeat)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: edgeseal attest verify --ak AK.pem --nonce HEX [--pcr N=HEX ...] [--quote FILE]

@@ -1,46 +1,25 @@
 package main
 
 import (
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 
+	"github.com/edgeseal/edgeseal/internal/cmdline"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/seal"
 )
 
-// pcrValues collects --pcr N=HEX flags.
-type pcrValues map[int][]byte
-
-func (v pcrValues) String() string { return fmt.Sprint(map[int][]byte(v)) }
-
-func (v pcrValues) Set(s string) error {
-	n, h, ok := strings.Cut(s, "=")
-	idx, err := strconv.Atoi(n)
-	if !ok || err != nil || idx < 0 || idx > 23 {
-		return fmt.Errorf("want PCR=HEX, e.g. 7=%s", strings.Repeat("ab", 32))
-	}
-	b, err := hex.DecodeString(h)
-	if err != nil || len(b) != 32 {
-		return fmt.Errorf("PCR %d: want 64 hex digits (a SHA-256 value)", idx)
-	}
-	v[idx] = b
-	return nil
-}
-
 func cmdTPM(p paths.Paths, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "reseal" {
 		return fmt.Errorf("%w: tpm needs a subcommand: reseal", errUsage)
 	}
-	values := pcrValues{}
+	values := cmdline.PCRValues{}
 	fs := flag.NewFlagSet("edgeseal tpm reseal", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var(values, "pcr", "approve this value for a PCR, as N=HEX (repeat; default: every sealed PCR's current value)")

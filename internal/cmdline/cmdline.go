@@ -4,7 +4,8 @@
 // `edgeseal vault lock --wait 5s images` are the same command. The standard
 // library's flag package stops at the first positional argument; this goes on
 // after it. "--" ends the flags: what follows is positional, whatever it
-// looks like.
+// looks like. The flag values more than one command takes (PCR lists, PCR
+// values) are read here too, by one set of rules.
 package cmdline
 
 import (
