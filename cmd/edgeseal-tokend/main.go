@@ -21,7 +21,6 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
-	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeseal/edgeseal/internal/config"
@@ -31,6 +30,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/peer"
 	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/sdbus"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/tokend"
 )
@@ -135,9 +135,9 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	// cgroup alone says.
 	var units peer.UnitLookup = peer.CgroupUnits{}
 	if p.SnapInstance == "" {
-		bus, err := sddbus.NewSystemConnectionContext(ctx)
+		bus, err := sdbus.Systemd(ctx)
 		if err != nil {
-			return fmt.Errorf("cannot connect to the system bus (needed to tell which unit a caller runs in): %w", err)
+			return fmt.Errorf("%w (needed to tell which unit a caller runs in)", err)
 		}
 		defer bus.Close()
 		units = peer.CgroupFirst{Fallback: bus}

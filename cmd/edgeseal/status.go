@@ -15,12 +15,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	sddbus "github.com/coreos/go-systemd/v22/dbus"
-
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsvault"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/sdbus"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 )
 
@@ -182,7 +181,7 @@ func gatherStatus(ctx context.Context, p paths.Paths, cfgPath string) *statusRep
 
 // unitStates asks systemd for the chain's units; nil when there is no systemd.
 func unitStates(ctx context.Context, units []string) map[string]string {
-	conn, err := sddbus.NewSystemConnectionContext(ctx)
+	conn, err := sdbus.Systemd(ctx)
 	if err != nil {
 		return nil
 	}

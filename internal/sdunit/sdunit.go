@@ -1,5 +1,5 @@
 // Package sdunit restarts a unit and waits for it: by asking systemd over D-Bus
-// (Unit), or, inside a strictly confined snap, by signalling the unit's
+// (Unit, through package sdbus), or, inside a strictly confined snap, by signalling the unit's
 // processes for systemd's Restart= to start them again (Signalled). edgeseal
 // uses it where one step must restart another (the unseal service restarting
 // Vault with its TCP listener at a first boot, or to recover an interrupted
@@ -14,10 +14,10 @@ import (
 	"strconv"
 	"time"
 
-	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeseal/edgeseal/internal/peer"
+	"github.com/edgeseal/edgeseal/internal/sdbus"
 )
 
 // Unit is a systemd unit, e.g. "edgeseal-vault.service".
@@ -26,9 +26,9 @@ type Unit struct{ Name string }
 // Restart restarts the unit and waits for the job to end; a job that does not end
 // in "done" is an error naming the result (failed, timeout, dependency...).
 func (u Unit) Restart(ctx context.Context) error {
-	conn, err := sddbus.NewSystemConnectionContext(ctx)
+	conn, err := sdbus.Systemd(ctx)
 	if err != nil {
-		return fmt.Errorf("cannot connect to systemd: %w", err)
+		return fmt.Errorf("cannot restart %s: %w", u.Name, err)
 	}
 	defer conn.Close()
 	done := make(chan string, 1)

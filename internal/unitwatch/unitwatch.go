@@ -47,6 +47,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/edgeseal/edgeseal/internal/sdbus"
 )
 
 // signalBuffer is how many signals may wait while a failure is reported (the
@@ -69,9 +71,9 @@ const signalBuffer = 1024
 // policy (org.freedesktop.DBus.Error.AccessDenied): watching again soon will
 // not help.
 func Watch(ctx context.Context, stops bool, ended func(unit string, before time.Time)) error {
-	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
+	conn, err := sdbus.Bus(ctx)
 	if err != nil {
-		return fmt.Errorf("cannot connect to the system bus to watch for failed units: %w", err)
+		return fmt.Errorf("cannot watch for failed units: %w", err)
 	}
 	defer conn.Close()
 	sigs := make(chan *dbus.Signal, signalBuffer)

@@ -1,0 +1,41 @@
+// Package sdbus is the one place edgeseal opens a connection to systemd over
+// the system bus: restarting a unit (sdunit), asking which unit a caller runs
+// in when its cgroup does not say (the token provider), watching units fail
+// (unitwatch), and listing the chain's units (edgeseal status). One place,
+// so that every caller connects the same way (the system bus, authenticated
+// as the process's user, bounded by the caller's context) and fails with the
+// same words.
+//
+// Only the system bus, never systemd's private socket: the bus checks its own
+// policy and AppArmor's D-Bus mediation applies there, which the private
+// socket (root only, no policy) would bypass.
+package sdbus
+
+import (
+	"context"
+	"fmt"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/godbus/dbus/v5"
+)
+
+// Systemd connects to systemd's D-Bus API (org.freedesktop.systemd1) on the
+// system bus. The caller closes it.
+func Systemd(ctx context.Context) (*sddbus.Conn, error) {
+	conn, err := sddbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to systemd on the system bus: %w", err)
+	}
+	return conn, nil
+}
+
+// Bus is a connection of its own to the system bus, for what go-systemd does
+// not offer (a match rule on systemd's unique name, unitwatch). The caller
+// closes it.
+func Bus(ctx context.Context) (*dbus.Conn, error) {
+	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to the system bus: %w", err)
+	}
+	return conn, nil
+}
