@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // Version of the file format.
@@ -215,9 +216,7 @@ func Read(path string) (*File, error) {
 func Parse(data []byte) (*File, error) {
 	line, rest, _ := bytes.Cut(data, []byte("\n"))
 	var h header
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&h); err != nil || h.Version != Version {
+	if err := strictjson.Decode(line, MaxSize, &h); err != nil || h.Version != Version {
 		return parseV1(data)
 	}
 	f := &File{Version: Version, BootID: h.BootID, Services: map[string]Entry{}}
@@ -227,9 +226,7 @@ func Parse(data []byte) (*File, error) {
 			break // the last line, cut short
 		}
 		var r record
-		dec := json.NewDecoder(bytes.NewReader(line))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&r); err != nil {
+		if err := strictjson.Decode(line, MaxSize, &r); err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
 		if err := f.apply(r); err != nil {

@@ -3,7 +3,6 @@ package tokend
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // PolicySync checks, before a service's first token in this run, that its
@@ -77,7 +77,7 @@ func (p *PolicySync) ask(ctx context.Context) error {
 		return fmt.Errorf("cannot read edgeseal-unseal's answer to a policy sync: %w", err)
 	}
 	var r secretstore.SyncReply
-	if err := json.Unmarshal(line, &r); err != nil {
+	if err := strictjson.Decode(line, 4096, &r); err != nil {
 		return fmt.Errorf("cannot parse edgeseal-unseal's answer to a policy sync: %w", err)
 	}
 	if !r.OK {
