@@ -5,20 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
-
-	"github.com/hashicorp/vault/api"
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
-	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 )
-
-// maxRootTTL bounds a maintenance root token: long enough for a repair, short
-// enough that a forgotten one is not a standing key to everything.
-const maxRootTTL = 24 * time.Hour
 
 func cmdRootToken(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("edgeseal root-token", flag.ContinueOnError)
@@ -39,48 +31,18 @@ as root (it unseals the unseal key).
 	if _, help, err := parseArgs(fs, args); help || err != nil {
 		return err
 	}
-	if *ttl < time.Minute || *ttl > maxRootTTL {
-		return fmt.Errorf("%w: --ttl must be between 1m and %s", errUsage, maxRootTTL)
+	if *ttl < time.Minute || *ttl > secretstore.MaxMaintenanceTTL {
+		return fmt.Errorf("%w: --ttl must be between 1m and %s", errUsage, secretstore.MaxMaintenanceTTL)
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
-	blob, err := os.ReadFile(p.SealedKey)
-	if err != nil {
-		return fmt.Errorf("cannot read the sealed unseal key (run as root, after the first boot): %w", err)
-	}
-	sealer, err := seal.New(cfg.Seal, func(msg string) { fmt.Fprintln(stderr, msg) })
+	t, err := secretstore.MaintenanceRootToken(ctx, p, cfg, *ttl, func(msg string) { fmt.Fprintln(stderr, msg) })
 	if err != nil {
 		return err
 	}
-	key, err := sealer.Unseal(ctx, blob)
-	if err != nil {
-		return fmt.Errorf("cannot unseal the unseal key from %s: %w", p.SealedKey, err)
-	}
-	defer clear(key)
-	admin, err := secretstore.OpenAdminToken(ctx, p.AdminToken, key)
-	if err != nil {
-		return fmt.Errorf("%w (it is made when edgeseal-unseal.service sets Vault up)", err)
-	}
-	c, err := secretstore.NewClient("unix://"+p.VaultAdmin, nil)
-	if err != nil {
-		return err
-	}
-	c.SetToken(admin)
-	defer c.ClearToken()
-	s, err := c.Auth().Token().CreateOrphanWithContext(ctx, &api.TokenCreateRequest{
-		Policies:       []string{"root"},
-		TTL:            ttl.String(),
-		ExplicitMaxTTL: ttl.String(),
-		Renewable:      new(bool),
-		DisplayName:    "edgeseal-maintenance",
-		Metadata:       map[string]string{"edgeseal": "root-token"},
-	})
-	if err != nil {
-		return fmt.Errorf("cannot create the maintenance root token: %w", err)
-	}
-	fmt.Fprintf(stderr, "edgeseal: root token valid for %s (accessor %s); it is shown once and never stored\n", ttl, s.Auth.Accessor)
-	fmt.Fprintln(stdout, s.Auth.ClientToken)
+	fmt.Fprintf(stderr, "edgeseal: root token valid for %s (accessor %s); it is shown once and never stored\n", ttl, t.Accessor)
+	fmt.Fprintln(stdout, t.Token)
 	return nil
 }
