@@ -2,17 +2,14 @@ package fsvault
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/edgeseal/edgeseal/internal/aesgcm"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/controller"
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
@@ -99,14 +96,14 @@ func wrapKey(typ string, meta *Meta, version int, share, ck []byte) ([]byte, err
 	info := "edgeseal fsvault " + typ + " v1\x00" + meta.UUID + "\x00" + strconv.Itoa(version)
 	ikm := slices.Concat(share, ck)
 	defer clear(ikm)
-	return hkdf.Key(sha256.New, ikm, nil, info, 32)
+	return aesgcm.Key(ikm, nil, info)
 }
 
 // sealWith encrypts key under wk (AES-256-GCM, random nonce, the vault's
 // UUID and the protector's type and version as associated data); openWith
 // opens it.
 func sealWith(wk []byte, typ string, meta *Meta, version int, key []byte) ([]byte, error) {
-	aead, err := gcm(wk)
+	aead, err := aesgcm.New(wk)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +113,7 @@ func sealWith(wk []byte, typ string, meta *Meta, version int, key []byte) ([]byt
 }
 
 func openWith(wk []byte, typ string, meta *Meta, version int, blob []byte) ([]byte, error) {
-	aead, err := gcm(wk)
+	aead, err := aesgcm.New(wk)
 	if err != nil {
 		return nil, err
 	}
@@ -125,14 +122,6 @@ func openWith(wk []byte, typ string, meta *Meta, version int, blob []byte) ([]by
 		return nil, fmt.Errorf("%w: the protector's blob is %d bytes", ErrCorruptMeta, len(blob))
 	}
 	return aead.Open(nil, blob[:n], blob[n:], aad(typ, meta, version))
-}
-
-func gcm(wk []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(wk)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
 }
 
 func aad(typ string, meta *Meta, version int) []byte {

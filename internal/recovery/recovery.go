@@ -11,12 +11,10 @@ package recovery
 
 import (
 	"bytes"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -26,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/edgeseal/edgeseal/internal/aesgcm"
 	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
@@ -113,16 +112,7 @@ type wire struct {
 }
 
 func aead(shared, eph, recipient []byte) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, shared, append(bytes.Clone(eph), recipient...), info, 32)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(key)
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
+	return aesgcm.Derive(shared, append(bytes.Clone(eph), recipient...), info)
 }
 
 // Seal encrypts secret to r.

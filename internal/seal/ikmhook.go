@@ -3,15 +3,13 @@ package seal
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
 
+	"github.com/edgeseal/edgeseal/internal/aesgcm"
 	"github.com/edgeseal/edgeseal/internal/config"
 )
 
@@ -19,8 +17,6 @@ const (
 	// kdfInfo is the HKDF info of ikm-hook envelope version 1. It names the purpose
 	// and the version, so the same IKM never gives the same key to anything else.
 	kdfInfo = "edgeseal unseal-key v1"
-	// keySize is the AES-256 key derived from the IKM.
-	keySize = 32
 	// aadMagic starts the additional authenticated data (see ikmHookAAD).
 	aadMagic = "edgeseal sealed-blob"
 )
@@ -121,18 +117,9 @@ func (h *ikmHook) aead(ctx context.Context, salt []byte) (cipher.AEAD, error) {
 		return nil, err
 	}
 	defer clear(ikm)
-	key, err := hkdf.Key(sha256.New, ikm, salt, h.info, keySize)
+	aead, err := aesgcm.Derive(ikm, salt, h.info)
 	if err != nil {
-		return nil, fmt.Errorf("internal error: cannot derive key: %w", err)
-	}
-	defer clear(key)
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("internal error: cannot create cipher: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("internal error: cannot create cipher: %w", err)
+		return nil, fmt.Errorf("internal error: %w", err)
 	}
 	return aead, nil
 }
