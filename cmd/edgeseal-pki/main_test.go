@@ -16,6 +16,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
+	"github.com/edgeseal/edgeseal/tests/keyscan"
 )
 
 // mainEnv makes the test binary run main(), so tests see real exit statuses.
@@ -118,7 +119,7 @@ func TestTheStepWritesThisBootsPKIAndVaultConfig(t *testing.T) {
 	}
 
 	ca := caCert(t, p)
-	if found, err := pki.FindPrivateKeysMatching(p.Root, ca.PublicKey); err != nil || len(found) > 0 {
+	if found, err := keyscan.FindPrivateKeysMatching(p.Root, ca.PublicKey); err != nil || len(found) > 0 {
 		t.Errorf("the CA key is on disk: %v %v", found, err)
 	}
 

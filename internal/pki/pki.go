@@ -16,8 +16,8 @@
 // after Issue returns nobody, root included, can sign another certificate that
 // chains to this boot's CA; the next boot makes a new one.
 //
-// FindPrivateKeysMatching lets tests prove it on a running device: no file
-// anywhere holds a private key matching the CA certificate.
+// The tests prove it on a running device with tests/keyscan: no file anywhere
+// holds a private key matching the CA certificate.
 //
 // # What remains
 //

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/tests/keyscan"
 )
 
 // The unit runs with UMask=0077; the modes must not depend on it.
@@ -65,12 +66,12 @@ func TestWriteLeavesNoPrivateKeyButVaults(t *testing.T) {
 		t.Errorf("files in %s: %s (temporary files left?)", p.PKIDir, got)
 	}
 	for what, pub := range map[string]any{"CA": b.CACert.PublicKey, "issuing CA": b.IntermediateCert.PublicKey} {
-		found, err := FindPrivateKeysMatching(p.Root, pub)
+		found, err := keyscan.FindPrivateKeysMatching(p.Root, pub)
 		if err != nil || len(found) != 0 {
 			t.Errorf("the %s private key was written: %v %v", what, found, err)
 		}
 	}
-	found, err := FindPrivateKeysMatching(p.Root, b.LeafCert.PublicKey)
+	found, err := keyscan.FindPrivateKeysMatching(p.Root, b.LeafCert.PublicKey)
 	if err != nil || len(found) != 1 || found[0] != p.VaultKey {
 		t.Errorf("the Vault key is at %v (%v), want only %s", found, err, p.VaultKey)
 	}

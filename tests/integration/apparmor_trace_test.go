@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeseal/edgeseal/apparmor"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/refctl"
+	"github.com/edgeseal/edgeseal/tests/apparmorrules"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -228,15 +228,15 @@ func execStart(t *testing.T, root, unit string) string {
 }
 
 // installedProfiles are the profiles `make install` rendered.
-func installedProfiles(t *testing.T, root string) map[string]*apparmor.Profile {
+func installedProfiles(t *testing.T, root string) map[string]*apparmorrules.Profile {
 	t.Helper()
-	out := map[string]*apparmor.Profile{}
+	out := map[string]*apparmorrules.Profile{}
 	for _, s := range tracedSteps {
 		data, err := os.ReadFile(filepath.Join(root, "etc", "apparmor.d", s.profile))
 		if err != nil {
 			t.Fatal(err)
 		}
-		pol, err := apparmor.Parse(string(data))
+		pol, err := apparmorrules.Parse(string(data))
 		if err != nil {
 			t.Fatalf("%s: %v", s.profile, err)
 		}
@@ -268,8 +268,9 @@ func (a access) String() string {
 // directories, so either form passes. A process's own /proc entries are owner
 // accesses; for other files the owner is not known here, so either kind of rule
 // passes. AF_UNIX sockets are mediated by unix rules, checked by the tests of
-// apparmor/; their paths (connect, bind) are checked here as file writes.
-func (a access) allowedBy(p *apparmor.Profile) bool {
+// tests/apparmorrules; their paths (connect, bind) are checked here as file
+// writes.
+func (a access) allowedBy(p *apparmorrules.Profile) bool {
 	if a.domain != "" {
 		return a.domain == "unix" || p.AllowsNetwork(a.domain, a.typ)
 	}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/tests/keyscan"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -183,7 +183,7 @@ func assertCAKeyNowhere(t *testing.T, d *device) {
 		if _, err := os.Stat(filepath.Join(root, dir)); os.IsNotExist(err) {
 			continue
 		}
-		found, err := pki.FindPrivateKeysMatching(filepath.Join(root, dir), ca.PublicKey)
+		found, err := keyscan.FindPrivateKeysMatching(filepath.Join(root, dir), ca.PublicKey)
 		if err != nil {
 			t.Fatalf("cannot scan /%s: %v", dir, err)
 		}

@@ -1,4 +1,4 @@
-package pki
+package keyscan
 
 import (
 	"crypto/ecdsa"
@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,7 +24,7 @@ func TestFindPrivateKeysMatching(t *testing.T) {
 	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
 	sec1, _ := x509.MarshalECPrivateKey(key)
 	otherDER, _ := x509.MarshalPKCS8PrivateKey(other)
-	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: mustIssue(t, Options{Validity: time.Hour}).CACert.Raw})
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: selfSigned(t, key)})
 	pemOf := func(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
 
 	root := t.TempDir()
@@ -103,4 +105,21 @@ func TestKernelPseudoFileSystemsAreNotRead(t *testing.T) {
 			t.Errorf("isPseudoFS(%s) = %v, want %v", dir, got, want)
 		}
 	}
+}
+
+// selfSigned returns the DER of a certificate for key: a PEM block that holds
+// key's public key and no private key.
+func selfSigned(t *testing.T, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "keyscan test"},
+		NotBefore:    time.Now(),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }

@@ -1,4 +1,9 @@
-package pki
+// Package keyscan is test tooling, not part of edgeseal: it finds the files
+// under a directory that hold the private key of a given public key. Tests use
+// it to prove that the per-boot CA key is written nowhere (internal/pki: the CA
+// keys are never serialised), on a temporary root in the unit tests and on a
+// running device's whole file system in the integration tests.
+package keyscan
 
 import (
 	"bytes"
@@ -43,7 +48,7 @@ var pseudoFS = map[uint32]string{
 // FindPrivateKeysMatching walks the tree at root and returns the regular files
 // (up to 1 MiB) holding a private key whose public key equals pub: a PEM block
 // of any "... PRIVATE KEY" type in PKCS#8, SEC 1 or PKCS#1 form, or a whole file
-// of such DER. Tests use it to prove that the CA key is on no file system.
+// of such DER.
 //
 // Mounts below root are walked too, except kernel pseudo file systems (proc,
 // sysfs, cgroup, ...). Symbolic links are not followed, except root itself (so

@@ -1,4 +1,4 @@
-package apparmor_test
+package apparmorrules_test
 
 import (
 	"os"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgeseal/edgeseal/apparmor"
+	"github.com/edgeseal/edgeseal/tests/apparmorrules"
 )
 
 const sampleProfile = `# a comment
@@ -44,7 +44,7 @@ profile sample /usr/bin/sample flags=(attach_disconnected, complain) {
 `
 
 func TestParseReadsEveryKindOfRule(t *testing.T) {
-	pol, err := apparmor.Parse(sampleProfile)
+	pol, err := apparmorrules.Parse(sampleProfile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestParseReadsEveryKindOfRule(t *testing.T) {
 	if p.Attachment != "/usr/bin/sample" || !slices.Equal(p.Flags, []string{"attach_disconnected", "complain"}) {
 		t.Errorf("attachment %q, flags %q", p.Attachment, p.Flags)
 	}
-	if len(p.Includes) != 1 || p.Includes[0] != (apparmor.Include{Path: "<local/sample>", IfExists: true}) {
+	if len(p.Includes) != 1 || p.Includes[0] != (apparmorrules.Include{Path: "<local/sample>", IfExists: true}) {
 		t.Errorf("profile includes %v", p.Includes)
 	}
 	if len(p.Children) != 1 || p.Children[0].Name != "helper" {
@@ -103,7 +103,7 @@ func TestParseReadsEveryKindOfRule(t *testing.T) {
 	if len(p.Other) != 2 || p.Other[0].Kind != "unix" || p.Other[1].Kind != "signal" {
 		t.Errorf("other rules %v", p.Other)
 	}
-	get := apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/systemd1",
+	get := apparmorrules.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/systemd1",
 		Interface: "org.freedesktop.systemd1.Manager", Member: "GetUnitByPID",
 		PeerName: "org.freedesktop.systemd1", PeerLabel: "unconfined"}
 	if !p.AllowsDBus(get) {
@@ -141,7 +141,7 @@ func TestParseRefusesBrokenText(t *testing.T) {
 		"doubly defined var":  "@{A}=/a\n@{A}=/b\nprofile a {\n}\n",
 		"network after proto": "profile a {\n network tcp inet,\n}\n",
 	} {
-		if _, err := apparmor.Parse(text); err == nil {
+		if _, err := apparmorrules.Parse(text); err == nil {
 			t.Errorf("%s: Parse succeeded, want an error", name)
 		}
 	}
@@ -152,11 +152,16 @@ func TestParseRefusesBrokenText(t *testing.T) {
 // answer.
 func FuzzParseProfile(f *testing.F) {
 	f.Add(sampleProfile)
-	files, _ := filepath.Glob("*.in")
+	files, _ := filepath.Glob(filepath.Join(profilesDir, "*.in"))
+	if len(files) == 0 {
+		f.Fatalf("no profile in %s to seed the corpus with", profilesDir)
+	}
 	for _, name := range files {
-		if data, err := os.ReadFile(name); err == nil {
-			f.Add(render(string(data)))
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
 		}
+		f.Add(render(string(data)))
 	}
 	f.Add("profile a {\n /a{b,c{d,e}}/[^x]?*/** rw,\n}\n")
 	f.Add("@{X}=@{X}\nprofile a {\n @{X} r,\n}\n")
@@ -165,7 +170,7 @@ func FuzzParseProfile(f *testing.F) {
 		if len(text) > 1<<16 {
 			return
 		}
-		pol, err := apparmor.Parse(text)
+		pol, err := apparmorrules.Parse(text)
 		if err != nil {
 			return
 		}
@@ -179,7 +184,7 @@ func FuzzParseProfile(f *testing.F) {
 			p.AllowsCapability("sys_admin")
 			p.GrantsAllCapabilities()
 			p.Capabilities()
-			p.AllowsDBus(apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/", Interface: "a.b", Member: "C", PeerName: "a.b", PeerLabel: "unconfined"})
+			p.AllowsDBus(apparmorrules.DBusMessage{Access: "send", Bus: "system", Path: "/", Interface: "a.b", Member: "C", PeerName: "a.b", PeerLabel: "unconfined"})
 			for _, r := range p.ExecRules() {
 				_ = r.String()
 			}

@@ -1,4 +1,4 @@
-package apparmor_test
+package apparmorrules_test
 
 import (
 	"fmt"
@@ -10,11 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgeseal/edgeseal/apparmor"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
+	"github.com/edgeseal/edgeseal/tests/apparmorrules"
 )
 
 // The default install paths of `make install`.
@@ -22,6 +22,13 @@ const (
 	libexecDir  = "/usr/libexec/edgeseal"
 	vaultBin    = "/usr/bin/bao"
 	edgesealBin = "/usr/bin/edgeseal"
+)
+
+// The shipped sources, at the module root: the profiles make install renders
+// (apparmor/<name>.in) and the units that run their programs (systemd/<unit>.in).
+var (
+	profilesDir = filepath.Join("..", "..", "apparmor")
+	unitsDir    = filepath.Join("..", "..", "systemd")
 )
 
 // The profiles, by name; each is in apparmor/<name>.in.
@@ -62,7 +69,7 @@ func render(text string) string {
 
 type renderedProfile struct {
 	file    string // the rendered profile in t.TempDir()
-	profile *apparmor.Profile
+	profile *apparmorrules.Profile
 }
 
 // renderAll renders every profile into a temporary directory and reads it.
@@ -72,7 +79,7 @@ func renderAll(t *testing.T) map[string]renderedProfile {
 	out := map[string]renderedProfile{}
 	placeholder := regexp.MustCompile(`@[A-Z_]+@`)
 	for _, name := range profileNames {
-		src, err := os.ReadFile(name + ".in")
+		src, err := os.ReadFile(filepath.Join(profilesDir, name+".in"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +91,7 @@ func renderAll(t *testing.T) map[string]renderedProfile {
 		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		pol, err := apparmor.Parse(text)
+		pol, err := apparmorrules.Parse(text)
 		if err != nil {
 			t.Fatalf("%s.in: %v", name, err)
 		}
@@ -151,7 +158,7 @@ func TestApparmorParserRefusesABrokenProfile(t *testing.T) {
 // unitExecStart returns the program of a unit's ExecStart=, rendered.
 func unitExecStart(t *testing.T, unit string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "systemd", unit+".in"))
+	data, err := os.ReadFile(filepath.Join(unitsDir, unit+".in"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +193,7 @@ func TestCLIProfilesAreAttachedByNameOnly(t *testing.T) {
 			if got := unitExecStart(t, unit); got != binary(name) {
 				t.Errorf("%s runs %q, want %q", unit, got, binary(name))
 			}
-			data, err := os.ReadFile(filepath.Join("..", "systemd", unit+".in"))
+			data, err := os.ReadFile(filepath.Join(unitsDir, unit+".in"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -201,7 +208,7 @@ func TestCLIProfilesAreAttachedByNameOnly(t *testing.T) {
 // profile: AppArmorProfile= applies to every Exec*= of the unit.
 func TestFSVaultUnitRunsOnlyTheEdgesealCLI(t *testing.T) {
 	for _, unit := range units(fsvault) {
-		data, err := os.ReadFile(filepath.Join("..", "systemd", unit+".in"))
+		data, err := os.ReadFile(filepath.Join(unitsDir, unit+".in"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +231,7 @@ func TestProfilesAreSelfContainedAndEnforcing(t *testing.T) {
 	for name, r := range renderAll(t) {
 		p := r.profile
 		for _, inc := range p.Includes {
-			if inc != (apparmor.Include{Path: "<local/" + name + ">", IfExists: true}) {
+			if inc != (apparmorrules.Include{Path: "<local/" + name + ">", IfExists: true}) {
 				t.Errorf("%s includes %s: its rules would escape these tests", name, inc.Path)
 			}
 		}
@@ -552,7 +559,7 @@ func TestOnlyTheIKMHookAndTheServersVersionMayBeExecutedAndOnlyInTheSameProfile(
 // names capabilities (chown for CAP_CHOWN), sorted.
 func unitCapabilities(t *testing.T, unit string) []string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "systemd", unit+".in"))
+	data, err := os.ReadFile(filepath.Join(unitsDir, unit+".in"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -688,20 +695,20 @@ func TestFileVaultStepsHaveNoDBusAndNoUnixPeer(t *testing.T) {
 }
 
 // systemd1 is a method call to systemd's manager.
-func systemd1(member string) apparmor.DBusMessage {
-	return apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/systemd1",
+func systemd1(member string) apparmorrules.DBusMessage {
+	return apparmorrules.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/systemd1",
 		Interface: "org.freedesktop.systemd1.Manager", Member: member,
 		PeerName: "org.freedesktop.systemd1", PeerLabel: "unconfined"}
 }
 
 // busDriver is a method call to the bus itself.
-func busDriver(member string) apparmor.DBusMessage {
-	return apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/DBus",
+func busDriver(member string) apparmorrules.DBusMessage {
+	return apparmorrules.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/DBus",
 		Interface: "org.freedesktop.DBus", Member: member, PeerName: "org.freedesktop.DBus", PeerLabel: "unconfined"}
 }
 
-func signal(path, iface, member string) apparmor.DBusMessage {
-	return apparmor.DBusMessage{Access: "receive", Bus: "system", Path: path, Interface: iface, Member: member,
+func signal(path, iface, member string) apparmorrules.DBusMessage {
+	return apparmorrules.DBusMessage{Access: "receive", Bus: "system", Path: path, Interface: iface, Member: member,
 		PeerName: ":1.1", PeerLabel: "unconfined"}
 }
 
@@ -710,7 +717,7 @@ func TestDBusIsLimitedToWhatEachStepAsksSystemd(t *testing.T) {
 	unitPath := "/org/freedesktop/systemd1/unit/edgeseal_2dvault_2eservice"
 	tests := []struct {
 		profile string
-		msg     apparmor.DBusMessage
+		msg     apparmorrules.DBusMessage
 		want    bool
 	}{
 		// go-systemd's connection set-up, both.
@@ -719,7 +726,7 @@ func TestDBusIsLimitedToWhatEachStepAsksSystemd(t *testing.T) {
 		// edgeseal-unseal: which connection is systemd's, and when it changes.
 		{unseal, busDriver("GetNameOwner"), true},
 		{unseal, busDriver("RemoveMatch"), true},
-		{unseal, apparmor.DBusMessage{Access: "receive", Bus: "system", Path: "/org/freedesktop/DBus",
+		{unseal, apparmorrules.DBusMessage{Access: "receive", Bus: "system", Path: "/org/freedesktop/DBus",
 			Interface: "org.freedesktop.DBus", Member: "NameOwnerChanged",
 			PeerName: "org.freedesktop.DBus", PeerLabel: "unconfined"}, true},
 		{tokend, busDriver("GetNameOwner"), false},
@@ -734,11 +741,11 @@ func TestDBusIsLimitedToWhatEachStepAsksSystemd(t *testing.T) {
 		{unseal, systemd1("GetUnit"), true},
 		{unseal, signal("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "JobRemoved"), true},
 		{unseal, signal(unitPath, "org.freedesktop.DBus.Properties", "PropertiesChanged"), true},
-		{unseal, apparmor.DBusMessage{Access: "send", Bus: "system", Path: unitPath, Interface: "org.freedesktop.DBus.Properties",
+		{unseal, apparmorrules.DBusMessage{Access: "send", Bus: "system", Path: unitPath, Interface: "org.freedesktop.DBus.Properties",
 			Member: "GetAll", PeerName: "org.freedesktop.systemd1", PeerLabel: "unconfined"}, true},
-		{unseal, apparmor.DBusMessage{Access: "send", Bus: "system", Path: unitPath, Interface: "org.freedesktop.DBus.Properties",
+		{unseal, apparmorrules.DBusMessage{Access: "send", Bus: "system", Path: unitPath, Interface: "org.freedesktop.DBus.Properties",
 			Member: "Set", PeerName: "org.freedesktop.systemd1", PeerLabel: "unconfined"}, false},
-		{tokend, apparmor.DBusMessage{Access: "send", Bus: "system", Path: unitPath, Interface: "org.freedesktop.DBus.Properties",
+		{tokend, apparmorrules.DBusMessage{Access: "send", Bus: "system", Path: unitPath, Interface: "org.freedesktop.DBus.Properties",
 			Member: "GetAll", PeerName: "org.freedesktop.systemd1", PeerLabel: "unconfined"}, false},
 		{unseal, systemd1("StopUnit"), false},
 		{unseal, systemd1("StartTransientUnit"), false},
@@ -752,7 +759,7 @@ func TestDBusIsLimitedToWhatEachStepAsksSystemd(t *testing.T) {
 		{tokend, systemd1("StopUnit"), false},
 		{tokend, systemd1("Subscribe"), false},
 		{tokend, systemd1("StartTransientUnit"), false},
-		{tokend, apparmor.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/login1",
+		{tokend, apparmorrules.DBusMessage{Access: "send", Bus: "system", Path: "/org/freedesktop/login1",
 			Interface: "org.freedesktop.login1.Manager", Member: "PowerOff",
 			PeerName: "org.freedesktop.login1", PeerLabel: "unconfined"}, false},
 		// Neither the pki step, nor Vault, nor the file vault steps use D-Bus.

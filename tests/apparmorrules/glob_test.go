@@ -1,13 +1,13 @@
-package apparmor_test
+package apparmorrules_test
 
 import (
 	"testing"
 
-	"github.com/edgeseal/edgeseal/apparmor"
+	"github.com/edgeseal/edgeseal/tests/apparmorrules"
 )
 
 func TestGlobMatchesAsAppArmorDoes(t *testing.T) {
-	vars := apparmor.Variables{
+	vars := apparmorrules.Variables{
 		"DIRS":  {"/var/lib/a/", "/srv/b/"},
 		"NESTS": {"@{DIRS}x"},
 	}
@@ -81,7 +81,7 @@ func TestGlobMatchesAsAppArmorDoes(t *testing.T) {
 		{"@{NESTS}", "/var/lib/a/x", true},
 	}
 	for _, tt := range tests {
-		g, err := apparmor.CompilePath(tt.pattern, vars)
+		g, err := apparmorrules.CompilePath(tt.pattern, vars)
 		if err != nil {
 			t.Errorf("CompilePath(%q): %v", tt.pattern, err)
 			continue
@@ -106,19 +106,19 @@ func TestGlobRefusesWhatTheParserRefuses(t *testing.T) {
 		"/@{PROC",  // unterminated variable
 		"/@{}",     // no name
 	} {
-		if g, err := apparmor.CompilePath(pattern, nil); err == nil {
+		if g, err := apparmorrules.CompilePath(pattern, nil); err == nil {
 			t.Errorf("CompilePath(%q) = %q, want an error", pattern, g)
 		}
 	}
 }
 
 func TestVariablesThatExplodeAreRefused(t *testing.T) {
-	vars := apparmor.Variables{"a": {"@{b}@{b}@{b}@{b}"}, "b": {"@{c}@{c}@{c}@{c}"}, "c": {"@{d}@{d}@{d}@{d}"},
+	vars := apparmorrules.Variables{"a": {"@{b}@{b}@{b}@{b}"}, "b": {"@{c}@{c}@{c}@{c}"}, "c": {"@{d}@{d}@{d}@{d}"},
 		"d": {"@{e}@{e}@{e}@{e}"}, "e": {"@{f}@{f}@{f}@{f}"}, "f": {"@{g}@{g}@{g}@{g}"}, "g": {"@{h}@{h}@{h}@{h}"},
 		"h": {"@{i}@{i}@{i}@{i}"}, "i": {"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"},
 		"loop": {"@{loop}"}}
 	for _, pattern := range []string{"/@{a}", "/@{loop}"} {
-		if _, err := apparmor.CompilePath(pattern, vars); err == nil {
+		if _, err := apparmorrules.CompilePath(pattern, vars); err == nil {
 			t.Errorf("CompilePath(%q) succeeded, want an error", pattern)
 		}
 	}
