@@ -24,6 +24,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 )
 
 // Errors a caller (and the unit's RestartPreventExitStatus=) acts on: retrying will
@@ -488,7 +489,7 @@ func (b *Bootstrap) alreadyDoneThisBoot() bool {
 // crash, which nobody should hold any more. A token it cannot look up for any
 // reason but "gone" fails the boot's setup: it might be a root token.
 func (b *Bootstrap) revokeStale(ctx context.Context, c *api.Client) error {
-	for _, role := range []string{ServiceRole, TokendRole} {
+	for _, role := range []string{vaultlayout.ServiceRole, vaultlayout.TokendRole} {
 		if err := c.Sys().RevokePrefixWithContext(ctx, "auth/token/create/"+role); err != nil {
 			return fmt.Errorf("cannot revoke the previous tokens of role %s: %w", role, err)
 		}
@@ -539,10 +540,10 @@ func (b *Bootstrap) revokeStale(ctx context.Context, c *api.Client) error {
 // JSON of Vault's auth response, where only the token provider's user can read it.
 func (b *Bootstrap) issueTokendToken(ctx context.Context, c *api.Client) error {
 	s, err := c.Auth().Token().CreateWithRoleWithContext(ctx, &api.TokenCreateRequest{
-		Policies:    []string{TokendPolicy},
+		Policies:    []string{vaultlayout.TokendPolicy},
 		DisplayName: "edgeseal-tokend",
 		Metadata:    map[string]string{"edgeseal": "token-issuing", "boot_id": b.BootID},
-	}, TokendRole)
+	}, vaultlayout.TokendRole)
 	if err != nil {
 		return fmt.Errorf("cannot create the token-issuing token: %w", err)
 	}

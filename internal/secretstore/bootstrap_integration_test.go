@@ -21,6 +21,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -183,7 +184,7 @@ func TestFirstBootInitialisesSealsAndSetsUpVault(t *testing.T) {
 		t.Fatal(err)
 	}
 	pols, _ := s.TokenPolicies()
-	if !slices.Equal(pols, []string{"default", secretstore.TokendPolicy}) {
+	if !slices.Equal(pols, []string{"default", vaultlayout.TokendPolicy}) {
 		t.Errorf("token-issuing token policies = %v", pols)
 	}
 	if orphan, _ := s.Data["orphan"].(bool); !orphan {
@@ -208,7 +209,7 @@ func TestRebootUnsealsRevokesLastBootsTokensAndIssuesANewOne(t *testing.T) {
 	c := d.vault.Client(t)
 	tc, _ := c.Clone()
 	tc.SetToken(first)
-	svc, err := tc.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{secretstore.ServicePolicyPrefix + "app-one"}}, secretstore.ServiceRole)
+	svc, err := tc.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{vaultlayout.ServicePolicyPrefix + "app-one"}}, vaultlayout.ServiceRole)
 	if err != nil {
 		t.Fatalf("token-issuing token cannot create a service token: %v", err)
 	}
@@ -377,7 +378,7 @@ func TestServicePoliciesConfineEachServiceToItsPaths(t *testing.T) {
 			issuer.SetToken(d.issuingToken())
 			token := func(svc string) *api.Client {
 				s, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{
-					Policies: []string{secretstore.ServicePolicyPrefix + svc}}, secretstore.ServiceRole)
+					Policies: []string{vaultlayout.ServicePolicyPrefix + svc}}, vaultlayout.ServiceRole)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -433,27 +434,27 @@ func TestTokenIssuingTokenCannotEscalate(t *testing.T) {
 	d.run(ctx)
 	issuer, _ := d.vault.Client(t).Clone()
 	issuer.SetToken(d.issuingToken())
-	if _, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{"root"}}, secretstore.ServiceRole); err == nil {
+	if _, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{"root"}}, vaultlayout.ServiceRole); err == nil {
 		t.Error("the token-issuing token created a root token through the service role")
 	}
-	if _, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{secretstore.TokendPolicy}}, secretstore.ServiceRole); err == nil {
+	if _, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{vaultlayout.TokendPolicy}}, vaultlayout.ServiceRole); err == nil {
 		t.Error("the token-issuing token created another token-issuing token")
 	}
-	if err := issuer.Sys().PutPolicy(secretstore.ServicePolicyPrefix+"evil", `path "*" { capabilities = ["sudo","read"] }`); err == nil {
+	if err := issuer.Sys().PutPolicy(vaultlayout.ServicePolicyPrefix+"evil", `path "*" { capabilities = ["sudo","read"] }`); err == nil {
 		t.Error("the token-issuing token wrote a policy")
 	}
 	if _, err := issuer.KVv2("secret").Get(ctx, "edgeseal/app-one/db"); err == nil || !isForbidden(err) {
 		t.Errorf("the token-issuing token read a service secret: %v", err)
 	}
 	// Its sudo on the service role's create path: what sudo would add.
-	long, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{secretstore.ServicePolicyPrefix + "app-one"}, Period: "8760h"}, secretstore.ServiceRole)
+	long, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{vaultlayout.ServicePolicyPrefix + "app-one"}, Period: "8760h"}, vaultlayout.ServiceRole)
 	if err != nil {
 		t.Fatalf("a service token asking for a year's period: %v", err)
 	}
 	if want := int(d.cfg.Tokens.ServicePeriod.D().Seconds()); long.Auth.LeaseDuration > want {
 		t.Errorf("a service token asking for a year's period got %d s; the role's period (%d s) bounds it", long.Auth.LeaseDuration, want)
 	}
-	if _, err := issuer.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{secretstore.ServicePolicyPrefix + "app-one"}}); err == nil {
+	if _, err := issuer.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{vaultlayout.ServicePolicyPrefix + "app-one"}}); err == nil {
 		t.Error("the token-issuing token created a token outside the service role")
 	}
 	if _, err := issuer.Logical().Write("auth/token/create-orphan", map[string]any{"policies": "default"}); err == nil {

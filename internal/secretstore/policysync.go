@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 )
 
 // policyReaders is how many policy reads a boot has in flight at once.
@@ -67,7 +68,7 @@ func (b *Bootstrap) reconcilePolicies(ctx context.Context, c *api.Client, want m
 		if !onServer[name] {
 			continue // written below
 		}
-		if k, ok := kept[name]; ok && k.Digest == digest(text) {
+		if k, ok := kept[name]; ok && k.Digest == vaultlayout.Digest(text) {
 			if now, ok := stamps.of(name); ok && now == k.File {
 				record[name] = k
 				continue
@@ -93,7 +94,7 @@ func (b *Bootstrap) reconcilePolicies(ctx context.Context, c *api.Client, want m
 		// it was read.
 		st, ok := before[name]
 		if after, ok2 := stamps.of(name); ok && ok2 && after == st {
-			record[name] = policyStamp{Digest: digest(text), File: st}
+			record[name] = policyStamp{Digest: vaultlayout.Digest(text), File: st}
 		}
 	}
 	unchecked := map[string]string{}
@@ -113,7 +114,7 @@ func (b *Bootstrap) reconcilePolicies(ctx context.Context, c *api.Client, want m
 	b.writePolicyRecord(key, record)
 	applied := make(map[string]string, len(want))
 	for name, text := range want {
-		applied[name] = digest(text)
+		applied[name] = vaultlayout.Digest(text)
 	}
 	data, _ := json.MarshalIndent(applied, "", "  ")
 	if err := fsutil.WriteFileAtomic(b.Paths.Policies, data, 0o644, fsutil.Self); err != nil {

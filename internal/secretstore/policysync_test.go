@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 )
 
 // policyVault is a server whose ACL policies live in its file storage as the
@@ -113,7 +114,7 @@ func (d *policyDevice) boot(t *testing.T, cfg *config.Config) (reads, writes []s
 	cfg.Vault.StoragePath = d.v.storage
 	p := paths.Paths{StateDir: d.state, Policies: filepath.Join(t.TempDir(), "policies.json")}
 	b := &Bootstrap{Config: cfg, Paths: p, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), unsealKey: d.key}
-	nr, nw, err := b.reconcilePolicies(context.Background(), c, Policies(cfg))
+	nr, nw, err := b.reconcilePolicies(context.Background(), c, vaultlayout.Policies(cfg))
 	reads, writes = slices.Sorted(slices.Values(d.v.reads)), slices.Sorted(slices.Values(d.v.writes))
 	if nr != len(reads) || nw != len(writes) {
 		t.Errorf("reconcile said %d read and %d written; the server saw %v and %v", nr, nw, reads, writes)
@@ -121,7 +122,7 @@ func (d *policyDevice) boot(t *testing.T, cfg *config.Config) (reads, writes []s
 	if err != nil {
 		return reads, writes, nil, err
 	}
-	applied, err = ReadAppliedPolicies(p.Policies)
+	applied, err = vaultlayout.ReadAppliedPolicies(p.Policies)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +155,8 @@ func settledDevice(t *testing.T, cfg *config.Config) *policyDevice {
 func names(ns ...string) []string {
 	var out []string
 	for _, n := range ns {
-		if n != TokendPolicy && n != SupervisorPolicy {
-			n = ServicePolicyPrefix + n
+		if n != vaultlayout.TokendPolicy && n != vaultlayout.SupervisorPolicy {
+			n = vaultlayout.ServicePolicyPrefix + n
 		}
 		out = append(out, n)
 	}
@@ -167,11 +168,11 @@ func TestAFirstBootWritesEveryPolicyWithoutReadingAny(t *testing.T) {
 	cfg := servicesConfig(3)
 	d := newPolicyDevice(t)
 	reads, writes, applied, err := d.boot(t, cfg)
-	if err != nil || len(reads) != 0 || len(writes) != len(Policies(cfg)) {
+	if err != nil || len(reads) != 0 || len(writes) != len(vaultlayout.Policies(cfg)) {
 		t.Fatalf("first boot: read %v, wrote %v, %v; want every policy written, none read", reads, writes, err)
 	}
-	for name, text := range Policies(cfg) {
-		if d.v.text(name) != text || applied[name] != digest(text) {
+	for name, text := range vaultlayout.Policies(cfg) {
+		if d.v.text(name) != text || applied[name] != vaultlayout.Digest(text) {
 			t.Errorf("%s: server holds %q, recorded digest %q", name, d.v.text(name), applied[name])
 		}
 	}
@@ -187,11 +188,11 @@ func TestABootAfterAnUnchangedOneReadsAndWritesNothing(t *testing.T) {
 	if err != nil || len(reads) != 0 || len(writes) != 0 {
 		t.Fatalf("read %v, wrote %v, %v; want nothing", reads, writes, err)
 	}
-	if got, want := applied[ServicePolicyPrefix+"svca"], ServicePolicyDigest(cfg, "svca"); got != want {
+	if got, want := applied[vaultlayout.ServicePolicyPrefix+"svca"], vaultlayout.ServicePolicyDigest(cfg, "svca"); got != want {
 		t.Errorf("the provider's check would fail: %q recorded, %q asked", got, want)
 	}
-	if len(applied) != len(Policies(cfg)) {
-		t.Errorf("recorded %d digests, want %d", len(applied), len(Policies(cfg)))
+	if len(applied) != len(vaultlayout.Policies(cfg)) {
+		t.Errorf("recorded %d digests, want %d", len(applied), len(vaultlayout.Policies(cfg)))
 	}
 }
 
@@ -210,34 +211,34 @@ func TestABootPutsRightExactlyThePoliciesThatChanged(t *testing.T) {
 		{
 			name: "a service policy changed on the server behind edgeseal's back is put right",
 			change: func(v *policyVault, cfg *config.Config) {
-				v.put(ServicePolicyPrefix+"svcc", `path "secret/*" { capabilities = ["read"] }`)
+				v.put(vaultlayout.ServicePolicyPrefix+"svcc", `path "secret/*" { capabilities = ["read"] }`)
 			},
 			reads: names("svcc"), writes: names("svcc"),
 		},
 		{
 			name: "a change on the server of the same size is put right",
 			change: func(v *policyVault, cfg *config.Config) {
-				old := v.text(ServicePolicyPrefix + "svcc")
-				v.put(ServicePolicyPrefix+"svcc", strings.Replace(old, "svcc", "svcd", 1))
+				old := v.text(vaultlayout.ServicePolicyPrefix + "svcc")
+				v.put(vaultlayout.ServicePolicyPrefix+"svcc", strings.Replace(old, "svcc", "svcd", 1))
 			},
 			reads: names("svcc"), writes: names("svcc"),
 		},
 		{
 			name: "edgeseal's own policy changed on the server is put right",
 			change: func(v *policyVault, cfg *config.Config) {
-				v.put(TokendPolicy, tokendPolicyHCL+"path \"sys/*\" { capabilities = [\"sudo\"] }\n")
+				v.put(vaultlayout.TokendPolicy, vaultlayout.Policies(&config.Config{})[vaultlayout.TokendPolicy]+"path \"sys/*\" { capabilities = [\"sudo\"] }\n")
 			},
-			reads: names(TokendPolicy), writes: names(TokendPolicy),
+			reads: names(vaultlayout.TokendPolicy), writes: names(vaultlayout.TokendPolicy),
 		},
 		{
 			name:   "a policy deleted on the server is written again without a read",
-			change: func(v *policyVault, cfg *config.Config) { v.remove(ServicePolicyPrefix + "svcd") },
+			change: func(v *policyVault, cfg *config.Config) { v.remove(vaultlayout.ServicePolicyPrefix + "svcd") },
 			writes: names("svcd"),
 		},
 		{
 			name: "a policy rewritten on the server with the same text is read, not written",
 			change: func(v *policyVault, cfg *config.Config) {
-				v.put(ServicePolicyPrefix+"svce", v.text(ServicePolicyPrefix+"svce"))
+				v.put(vaultlayout.ServicePolicyPrefix+"svce", v.text(vaultlayout.ServicePolicyPrefix+"svce"))
 			},
 			reads: names("svce"),
 		},
@@ -262,11 +263,11 @@ func TestABootPutsRightExactlyThePoliciesThatChanged(t *testing.T) {
 			if err != nil || !slices.Equal(reads, tc.reads) || !slices.Equal(writes, tc.writes) {
 				t.Fatalf("read %v, wrote %v, %v; want read %v, written %v", reads, writes, err, tc.reads, tc.writes)
 			}
-			for name, text := range Policies(cfg) {
+			for name, text := range vaultlayout.Policies(cfg) {
 				if d.v.text(name) != text {
 					t.Errorf("server's %s is\n%s\nwant\n%s", name, d.v.text(name), text)
 				}
-				if applied[name] != digest(text) {
+				if applied[name] != vaultlayout.Digest(text) {
 					t.Errorf("recorded digest of %s differs from the config's", name)
 				}
 			}
@@ -290,12 +291,12 @@ func TestWithoutTheUnsealKeyNoRecordIsTrustedOrKept(t *testing.T) {
 	d.key = nil
 	// Then it reads every policy, and keeps no record of its own
 	reads, writes, _, err := d.boot(t, cfg)
-	if err != nil || len(reads) != len(Policies(cfg)) || len(writes) != 0 {
+	if err != nil || len(reads) != len(vaultlayout.Policies(cfg)) || len(writes) != 0 {
 		t.Fatalf("read %v, wrote %v, %v; want every policy read, none written", reads, writes, err)
 	}
 	// And a record made under another unseal key is not trusted either
 	d.key = bytes.Repeat([]byte{0x11}, 32)
-	if reads, _, _, err := d.boot(t, cfg); err != nil || len(reads) != len(Policies(cfg)) {
+	if reads, _, _, err := d.boot(t, cfg); err != nil || len(reads) != len(vaultlayout.Policies(cfg)) {
 		t.Fatalf("another key: read %v, %v; want every policy read", reads, err)
 	}
 }
@@ -306,12 +307,12 @@ func TestAKeptRecordOfAnotherStorageIsNotTrusted(t *testing.T) {
 	// Given the server's storage moved (vault.storage_path changed) to a
 	// copy whose files have other stamps
 	moved := newPolicyVault(t)
-	for name := range Policies(cfg) {
+	for name := range vaultlayout.Policies(cfg) {
 		moved.put(name, d.v.text(name))
 	}
 	d.v = moved
 	reads, writes, _, err := d.boot(t, cfg)
-	if err != nil || len(reads) != len(Policies(cfg)) || len(writes) != 0 {
+	if err != nil || len(reads) != len(vaultlayout.Policies(cfg)) || len(writes) != 0 {
 		t.Fatalf("read %v, wrote %v, %v; want every policy read, none written", reads, writes, err)
 	}
 }
@@ -320,12 +321,12 @@ func TestAPolicyTheSetupCannotReadFailsTheBootRatherThanBeSkipped(t *testing.T) 
 	// Given a server whose read of one changed policy fails
 	cfg := servicesConfig(3)
 	d := settledDevice(t, cfg)
-	d.v.put(ServicePolicyPrefix+"svcb", "# changed")
-	d.v.failRead = ServicePolicyPrefix + "svcb"
+	d.v.put(vaultlayout.ServicePolicyPrefix+"svcb", "# changed")
+	d.v.failRead = vaultlayout.ServicePolicyPrefix + "svcb"
 	// When the device boots
 	_, writes, _, err := d.boot(t, cfg)
 	// Then the boot fails, naming the policy, and writes nothing
-	if err == nil || !strings.Contains(err.Error(), "cannot read Vault policy "+ServicePolicyPrefix+"svcb") {
+	if err == nil || !strings.Contains(err.Error(), "cannot read Vault policy "+vaultlayout.ServicePolicyPrefix+"svcb") {
 		t.Fatalf("boot with a failing read: %v; want an error naming the policy", err)
 	}
 	var re *api.ResponseError
@@ -388,7 +389,7 @@ func TestAPolicyRolledBackOfflineIsPutRightThoughItsRecordIsForged(t *testing.T)
 	broad := servicesConfig(3)
 	broad.Services[1].SharedRead = []string{"telemetry"}
 	d := settledDevice(t, broad)
-	svcb := ServicePolicyPrefix + "svcb"
+	svcb := vaultlayout.ServicePolicyPrefix + "svcb"
 	old, err := os.ReadFile(d.v.file(svcb))
 	if err != nil {
 		t.Fatal(err)
@@ -418,7 +419,7 @@ func TestAPolicyRolledBackOfflineIsPutRightThoughItsRecordIsForged(t *testing.T)
 		if err != nil || !slices.Contains(reads, svcb) || !slices.Equal(writes, names("svcb")) {
 			t.Fatalf("read %v, wrote %v, %v; want svcb read and written", reads, writes, err)
 		}
-		if got, want := d.v.text(svcb), Policies(narrow)[svcb]; got != want {
+		if got, want := d.v.text(svcb), vaultlayout.Policies(narrow)[svcb]; got != want {
 			t.Fatalf("the server keeps svcb's rolled-back policy:\n%s\nwant\n%s", got, want)
 		}
 	})
@@ -434,7 +435,7 @@ func TestAPolicyRolledBackOfflineIsPutRightThoughItsRecordIsForged(t *testing.T)
 		// Then the next boot reads svcb (the config's text is not the one
 		// recorded) and puts the narrow policy back
 		_, writes, _, err := d.boot(t, narrow)
-		if err != nil || !slices.Equal(writes, names("svcb")) || d.v.text(svcb) != Policies(narrow)[svcb] {
+		if err != nil || !slices.Equal(writes, names("svcb")) || d.v.text(svcb) != vaultlayout.Policies(narrow)[svcb] {
 			t.Fatalf("wrote %v, %v; server holds\n%s", writes, err, d.v.text(svcb))
 		}
 	})

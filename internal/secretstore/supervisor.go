@@ -1,14 +1,10 @@
 package secretstore
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strings"
@@ -22,6 +18,8 @@ import (
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/peer"
+	"github.com/edgeseal/edgeseal/internal/policysync"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 )
 
 // The supervisor is what edgeseal-unseal does once Vault is up, besides keeping
@@ -30,72 +28,21 @@ import (
 // provider meets a service the config gained after boot. It holds its own
 // token, in memory only, that can do exactly those things.
 const (
-	SupervisorPolicy = "edgeseal-supervisor"
-	SupervisorRole   = "edgeseal-supervisor"
 	supervisorPeriod = time.Hour
 	supervisorMaxTTL = 24 * time.Hour
 )
-
-const supervisorPolicyHCL = `# edgeseal-unseal, once Vault is set up: rotate the token-issuing token,
-# revoke service tokens, apply service policies. Nothing else.
-path "auth/token/create/` + TokendRole + `" {
-  capabilities = ["create", "update"]
-}
-path "auth/token/lookup-accessor" {
-  capabilities = ["update"]
-}
-path "auth/token/revoke-accessor" {
-  capabilities = ["update"]
-}
-path "sys/policies/acl/` + ServicePolicyPrefix + `*" {
-  capabilities = ["create", "update", "read", "delete"]
-}
-path "sys/policies/acl" {
-  capabilities = ["list"]
-}
-`
-
-// ServicePolicyDigest returns the SHA-256 of the policy text cfg asks for
-// service (what paths.Policies records as applied), or "" if cfg has no such
-// service.
-func ServicePolicyDigest(cfg *config.Config, service string) string {
-	for _, s := range cfg.Services {
-		if s.Name == service {
-			return digest(servicePolicy(cfg.Vault, s))
-		}
-	}
-	return ""
-}
-
-func digest(text string) string {
-	sum := sha256.Sum256([]byte(text))
-	return hex.EncodeToString(sum[:])
-}
-
-// ReadAppliedPolicies reads paths.Policies: the digests of the policies in Vault.
-func ReadAppliedPolicies(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read applied policies: %w", err)
-	}
-	var m map[string]string
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("cannot parse applied policies %s: %w", path, err)
-	}
-	return m, nil
-}
 
 // writePolicies writes each of policies (text by name) whose digest differs
 // from the applied one, then records the digests.
 func (b *Bootstrap) writePolicies(ctx context.Context, c *api.Client, policies map[string]string) error {
 	b.policyMu.Lock()
 	defer b.policyMu.Unlock()
-	applied, _ := ReadAppliedPolicies(b.Paths.Policies)
+	applied, _ := vaultlayout.ReadAppliedPolicies(b.Paths.Policies)
 	if applied == nil {
 		applied = map[string]string{}
 	}
 	for name, hcl := range policies {
-		d := digest(hcl)
+		d := vaultlayout.Digest(hcl)
 		if applied[name] == d {
 			continue
 		}
@@ -111,14 +58,14 @@ func (b *Bootstrap) writePolicies(ctx context.Context, c *api.Client, policies m
 // issueSupervisorToken replaces the supervisor's token (revoking any earlier
 // one: a previous run of this service) using c, the admin token's client.
 func (b *Bootstrap) issueSupervisorToken(ctx context.Context, c *api.Client) error {
-	if err := c.Sys().RevokePrefixWithContext(ctx, "auth/token/create/"+SupervisorRole); err != nil {
+	if err := c.Sys().RevokePrefixWithContext(ctx, "auth/token/create/"+vaultlayout.SupervisorRole); err != nil {
 		return fmt.Errorf("cannot revoke the earlier supervisor tokens: %w", err)
 	}
 	s, err := c.Auth().Token().CreateWithRoleWithContext(ctx, &api.TokenCreateRequest{
-		Policies:    []string{SupervisorPolicy},
+		Policies:    []string{vaultlayout.SupervisorPolicy},
 		DisplayName: "edgeseal-supervisor",
 		Metadata:    map[string]string{"edgeseal": "supervisor", "boot_id": b.BootID},
-	}, SupervisorRole)
+	}, vaultlayout.SupervisorRole)
 	if err != nil {
 		return fmt.Errorf("cannot create the supervisor token: %w", err)
 	}
@@ -315,15 +262,6 @@ func (b *Bootstrap) ServePolicySync(ctx context.Context) error {
 	}
 }
 
-// SyncRequest is the one request of the policy-sync socket.
-const SyncRequest = "sync\n"
-
-// SyncReply is its answer, one line of JSON.
-type SyncReply struct {
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-}
-
 func (b *Bootstrap) answerSync(ctx context.Context, c *net.UnixConn) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -337,18 +275,16 @@ func (b *Bootstrap) answerSync(ctx context.Context, c *net.UnixConn) {
 		b.Log.Warn("refused a policy-sync request from a process that is not the token provider", "pid", p.PID, "uid", p.UID)
 		return
 	}
-	line, err := bufio.NewReaderSize(io.LimitReader(c, 64), 64).ReadString('\n')
-	if err != nil || line != SyncRequest {
+	if err := policysync.ReadRequest(c); err != nil {
 		b.Log.Warn("refused a malformed policy-sync request", "pid", p.PID, "uid", p.UID)
 		return
 	}
-	reply := SyncReply{OK: true}
+	reply := policysync.Reply{OK: true}
 	if err := b.syncPolicies(ctx); err != nil {
-		reply = SyncReply{Error: err.Error()}
+		reply = policysync.Reply{Error: err.Error()}
 		b.Log.Error("cannot apply the service policies of the changed config", "error", err)
 	}
-	data, _ := json.Marshal(reply)
-	c.Write(append(data, '\n'))
+	policysync.WriteReply(c, reply)
 }
 
 func (b *Bootstrap) syncPolicies(ctx context.Context) error {
@@ -375,9 +311,9 @@ func (b *Bootstrap) ApplyConfig(ctx context.Context) error {
 	}
 	// Only service policies: edgeseal's own are written at boot, with the
 	// admin token.
-	policies := Policies(cfg)
+	policies := vaultlayout.Policies(cfg)
 	for name := range policies {
-		if !strings.HasPrefix(name, ServicePolicyPrefix) {
+		if !strings.HasPrefix(name, vaultlayout.ServicePolicyPrefix) {
 			delete(policies, name)
 		}
 	}
@@ -414,11 +350,11 @@ func (b *Bootstrap) deleteStalePolicies(ctx context.Context, c *api.Client, want
 	keys, _ := list.Data["keys"].([]any)
 	b.policyMu.Lock()
 	defer b.policyMu.Unlock()
-	applied, _ := ReadAppliedPolicies(b.Paths.Policies)
+	applied, _ := vaultlayout.ReadAppliedPolicies(b.Paths.Policies)
 	n := 0
 	for _, k := range keys {
 		name, _ := k.(string)
-		if !strings.HasPrefix(name, ServicePolicyPrefix) || want[name] != "" {
+		if !strings.HasPrefix(name, vaultlayout.ServicePolicyPrefix) || want[name] != "" {
 			continue
 		}
 		if _, err := c.Logical().DeleteWithContext(ctx, "sys/policies/acl/"+name); err != nil {

@@ -15,8 +15,8 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/ledger"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/tokend"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 )
 
 func TestRotationReplacesTheIssuingTokenAndRevokesTheOld(t *testing.T) {
@@ -45,7 +45,7 @@ func TestRotationReplacesTheIssuingTokenAndRevokesTheOld(t *testing.T) {
 		t.Fatalf("rotation with a revoked supervisor token: %v", err)
 	}
 	t.Log("And one supervisor token lives at a time")
-	if n := countByRole(t, d, secretstore.SupervisorRole); n != 1 {
+	if n := countByRole(t, d, vaultlayout.SupervisorRole); n != 1 {
 		t.Errorf("%d supervisor tokens alive, want 1", n)
 	}
 }
@@ -74,7 +74,7 @@ func TestRevokeUnitRevokesOnlyThatUnitsTokens(t *testing.T) {
 	issuer, _ := d.vault.Client(t).Clone()
 	issuer.SetToken(d.issuingToken())
 	mint := func(service string) *api.Secret {
-		s, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{secretstore.ServicePolicyPrefix + service}}, secretstore.ServiceRole)
+		s, err := issuer.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{vaultlayout.ServicePolicyPrefix + service}}, vaultlayout.ServiceRole)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,8 +134,8 @@ func TestPolicySyncAppliesAServiceAddedAfterBoot(t *testing.T) {
 	}
 	t.Log("Then Vault has the policy, as the config says")
 	root := d.rootClient(ctx)
-	got, err := root.Sys().GetPolicy(secretstore.ServicePolicyPrefix + "newcomer")
-	if err != nil || got != secretstore.Policies(&cfg)[secretstore.ServicePolicyPrefix+"newcomer"] {
+	got, err := root.Sys().GetPolicy(vaultlayout.ServicePolicyPrefix + "newcomer")
+	if err != nil || got != vaultlayout.Policies(&cfg)[vaultlayout.ServicePolicyPrefix+"newcomer"] {
 		t.Fatalf("policy in Vault: %q, %v", got, err)
 	}
 	t.Log("And a service the provider's config has but the file does not is an error, not a silent pass")
@@ -172,7 +172,7 @@ func TestApplyConfigRevokesAReplacedTokenStillPending(t *testing.T) {
 	c := d.vault.Client(t)
 	tc, _ := c.Clone()
 	tc.SetToken(d.issuingToken())
-	old, err := tc.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{secretstore.ServicePolicyPrefix + "app-one"}}, secretstore.ServiceRole)
+	old, err := tc.Auth().Token().CreateWithRole(&api.TokenCreateRequest{Policies: []string{vaultlayout.ServicePolicyPrefix + "app-one"}}, vaultlayout.ServiceRole)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/peer"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
 
@@ -141,7 +141,7 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 		meta["boot_id"] = s.BootID
 	}
 	req := &api.TokenCreateRequest{
-		Policies:    []string{secretstore.ServicePolicyPrefix + svc.Name},
+		Policies:    []string{vaultlayout.ServicePolicyPrefix + svc.Name},
 		DisplayName: svc.Name,
 		Metadata:    meta,
 		// The role's period too, on the token itself: lookup-self reports it,
@@ -154,7 +154,7 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 		if svc.Wrap {
 			c = wrapping
 		}
-		return c.Auth().Token().CreateWithRoleWithContext(ctx, req, secretstore.ServiceRole)
+		return c.Auth().Token().CreateWithRoleWithContext(ctx, req, vaultlayout.ServiceRole)
 	}
 	sec, err := create()
 	if isPermissionDenied(err) {

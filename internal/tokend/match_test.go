@@ -20,7 +20,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/peer"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
 
@@ -51,7 +51,7 @@ func (c *creates) list() []api.TokenCreateRequest {
 func recordingVault(t *testing.T) (*api.Client, *creates) {
 	rec := &creates{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/auth/token/create/"+secretstore.ServiceRole {
+		if r.URL.Path != "/v1/auth/token/create/"+vaultlayout.ServiceRole {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
@@ -113,7 +113,7 @@ func TestACallerGetsTheTokenOfTheServiceItsUnitNames(t *testing.T) {
 		t.Fatalf("answer %+v; want app's token", r)
 	}
 	got := rec.list()
-	if len(got) != 1 || !slices.Equal(got[0].Policies, []string{secretstore.ServicePolicyPrefix + "app"}) ||
+	if len(got) != 1 || !slices.Equal(got[0].Policies, []string{vaultlayout.ServicePolicyPrefix + "app"}) ||
 		got[0].Metadata["edgeseal_service"] != "app" || got[0].Metadata["unit"] != "app.service" {
 		t.Fatalf("the server was asked %+v", got)
 	}

@@ -1,7 +1,6 @@
 package tokend
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,8 +8,8 @@ import (
 	"sync"
 
 	"github.com/edgeseal/edgeseal/internal/config"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
-	"github.com/edgeseal/edgeseal/internal/strictjson"
+	"github.com/edgeseal/edgeseal/internal/policysync"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 )
 
 // PolicySync checks, before a service's first token in this run, that its
@@ -27,21 +26,21 @@ type PolicySync struct {
 
 // Ensure implements PolicyEnsurer.
 func (p *PolicySync) Ensure(ctx context.Context, cfg *config.Config, service string) error {
-	name := secretstore.ServicePolicyPrefix + service
-	want := secretstore.ServicePolicyDigest(cfg, service)
+	name := vaultlayout.ServicePolicyPrefix + service
+	want := vaultlayout.ServicePolicyDigest(cfg, service)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.good[name] == want {
 		return nil
 	}
-	if applied, err := secretstore.ReadAppliedPolicies(p.Applied); err == nil && applied[name] == want {
+	if applied, err := vaultlayout.ReadAppliedPolicies(p.Applied); err == nil && applied[name] == want {
 		p.remember(name, want)
 		return nil
 	}
 	if err := p.ask(ctx); err != nil {
 		return err
 	}
-	applied, err := secretstore.ReadAppliedPolicies(p.Applied)
+	applied, err := vaultlayout.ReadAppliedPolicies(p.Applied)
 	if err != nil {
 		return err
 	}
@@ -69,16 +68,12 @@ func (p *PolicySync) ask(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	if _, err := io.WriteString(c, secretstore.SyncRequest); err != nil {
+	if _, err := io.WriteString(c, policysync.Request); err != nil {
 		return fmt.Errorf("cannot ask edgeseal-unseal to apply the changed config: %w", err)
 	}
-	line, err := bufio.NewReaderSize(io.LimitReader(c, 4096), 4096).ReadBytes('\n')
+	r, err := policysync.ReadReply(c)
 	if err != nil {
-		return fmt.Errorf("cannot read edgeseal-unseal's answer to a policy sync: %w", err)
-	}
-	var r secretstore.SyncReply
-	if err := strictjson.Decode(line, 4096, &r); err != nil {
-		return fmt.Errorf("cannot parse edgeseal-unseal's answer to a policy sync: %w", err)
+		return fmt.Errorf("edgeseal-unseal: %w", err)
 	}
 	if !r.OK {
 		return fmt.Errorf("edgeseal-unseal cannot apply the changed config: %s", r.Error)

@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/edgeseal/edgeseal/internal/config"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -161,9 +161,9 @@ func (d *device) makeServiceTokens(n int) []string {
 			defer wg.Done()
 			for i := w; i < n; i += workers {
 				s, err := c.Auth().Token().CreateWithRole(&api.TokenCreateRequest{
-					Policies: []string{secretstore.ServicePolicyPrefix + "svc0000"},
+					Policies: []string{vaultlayout.ServicePolicyPrefix + "svc0000"},
 					Metadata: map[string]string{"edgeseal_service": "svc0000"},
-				}, secretstore.ServiceRole)
+				}, vaultlayout.ServiceRole)
 				if err != nil {
 					mu.Lock()
 					first = err

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/edgeseal/edgeseal/internal/config"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -35,7 +35,7 @@ func TestABootPutsRightOnlyThePoliciesChangedOnTheServer(t *testing.T) {
 		}
 
 		t.Log("When an operator with a root token changes one service's policy and deletes another's, and the device reboots")
-		changed, deleted := secretstore.ServicePolicyPrefix+"svc0000", secretstore.ServicePolicyPrefix+"svc0001"
+		changed, deleted := vaultlayout.ServicePolicyPrefix+"svc0000", vaultlayout.ServicePolicyPrefix+"svc0001"
 		c := d.vaultClient()
 		c.SetToken(d.rootToken())
 		if err := c.Sys().PutPolicy(changed, `path "secret/*" { capabilities = ["read", "list"] }`); err != nil {
@@ -54,7 +54,7 @@ func TestABootPutsRightOnlyThePoliciesChangedOnTheServer(t *testing.T) {
 		}
 		c = d.vaultClient()
 		c.SetToken(d.rootToken())
-		want := secretstore.Policies(d.cfg)
+		want := vaultlayout.Policies(d.cfg)
 		for _, name := range []string{changed, deleted} {
 			got, err := c.Sys().GetPolicy(name)
 			if err != nil || got != want[name] {

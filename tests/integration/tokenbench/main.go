@@ -37,6 +37,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
 
@@ -208,14 +209,14 @@ func direct(service string) (func(context.Context) error, error) {
 		return nil, errors.New("EDGESEAL_SERVICE_PERIOD is not set (the period the provider puts on tokens)")
 	}
 	req := &api.TokenCreateRequest{
-		Policies:    []string{secretstore.ServicePolicyPrefix + service},
+		Policies:    []string{vaultlayout.ServicePolicyPrefix + service},
 		DisplayName: service,
 		Metadata: map[string]string{"edgeseal_service": service, "uid": "1001", "pid": strconv.Itoa(os.Getpid()),
 			"unit": "tokenbench.service", "boot_id": strings.TrimSpace(string(bootID))},
 		Period: period,
 	}
 	return func(ctx context.Context) error {
-		sec, err := c.Auth().Token().CreateWithRoleWithContext(ctx, req, secretstore.ServiceRole)
+		sec, err := c.Auth().Token().CreateWithRoleWithContext(ctx, req, vaultlayout.ServiceRole)
 		if err == nil && (sec == nil || sec.Auth == nil || sec.Auth.Accessor == "") {
 			err = errors.New("token-create answered no token")
 		}

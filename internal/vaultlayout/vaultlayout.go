@@ -1,0 +1,153 @@
+// Package vaultlayout is what edgeseal makes in the secret store, by name and
+// text: the ACL policies (the token provider's, the supervisor's, one per
+// configured service), the token roles' names, the SHA-256 digests by which a
+// policy's text is known, and the file that records the digests of the
+// policies applied this boot (paths.Policies). Both sides need it and neither
+// owns it: edgeseal-unseal writes the policies and the record (package
+// secretstore), the token provider checks a service's policy against the
+// record before its first token (package tokend).
+package vaultlayout
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
+)
+
+// Names edgeseal gives to what it creates in Vault. Service policies are named
+// ServicePolicyPrefix + service name; service tokens come only from ServiceRole.
+const (
+	ServicePolicyPrefix = "edgeseal-svc-"
+	ServiceRole         = "edgeseal-service"
+	TokendPolicy        = "edgeseal-tokend"
+	TokendRole          = "edgeseal-tokend"
+	// The supervisor: edgeseal-unseal once the server is set up (its token
+	// rotates the token-issuing token, revokes service tokens and applies
+	// service policies).
+	SupervisorPolicy = "edgeseal-supervisor"
+	SupervisorRole   = "edgeseal-supervisor"
+)
+
+// tokendPolicyHCL is the least the token provider needs: create tokens from the
+// service role, look up and revoke them by accessor. Everything a token needs for
+// itself (lookup-self, renew-self, revoke-self) comes with Vault's default policy.
+// It cannot write policies: a token that could would be root in disguise.
+//
+// sudo on the create path is for one thing: a period on the token itself
+// (Vault and OpenBao ask sudo for it), which lookup-self then reports, and by
+// which EdgeX's client (go-mod-secrets) decides to renew the token; a period
+// that comes from the role alone is not reported, and EdgeX's services would
+// lose their tokens after one period. On this one path, with a role, sudo adds
+// no more: the role's allowed policies still bound a token's policies, the
+// role's period bounds the period (the lesser is used), the role decides
+// orphans, no root token can come from a non-root parent, and edgeseal makes no
+// namespaces; a chosen token id, which sudo also allows, gives the holder
+// nothing it could not do by creating a token.
+const tokendPolicyHCL = `# edgeseal token provider: issue and revoke service tokens, nothing else.
+# sudo: a period on each token itself, which lookup-self then reports.
+path "auth/token/create/` + ServiceRole + `" {
+  capabilities = ["create", "update", "sudo"]
+}
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
+`
+
+// Policies returns the Vault ACL policies that cfg asks for, by name.
+func Policies(cfg *config.Config) map[string]string {
+	out := map[string]string{TokendPolicy: tokendPolicyHCL, SupervisorPolicy: supervisorPolicyHCL}
+	for _, s := range cfg.Services {
+		out[ServicePolicyPrefix+s.Name] = servicePolicy(cfg.Vault, s)
+	}
+	return out
+}
+
+func servicePolicy(v config.Vault, s config.Service) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# edgeseal service %s: its own secrets, and the shared groups it is configured for.\n", s.Name)
+	rw := []string{"create", "read", "update", "delete", "list"}
+	ro := []string{"read", "list"}
+	writeKVPaths(&b, v, s.Name, rw)
+	for _, g := range s.SharedWrite {
+		writeKVPaths(&b, v, "shared/"+g, rw)
+	}
+	for _, g := range s.SharedRead {
+		writeKVPaths(&b, v, "shared/"+g, ro)
+	}
+	return b.String()
+}
+
+// writeKVPaths grants caps on <mount>/<prefix>/<sub>/ for the configured KV version.
+func writeKVPaths(b *strings.Builder, v config.Vault, sub string, caps []string) {
+	quoted := `"` + strings.Join(caps, `", "`) + `"`
+	rel := v.SecretPrefix + "/" + sub + "/*"
+	if v.KVVersion == 1 {
+		fmt.Fprintf(b, "path \"%s/%s\" {\n  capabilities = [%s]\n}\n", v.Mount, rel, quoted)
+		return
+	}
+	fmt.Fprintf(b, "path \"%s/data/%s\" {\n  capabilities = [%s]\n}\n", v.Mount, rel, quoted)
+	meta := `"read", "list"`
+	if len(caps) > 2 {
+		meta = `"read", "list", "delete"`
+	}
+	fmt.Fprintf(b, "path \"%s/metadata/%s\" {\n  capabilities = [%s]\n}\n", v.Mount, rel, meta)
+}
+
+const supervisorPolicyHCL = `# edgeseal-unseal, once Vault is set up: rotate the token-issuing token,
+# revoke service tokens, apply service policies. Nothing else.
+path "auth/token/create/` + TokendRole + `" {
+  capabilities = ["create", "update"]
+}
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
+path "sys/policies/acl/` + ServicePolicyPrefix + `*" {
+  capabilities = ["create", "update", "read", "delete"]
+}
+path "sys/policies/acl" {
+  capabilities = ["list"]
+}
+`
+
+// ServicePolicyDigest returns the SHA-256 of the policy text cfg asks for
+// service (what paths.Policies records as applied), or "" if cfg has no such
+// service.
+func ServicePolicyDigest(cfg *config.Config, service string) string {
+	for _, s := range cfg.Services {
+		if s.Name == service {
+			return Digest(servicePolicy(cfg.Vault, s))
+		}
+	}
+	return ""
+}
+
+// Digest is the SHA-256 of a policy text, in hex: how the record and the
+// provider know a text.
+func Digest(text string) string {
+	sum := sha256.Sum256([]byte(text))
+	return hex.EncodeToString(sum[:])
+}
+
+// ReadAppliedPolicies reads paths.Policies: the digests of the policies in Vault.
+func ReadAppliedPolicies(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read applied policies: %w", err)
+	}
+	var m map[string]string
+	if err := strictjson.Decode(data, len(data), &m); err != nil {
+		return nil, fmt.Errorf("cannot parse applied policies %s: %w", path, err)
+	}
+	return m, nil
+}

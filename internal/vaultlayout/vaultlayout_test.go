@@ -1,0 +1,98 @@
+package vaultlayout
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+)
+
+func TestPolicies(t *testing.T) {
+	base := config.Vault{Mount: "secret", SecretPrefix: "edgeseal", KVVersion: 2}
+	svc := config.Service{Name: "app", SharedRead: []string{"telemetry"}, SharedWrite: []string{"orders"}}
+	cases := []struct {
+		name    string
+		vault   config.Vault
+		want    []string
+		notWant []string
+	}{
+		{
+			name:  "kv2 grants the service's own data and metadata paths",
+			vault: base,
+			want: []string{
+				`path "secret/data/edgeseal/app/*" {` + "\n" + `  capabilities = ["create", "read", "update", "delete", "list"]`,
+				`path "secret/metadata/edgeseal/app/*" {` + "\n" + `  capabilities = ["read", "list", "delete"]`,
+			},
+		},
+		{
+			name:  "kv2 shared read groups are read and list only",
+			vault: base,
+			want: []string{
+				`path "secret/data/edgeseal/shared/telemetry/*" {` + "\n" + `  capabilities = ["read", "list"]`,
+				`path "secret/metadata/edgeseal/shared/telemetry/*" {` + "\n" + `  capabilities = ["read", "list"]`,
+			},
+		},
+		{
+			name:  "kv2 shared write groups are read-write",
+			vault: base,
+			want:  []string{`path "secret/data/edgeseal/shared/orders/*" {` + "\n" + `  capabilities = ["create", "read", "update", "delete", "list"]`},
+		},
+		{
+			name:    "kv1 uses plain paths with the EdgeX prefix",
+			vault:   config.Vault{Mount: "secret", SecretPrefix: "edgex", KVVersion: 1},
+			want:    []string{`path "secret/edgex/app/*" {`, `path "secret/edgex/shared/telemetry/*" {`},
+			notWant: []string{"/data/", "/metadata/"},
+		},
+		{
+			name:    "no service may reach another's path or the whole mount",
+			vault:   base,
+			notWant: []string{`"secret/*"`, `"secret/data/*"`, `edgeseal/*"`, "sudo"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &config.Config{Vault: tc.vault, Services: []config.Service{svc}}
+			got := Policies(cfg)[ServicePolicyPrefix+"app"]
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("policy lacks\n%s\ngot:\n%s", w, got)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("policy has %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+}
+
+func TestTokendPolicyCannotWritePoliciesOrReadSecrets(t *testing.T) {
+	p := tokendPolicyHCL
+	for _, bad := range []string{"sys/", "secret", "auth/token/create\"", "auth/token/create-orphan", "auth/token/roles"} {
+		if strings.Contains(p, bad) {
+			t.Errorf("token provider policy mentions %q:\n%s", bad, p)
+		}
+	}
+	// sudo on the service role's create path alone (a period on each token).
+	createBlock := `path "auth/token/create/` + ServiceRole + `" {
+  capabilities = ["create", "update", "sudo"]
+}`
+	if strings.Count(p, `"sudo"`) != 1 || !strings.Contains(p, createBlock) {
+		t.Errorf("token provider policy has sudo other than on the service role's create path:\n%s", p)
+	}
+	if !strings.Contains(p, `path "auth/token/create/`+ServiceRole+`"`) {
+		t.Errorf("token provider policy cannot create service tokens:\n%s", p)
+	}
+}
+
+func TestADigestNamesATextAndServicePolicyDigestTheConfigsText(t *testing.T) {
+	cfg := &config.Config{Vault: config.Vault{Mount: "secret", SecretPrefix: "edgeseal", KVVersion: 2},
+		Services: []config.Service{{Name: "app"}}}
+	if got, want := ServicePolicyDigest(cfg, "app"), Digest(Policies(cfg)[ServicePolicyPrefix+"app"]); got != want || len(got) != 64 {
+		t.Fatalf("ServicePolicyDigest %q, want %q", got, want)
+	}
+	if ServicePolicyDigest(cfg, "nobody") != "" {
+		t.Fatal("a service the config lacks has a digest")
+	}
+}
