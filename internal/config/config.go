@@ -110,7 +110,7 @@ type IKMHook struct {
 type TPM2 struct {
 	// Device is /dev/tpmrm0 (default), another TPM device node, or swtpm:HOST:PORT
 	// for a software TPM (tests, development) on loopback: HOST is in
-	// 127.0.0.0/8, ::1 or localhost (tpm.SwtpmAddress).
+	// 127.0.0.0/8, ::1 or localhost (naming.SwtpmAddress).
 	Device string `yaml:"device"`
 	// PCRs of the SHA-256 bank whose values the key is sealed to. Default [7]
 	// (Secure Boot state).

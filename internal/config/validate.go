@@ -12,9 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgeseal/edgeseal/internal/ctlproto"
-	"github.com/edgeseal/edgeseal/internal/peer"
-	"github.com/edgeseal/edgeseal/internal/tpm"
+	"github.com/edgeseal/edgeseal/internal/naming"
 )
 
 // Limits of the config, named so that tests and messages agree.
@@ -141,7 +139,7 @@ const maxPCR = 23
 func (c *Config) validateTPM2() *Error {
 	t := c.Seal.TPM2
 	dev := t.Device
-	_, swtpm, err := tpm.SwtpmAddress(dev)
+	_, swtpm, err := naming.SwtpmAddress(dev)
 	switch {
 	case err != nil:
 		return fieldErr("seal.tpm2.device", "%v", err)
@@ -264,7 +262,7 @@ func (c *Config) validateIdentities() *Error {
 		f := fmt.Sprintf("services[%d]", i)
 		for j, u := range s.Units {
 			uf := fmt.Sprintf("%s.units[%d]", f, j)
-			if err := peer.ValidUnitName(u); err != nil {
+			if err := naming.ValidUnitName(u); err != nil {
 				return fieldErr(uf, "%q is not a systemd unit name (%v), e.g. app-one.service", u, err)
 			}
 			if strings.HasPrefix(u, "edgeseal") {
@@ -277,7 +275,7 @@ func (c *Config) validateIdentities() *Error {
 		}
 		for j, a := range s.SnapApps {
 			af := fmt.Sprintf("%s.snap_apps[%d]", f, j)
-			if err := peer.ValidSnapApp(a); err != nil {
+			if err := naming.ValidSnapApp(a); err != nil {
 				return fieldErr(af, "%q is not a snap app (%v): write <snap>.<app>", a, err)
 			}
 			if other, ok := snaps[a]; ok {
@@ -497,7 +495,7 @@ func (c *Config) VaultAddr() string {
 // Claims edgeseal fills in itself; the config cannot set them.
 var reservedClaims = []string{"device_id", "location", "addresses"}
 
-// maxStaticClaims leaves room in a quote (ctlproto.MaxClaims) for the
+// maxStaticClaims leaves room in a quote (naming.MaxClaims) for the
 // reserved claims.
 const maxStaticClaims = 13
 
@@ -511,7 +509,7 @@ func (c *Config) validateController() *Error {
 		if slices.Contains(reservedClaims, k) {
 			return fieldErr("controller.claims."+k, "is filled in by edgeseal: remove it (location comes from controller.location_file, addresses from controller.addresses)")
 		}
-		if err := ctlproto.CheckClaims(map[string]string{k: ct.Claims[k]}); err != nil {
+		if err := naming.CheckClaims(map[string]string{k: ct.Claims[k]}); err != nil {
 			return fieldErr("controller.claims."+k, "%v", err)
 		}
 	}

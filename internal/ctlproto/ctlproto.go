@@ -26,6 +26,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/edgeseal/edgeseal/internal/naming"
 	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
@@ -46,20 +47,20 @@ const (
 
 // Limits on what either side accepts.
 const (
-	MaxBody      = 256 << 10 // one message
-	NonceSize    = 32        // every nonce
-	KeySize      = 32        // a controller key (AES-256 / HKDF input)
-	MaxSealed    = 4096      // one key sealed to a TPM (tpm.Importable's bound)
-	MaxVaults    = 64        // vaults in one request or bundle (a bundle of 64 mid-rotation, with escrow, fits MaxBody/2)
-	MaxPCR       = 23        // PCR indices 0..23, SHA-256 bank
-	MaxClaims    = 16        // claims in one quote
-	MaxClaimLen  = 256       // a claim's name or value
-	MaxReason    = 1024      // a reason text
-	MaxPEM       = 8192      // a PEM public key or certificate
-	MaxTokenLen  = 128       // an enrolment token
-	MaxKeyVer    = 1 << 30   // a key version
-	MaxAttestLen = 1024      // a TPMS_ATTEST
-	MaxSigLen    = 512       // a TPMT_SIGNATURE
+	MaxBody      = 256 << 10          // one message
+	NonceSize    = 32                 // every nonce
+	KeySize      = 32                 // a controller key (AES-256 / HKDF input)
+	MaxSealed    = 4096               // one key sealed to a TPM (tpm.Importable's bound)
+	MaxVaults    = 64                 // vaults in one request or bundle (a bundle of 64 mid-rotation, with escrow, fits MaxBody/2)
+	MaxPCR       = 23                 // PCR indices 0..23, SHA-256 bank
+	MaxClaims    = naming.MaxClaims   // claims in one quote
+	MaxClaimLen  = naming.MaxClaimLen // a claim's name or value
+	MaxReason    = 1024               // a reason text
+	MaxPEM       = 8192               // a PEM public key or certificate
+	MaxTokenLen  = 128                // an enrolment token
+	MaxKeyVer    = 1 << 30            // a key version
+	MaxAttestLen = 1024               // a TPMS_ATTEST
+	MaxSigLen    = 512                // a TPMT_SIGNATURE
 )
 
 // Errors a device or controller acts on.
@@ -78,7 +79,6 @@ var (
 	uuidRE  = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 	nameRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 	idRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
-	claimRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 	tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{16,128}$`)
 )
 
@@ -200,7 +200,7 @@ func (c *Challenge) Validate() error {
 		errs = append(errs, fmt.Errorf("claims: %d, at most %d", len(c.Claims), MaxClaims))
 	}
 	for _, n := range c.Claims {
-		if !claimRE.MatchString(n) {
+		if !naming.ValidClaimName(n) {
 			errs = append(errs, fmt.Errorf("claims: %q is not a claim name", n))
 		}
 	}
@@ -256,23 +256,9 @@ func (q *Quote) Validate() error {
 	return errors.Join(errs...)
 }
 
-// CheckClaims checks a set of claims: at most MaxClaims, names of lower case
-// letters, digits and _, values of printable text up to MaxClaimLen bytes.
-func CheckClaims(claims map[string]string) error {
-	if len(claims) > MaxClaims {
-		return fmt.Errorf("claims: %d, at most %d", len(claims), MaxClaims)
-	}
-	var errs []error
-	for k, v := range claims {
-		if !claimRE.MatchString(k) {
-			errs = append(errs, fmt.Errorf("claims: %q is not a claim name (lower case letters, digits, _)", k))
-		}
-		if err := checkLen("claims."+k, v, 0, MaxClaimLen); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
+// CheckClaims checks a set of claims (naming.CheckClaims: the config's
+// expected claims are checked by the same rule).
+func CheckClaims(claims map[string]string) error { return naming.CheckClaims(claims) }
 
 // KeysRequest asks for the keys of the device's vaults. RequestNonce is the
 // device's own fresh nonce: the bundle must echo it. Quote answers the last

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgeseal/edgeseal/internal/naming"
 )
 
 // The test binary doubles as a client that connects and exits at once, so a
@@ -239,39 +241,13 @@ func FuzzParseCredentialAddr(f *testing.F) {
 			}
 			return
 		}
-		if ValidUnitName(cr.Unit) != nil || cr.ID == "" || strings.ContainsAny(cr.ID, "/\x00\n") || cr.ID == "." || cr.ID == ".." {
+		if naming.ValidUnitName(cr.Unit) != nil || cr.ID == "" || strings.ContainsAny(cr.ID, "/\x00\n") || cr.ID == "." || cr.ID == ".." {
 			t.Fatalf("accepted %q as %+v", addr, cr)
 		}
 		if !strings.HasSuffix(addr, "/unit/"+cr.Unit+"/"+cr.ID) {
 			t.Fatalf("%q parsed as %+v, which is not its tail", addr, cr)
 		}
 	})
-}
-
-func TestValidUnitName(t *testing.T) {
-	for _, s := range []string{"app-one.service", "snap.collector.daemon.service", "getty@tty1.service", "session-1.scope", `sys-devices-x\x2d1.device`} {
-		if err := ValidUnitName(s); err != nil {
-			t.Errorf("ValidUnitName(%q): %v", s, err)
-		}
-	}
-	for _, s := range []string{"", "app", ".service", "app.servic", "a b.service", "a/b.service", "foo@.service", "@x.service", "a@b@c.service", strings.Repeat("a", 250) + ".service"} {
-		if err := ValidUnitName(s); err == nil {
-			t.Errorf("ValidUnitName(%q) accepted", s)
-		}
-	}
-}
-
-func TestValidSnapApp(t *testing.T) {
-	for _, s := range []string{"collector.daemon", "edgex-ui.edgex-ui", "a1.B-2", "foo_bar1.app"} {
-		if err := ValidSnapApp(s); err != nil {
-			t.Errorf("ValidSnapApp(%q): %v", s, err)
-		}
-	}
-	for _, s := range []string{"", "collector", "c.daemon", "Collector.daemon", "-ab.x", "a--b.x", "123.x", "ab.", "ab.-x", "ab.x.y", "ab_.x", "ab_TOOLONGKEYX.x", "ab.x_y"} {
-		if err := ValidSnapApp(s); err == nil {
-			t.Errorf("ValidSnapApp(%q) accepted", s)
-		}
-	}
 }
 
 // resolveAs resolves this test process as connected to a socket, with systemd
@@ -391,7 +367,7 @@ func FuzzUnitOfCgroup(f *testing.F) {
 		if unit == "" {
 			return
 		}
-		if err := ValidUnitName(unit); err != nil || strings.HasSuffix(unit, ".slice") {
+		if err := naming.ValidUnitName(unit); err != nil || strings.HasSuffix(unit, ".slice") {
 			t.Fatalf("cgroup %q: unit %q is no unit a process runs in (%v)", cgroup, unit, err)
 		}
 		path := cgroupPath(cgroup)
@@ -502,7 +478,7 @@ func FuzzSnapAppOf(f *testing.F) {
 		if app == "" {
 			return
 		}
-		if err := ValidSnapApp(app); err != nil {
+		if err := naming.ValidSnapApp(app); err != nil {
 			t.Fatalf("unit %q, cgroup %q: invalid snap app %q: %v", unit, cgroup, app, err)
 		}
 		if path != "/system.slice/"+unit || strings.Count(path, "/") != 2 {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/edgeseal/edgeseal/internal/naming"
 )
 
 // UnitLookup asks systemd which unit a process belongs to; go-systemd's
@@ -75,7 +77,7 @@ func (r *Resolver) Resolve(ctx context.Context, p *Peer) (Identity, error) {
 		// placed yet) is known by uid and gid alone.
 		unit = ""
 	}
-	if unit != "" && ValidUnitName(unit) != nil {
+	if unit != "" && naming.ValidUnitName(unit) != nil {
 		return id, fmt.Errorf("cannot use the unit name systemd gave for pid %d: %q is not a unit name", p.PID, unit)
 	}
 	id.Unit = unit
@@ -174,7 +176,7 @@ func UnitOfCgroup(content string) string {
 		// cg_escape prefixes "_" to names that could clash with the kernel's
 		// own files (cgroup.*, tasks, a controller's prefix) or start with "_".
 		comp = strings.TrimPrefix(comp, "_")
-		if ValidUnitName(comp) != nil {
+		if naming.ValidUnitName(comp) != nil {
 			return ""
 		}
 		if !strings.HasSuffix(comp, ".slice") {
@@ -222,7 +224,7 @@ func ParseCredentialAddr(addr string) (CredentialRequest, error) {
 	if !ok {
 		return CredentialRequest{}, errors.New("no credential id after the unit name")
 	}
-	if err := ValidUnitName(unit); err != nil {
+	if err := naming.ValidUnitName(unit); err != nil {
 		return CredentialRequest{}, fmt.Errorf("unit %q: %w", unit, err)
 	}
 	if err := validCredentialID(cred); err != nil {
@@ -243,100 +245,6 @@ func validCredentialID(s string) error {
 		if c == '/' || c < 0x20 || c >= 0x7f {
 			return fmt.Errorf("holds %q", c)
 		}
-	}
-	return nil
-}
-
-// unitSuffixes are the unit types systemd knows.
-var unitSuffixes = []string{".service", ".socket", ".target", ".device", ".mount", ".automount",
-	".swap", ".timer", ".path", ".slice", ".scope"}
-
-// ValidUnitName checks s the way systemd's unit_name_is_valid does for a unit
-// or an instance of a template (a template itself, "foo@.service", is no unit a
-// process can run in, so it is refused).
-func ValidUnitName(s string) error {
-	if len(s) > 255 {
-		return errors.New("longer than 255 bytes")
-	}
-	dot := strings.LastIndexByte(s, '.')
-	if dot <= 0 {
-		return errors.New("no unit type suffix such as .service")
-	}
-	suffix := s[dot:]
-	known := false
-	for _, k := range unitSuffixes {
-		if suffix == k {
-			known = true
-		}
-	}
-	if !known {
-		return fmt.Errorf("unknown unit type %q", suffix)
-	}
-	name := s[:dot]
-	for _, c := range []byte(name) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(":-_.\\@", c) >= 0) {
-			return fmt.Errorf("holds %q", c)
-		}
-	}
-	if prefix, instance, ok := strings.Cut(name, "@"); ok {
-		switch {
-		case prefix == "":
-			return errors.New("nothing before @")
-		case instance == "":
-			return errors.New("a template: name an instance, e.g. foo@1.service")
-		case strings.Contains(instance, "@"):
-			return errors.New("more than one @")
-		}
-	}
-	return nil
-}
-
-// ValidSnapApp checks "<snap>.<app>" (or "<snap>_<instance key>.<app>") with
-// snapd's rules for snap and app names.
-func ValidSnapApp(s string) error {
-	snap, app, ok := strings.Cut(s, ".")
-	if !ok {
-		return errors.New("no . between snap and app")
-	}
-	name, key, hasKey := strings.Cut(snap, "_")
-	if err := validSnapName(name); err != nil {
-		return fmt.Errorf("snap name %q: %w", name, err)
-	}
-	if hasKey {
-		if key == "" || len(key) > 10 || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
-			return fmt.Errorf("instance key %q: want 1 to 10 lowercase letters or digits", key)
-		}
-	}
-	if err := validAppName(app); err != nil {
-		return fmt.Errorf("app name %q: %w", app, err)
-	}
-	return nil
-}
-
-func validSnapName(s string) error {
-	switch {
-	case len(s) < 2 || len(s) > 40:
-		return errors.New("want 2 to 40 characters")
-	case s[0] == '-' || s[len(s)-1] == '-' || strings.Contains(s, "--"):
-		return errors.New("a hyphen at an end or two in a row")
-	case strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-") != "":
-		return errors.New("want lowercase letters, digits and hyphens")
-	case strings.Trim(s, "0123456789-") == "":
-		return errors.New("want at least one letter")
-	}
-	return nil
-}
-
-func validAppName(s string) error {
-	switch {
-	case s == "":
-		return errors.New("empty")
-	case len(s) > 256:
-		return errors.New("longer than 256 bytes")
-	case s[0] == '-' || s[len(s)-1] == '-' || strings.Contains(s, "--"):
-		return errors.New("a hyphen at an end or two in a row")
-	case strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "":
-		return errors.New("want letters, digits and hyphens")
 	}
 	return nil
 }
@@ -446,7 +354,7 @@ func SnapAppOfUnit(unit string) string {
 		return ""
 	}
 	// An app name holds no ".": "<snap>.hook.<hook>" fails here.
-	if ValidSnapApp(rest) != nil {
+	if naming.ValidSnapApp(rest) != nil {
 		return ""
 	}
 	return rest
