@@ -545,13 +545,5 @@ func checkToken(t string) error {
 }
 
 func checkLen(field, s string, minLen, maxLen int) error {
-	if len(s) < minLen || len(s) > maxLen {
-		return fmt.Errorf("%s: %d bytes, %d to %d", field, len(s), minLen, maxLen)
-	}
-	for _, r := range s {
-		if r < 0x20 && r != '\n' || r == 0x7f || r == '\uFFFD' {
-			return fmt.Errorf("%s: holds a control character or invalid UTF-8", field)
-		}
-	}
-	return nil
+	return naming.CheckText(field, s, minLen, maxLen)
 }

@@ -137,16 +137,16 @@ func CheckClaims(claims map[string]string) error {
 		if !ValidClaimName(k) {
 			errs = append(errs, fmt.Errorf("claims: %q is not a claim name (lower case letters, digits, _)", k))
 		}
-		if err := checkLen("claims."+k, v, 0, MaxClaimLen); err != nil {
+		if err := CheckText("claims."+k, v, 0, MaxClaimLen); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// checkLen checks s is minLen to maxLen bytes of text: no control character
-// but newline, no DEL, no invalid UTF-8.
-func checkLen(field, s string, minLen, maxLen int) error {
+// CheckText checks s is minLen to maxLen bytes of text: no control character
+// but newline, no DEL, no invalid UTF-8; the error names field, never quotes s.
+func CheckText(field, s string, minLen, maxLen int) error {
 	if len(s) < minLen || len(s) > maxLen {
 		return fmt.Errorf("%s: %d bytes, %d to %d", field, len(s), minLen, maxLen)
 	}

@@ -65,14 +65,7 @@ func recordingVault(t *testing.T) (*api.Client, *creates) {
 		fmt.Fprintf(w, `{"auth":{"client_token":"tok-%d","accessor":"acc-%d","policies":%q}}`, n, n, req.Policies)
 	}))
 	t.Cleanup(srv.Close)
-	vc := api.DefaultConfig()
-	vc.Address = srv.URL
-	vc.MaxRetries = 0
-	c, err := api.NewClient(vc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, rec
+	return clientOf(t, srv.URL), rec
 }
 
 // matchingServer is a provider with services, seeing every caller as unit.

@@ -43,8 +43,14 @@ func slowVault(t *testing.T, delays ...time.Duration) *api.Client {
 		fmt.Fprintf(w, `{"auth":{"client_token":"tok-%d","accessor":"acc-%d","policies":["edgeseal-svc-app"]}}`, i, i)
 	}))
 	t.Cleanup(vault.Close)
+	return clientOf(t, vault.URL)
+}
+
+// clientOf is a server client of a stand-in at url, without retries.
+func clientOf(t *testing.T, url string) *api.Client {
+	t.Helper()
 	vc := api.DefaultConfig()
-	vc.Address = vault.URL
+	vc.Address = url
 	vc.MaxRetries = 0
 	c, err := api.NewClient(vc)
 	if err != nil {
