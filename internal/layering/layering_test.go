@@ -16,13 +16,13 @@ const module = "github.com/edgeseal/edgeseal"
 // The layers, from the bottom; a package may import only packages of a lower
 // rank. docs/architecture.md draws the same picture and says what each owns.
 const (
-	leaf        = iota // imports nothing of edgeseal's
-	leafConfig         // the config: leaves only
-	mechanism          // one job on leaves: a device, a file format, a protocol
-	mechanism2         // a mechanism built on another
-	feature            // what edgeseal does, on mechanisms
-	feature2           // a feature that uses another feature's device side
-	command            // mains: flags and one call
+	leaf       = iota // imports nothing of edgeseal's
+	leafConfig        // the config: leaves only
+	mechanism         // one job on leaves: a device, a file format, a protocol
+	mechanism2        // a mechanism built on another
+	feature           // what edgeseal does, on mechanisms
+	feature2          // a feature that uses another feature's device side
+	command           // mains: flags and one call
 )
 
 var layerNames = []string{"leaf", "leaf (config)", "mechanism", "mechanism (on mechanisms)", "feature", "feature (on features)", "command"}
