@@ -139,6 +139,13 @@ back if the new enrolment fails. Must run as root.
 	if err != nil {
 		return err
 	}
+	// An enrolment a replacement cut short set aside is the device's
+	// enrolment: put back first, so that it is not replaced without --force.
+	if err := controller.RecoverReplacement(p); errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("cannot enrol (run as root): %w", err)
+	} else if err != nil {
+		return err
+	}
 	if _, err := os.Lstat(p.Enrolment); err == nil && !*force {
 		return fmt.Errorf("cannot enrol: this device is already enrolled (%s): to enrol again, replacing it, run edgeseal controller enrol --force", p.Enrolment)
 	}

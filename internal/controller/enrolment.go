@@ -120,7 +120,7 @@ func (e *Enrolment) ClientCertificate() (*x509.Certificate, error) {
 func LoadEnrolment(p paths.Paths) (*Enrolment, error) {
 	// A replacement cut short is put right first (root only: another user
 	// cannot look in the directory, and is told below to run as root).
-	if err := recoverReplaced(p); err != nil && !errors.Is(err, fs.ErrPermission) {
+	if err := RecoverReplacement(p); err != nil && !errors.Is(err, fs.ErrPermission) {
 		return nil, err
 	}
 	data, err := fsutil.ReadBounded(p.Enrolment, maxEnrolment)

@@ -32,10 +32,10 @@ func replaceable(p paths.Paths) []string { return []string{p.Enrolment, p.Client
 // NAME.replaced), durably, so that Enrol may make a new one; Finish keeps the
 // new one or puts the old one back. A process killed in between leaves the
 // old enrolment in NAME.replaced, which the next LoadEnrolment or SetAside
-// puts back (recoverReplaced): a device never stays unenrolled because a
+// puts back (RecoverReplacement): a device never stays unenrolled because a
 // replacement was cut short.
 func SetAside(p paths.Paths) (*Replacement, error) {
-	if err := recoverReplaced(p); err != nil {
+	if err := RecoverReplacement(p); err != nil {
 		return nil, err
 	}
 	r := &Replacement{p: p}
@@ -84,12 +84,12 @@ func (r *Replacement) Finish(ok bool) error {
 	return errors.Join(errs...)
 }
 
-// recoverReplaced puts right what a replacement cut short (a crash, a kill)
-// left: with no enrolment but one set aside, the one set aside comes back
+// RecoverReplacement puts right what a replacement cut short (a crash, a kill)
+// left (LoadEnrolment and SetAside call it first): with no enrolment but one set aside, the one set aside comes back
 // (the new one was never finished: a client key it made is overwritten);
 // with an enrolment and files set aside, the new enrolment was written and
 // the old files are removed. Nothing set aside: nothing to do, one lstat.
-func recoverReplaced(p paths.Paths) error {
+func RecoverReplacement(p paths.Paths) error {
 	if _, err := os.Lstat(p.Enrolment + replacedSuffix); errors.Is(err, fs.ErrNotExist) {
 		if _, err := os.Lstat(p.ClientKey + replacedSuffix); errors.Is(err, fs.ErrNotExist) {
 			return nil
