@@ -2,14 +2,12 @@ package secretstore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 )
 
@@ -116,8 +114,7 @@ func (b *Bootstrap) reconcilePolicies(ctx context.Context, c *api.Client, want m
 	for name, text := range want {
 		applied[name] = vaultlayout.Digest(text)
 	}
-	data, _ := json.MarshalIndent(applied, "", "  ")
-	if err := fsutil.WriteFileAtomic(b.Paths.Policies, data, 0o644, fsutil.Self); err != nil {
+	if err := vaultlayout.WriteAppliedPolicies(b.Paths.Policies, applied); err != nil {
 		return len(toRead), written, err
 	}
 	return len(toRead), written, nil

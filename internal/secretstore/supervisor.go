@@ -51,8 +51,7 @@ func (b *Bootstrap) writePolicies(ctx context.Context, c *api.Client, policies m
 		}
 		applied[name] = d
 	}
-	data, _ := json.MarshalIndent(applied, "", "  ")
-	return fsutil.WriteFileAtomic(b.Paths.Policies, data, 0o644, fsutil.Self)
+	return vaultlayout.WriteAppliedPolicies(b.Paths.Policies, applied)
 }
 
 // issueSupervisorToken replaces the supervisor's token (revoking any earlier
@@ -365,8 +364,7 @@ func (b *Bootstrap) deleteStalePolicies(ctx context.Context, c *api.Client, want
 		n++
 	}
 	if n > 0 && applied != nil {
-		data, _ := json.MarshalIndent(applied, "", "  ")
-		if err := fsutil.WriteFileAtomic(b.Paths.Policies, data, 0o644, fsutil.Self); err != nil {
+		if err := vaultlayout.WriteAppliedPolicies(b.Paths.Policies, applied); err != nil {
 			return n, err
 		}
 	}

@@ -11,11 +11,13 @@ package vaultlayout
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
@@ -150,4 +152,17 @@ func ReadAppliedPolicies(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("cannot parse applied policies %s: %w", path, err)
 	}
 	return m, nil
+}
+
+// WriteAppliedPolicies writes the record ReadAppliedPolicies reads (digests by
+// policy name, 0644: the provider's user reads it), atomically.
+func WriteAppliedPolicies(path string, digests map[string]string) error {
+	data, err := json.MarshalIndent(digests, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(path, data, 0o644, fsutil.Self); err != nil {
+		return fmt.Errorf("cannot record the applied policies: %w", err)
+	}
+	return nil
 }
