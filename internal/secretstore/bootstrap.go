@@ -282,6 +282,11 @@ func (b *Bootstrap) checkServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The kind is now the running server's own (its release is one of that
+	// kind's series): the config edgeseal-pki wrote must be of its form.
+	if err := vaultconf.CheckRendered(b.Paths, b.Server.Kind); err != nil {
+		return err
+	}
 	if !same {
 		b.Log.Warn("the running server is not the release its binary is now: it was started before an upgrade; restart it to run the binary installed",
 			"running", r.String(), "binary", b.Server.String())

@@ -30,6 +30,7 @@ package vaultconf
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -213,4 +214,56 @@ func EnableTCP(p paths.Paths) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// ErrNotForServer: the config in p.VaultConfDir was not written for the
+// server that runs. It wraps vaultbin.ErrUnsupported: edgeseal-unseal ends
+// with the same final status (19), before it unseals anything.
+var ErrNotForServer = fmt.Errorf("the server's config was not written for the server that runs: %w", vaultbin.ErrUnsupported)
+
+// CheckRendered checks that the config edgeseal-pki wrote is one for kind's
+// server where it matters to security: with OpenBao, every listener of it
+// (the admin socket's, and the TCP one whether held or not) refuses the
+// unauthenticated rekey endpoints.
+//
+// Why edgeseal-unseal checks it: edgeseal-pki chooses the form of the config
+// from what the server binary says it is, an answer it keeps across boots in
+// its state directory on /var (vaultbin.IdentifyCached), which a thief with
+// the disk can rewrite to name the other server; edgeseal-unseal knows the
+// kind from the running server's own report (vaultbin.Info.Running), so a
+// config of the wrong form is caught before the server is unsealed, while
+// its rekey endpoints cannot do anything.
+func CheckRendered(p paths.Paths, kind vaultbin.Kind) error {
+	if kind != vaultbin.OpenBao {
+		return nil
+	}
+	type listeners struct {
+		Listener map[string]struct {
+			DisableUnauthedRekey bool `json:"disable_unauthed_rekey_endpoints"`
+		} `json:"listener"`
+	}
+	for _, f := range []string{p.VaultConfig, p.VaultTCP, p.VaultTCPHeld} {
+		data, err := fsutil.ReadBounded(f, 1<<20)
+		if errors.Is(err, os.ErrNotExist) && f != p.VaultConfig {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("cannot check the server's config: %w", err)
+		}
+		var l listeners
+		if err := json.Unmarshal(data, &l); err != nil {
+			return fmt.Errorf("cannot check the server's config %s: %w", f, err)
+		}
+		if len(l.Listener) == 0 {
+			return fmt.Errorf("%w: %s names no listener", ErrNotForServer, f)
+		}
+		for typ, li := range l.Listener {
+			if !li.DisableUnauthedRekey {
+				return fmt.Errorf("%w: %s has a %s listener that does not refuse unauthenticated rekeys, as an OpenBao config must "+
+					"(edgeseal-pki's kept answer of what the binary is may have been altered: remove /var/lib/edgeseal-pki/%s and start edgeseal.target again)",
+					ErrNotForServer, f, typ, vaultbin.CacheName)
+			}
+		}
+	}
+	return nil
 }

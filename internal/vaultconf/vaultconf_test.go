@@ -2,6 +2,7 @@ package vaultconf
 
 import (
 	"encoding/json"
+	"errors"
 	"maps"
 	"os"
 	"reflect"
@@ -230,5 +231,39 @@ func TestEachServerGetsOnlyTheOptionsItKnows(t *testing.T) {
 	}
 	if _, err := Render(v, "consul", certFile, CredentialKeyPath, adminSocket); err == nil || !strings.Contains(err.Error(), `"consul"`) {
 		t.Errorf("an unknown server: err %v, want one naming it", err)
+	}
+}
+
+// A thief with the disk rewrites edgeseal-pki's kept answer so that it writes
+// HashiCorp Vault's form of the config for OpenBao: listeners that take
+// unauthenticated rekeys. edgeseal-unseal, which knows the running server's
+// kind, finds it before it unseals.
+func TestAConfigOfTheOtherServersFormIsFoundForOpenBao(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		for _, tc := range []struct {
+			rendered vaultbin.Kind
+			ok       bool
+		}{{vaultbin.OpenBao, true}, {vaultbin.Vault, false}, {"", false}} {
+			p := paths.New(t.TempDir())
+			c, err := Render(config.Default().Vault, tc.rendered, certFile, CredentialKeyPath, adminSocket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Write(p, c, tcp); err != nil {
+				t.Fatal(err)
+			}
+			err = CheckRendered(p, vaultbin.OpenBao)
+			if tc.ok && err != nil || !tc.ok && (!errors.Is(err, ErrNotForServer) || !errors.Is(err, vaultbin.ErrUnsupported)) {
+				t.Errorf("config rendered for %q (tcp %v), OpenBao running: %v", tc.rendered, tcp, err)
+			}
+			// With Vault running, its own form (and OpenBao's) is fine.
+			if err := CheckRendered(p, vaultbin.Vault); err != nil {
+				t.Errorf("config rendered for %q, Vault running: %v", tc.rendered, err)
+			}
+		}
+	}
+	// A missing config is an error, not a pass.
+	if err := CheckRendered(paths.New(t.TempDir()), vaultbin.OpenBao); err == nil || errors.Is(err, ErrNotForServer) {
+		t.Errorf("no config: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,4 +140,59 @@ func TestALocalUserCannotStartARekeyOnOpenBao(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The thief with the disk of threat model finding 15: edgeseal-pki keeps what
+// the server binary said it is on /var, unauthenticated, and writes the
+// server's config in that server's form. Named as HashiCorp Vault while the
+// binary is OpenBao, it writes listeners that take unauthenticated rekeys.
+func TestAKeptServerAnswerRewrittenOnTheDiskStopsTheBootBeforeUnseal(t *testing.T) {
+	ctx := context.Background()
+	bao, err := testbed.ServerNamed("openbao")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("Given a device that booted once on OpenBao, edgeseal-pki having kept the binary's answer")
+	d := newDevice(t, false, nil, withServer(bao))
+	d.start()
+	const kept = "/var/lib/private/edgeseal-pki/server-identity.json"
+	// Numbers kept as written: the stamp's nanosecond times do not fit a float64.
+	var c map[string]any
+	dec := json.NewDecoder(strings.NewReader(d.run("cat", kept)))
+	dec.UseNumber()
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("%s: %v", kept, err)
+	}
+
+	t.Log("When a thief rewrites the kept answer offline to say HashiCorp Vault 1.21.0, leaving the binary's stamp, and the device reboots")
+	c["info"] = map[string]any{"Kind": "vault", "Version": "1.21.0", "Major": 1, "Minor": 21, "Patch": 0}
+	forged, _ := json.Marshal(c)
+	d.run("sh", "-c", "printf '%s' '"+string(forged)+"' > "+kept)
+	d.m.Reboot(t)
+	_, _, err = d.m.Run(ctx, "systemctl", "start", "edgeseal.target")
+	if j := d.m.Journal(t, "edgeseal-pki.service"); !strings.Contains(j, "known_binary=true") || !strings.Contains(j, "release=\"Vault v1.21.0\"") {
+		t.Fatalf("edgeseal-pki did not take the rewritten answer (the forgery is wrong, not the code):\n%s", j)
+	}
+	if err == nil {
+		t.Fatalf("edgeseal.target started with a config of HashiCorp Vault's form for OpenBao\n%s", d.journal())
+	}
+
+	t.Log("Then edgeseal-unseal refuses before it unseals, with status 19, naming the config and what to remove; the server stays sealed")
+	deadline := time.Now().Add(30 * time.Second)
+	for d.isActive("edgeseal-unseal.service") != "failed" {
+		if time.Now().After(deadline) {
+			t.Fatalf("edgeseal-unseal is %s, want failed\n%s", d.isActive("edgeseal-unseal.service"), d.journal())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := strings.TrimSpace(d.run("systemctl", "show", "-p", "ExecMainStatus", "--value", "edgeseal-unseal.service")); got != "19" {
+		t.Errorf("edgeseal-unseal exit status %s, want 19", got)
+	}
+	if j := d.m.Journal(t, "edgeseal-unseal.service"); !strings.Contains(j, "does not refuse unauthenticated rekeys") || !strings.Contains(j, "server-identity.json") {
+		t.Errorf("edgeseal-unseal's journal does not say why:\n%s", j)
+	}
+	st, err := d.vaultClient().Sys().SealStatusWithContext(ctx)
+	if err != nil || !st.Sealed {
+		t.Errorf("the server's seal status: %+v, %v; want sealed", st, err)
+	}
 }
