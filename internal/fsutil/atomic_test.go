@@ -1,11 +1,15 @@
 package fsutil
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestWriteFileAtomicReplacesWholeFileWithExactMode(t *testing.T) {
@@ -77,5 +81,43 @@ func TestSyncFSNamesAPathItCannotOpen(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "gone")
 	if err := SyncFS(missing); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("SyncFS of a missing path: %v", err)
+	}
+}
+
+func TestReadRegularRefusesWhatOnlyATamperedDiskHolds(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "state.json")
+	if err := os.WriteFile(good, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := ReadRegular(good, 16); err != nil || string(data) != "{}" {
+		t.Fatalf("a regular file: %q, %v", data, err)
+	}
+	fifo := filepath.Join(dir, "fifo.json")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ReadRegular(fifo, 16); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrNotRegular) {
+			t.Errorf("a FIFO: %v, want ErrNotRegular", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading a FIFO blocked")
+	}
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadRegular(link, 16); err == nil {
+		t.Error("a symlink was followed")
+	}
+	if _, err := ReadRegular(dir, 16); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("a directory: %v", err)
+	}
+	if _, err := ReadRegular(good, 1); err == nil {
+		t.Error("a file over the bound was read")
 	}
 }

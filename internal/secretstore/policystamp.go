@@ -80,7 +80,7 @@ func (s storageStamps) of(name string) (fileStamp, bool) {
 	if s.dir == "" || name == "" || filepath.Base(name) != name {
 		return fileStamp{}, false
 	}
-	f, err := os.OpenFile(filepath.Join(s.dir, "_"+name), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(filepath.Join(s.dir, "_"+name), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return fileStamp{}, false
 	}
@@ -131,7 +131,7 @@ func (b *Bootstrap) readPolicyRecord(key []byte) map[string]policyStamp {
 	if key == nil || b.Paths.StateDir == "" {
 		return nil
 	}
-	data, err := fsutil.ReadBounded(b.policyRecordPath(), 64<<20)
+	data, err := fsutil.ReadRegular(b.policyRecordPath(), 64<<20)
 	if err != nil {
 		return nil
 	}

@@ -62,7 +62,7 @@ func stampOf(path string) (binaryStamp, error) {
 func IdentifyCached(ctx context.Context, cache, bin string) (info Info, cached bool, err error) {
 	stamp, statErr := stampOf(bin)
 	if statErr == nil {
-		if data, err := os.ReadFile(cache); err == nil {
+		if data, err := fsutil.ReadRegular(cache, 64<<10); err == nil {
 			var c identityCache
 			if json.Unmarshal(data, &c) == nil && c.Version == 1 && c.Binary == stamp {
 				if err := c.Info.Check(); err != nil {
