@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/edgeseal/edgeseal/internal/config"
@@ -141,14 +140,18 @@ func Digest(text string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// maxApplied bounds the applied-policies record: about 100 bytes a policy,
+// for far more services than a config may name.
+const maxApplied = 16 << 20
+
 // ReadAppliedPolicies reads paths.Policies: the digests of the policies in Vault.
 func ReadAppliedPolicies(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadBounded(path, maxApplied)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read applied policies: %w", err)
 	}
 	var m map[string]string
-	if err := strictjson.Decode(data, len(data), &m); err != nil {
+	if err := strictjson.Decode(data, maxApplied, &m); err != nil {
 		return nil, fmt.Errorf("cannot parse applied policies %s: %w", path, err)
 	}
 	return m, nil
