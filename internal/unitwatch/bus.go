@@ -25,6 +25,7 @@ const (
 	errNameHasNoOwner    = "org.freedesktop.DBus.Error.NameHasNoOwner"
 	errAlreadySubscribed = "org.freedesktop.systemd1.AlreadySubscribed"
 	errAccessDenied      = "org.freedesktop.DBus.Error.AccessDenied"
+	errMatchRuleNotFound = "org.freedesktop.DBus.Error.MatchRuleNotFound"
 )
 
 // systemd is what the watcher asks of the bus and of systemd. bus is the real
@@ -97,7 +98,9 @@ func unitChangesFrom(owner string) []dbus.MatchOption {
 
 func (b *bus) follow(ctx context.Context, owner string) error {
 	if b.rule != nil {
-		if err := b.conn.RemoveMatchSignalContext(ctx, b.rule...); err != nil {
+		// The bus drops by itself a rule naming as sender a connection
+		// that has left (systemd re-executed): not found is gone.
+		if err := b.conn.RemoveMatchSignalContext(ctx, b.rule...); err != nil && !hasErrorName(err, errMatchRuleNotFound) {
 			return fmt.Errorf("cannot stop watching the unit changes of systemd's previous bus connection: %w", err)
 		}
 		b.rule = nil

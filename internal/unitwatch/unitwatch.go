@@ -178,14 +178,33 @@ func (w *watcher) resolveOwner(ctx context.Context) error {
 	}
 	if owner != w.owner {
 		if err := w.sd.follow(ctx, owner); err != nil {
-			return err
+			return w.unlessLeft(ctx, owner, err)
 		}
 		w.owner = owner
 	}
 	if w.owner == "" {
 		return nil
 	}
-	return w.listEnded(ctx)
+	return w.unlessLeft(ctx, w.owner, w.listEnded(ctx))
+}
+
+// unlessLeft returns err, a call to systemd's connection owner that failed,
+// unless owner no longer owns systemd's name: systemd re-executing leaves the
+// bus and comes back under a new unique name, and a call made meanwhile fails
+// (no owner, no reply, the old owner's match rule gone). Then the bus has yet
+// to send the NameOwnerChanged of that change (it came after the last answer
+// to owner, and this connection has asked for them all before it asked for
+// the owner), whose handling lists the units that failed meanwhile: the
+// watch goes on rather than end, and a failure of the next second is not left
+// to the caller's next watch.
+func (w *watcher) unlessLeft(ctx context.Context, owner string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if now, oerr := w.sd.owner(ctx); oerr == nil && now != owner {
+		return nil
+	}
+	return err
 }
 
 // handle acts on one signal routed to this connection.
@@ -204,7 +223,7 @@ func (w *watcher) handle(ctx context.Context, sig *dbus.Signal) error {
 	before := time.Now()
 	u, err := w.sd.unitState(ctx, path)
 	if err != nil {
-		return err
+		return w.unlessLeft(ctx, w.owner, err)
 	}
 	if w.hasEnded(u) {
 		w.ended(u.name, before)

@@ -196,6 +196,27 @@ func TestAConfirmationThatCannotBeHadEndsTheWatch(t *testing.T) {
 	}
 }
 
+func TestACallThatFailsBecauseSystemdLeftTheBusDoesNotEndTheWatch(t *testing.T) {
+	// systemd re-executing leaves the bus while it is asked about a unit; the
+	// bus's NameOwnerChanged for it is still on its way, and its handling
+	// lists the units that failed meanwhile.
+	sd := &fakeSystemd{ownerName: systemdUnique}
+	w, reported := started(t, sd)
+	sd.ownerName, sd.listErr = "", errors.New("The name org.freedesktop.systemd1 was not provided by any .service files")
+	if err := w.handle(context.Background(), failedSignal(systemdUnique, flakyPath)); err != nil {
+		t.Fatalf("handle: %v, want the watch to go on", err)
+	}
+	sd.ownerName, sd.listErr = ":1.77", nil
+	sd.units = map[dbus.ObjectPath][3]string{flakyPath: {"flaky.service", "failed"}}
+	if err := w.handle(context.Background(), ownerChanged(busName, systemdUnique, "")); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(*reported, []string{"flaky.service"}) {
+		t.Errorf("reported %v, want the unit that failed while systemd was away", *reported)
+	}
+
+}
+
 func TestANewOwnerOfSystemdsNameIsFollowedAndItsFailedUnitsListed(t *testing.T) {
 	sd := &fakeSystemd{ownerName: systemdUnique}
 	w, reported := started(t, sd)

@@ -22,6 +22,9 @@ const (
 	// revokedLine is what edgeseal-unseal logs for each token it revokes
 	// because its unit failed.
 	revokedLine = "revoked the token of a unit that failed or stopped"
+	// lostWatchLine is what edgeseal-unseal logs when its watch on failed
+	// units ends and is made again.
+	lostWatchLine = "lost the watch on units that fail or stop"
 )
 
 // forgedFailure is `gdbus emit` of the PropertiesChanged systemd sends when
@@ -105,6 +108,12 @@ func TestAForgedUnitFailureSignalRevokesNoToken(t *testing.T) {
 	}
 	if s := d.isActive("flaky.service"); s != "failed" {
 		t.Errorf("flaky.service is %s, want failed", s)
+	}
+	// A watch that ends is watched again a second later, listing the failed
+	// units then: the token is revoked, late. The watch must follow systemd
+	// across its re-execution without ending.
+	if j := testbed.GrepLines(d.m.Journal(t, "edgeseal-unseal.service"), lostWatchLine); j != "" {
+		t.Errorf("edgeseal-unseal lost its watch on failed units when systemd re-executed:\n%s", j)
 	}
 	if j := testbed.GrepLines(d.m.Journal(t, "edgeseal-unseal.service"), revokedLine); !strings.Contains(j, "unit=flaky.service") {
 		t.Errorf("the journal of edgeseal-unseal does not say flaky.service's token was revoked:\n%s", j)
