@@ -127,12 +127,9 @@ func gatherStatus(ctx context.Context, p paths.Paths, cfgPath string) *statusRep
 	r.units = chainUnits(p)
 	r.Units = unitStates(ctx, r.units)
 
-	if data, err := os.ReadFile(p.StatusFile); err == nil {
-		var st secretstore.Status
-		if json.Unmarshal(data, &st) == nil {
-			r.Daemon = &st
-			r.Vault.Server = st.Server
-		}
+	if st, err := secretstore.ReadStatus(p.StatusFile); err == nil {
+		r.Daemon = st
+		r.Vault.Server = st.Server
 	}
 	if vr, err := (&fsvault.Manager{Paths: p}).LastReport(); err == nil && len(vr.Vaults) > 0 {
 		r.FileVaults = map[string]int{}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fscrypt"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // Report is the status file: every vault's state after the last apply, lock,
@@ -466,17 +466,12 @@ func (m *Manager) LastReport() (*Report, error) { return m.readReport() }
 
 // readReport reads the status file back (nil if there is none).
 func (m *Manager) readReport() (*Report, error) {
-	f, err := os.Open(m.Paths.VaultStatus)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxReport))
+	data, err := fsutil.ReadBounded(m.Paths.VaultStatus, maxReport)
 	if err != nil {
 		return nil, err
 	}
 	var r Report
-	if err := json.Unmarshal(data, &r); err != nil {
+	if err := strictjson.Decode(data, maxReport, &r); err != nil {
 		return nil, fmt.Errorf("cannot parse %s: %w", m.Paths.VaultStatus, err)
 	}
 	return &r, nil

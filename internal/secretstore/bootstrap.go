@@ -22,6 +22,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 	"github.com/edgeseal/edgeseal/internal/vaultlayout"
@@ -98,6 +99,9 @@ type bootDone struct {
 	BootID   string    `json:"boot_id"`
 	Finished time.Time `json:"finished"`
 }
+
+// maxBootDone bounds the record of bootDone read back.
+const maxBootDone = 4 << 10
 
 func (b *Bootstrap) say(msg string, args ...any) {
 	b.Log.Info(msg, args...)
@@ -476,12 +480,12 @@ func (b *Bootstrap) ensureRecoveryCopy() error {
 }
 
 func (b *Bootstrap) alreadyDoneThisBoot() bool {
-	data, err := os.ReadFile(b.Paths.BootDone)
+	data, err := fsutil.ReadRegular(b.Paths.BootDone, maxBootDone)
 	if err != nil {
 		return false
 	}
 	var d bootDone
-	if json.Unmarshal(data, &d) != nil || d.BootID != b.BootID {
+	if strictjson.Decode(data, maxBootDone, &d) != nil || d.BootID != b.BootID {
 		return false
 	}
 	_, err = os.Stat(b.Paths.IssuingToken)
@@ -552,14 +556,10 @@ func (b *Bootstrap) issueTokendToken(ctx context.Context, c *api.Client) error {
 	if err != nil {
 		return fmt.Errorf("cannot create the token-issuing token: %w", err)
 	}
-	data, err := json.Marshal(s)
-	if err != nil {
-		return fmt.Errorf("cannot encode the token-issuing token: %w", err)
-	}
 	if err := b.tokendDir(); err != nil {
 		return err
 	}
-	if err := fsutil.WriteFileAtomic(b.Paths.IssuingToken, data, 0o600, b.TokendOwner); err != nil {
+	if err := vaultlayout.WriteIssuingToken(b.Paths.IssuingToken, s, b.TokendOwner); err != nil {
 		return err
 	}
 	b.say("wrote this boot's token-issuing token", "path", b.Paths.IssuingToken, "accessor", s.Auth.Accessor)

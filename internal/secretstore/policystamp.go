@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // policyRecordName is the file, in edgeseal's state directory (root's), that
@@ -25,6 +26,10 @@ const policyRecordName = "policies-checked.json"
 // policyRecordVersion is the record's format. Version 1 (stamps without the
 // file's hash, no MAC) is not trusted: a boot reads every policy once.
 const policyRecordVersion = 2
+
+// maxPolicyRecord bounds the record read back: about 200 bytes a policy, for
+// far more services than a config may name.
+const maxPolicyRecord = 64 << 20
 
 // policyRecordPurpose is the HKDF info of the record's MAC key, so that the
 // key is good for nothing else made from the unseal key.
@@ -131,12 +136,12 @@ func (b *Bootstrap) readPolicyRecord(key []byte) map[string]policyStamp {
 	if key == nil || b.Paths.StateDir == "" {
 		return nil
 	}
-	data, err := fsutil.ReadRegular(b.policyRecordPath(), 64<<20)
+	data, err := fsutil.ReadRegular(b.policyRecordPath(), maxPolicyRecord)
 	if err != nil {
 		return nil
 	}
 	var r policyRecord
-	if json.Unmarshal(data, &r) != nil || r.Version != policyRecordVersion || r.Storage != b.Config.Vault.StoragePath {
+	if strictjson.Decode(data, maxPolicyRecord, &r) != nil || r.Version != policyRecordVersion || r.Storage != b.Config.Vault.StoragePath {
 		return nil
 	}
 	if !hmac.Equal([]byte(r.MAC), []byte(r.mac(key))) {

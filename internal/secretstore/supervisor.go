@@ -2,7 +2,6 @@ package secretstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -168,11 +167,8 @@ func (b *Bootstrap) untilRotation() time.Duration {
 // sees the file change, or when Vault refuses the old one.
 func (b *Bootstrap) RotateIssuingToken(ctx context.Context) error {
 	var oldAccessor string
-	if data, err := os.ReadFile(b.Paths.IssuingToken); err == nil {
-		var s api.Secret
-		if json.Unmarshal(data, &s) == nil && s.Auth != nil {
-			oldAccessor = s.Auth.Accessor
-		}
+	if auth, err := vaultlayout.ReadIssuingToken(b.Paths.IssuingToken); err == nil {
+		oldAccessor = auth.Accessor
 	}
 	err := b.withSupervisor(ctx, func(c *api.Client) error { return b.issueTokendToken(ctx, c) })
 	if err != nil {

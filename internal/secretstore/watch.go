@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // Status is what the unseal daemon reports in paths.StatusFile, for `edgeseal
@@ -27,6 +28,22 @@ type Status struct {
 	Reunseals          int        `json:"reunseals"`
 	LastReunseal       *time.Time `json:"last_reunseal,omitempty"`
 	LastReunsealMillis int64      `json:"last_reunseal_ms,omitempty"`
+}
+
+// maxStatus bounds the status file read back: a few hundred bytes.
+const maxStatus = 64 << 10
+
+// ReadStatus reads the status file the unseal daemon writes (paths.StatusFile).
+func ReadStatus(path string) (*Status, error) {
+	data, err := fsutil.ReadBounded(path, maxStatus)
+	if err != nil {
+		return nil, err
+	}
+	var st Status
+	if err := strictjson.Decode(data, maxStatus, &st); err != nil {
+		return nil, fmt.Errorf("cannot parse %s: %w", path, err)
+	}
+	return &st, nil
 }
 
 func (b *Bootstrap) writeStatus() {

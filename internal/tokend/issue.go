@@ -2,7 +2,6 @@ package tokend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -83,24 +82,20 @@ func (i *issuer) load() error {
 	if i.plain != nil && fi.ModTime().Equal(i.modTime) {
 		return nil
 	}
-	data, err := os.ReadFile(i.path)
+	auth, err := vaultlayout.ReadIssuingToken(i.path)
 	if err != nil {
-		return fmt.Errorf("cannot read the token-issuing token: %w", err)
-	}
-	var s api.Secret
-	if err := json.Unmarshal(data, &s); err != nil || s.Auth == nil || s.Auth.ClientToken == "" {
-		return fmt.Errorf("cannot read the token-issuing token %s: not a Vault auth response", i.path)
+		return err
 	}
 	plain, err := i.base.Clone()
 	if err != nil {
 		return fmt.Errorf("cannot clone Vault client: %w", err)
 	}
-	plain.SetToken(s.Auth.ClientToken)
+	plain.SetToken(auth.ClientToken)
 	wrapping, err := plain.Clone()
 	if err != nil {
 		return fmt.Errorf("cannot clone Vault client: %w", err)
 	}
-	wrapping.SetToken(s.Auth.ClientToken)
+	wrapping.SetToken(auth.ClientToken)
 	ttl := i.wrapTTL
 	wrapping.SetWrappingLookupFunc(func(operation, path string) string {
 		if strings.HasPrefix(path, "auth/token/create/") {

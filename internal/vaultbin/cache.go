@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/edgeseal/edgeseal/internal/fsutil"
+	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
 
 // CacheName is the file, in a boot step's state directory, that keeps what
@@ -64,7 +65,7 @@ func IdentifyCached(ctx context.Context, cache, bin string) (info Info, cached b
 	if statErr == nil {
 		if data, err := fsutil.ReadRegular(cache, 64<<10); err == nil {
 			var c identityCache
-			if json.Unmarshal(data, &c) == nil && c.Version == 1 && c.Binary == stamp {
+			if strictjson.Decode(data, 64<<10, &c) == nil && c.Version == 1 && c.Binary == stamp {
 				if err := c.Info.Check(); err != nil {
 					return c.Info, true, fmt.Errorf("secret store server %s: %w", bin, err)
 				}

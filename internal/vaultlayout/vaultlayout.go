@@ -1,11 +1,12 @@
 // Package vaultlayout is what edgeseal makes in the secret store, by name and
 // text: the ACL policies (the token provider's, the supervisor's, one per
 // configured service), the token roles' names, the SHA-256 digests by which a
-// policy's text is known, and the file that records the digests of the
-// policies applied this boot (paths.Policies). Both sides need it and neither
-// owns it: edgeseal-unseal writes the policies and the record (package
+// policy's text is known, the file that records the digests of the policies
+// applied this boot (paths.Policies), and the file of the token-issuing token
+// (paths.IssuingToken). Both sides need them and neither owns them:
+// edgeseal-unseal writes the policies, the record and the token (package
 // secretstore), the token provider checks a service's policy against the
-// record before its first token (package tokend).
+// record before its first token and issues with that token (package tokend).
 package vaultlayout
 
 import (
@@ -14,6 +15,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
@@ -168,4 +171,39 @@ func WriteAppliedPolicies(path string, digests map[string]string) error {
 		return fmt.Errorf("cannot record the applied policies: %w", err)
 	}
 	return nil
+}
+
+// maxIssuingToken bounds the token-issuing token's file: the server's answer
+// to a token create, well under a kilobyte.
+const maxIssuingToken = 64 << 10
+
+// WriteIssuingToken writes the token-issuing token, s being the server's
+// answer to its creation, as JSON, 0600 and owned by owner (the provider's
+// user), atomically.
+func WriteIssuingToken(path string, s *api.Secret, owner fsutil.Owner) error {
+	if s == nil || s.Auth == nil || s.Auth.ClientToken == "" {
+		return fmt.Errorf("cannot write the token-issuing token: the server's answer holds no token")
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("cannot encode the token-issuing token: %w", err)
+	}
+	return fsutil.WriteFileAtomic(path, data, 0o600, owner)
+}
+
+// ReadIssuingToken reads what WriteIssuingToken wrote: a regular file, bounded,
+// strictly. Its errors name the file, never its contents.
+func ReadIssuingToken(path string) (*api.SecretAuth, error) {
+	data, err := fsutil.ReadRegular(path, maxIssuingToken)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the token-issuing token: %w", err)
+	}
+	var s api.Secret
+	if err := strictjson.Decode(data, maxIssuingToken, &s); err != nil {
+		return nil, fmt.Errorf("cannot parse the token-issuing token %s: %w", path, err)
+	}
+	if s.Auth == nil || s.Auth.ClientToken == "" {
+		return nil, fmt.Errorf("cannot read the token-issuing token %s: it holds no token", path)
+	}
+	return s.Auth, nil
 }

@@ -1,10 +1,15 @@
 package vaultlayout
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 )
 
 func TestPolicies(t *testing.T) {
@@ -94,5 +99,51 @@ func TestADigestNamesATextAndServicePolicyDigestTheConfigsText(t *testing.T) {
 	}
 	if ServicePolicyDigest(cfg, "nobody") != "" {
 		t.Fatal("a service the config lacks has a digest")
+	}
+}
+
+func TestTheIssuingTokenIsReadBackAsWrittenAndAnythingElseIsRefusedWithoutQuotingIt(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "issuing-token.json")
+	const token = "hvs.issuing-token-secret"
+	s := &api.Secret{RequestID: "r", Auth: &api.SecretAuth{ClientToken: token, Accessor: "acc", Policies: []string{TokendPolicy}}}
+	if err := WriteIssuingToken(path, s, fsutil.Self); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("written: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	auth, err := ReadIssuingToken(path)
+	if err != nil || auth.ClientToken != token || auth.Accessor != "acc" {
+		t.Fatalf("read back %+v, %v", auth, err)
+	}
+
+	if err := WriteIssuingToken(path, &api.Secret{}, fsutil.Self); err == nil {
+		t.Error("an answer without a token was written")
+	}
+	good, _ := os.ReadFile(path)
+	link := filepath.Join(dir, "link.json")
+	os.Symlink(path, link)
+	for name, c := range map[string]struct {
+		path string
+		data []byte
+	}{
+		"a value after the answer":   {path, append(append([]byte{}, good...), []byte(` {"auth":{"client_token":"`+token+`"}}`)...)},
+		"a field Vault never sends":  {path, []byte(`{"auth":{"client_token":"` + token + `"},"extra":1}`)},
+		"an answer without a token":  {path, []byte(`{"auth":{"accessor":"acc"}}`)},
+		"more than the bound":        {path, []byte(`{"auth":{"client_token":"` + token + strings.Repeat("x", maxIssuingToken) + `"}}`)},
+		"a symlink to the real file": {link, nil},
+	} {
+		if c.data != nil {
+			if err := os.WriteFile(path, c.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := ReadIssuingToken(c.path)
+		if err == nil {
+			t.Errorf("%s: read", name)
+		} else if strings.Contains(err.Error(), token) {
+			t.Errorf("%s: the error quotes the token: %v", name, err)
+		}
 	}
 }
