@@ -17,14 +17,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -34,13 +32,11 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/journal"
-	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/sdunit"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
-	"github.com/edgeseal/edgeseal/internal/unitwatch"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
 )
 
@@ -210,102 +206,11 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 		prepared -= l.Took
 	}
 	b.Prelude = append(b.Prelude, secretstore.Lap{Phase: "prepare_ms", Took: prepared})
-	if err := runUntilReady(ctx, log, b); err != nil {
-		b.ReportFailure(err)
-		return err
-	}
-	daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=Vault unsealed and set up; watching it")
-	log.Info("Vault is unsealed and set up; watching it to unseal it again if it restarts",
-		"interval", cfg.Vault.WatchInterval.D().String())
-	reload := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	wg.Add(5)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				select {
-				case reload <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}()
-	go func() { defer wg.Done(); b.WatchConfig(ctx, reload) }()
-	go func() { defer wg.Done(); b.Supervise(ctx) }()
-	go func() {
-		defer wg.Done()
-		if err := b.ServePolicySync(ctx); err != nil {
-			log.Error("cannot serve policy syncs: a service added to the config after boot gets its policy at the next boot", "error", err)
-		}
-	}()
-	go func() { defer wg.Done(); revokeEndedUnits(ctx, log, b, cfg.Tokens.RevokeOnStop) }()
-	b.Watch(ctx, cfg.Vault.WatchInterval.D())
-	wg.Wait()
-	daemon.SdNotify(false, daemon.SdNotifyStopping)
-	return nil
-}
-
-// revokeEndedUnits revokes the tokens of each unit that enters the failed
-// state (and, with stops, of each service that stops or waits to restart),
-// for as long as ctx lasts; a lost bus connection is made again, after a wait
-// that doubles from a second to half a minute while watches keep failing at
-// once. A watch the bus refuses by policy is tried again every
-// refusedRetry, and said once.
-func revokeEndedUnits(ctx context.Context, log *journal.Logger, b *secretstore.Bootstrap, stops bool) {
-	const (
-		retryMin     = time.Second
-		retryMax     = 30 * time.Second
-		refusedRetry = 10 * time.Minute
-	)
-	wait, refusedSaid := time.Duration(0), false
-	for {
-		start := time.Now()
-		err := unitwatch.Watch(ctx, stops, func(unit string, before time.Time) { b.RevokeUnit(ctx, unit, before) })
-		if ctx.Err() != nil {
-			return
-		}
-		switch {
-		case errors.Is(err, unitwatch.ErrRefused) && stops:
-			// Processes' cgroups say when a unit has none left: a stop or a
-			// failure alike, which is what stops asks for.
-			log.Warn("cannot watch for units that fail or stop on the system bus, which refuses it (in a snap: the "+
-				"D-Bus mediation of AppArmor, which grants system-observe no Subscribe); watching their processes' "+
-				"cgroups instead", "every", unitwatch.PollInterval.String(), "error", err)
-			unitwatch.PollCgroups(ctx, "/proc", unitwatch.PollInterval, func() []string {
-				units, err := ledger.Units(b.Paths.Ledger)
-				if err != nil && !errors.Is(err, fs.ErrNotExist) {
-					log.Warn("cannot read the token ledger to watch the units of its tokens", "error", err)
-				}
-				return units
-			}, func(unit string, before time.Time) { b.RevokeUnit(ctx, unit, before) })
-			return
-		case errors.Is(err, unitwatch.ErrRefused):
-			wait = refusedRetry
-			if !refusedSaid {
-				refusedSaid = true
-				log.Error("cannot watch for units that fail: the system bus refuses it (in a snap: the D-Bus "+
-					"mediation of AppArmor, which grants system-observe no Subscribe), and with tokens.revoke_on_stop "+
-					"off a unit's cgroup cannot tell a failure from a stop. The tokens of a service that fails stay "+
-					"valid until the service gets a new one or the next boot; trying again every 10 minutes, "+
-					"without another line", "error", err)
-			}
-		default:
-			if time.Since(start) > time.Minute {
-				wait = 0 // the watch held: the next failure is a new one
-			}
-			wait = min(max(2*wait, retryMin), retryMax)
-			log.Warn("lost the watch on units that fail or stop; watching again", "in", wait.String(), "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
+	return b.Serve(ctx, secretstore.ServeOptions{
+		Final:  func(err error) bool { return exitCode(err) != 1 },
+		Notify: func(state string) { daemon.SdNotify(false, state) },
+		Reload: hup,
+	})
 }
 
 func lookupOwner(name string) (fsutil.Owner, error) {
@@ -321,39 +226,6 @@ func lookupOwner(name string) (fsutil.Owner, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return fsutil.Owner{UID: uid, GID: gid}, nil
-}
-
-// Retry delays of a failed setup: a second, doubling, at most maxRetryDelay.
-const (
-	firstRetryDelay = time.Second
-	maxRetryDelay   = 10 * time.Second
-)
-
-// runUntilReady runs the boot's setup until it is done, trying again in this
-// process after an error a retry may cure (exit status 1: Vault restarting,
-// a timeout, a refused connection). Exiting instead would hand the retry to
-// Restart=, but systemd (before 254's RestartMode=direct) fails this unit's
-// start job first, and with it edgeseal.target's and every consumer's: they
-// would stay down for the whole boot, though the restart cures the error.
-// TimeoutStartSec= bounds the tries. Errors a retry cannot cure (statuses 2
-// and 10 to 19) return at once.
-func runUntilReady(ctx context.Context, log *journal.Logger, b *secretstore.Bootstrap) error {
-	delay := firstRetryDelay
-	for attempt := 1; ; attempt++ {
-		err := b.Run(ctx)
-		if err == nil || exitCode(err) != 1 || ctx.Err() != nil {
-			return err
-		}
-		log.Warn("cannot set Vault up yet; trying again", "attempt", attempt, "in", delay.String(), "error", err)
-		daemon.SdNotify(false, fmt.Sprintf("STATUS=retrying in %s (attempt %d failed: %s)", delay, attempt, firstLine(err.Error())))
-		b.Forget()
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, maxRetryDelay)
-	}
 }
 
 func exitCode(err error) int {

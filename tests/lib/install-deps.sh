@@ -4,12 +4,13 @@
 # tpm2-tools (a software TPM), apparmor (apparmor_parser checks profiles), fscrypt
 # and e2fsprogs (encrypted directories), snapd and squashfs-tools (the snap),
 # strace (each boot step's accesses, checked against its AppArmor profile), gdbus
-# (a signal forged on the system bus by an unprivileged user), qemu-system-x86,
+# (a signal forged on the system bus by an unprivileged user), dbus-daemon (a
+# bus of a test's own, for the watch on failed units), qemu-system-x86,
 # qemu-utils and debootstrap (`make spread`: the Debian VM image of
 # tests/vm/build-image.sh, booted with swtpm as its TPM).
 set -euo pipefail
 
-pkgs=(systemd-container swtpm swtpm-tools tpm2-tools apparmor squashfs-tools snapd fscrypt e2fsprogs util-linux iproute2 strace libglib2.0-bin qemu-system-x86 qemu-utils debootstrap)
+pkgs=(systemd-container swtpm swtpm-tools tpm2-tools apparmor squashfs-tools snapd fscrypt e2fsprogs util-linux iproute2 strace libglib2.0-bin dbus-daemon qemu-system-x86 qemu-utils debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -29,7 +29,6 @@ var packages = map[string]string{
 	"mksquashfs":      "squashfs-tools",
 	"gdbus":           "libglib2.0-bin",
 	"busctl":          "systemd",
-	"dbus-daemon":     "dbus-daemon",
 }
 
 // Require fails the test unless every command is on PATH, saying what to install.
