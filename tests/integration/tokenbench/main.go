@@ -191,15 +191,11 @@ func direct(service string) (func(context.Context) error, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(p.IssuingToken)
+	auth, err := vaultlayout.ReadIssuingToken(p.IssuingToken)
 	if err != nil {
 		return nil, err
 	}
-	var s api.Secret
-	if err := json.Unmarshal(data, &s); err != nil || s.Auth == nil {
-		return nil, fmt.Errorf("cannot read the token-issuing token: %v", err)
-	}
-	c.SetToken(s.Auth.ClientToken)
+	c.SetToken(auth.ClientToken)
 	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		return nil, err
