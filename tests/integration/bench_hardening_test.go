@@ -1,0 +1,155 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/edgeseal/edgeseal/tests/testbed"
+)
+
+// hardenedUnits are the boot chain's units whose process starts lie on a warm
+// reboot's path, by their template in systemd/.
+var hardenedUnits = []string{"edgeseal-pki", "edgeseal-unseal", "edgeseal-ready"}
+
+// notHardening are the [Service] settings that say what runs and when, not
+// where: everything else in the section is the unit's sandbox.
+var notHardening = []string{"Type", "ExecStart", "ExecStartPre", "ExecStartPost", "ExecStop", "ExecReload", "ExecCondition",
+	"RemainAfterExit", "Restart", "RestartSec", "RestartPreventExitStatus", "RestartMode", "TimeoutStartSec", "TimeoutStopSec",
+	"Environment", "EnvironmentFile", "NotifyAccess", "KillMode", "KillSignal", "SuccessExitStatus", "LoadCredential",
+	"LoadCredentialEncrypted", "SetCredential", "OOMScoreAdjust", "Nice", "FileDescriptorStoreMax", "WatchdogSec"}
+
+// placeholder is a word `make install` substitutes in a unit template.
+var placeholder = regexp.MustCompile(`@[A-Z_]+@`)
+
+// unitHardening reads the sandbox settings of systemd/<unit>.service.in, as
+// systemd-run -p arguments.
+func unitHardening(b testing.TB, unit string) []string {
+	f, err := os.Open(filepath.Join(repoRoot(), "systemd", unit+".service.in"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var props []string
+	inService, continued := false, false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		wasContinued := continued
+		continued = strings.HasSuffix(line, "\\")
+		switch {
+		case wasContinued || line == "" || line[0] == '#' || line[0] == ';':
+			continue
+		case line[0] == '[':
+			inService = line == "[Service]"
+			continue
+		case !inService:
+			continue
+		}
+		key, _, ok := strings.Cut(line, "=")
+		if !ok || placeholder.MatchString(line) || slices.Contains(notHardening, key) {
+			continue
+		}
+		props = append(props, "-p", line)
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatal(err)
+	}
+	if len(props) == 0 {
+		b.Fatalf("systemd/%s.service.in has no sandbox settings", unit)
+	}
+	return props
+}
+
+// processStart starts /bin/true as a transient oneshot unit with props and
+// returns systemd's fork of it to its exit, in ms: the child's setup of the
+// sandbox props ask for, the exec, and /bin/true's run (the same for every
+// props).
+func processStart(b testing.TB, m *testbed.Machine, name string, props []string) float64 {
+	ctx := context.Background()
+	// A oneshot's start job ends when its process has: systemd-run returns
+	// then, and the unit stays (RemainAfterExit=) to be asked.
+	args := append([]string{"systemd-run", "--quiet", "--unit=" + name, "-p", "Type=oneshot", "-p", "RemainAfterExit=yes"}, props...)
+	if out, stderr, err := m.Run(ctx, append(args, "/bin/true")...); err != nil {
+		b.Fatalf("%s: %v\n%s%s", strings.Join(args, " "), err, out, stderr)
+	}
+	out, stderr, err := m.Run(ctx, "systemctl", "show", "-P", "ExecMainStartTimestampMonotonic", "-P", "ExecMainExitTimestampMonotonic", name)
+	if err != nil {
+		b.Fatalf("systemctl show %s: %v\n%s", name, err, stderr)
+	}
+	f := strings.Fields(out)
+	if _, _, err := m.Run(ctx, "systemctl", "stop", name); err != nil {
+		b.Fatalf("systemctl stop %s: %v", name, err)
+	}
+	if len(f) != 2 {
+		b.Fatalf("systemctl show %s: %q", name, out)
+	}
+	start, err1 := strconv.ParseFloat(f[0], 64)
+	exit, err2 := strconv.ParseFloat(f[1], 64)
+	if err1 != nil || err2 != nil || exit <= start {
+		b.Fatalf("systemctl show %s: %q", name, out)
+	}
+	return (exit - start) / 1000
+}
+
+// BenchmarkUnitHardening: what the sandbox of each boot-chain unit costs a
+// process start, side by side with the same start bare. Per run and unit,
+// /bin/true is started 10 times as a transient unit with the unit's [Service]
+// sandbox settings (systemd/<unit>.service.in less what says what runs and
+// when), interleaved with 10 starts without them; a run's figure is the
+// median of its 10, from systemd's own timestamps (fork to exit), in a
+// container of the test bed with nothing else running in it.
+func BenchmarkUnitHardening(b *testing.B) {
+	m := testbed.Boot(b, testbed.MachineOptions{})
+	// What the units' ReadWritePaths= and BindPaths= name, as a device has it.
+	if _, stderr, err := m.Run(context.Background(), "mkdir", "-p", "/run/edgeseal", "/var/lib/edgeseal-vault"); err != nil {
+		b.Fatalf("mkdir: %v\n%s", err, stderr)
+	}
+	bare := newSeries("bare", "ms")
+	type figs struct{ hardened, cost *series }
+	perUnit := map[string]figs{}
+	props := map[string][]string{}
+	for _, u := range hardenedUnits {
+		props[u] = unitHardening(b, u)
+		perUnit[u] = figs{newSeries(u+"-hardened", "ms"), newSeries(u+"-hardening-cost", "ms")}
+	}
+	n := 0
+	for range b.N {
+		var runBare series
+		runHard := map[string]*series{}
+		for _, u := range hardenedUnits {
+			runHard[u] = &series{}
+		}
+		for range 10 {
+			n++
+			runBare.add(processStart(b, m, fmt.Sprintf("bench-bare-%d.service", n), nil))
+			for _, u := range hardenedUnits {
+				runHard[u].add(processStart(b, m, fmt.Sprintf("bench-%s-%d.service", u, n), props[u]))
+			}
+		}
+		bare.add(runBare.median())
+		for _, u := range hardenedUnits {
+			perUnit[u].hardened.add(runHard[u].median())
+			perUnit[u].cost.add(runHard[u].median() - runBare.median())
+		}
+	}
+	var rows [][]string
+	bare.report(b)
+	for _, u := range hardenedUnits {
+		f := perUnit[u]
+		f.hardened.report(b)
+		f.cost.report(b)
+		rows = append(rows, []string{u, bare.String(), f.hardened.String(), f.cost.String()})
+	}
+	table(b, "a process start (systemd's fork to the exit of /bin/true) with each unit's sandbox and without",
+		[]string{"unit's sandbox", "bare", "with it", "what it costs"}, rows)
+}
