@@ -1,7 +1,8 @@
 // Command edgeseal-pki is edgeseal-pki.service, a oneshot run at every boot: it
 // makes this boot's CA and the Vault listener's certificate in /run/edgeseal/pki,
-// and renders Vault's server config to /run/edgeseal/vault/ (package vaultconf). The CA
-// private key never leaves this process (see package pki).
+// and renders Vault's server config to /run/edgeseal/vault/. It reads its flags
+// and calls pkistep.Run, which does the step. The CA private key never leaves
+// this process (see package pki).
 //
 // Exit status (as for edgeseal-unseal; the unit has no Restart=): 0 done; 1 an
 // error; 2 bad usage or a bad config, which a retry cannot cure.
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeseal/edgeseal/internal/journal"
+	"github.com/edgeseal/edgeseal/internal/pkistep"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
@@ -64,33 +66,12 @@ Options:
 Exit status: 0 done, 1 an error, 2 bad usage or a bad config.
 `
 
-// options are the command line.
-type options struct {
-	root         string // prefix of every path, for tests; not in --help
-	configFile   string // "" means the default under root
-	vaultKeyPath string
-	server       string // the server binary; "" means not known
-	// stateDir keeps what the server binary said it is, for the next boot
-	// (vaultbin.IdentifyCached): systemd's StateDirectory= of the unit
-	// ($STATE_DIRECTORY), kept across boots though the user is new each boot;
-	// "" (the snap) asks the binary every time.
-	stateDir string
-}
-
-// exitError carries the exit status of an error.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e exitError) Error() string { return e.err.Error() }
-func (e exitError) Unwrap() error { return e.err }
-
 func main() {
 	opts, err := parseArgs(os.Args[1:], os.Stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
+	code := exitUsage // a command line that does not parse
 	if err == nil {
 		// The CA keys live in this process: no core dump of it, no ptrace by
 		// other processes of its user.
@@ -98,42 +79,47 @@ func main() {
 			fmt.Fprintf(os.Stderr, "edgeseal-pki: cannot make the process non-dumpable: %v\n", perr)
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-		err = run(ctx, journal.New(os.Stderr), opts)
+		err = pkistep.Run(ctx, journal.New(os.Stderr).Logger, opts)
 		stop()
+		code = exitCode(err)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "edgeseal-pki: %v\n", err)
-		os.Exit(exitCode(err))
+		os.Exit(code)
 	}
 }
 
-// parseArgs reads the command line; --help prints the usage to help.
-func parseArgs(args []string, help io.Writer) (options, error) {
-	var o options
+// parseArgs reads the command line (--root, the prefix of every path, is for
+// tests and not in --help) and the unit's $STATE_DIRECTORY; --help prints the
+// usage to help. Every error but flag.ErrHelp is bad usage.
+func parseArgs(args []string, help io.Writer) (pkistep.Options, error) {
+	var o pkistep.Options
 	fs := flag.NewFlagSet("edgeseal-pki", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.root, "root", "/", "")
-	fs.StringVar(&o.configFile, "config", "", "")
-	fs.StringVar(&o.vaultKeyPath, "vault-key-path", "", "")
-	fs.StringVar(&o.server, "server", "", "")
+	fs.StringVar(&o.Root, "root", "/", "")
+	fs.StringVar(&o.ConfigFile, "config", "", "")
+	fs.StringVar(&o.VaultKeyPath, "vault-key-path", "", "")
+	fs.StringVar(&o.Server, "server", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, usage)
 			return o, err
 		}
-		return o, exitError{exitUsage, fmt.Errorf("%w (see --help)", err)}
+		return o, fmt.Errorf("%w (see --help)", err)
 	}
 	if fs.NArg() > 0 {
-		return o, exitError{exitUsage, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))}
+		return o, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	// One directory is all the unit names; of a list, the first.
-	o.stateDir, _, _ = strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
+	o.StateDir, _, _ = strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
 	return o, nil
 }
 
+// exitCode is the exit status of an error of pkistep.Run: 2 for what a retry
+// cannot cure (a bad config, an unsupported server), else 1.
 func exitCode(err error) int {
-	if e, ok := errors.AsType[exitError](err); ok {
-		return e.code
+	if errors.Is(err, pkistep.ErrUsage) {
+		return exitUsage
 	}
 	return exitFailure
 }

@@ -64,6 +64,7 @@ var rank = map[string]int{
 	"internal/controller":  feature,
 	"internal/refctl":      feature,
 	"internal/snapconf":    feature,
+	"internal/pkistep":     feature,
 
 	"internal/fsvault": feature2,
 

@@ -1,58 +1,103 @@
-package main
+// Package pkistep is edgeseal-pki.service's step, run at every boot before the
+// secret-store server starts: it reads the config, checks the server binary is
+// a supported release, issues this boot's CA and the server's certificate
+// (package pki; the CA key never leaves the process), and writes the server's
+// config for the server it is (package vaultconf). It exists so that the
+// command only parses its flags and calls Run; cmd/edgeseal-pki is its only
+// importer.
+package pkistep
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/config"
-	"github.com/edgeseal/edgeseal/internal/journal"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
-// run is the boot step: config, PKI, Vault config; one log line each, never a
-// key.
-func run(ctx context.Context, log *journal.Logger, o options) error {
+// ErrUsage is matched (errors.Is) by the errors of Run a retry cannot cure: a
+// config that does not load, a server binary that is not a supported release
+// (which also matches vaultbin.ErrUnsupported). Nothing has been written when
+// Run returns one; the operator must mend the config or the server. The
+// command exits with status 2 for them.
+var ErrUsage = errors.New("bad usage or config")
+
+// usageError is an error that matches ErrUsage and reads as its cause.
+type usageError struct{ err error }
+
+func (e usageError) Error() string        { return e.err.Error() }
+func (e usageError) Unwrap() error        { return e.err }
+func (e usageError) Is(target error) bool { return target == ErrUsage }
+
+// Options are the step's inputs, from the command line and the unit.
+type Options struct {
+	// Root is the prefix of every path (paths.Detect): "/" (or "") on a
+	// device or in the snap, a temporary directory in tests.
+	Root string
+	// ConfigFile is edgeseal's config; "" means the default under Root.
+	ConfigFile string
+	// VaultKeyPath is the TLS key path the server's config names; "" means
+	// the systemd credential's (vaultconf.CredentialKeyPath), or in the snap
+	// the key itself.
+	VaultKeyPath string
+	// Server is the server binary the server's unit runs; "" means not known,
+	// and the config is one both servers read.
+	Server string
+	// StateDir keeps what the server binary said it is, for the next boot
+	// (vaultbin.IdentifyCached): systemd's StateDirectory= of the unit
+	// ($STATE_DIRECTORY), kept across boots though the user is new each boot;
+	// "" (the snap) asks the binary every time.
+	StateDir string
+}
+
+// Run is the boot step: config, PKI, the server's config; one log line each
+// (and one for the server binary, if named), never a key. The last line
+// carries the step's timings (identify_ms, issue_ms, total_ms), which the boot
+// benchmarks read. Nothing is written before the config has loaded and the
+// server has been identified.
+func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	t0 := time.Now()
-	p := paths.Detect(o.root)
-	configFile := o.configFile
+	p := paths.Detect(o.Root)
+	configFile := o.ConfigFile
 	if configFile == "" {
 		configFile = p.ConfigFile
 	}
 	cfg, err := config.Load(configFile)
 	if err != nil {
-		return exitError{exitUsage, err}
+		return usageError{err}
 	}
 	// Before anything is written: no config, and so no server start, for a
 	// server edgeseal does not support.
 	var kind vaultbin.Kind
 	var identifyTook time.Duration
-	if o.server != "" {
+	if o.Server != "" {
 		t := time.Now()
 		var info vaultbin.Info
 		var cached bool
 		var err error
-		if o.stateDir != "" {
-			info, cached, err = vaultbin.IdentifyCached(ctx, filepath.Join(o.stateDir, vaultbin.CacheName), o.server)
+		if o.StateDir != "" {
+			info, cached, err = vaultbin.IdentifyCached(ctx, filepath.Join(o.StateDir, vaultbin.CacheName), o.Server)
 		} else {
-			info, err = vaultbin.Identify(ctx, o.server)
+			info, err = vaultbin.Identify(ctx, o.Server)
 		}
 		if errors.Is(err, vaultbin.ErrUnsupported) {
-			return exitError{exitUsage, err}
+			return usageError{err}
 		}
 		if err != nil {
 			return err
 		}
 		kind = info.Kind
 		identifyTook = time.Since(t)
-		log.Info("the secret store server is supported", "server", o.server, "release", info.String(), "known_binary", cached)
+		log.Info("the secret store server is supported", "server", o.Server, "release", info.String(), "known_binary", cached)
 	}
 
 	tIssue := time.Now()
@@ -81,7 +126,7 @@ func run(ctx context.Context, log *journal.Logger, o options) error {
 		"valid_until", b.CACert.NotAfter.UTC().Format(time.RFC3339),
 		"dir", p.PKIDir)
 
-	keyPath := o.vaultKeyPath
+	keyPath := o.VaultKeyPath
 	if keyPath == "" {
 		// The unit hands Vault a copy of the key with LoadCredential=; the snap
 		// has no credentials, and its Vault reads the key where it is.
