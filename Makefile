@@ -17,6 +17,14 @@ DESTDIR     ?=
 
 GO          ?= go
 export CGO_ENABLED := 0
+# The Go release edgeseal is built and tested with, newer than the machine's
+# Go (1.26.8) for the security fixes of its standard library that
+# govulncheck asks for (make lint); the go command fetches it from the module
+# proxy, once a machine. go.mod's go line (the least Go the code needs) stays
+# as it is. The servers and spread are pinned builds of their own, made with
+# the machine's own Go (tests/lib/build-*.sh drop this one).
+export EDGESEAL_GOTOOLCHAIN := go1.27.3
+export GOTOOLCHAIN := $(EDGESEAL_GOTOOLCHAIN)
 # GOTAGS=edgeseal_testhooks builds the test bed's binaries, with the crash and
 # failure injection of edgeseal-unseal; a release build leaves it empty.
 GOTAGS      ?=
@@ -148,22 +156,40 @@ vault:
 
 test: deps lint test-unit test-integration test-vm
 
-# The linters CI runs, clean: go vet and staticcheck (its config:
-# staticcheck.conf) over every build (the release build, the test bed's hooks,
-# the integration tests), gofmt, and go.mod and go.sum as `go mod tidy` leaves
-# them. staticcheck is pinned and built once into the cache, like the servers.
-# govulncheck is not run: its database (vuln.go.dev) cannot be reached from
-# the machines CI runs on, and the module proxy does not serve it.
+# The linters CI runs, clean: go vet, staticcheck (its config:
+# staticcheck.conf) and govulncheck over every build (the release build, the
+# test bed's hooks, the integration tests), gofmt, and go.mod and go.sum as
+# `go mod tidy` leaves them. The tools are pinned and built once into the
+# cache, by their version and the Go release that built them, like the
+# servers. govulncheck reads no network database (vuln.go.dev cannot be
+# reached from the machines CI runs on): its database is made, once, from the
+# OSV files of the pinned golang.org/x/vulndb module, which the module proxy
+# serves, by that module's own indexdb; VULNDB_VERSION is the day's data.
+TOOLS               := $(or $(EDGESEAL_CACHE),$(HOME)/.cache/edgeseal)/tools
 STATICCHECK_VERSION := v0.8.2
-STATICCHECK := $(or $(EDGESEAL_CACHE),$(HOME)/.cache/edgeseal)/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+STATICCHECK         := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)-$(EDGESEAL_GOTOOLCHAIN)/staticcheck
+GOVULNCHECK_VERSION := v1.9.0
+GOVULNCHECK         := $(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION)-$(EDGESEAL_GOTOOLCHAIN)/govulncheck
+VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
+VULNDB              := $(TOOLS)/vulndb-$(VULNDB_VERSION)
 $(STATICCHECK):
 	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+$(GOVULNCHECK):
+	GOBIN=$(dir $@) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+$(VULNDB)/index/db.json:
+	GOBIN=$(VULNDB).tmp/bin $(GO) install golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION)
+	src=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+		[ -d "$$src/data/osv" ] || { echo "lint: no data/osv in golang.org/x/vulndb@$(VULNDB_VERSION) ($$src)" >&2; exit 1; }; \
+		rm -rf $(VULNDB).tmp/db && $(VULNDB).tmp/bin/indexdb -vulns "$$src/data/osv" -out $(VULNDB).tmp/db
+	rm -rf $(VULNDB) && mv $(VULNDB).tmp/db $(VULNDB) && rm -rf $(VULNDB).tmp
 
-lint: $(STATICCHECK)
+lint: $(STATICCHECK) $(GOVULNCHECK) $(VULNDB)/index/db.json
 	$(GO) vet ./...
 	$(GO) vet -tags integration,edgeseal_testhooks ./...
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags integration,edgeseal_testhooks ./...
+	$(GOVULNCHECK) -db file://$(VULNDB) ./...
+	$(GOVULNCHECK) -db file://$(VULNDB) -tags integration,edgeseal_testhooks ./...
 	@out=$$(gofmt -l .); [ -z "$$out" ] || { echo "gofmt: not formatted: $$out" >&2; exit 1; }
 	$(GO) mod tidy -diff
 

@@ -17,6 +17,11 @@
 #
 # --path prints where the binary is (or will be) and builds nothing.
 set -euo pipefail
+# A pinned build of its own, made with the machine's Go, not with the release
+# the Makefile picks for edgeseal's own binaries (EDGESEAL_GOTOOLCHAIN).
+if [ -n "${EDGESEAL_GOTOOLCHAIN:-}" ] && [ "${GOTOOLCHAIN:-}" = "$EDGESEAL_GOTOOLCHAIN" ]; then
+	unset GOTOOLCHAIN
+fi
 
 version=2.4.1
 commit=efb9efa12f550e8322f3cec040862355e966f565

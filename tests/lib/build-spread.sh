@@ -17,6 +17,11 @@
 #
 # --path prints where the binary is (or will be) and builds nothing.
 set -euo pipefail
+# A pinned build of its own, made with the machine's Go, not with the release
+# the Makefile picks for edgeseal's own binaries (EDGESEAL_GOTOOLCHAIN).
+if [ -n "${EDGESEAL_GOTOOLCHAIN:-}" ] && [ "${GOTOOLCHAIN:-}" = "$EDGESEAL_GOTOOLCHAIN" ]; then
+	unset GOTOOLCHAIN
+fi
 
 commit=32cad07bfd7fffb395f6c6134b68b1c24f9490c0
 short=${commit:0:7}

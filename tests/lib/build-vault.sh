@@ -8,6 +8,11 @@
 #
 # --path prints where the binary is (or will be) and builds nothing.
 set -euo pipefail
+# A pinned build of its own, made with the machine's Go, not with the release
+# the Makefile picks for edgeseal's own binaries (EDGESEAL_GOTOOLCHAIN).
+if [ -n "${EDGESEAL_GOTOOLCHAIN:-}" ] && [ "${GOTOOLCHAIN:-}" = "$EDGESEAL_GOTOOLCHAIN" ]; then
+	unset GOTOOLCHAIN
+fi
 
 version=v1.21.0
 cache=${EDGESEAL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeseal}
