@@ -167,8 +167,12 @@ func (b *Bootstrap) untilRotation() time.Duration {
 // sees the file change, or when Vault refuses the old one.
 func (b *Bootstrap) RotateIssuingToken(ctx context.Context) error {
 	var oldAccessor string
-	if auth, err := vaultlayout.ReadIssuingToken(b.Paths.IssuingToken); err == nil {
+	switch auth, err := vaultlayout.ReadIssuingToken(b.Paths.IssuingToken); {
+	case err == nil:
 		oldAccessor = auth.Accessor
+	case !errors.Is(err, os.ErrNotExist):
+		// The old token stays valid until its TTL ends: say so.
+		b.Log.Warn("cannot read the token-issuing token to revoke it once replaced; it stays valid until it expires", "error", err)
 	}
 	err := b.withSupervisor(ctx, func(c *api.Client) error { return b.issueTokendToken(ctx, c) })
 	if err != nil {

@@ -18,7 +18,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"time"
 )
 
 var (
@@ -34,8 +36,13 @@ var (
 
 // Decode decodes data, at most limit bytes, into v, strictly. Its errors wrap
 // one of the package's sentinels, or a *json.SyntaxError (naming the byte
-// offset) or a *json.UnmarshalTypeError (naming the field); their text never
-// quotes a value of the input, only field names and offsets.
+// offset) or a *json.UnmarshalTypeError (naming the field). Their text never
+// quotes a value of the input: a syntax error names at most one character,
+// a type error the field and the JSON kind found (not the number or string),
+// an unknown field its name only when it reads as a field name (see
+// fieldName), a value a type refused to parse (a time) only the field's
+// offset. An input may hold a secret that a corruption moved where a value
+// or a name is expected, and errors reach the journal.
 func Decode(data []byte, limit int, v any) error {
 	if len(data) > limit {
 		return fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, len(data), limit)
@@ -58,6 +65,7 @@ func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\
 func describe(err error, size int) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var tim *time.ParseError
 	switch {
 	case errors.Is(err, io.EOF):
 		return ErrEmpty
@@ -65,15 +73,53 @@ func describe(err error, size int) error {
 		return fmt.Errorf("invalid JSON: it ends early at byte %d (truncated?): %w", size, err)
 	case errors.As(err, &syn):
 		return fmt.Errorf("invalid JSON at byte %d: %w", syn.Offset, err)
-	case errors.As(err, &typ) && typ.Field != "":
-		return fmt.Errorf("field %s at byte %d: %w", typ.Field, typ.Offset, err)
 	case errors.As(err, &typ):
-		return fmt.Errorf("at byte %d: %w", typ.Offset, err)
+		return typeError{typ}
+	case errors.As(err, &tim):
+		return errors.New("invalid JSON: a value is not a time as RFC 3339 writes it")
 	}
 	// encoding/json reports an unknown field as a plain error,
 	// `json: unknown field "NAME"`.
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return fmt.Errorf("%w %s", ErrUnknownField, name)
+		if n, err := strconv.Unquote(name); err == nil && fieldName(n) {
+			return fmt.Errorf("%w %q", ErrUnknownField, n)
+		}
+		return fmt.Errorf("%w (its name is not shown: it does not read as a field name)", ErrUnknownField)
 	}
 	return err
 }
+
+// fieldName tells whether an unknown field's name may be shown: lower-case
+// letters, digits and underscores, as every field of edgeseal's formats, at
+// most 40 of them; a token or a key (mixed case, dots, slashes, padding) is
+// not one.
+func fieldName(s string) bool {
+	if s == "" || len(s) > 40 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// typeError is a *json.UnmarshalTypeError (errors.As finds it) whose text
+// names the field, the offset and the kind of JSON value found, never the
+// value: encoding/json's own text quotes a number it found.
+type typeError struct{ err *json.UnmarshalTypeError }
+
+func (e typeError) Error() string {
+	kind, _, _ := strings.Cut(e.err.Value, " ")
+	want := "another type"
+	if e.err.Type != nil {
+		want = e.err.Type.String()
+	}
+	if e.err.Field == "" {
+		return fmt.Sprintf("at byte %d: a JSON %s where %s belongs", e.err.Offset, kind, want)
+	}
+	return fmt.Sprintf("field %s at byte %d: a JSON %s where %s belongs", e.err.Field, e.err.Offset, kind, want)
+}
+
+func (e typeError) Unwrap() error { return e.err }

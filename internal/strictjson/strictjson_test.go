@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 type inner struct {
@@ -120,4 +121,40 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// An input may hold a secret where a value or a name belongs (a file
+// corrupted, or forged): no error quotes it.
+func TestNoErrorQuotesAValueOfTheInput(t *testing.T) {
+	type withTime struct {
+		At time.Time `json:"at"`
+		N  int       `json:"n"`
+		S  string    `json:"s"`
+	}
+	const secret = "hvs.S3cretT0ken"
+	for name, in := range map[string]string{
+		"a secret as a time":           `{"at":"` + secret + `"}`,
+		"a secret as a field name":     `{"` + secret + `":1}`,
+		"a secret-like lower-case key": `{"` + "abc.def" + `":1}`,
+		"a number where a string is":   `{"s":12345678901234567}`,
+		"a string where a number is":   `{"n":"` + secret + `"}`,
+		"a bare number":                `12345678901234567`,
+	} {
+		var v withTime
+		err := Decode([]byte(in), 1024, &v)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		for _, leak := range []string{secret, "12345678901234567", "abc.def"} {
+			if strings.Contains(err.Error(), leak) {
+				t.Errorf("%s: the error quotes the input: %v", name, err)
+			}
+		}
+	}
+	// A type error is still one for errors.As, naming the field.
+	var typ *json.UnmarshalTypeError
+	if err := Decode([]byte(`{"n":"x"}`), 64, &withTime{}); !errors.As(err, &typ) || !strings.Contains(err.Error(), "field n") {
+		t.Errorf("a string for a number: %v, want a type error naming field n", err)
+	}
 }

@@ -89,7 +89,10 @@ type standIn struct {
 	conn       *dbus.Conn
 	state      string
 	subscribed chan struct{} // receives at each Subscribe
-	listed     chan struct{} // receives after each ListUnitsFiltered
+	listed     chan struct{} // receives at each ListUnitsFiltered, before its answer
+	// hold, if not nil, keeps each ListUnitsFiltered from answering until
+	// it is closed: the call is in flight.
+	hold chan struct{}
 }
 
 type standInManager struct{ s *standIn }
@@ -103,12 +106,13 @@ func (m standInManager) Subscribe() *dbus.Error {
 }
 
 func (m standInManager) ListUnitsFiltered(states []string) ([]listedUnit, *dbus.Error) {
-	defer func() {
-		select {
-		case m.s.listed <- struct{}{}:
-		default:
-		}
-	}()
+	select {
+	case m.s.listed <- struct{}{}:
+	default:
+	}
+	if m.s.hold != nil {
+		<-m.s.hold
+	}
 	for _, st := range states {
 		if st == m.s.state {
 			return []listedUnit{{Name: "flaky.service", ActiveState: m.s.state, SubState: m.s.state, Path: flakyPath, JobPath: "/"}}, nil
@@ -190,6 +194,9 @@ func TestAWatchFollowsSystemdBackOnTheBusWithoutEnding(t *testing.T) {
 func testWatchFollowsSystemd(t *testing.T, midCall bool) {
 	addr := privateBus(t)
 	first := startSystemd(t, addr)
+	if midCall {
+		first.hold = make(chan struct{})
+	}
 
 	t.Log("Given a watch on a bus where systemd is connected")
 	conn := connect(t, addr)
@@ -202,16 +209,19 @@ func testWatchFollowsSystemd(t *testing.T, midCall bool) {
 	go func() {
 		done <- watch(ctx, &bus{conn: conn}, sigs, false, func(u string, _ time.Time) { ended <- u })
 	}()
-	if midCall {
-		// The watch lists the failed units right after Subscribe returns.
-		waitFor(t, first.subscribed, "the watch's Subscribe to systemd")
-	} else {
-		waitFor(t, first.listed, "the watch's listing of the failed units")
+	waitFor(t, first.listed, "the watch's listing of the failed units")
+	if !midCall {
+		// The answer is on its way: give the watch the time to take it and
+		// go back to waiting for signals.
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	t.Log("When systemd re-executes: its connection closes and it connects again under a new unique name")
 	oldName := first.conn.Names()[0]
 	first.conn.Close()
+	if midCall {
+		close(first.hold) // the listing it was asked for never gets out
+	}
 	second := startSystemd(t, addr)
 	t.Logf("(%s before, %s after)", oldName, second.conn.Names()[0])
 	select {

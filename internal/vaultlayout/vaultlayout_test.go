@@ -128,11 +128,13 @@ func TestTheIssuingTokenIsReadBackAsWrittenAndAnythingElseIsRefusedWithoutQuotin
 		path string
 		data []byte
 	}{
-		"a value after the answer":   {path, append(append([]byte{}, good...), []byte(` {"auth":{"client_token":"`+token+`"}}`)...)},
-		"a field Vault never sends":  {path, []byte(`{"auth":{"client_token":"` + token + `"},"extra":1}`)},
-		"an answer without a token":  {path, []byte(`{"auth":{"accessor":"acc"}}`)},
-		"more than the bound":        {path, []byte(`{"auth":{"client_token":"` + token + strings.Repeat("x", maxIssuingToken) + `"}}`)},
-		"a symlink to the real file": {link, nil},
+		"a value after the answer":    {path, append(append([]byte{}, good...), []byte(` {"auth":{"client_token":"`+token+`"}}`)...)},
+		"a field Vault never sends":   {path, []byte(`{"auth":{"client_token":"` + token + `"},"extra":1}`)},
+		"the token as a field's name": {path, []byte(`{"auth":{"` + token + `":1}}`)},
+		"the token as a time":         {path, []byte(`{"wrap_info":{"creation_time":"` + token + `"}}`)},
+		"an answer without a token":   {path, []byte(`{"auth":{"accessor":"acc"}}`)},
+		"more than the bound":         {path, []byte(`{"auth":{"client_token":"` + token + strings.Repeat("x", maxIssuingToken) + `"}}`)},
+		"a symlink to the real file":  {link, nil},
 	} {
 		if c.data != nil {
 			if err := os.WriteFile(path, c.data, 0o600); err != nil {

@@ -40,14 +40,16 @@ func unitHardening(b testing.TB, unit string) []string {
 	}
 	defer f.Close()
 	var props []string
-	inService, continued := false, false
+	inService := false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
-		wasContinued := continued
-		continued = strings.HasSuffix(line, "\\")
+		// A setting continued on the next lines (a trailing \) is one.
+		for !strings.HasPrefix(line, "#") && strings.HasSuffix(line, "\\") && sc.Scan() {
+			line = strings.TrimSuffix(line, "\\") + " " + strings.TrimSpace(sc.Text())
+		}
 		switch {
-		case wasContinued || line == "" || line[0] == '#' || line[0] == ';':
+		case line == "" || line[0] == '#' || line[0] == ';':
 			continue
 		case line[0] == '[':
 			inService = line == "[Service]"
@@ -73,7 +75,9 @@ func unitHardening(b testing.TB, unit string) []string {
 // processStart starts /bin/true as a transient oneshot unit with props and
 // returns systemd's fork of it to its exit, in ms: the child's setup of the
 // sandbox props ask for, the exec, and /bin/true's run (the same for every
-// props).
+// props). What systemd does before the fork (the unit's cgroup and its BPF
+// programs for IPAddressDeny= and DeviceAllow=, a DynamicUser='s user) is not
+// in it: the figure is a floor of what the sandbox costs.
 func processStart(b testing.TB, m *testbed.Machine, name string, props []string) float64 {
 	ctx := context.Background()
 	// A oneshot's start job ends when its process has: systemd-run returns

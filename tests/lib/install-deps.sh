@@ -27,7 +27,10 @@ fi
 # The Go release edgeseal needs is one fact: the go line of go.mod.
 need=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$(dirname "$0")/../../go.mod")
 command -v go >/dev/null || { echo "install-deps: go is not on PATH (Go $need or later is needed, as go.mod says)" >&2; exit 1; }
-have=$(go env GOVERSION | sed 's/^go//')
+# The machine's own Go (GOTOOLCHAIN=local): the Makefile builds edgeseal
+# with a newer release it fetches (EDGESEAL_GOTOOLCHAIN), but the servers and
+# spread are built with this one, and this one fetches that.
+have=$(GOTOOLCHAIN=local go env GOVERSION | sed 's/^go//')
 if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
 	echo "install-deps: go on PATH is Go $have; go.mod needs Go $need or later" >&2
 	exit 1
