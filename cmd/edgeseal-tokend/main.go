@@ -31,8 +31,8 @@ import (
 	"github.com/edgeseal/edgeseal/internal/peer"
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/sdbus"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/tokend"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 )
 
 const usage = `Usage: edgeseal-tokend [--config FILE]
@@ -125,7 +125,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	if err != nil {
 		return err
 	}
-	client, err := secretstore.NewClient(cfg.VaultAddr(), pool)
+	client, err := vaultclient.New(cfg.VaultAddr(), pool)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 )
 
 var usage = `Usage: edgeseal-unseal [--config FILE] [--server BIN] [--vault-unit UNIT]
@@ -150,7 +151,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath, ser
 	}
 	// Vault's admin socket: init, unseal and setup never go near the TCP
 	// listener every local user reaches.
-	client, err := secretstore.NewClient("unix://"+p.VaultAdmin, nil)
+	client, err := vaultclient.New("unix://"+p.VaultAdmin, nil)
 	if err != nil {
 		return err
 	}

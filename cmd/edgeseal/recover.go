@@ -15,6 +15,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 )
 
 func cmdRecover(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) error {
@@ -99,7 +100,7 @@ restart edgeseal-unseal.service (in the snap: snap restart edgeseal.unseal).
 // (or, on a device that has no admin token yet, Vault makes a root token with
 // the key, revoked at once). It talks to Vault's admin socket.
 func proveKey(ctx context.Context, p paths.Paths, key []byte) error {
-	c, err := secretstore.NewClient("unix://"+p.VaultAdmin, nil)
+	c, err := vaultclient.New("unix://"+p.VaultAdmin, nil)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/sdbus"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 )
 
 // stepUnit names the unit of a step of the chain ("pki", "vault", "unseal",
@@ -147,7 +148,7 @@ func gatherStatus(ctx context.Context, p paths.Paths, cfgPath string) *statusRep
 	pool, err := pki.LoadCAPool(p.CACert)
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())
-	} else if c, err := secretstore.NewClient(r.Vault.Addr, pool); err == nil {
+	} else if c, err := vaultclient.New(r.Vault.Addr, pool); err == nil {
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		st, err := c.Sys().SealStatusWithContext(qctx)
 		cancel()

@@ -49,6 +49,7 @@ var rank = map[string]int{
 	"internal/ledger":      mechanism,
 	"internal/recovery":    mechanism,
 	"internal/vaultlayout": mechanism,
+	"internal/vaultclient": leaf,
 	"internal/policysync":  mechanism,
 	"tokenclient":          mechanism,
 

@@ -12,6 +12,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/seal"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 )
 
 // MaxMaintenanceTTL bounds a maintenance root token: long enough for a
@@ -55,7 +56,7 @@ func MaintenanceRootToken(ctx context.Context, p paths.Paths, cfg *config.Config
 	if err != nil {
 		return MaintenanceToken{}, fmt.Errorf("%w (it is made when edgeseal-unseal.service sets Vault up)", err)
 	}
-	c, err := NewClient("unix://"+p.VaultAdmin, nil)
+	c, err := vaultclient.New("unix://"+p.VaultAdmin, nil)
 	if err != nil {
 		return MaintenanceToken{}, err
 	}

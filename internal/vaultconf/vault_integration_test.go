@@ -26,8 +26,8 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
@@ -226,7 +226,7 @@ func serveRenderedConfig(t *testing.T, srv testbed.Server, intermediate bool) {
 		t.Errorf("health after unseal: HTTP %d, want 200 (active)", code)
 	}
 	t.Log("And it answers on the admin socket too, without TLS")
-	admin, err := secretstore.NewClient("unix://"+p.VaultAdmin, nil)
+	admin, err := vaultclient.New("unix://"+p.VaultAdmin, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func serveRenderedConfig(t *testing.T, srv testbed.Server, intermediate bool) {
 		t.Errorf("something listens on port %d: Vault's cluster listener (disable_clustering not applied?)", port+1)
 	}
 
-	tcp, err := secretstore.NewClient(addr, pool)
+	tcp, err := vaultclient.New(addr, pool)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -317,11 +317,11 @@ func agentMeasure(b *testing.B, d *device, n int) (row []string, details string)
 		off, took, mem := agentStart(b, d, &retried, agUnits, agFiles, agUnits)
 		time.Sleep(time.Second)
 		counts := agentCount(b, d, off, "ag")
-		agTime.addDur(took)
-		agRSS.add(mem.sum(agUnits, "rss"))
-		agHWM.add(mem.sum(agUnits, "hwm"))
-		agPss.add(mem.sum(agUnits, "pss"))
-		agStart.add(float64(counts.arm["ag"]) / float64(n))
+		agTime.AddDur(took)
+		agRSS.Add(mem.sum(agUnits, "rss"))
+		agHWM.Add(mem.sum(agUnits, "hwm"))
+		agPss.Add(mem.sum(agUnits, "pss"))
+		agStart.Add(float64(counts.arm["ag"]) / float64(n))
 		counts.add(agPaths, "ag")
 		d.run(append([]string{"systemctl", "stop"}, agUnits...)...)
 
@@ -331,16 +331,16 @@ func agentMeasure(b *testing.B, d *device, n int) (row []string, details string)
 		held := time.Now()
 		time.Sleep(time.Second)
 		counts = agentCount(b, d, off, "es")
-		esTime.addDur(took)
-		esRSS.add(mem.sum(provider, "rss"))
-		esHWM.add(mem.sum(provider, "hwm"))
-		esPss.add(mem.sum(provider, "pss"))
-		clRSS.add(mem.sum(esUnits, "rss"))
-		clPss.add(mem.sum(esUnits, "pss"))
-		esStart.add(float64(counts.arm["es"]) / float64(n))
+		esTime.AddDur(took)
+		esRSS.Add(mem.sum(provider, "rss"))
+		esHWM.Add(mem.sum(provider, "hwm"))
+		esPss.Add(mem.sum(provider, "pss"))
+		clRSS.Add(mem.sum(esUnits, "rss"))
+		clPss.Add(mem.sum(esUnits, "pss"))
+		esStart.Add(float64(counts.arm["es"]) / float64(n))
 		counts.add(esPaths, "es")
 		agentWaitGone(b, d, 2*agentIdleExit+10*time.Second)
-		esIdle.add(time.Since(held).Seconds())
+		esIdle.Add(time.Since(held).Seconds())
 		d.run(append([]string{"systemctl", "stop"}, esUnits...)...)
 	}
 
@@ -356,12 +356,12 @@ func agentMeasure(b *testing.B, d *device, n int) (row []string, details string)
 	agentWaitGone(b, d, 2*agentIdleExit+10*time.Second)
 	_, mem, _ := agentStartAll(b, d, nil, nil, append(slices.Clone(agUnits), esUnits...))
 	entries := agentEntries(b, d, 0)
-	ag := agentSteady(b, d, entries, "ag", n, off, agStart.median())
-	es := agentSteady(b, d, entries, "es", n, off, esStart.median())
+	ag := agentSteady(b, d, entries, "ag", n, off, agStart.Median())
+	es := agentSteady(b, d, entries, "es", n, off, esStart.Median())
 	d.run(append(append([]string{"systemctl", "stop"}, agUnits...), esUnits...)...)
 
 	for _, s := range []*series{agTime, esTime, agRSS, esRSS, clRSS} {
-		b.ReportMetric(s.median(), s.name+"-"+s.unit)
+		b.ReportMetric(s.Median(), s.Name()+"-"+s.Unit())
 	}
 	b.ReportMetric(ag.hourly(), fmt.Sprintf("agents-%d-requests/service/h", n))
 	b.ReportMetric(es.hourly(), fmt.Sprintf("edgeseal-%d-requests/service/h", n))
@@ -392,12 +392,12 @@ func agentPerService(paths map[string]int, runs int) string {
 
 // agentBrief is "12.3 ms (11.0 to 14.2)", the README's form.
 func agentBrief(s *series) string {
-	lo, med, hi := s.stats()
+	lo, med, hi := s.Stats()
 	unit := ""
-	if s.unit != "" {
-		unit = " " + s.unit
+	if s.Unit() != "" {
+		unit = " " + s.Unit()
 	}
-	if len(s.vals) == 1 {
+	if len(s.Vals()) == 1 {
 		return num(med) + unit
 	}
 	return fmt.Sprintf("%s%s (%s to %s)", num(med), unit, num(lo), num(hi))

@@ -23,11 +23,11 @@ func BenchmarkColdFirstBoot(b *testing.B) {
 		bd := newBreakdown()
 		for range b.N {
 			d := newDevice(b, false, nil, withServer(srv))
-			ds.addDur(d.start())
+			ds.AddDur(d.start())
 			d.bootParts(bd, true)
 			d.m.Stop(b)
 		}
-		ds.report(b)
+		ds.Report(b)
 		bd.print(b, "cold first boot on "+srv.String())
 	})
 }
@@ -45,14 +45,14 @@ func BenchmarkWarmReboot(b *testing.B) {
 		for range b.N {
 			d.m.Reboot(b)
 			took := d.start()
-			ds.addDur(took)
+			ds.AddDur(took)
 			bd.add("wall time", "`systemctl start edgeseal.target`, the host's clock around it (an nsenter round trip)", float64(took.Microseconds())/1000)
-			own.add(d.bootParts(bd, false))
+			own.Add(d.bootParts(bd, false))
 		}
-		ds.report(b)
-		own.report(b)
+		ds.Report(b)
+		own.Report(b)
 		bd.print(b, "warm reboot on "+srv.String())
-		if m := own.median(); m > warmOwnBound {
+		if m := own.Median(); m > warmOwnBound {
 			b.Logf("edgeseal's part of a warm reboot is %s ms (median), over the issue's %v ms", num(m), warmOwnBound)
 		}
 	})
@@ -76,7 +76,7 @@ func BenchmarkReunseal(b *testing.B) {
 			count++
 			up := d.unitTimestamps("edgeseal-vault.service")
 			done := d.reunsealedAt(count)
-			afterRestart.add(spanMs(up.ActiveEnter, done))
+			afterRestart.Add(spanMs(up.ActiveEnter, done))
 			bdRestart.add("restart's end to unsealed", "edgeseal-vault's READY=1 to edgeseal-unseal's line (watch tick and unseal)", spanMs(up.ActiveEnter, done))
 
 			pid := d.mainPID("edgeseal-vault.service")
@@ -84,14 +84,14 @@ func BenchmarkReunseal(b *testing.B) {
 			count++
 			done = d.reunsealedAt(count)
 			u := d.unitTimestamps("edgeseal-vault.service")
-			afterKill.add(spanMs(u.ActiveExit, done))
+			afterKill.Add(spanMs(u.ActiveExit, done))
 			bdKill.add("kill to unsealed", "systemd sees the server die to edgeseal-unseal's line", spanMs(u.ActiveExit, done))
 			bdKill.add("  systemd's restart", "the death to the new server's exec (RestartSec=200ms)", spanMs(u.ActiveExit, u.ExecMainStart))
 			bdKill.add("  the server's own start", "its exec to its READY=1 (listener up, sealed)", spanMs(u.ExecMainStart, u.ActiveEnter))
 			bdKill.add("  edgeseal", "READY=1 to unsealed (watch tick and unseal)", spanMs(u.ActiveEnter, done))
 		}
-		afterRestart.report(b)
-		afterKill.report(b)
+		afterRestart.Report(b)
+		afterKill.Report(b)
 		bdRestart.print(b, "re-unseal after systemctl restart on "+srv.String())
 		bdKill.print(b, "re-unseal after SIGKILL on "+srv.String())
 	})

@@ -135,23 +135,23 @@ func BenchmarkUnitHardening(b *testing.B) {
 		}
 		for range 10 {
 			n++
-			runBare.add(processStart(b, m, fmt.Sprintf("bench-bare-%d.service", n), nil))
+			runBare.Add(processStart(b, m, fmt.Sprintf("bench-bare-%d.service", n), nil))
 			for _, u := range hardenedUnits {
-				runHard[u].add(processStart(b, m, fmt.Sprintf("bench-%s-%d.service", u, n), props[u]))
+				runHard[u].Add(processStart(b, m, fmt.Sprintf("bench-%s-%d.service", u, n), props[u]))
 			}
 		}
-		bare.add(runBare.median())
+		bare.Add(runBare.Median())
 		for _, u := range hardenedUnits {
-			perUnit[u].hardened.add(runHard[u].median())
-			perUnit[u].cost.add(runHard[u].median() - runBare.median())
+			perUnit[u].hardened.Add(runHard[u].Median())
+			perUnit[u].cost.Add(runHard[u].Median() - runBare.Median())
 		}
 	}
 	var rows [][]string
-	bare.report(b)
+	bare.Report(b)
 	for _, u := range hardenedUnits {
 		f := perUnit[u]
-		f.hardened.report(b)
-		f.cost.report(b)
+		f.hardened.Report(b)
+		f.cost.Report(b)
 		rows = append(rows, []string{u, bare.String(), f.hardened.String(), f.cost.String()})
 	}
 	table(b, "a process start (systemd's fork to the exit of /bin/true) with each unit's sandbox and without",

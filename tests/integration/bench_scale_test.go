@@ -89,14 +89,14 @@ func BenchmarkScaleRevoke(b *testing.B) {
 				d.start()
 				d.bootParts(bdAll, false)
 				l := d.timingLine("edgeseal-unseal.service", "boot timing", nil)
-				revoke.add(l.ms("revoke_ms"))
-				chain.add(bdAll.rows["chain"].vals[len(bdAll.rows["chain"].vals)-1])
+				revoke.Add(l.ms("revoke_ms"))
+				chain.Add(bdAll.rows["chain"].Vals()[len(bdAll.rows["chain"].Vals())-1])
 				d.checkRevoked(accessors)
 			}
 			bdAll.print(b, fmt.Sprintf("warm reboot with %d tokens of the previous boot alive (%d more issued and revoked in it) on %s", tc.alive, tc.history, srv))
-			lo, med, hi := revoke.stats()
-			clo, cmed, chi := chain.stats()
-			row := []string{fmt.Sprint(tc.alive), fmt.Sprint(tc.history), fmt.Sprint(len(revoke.vals)),
+			lo, med, hi := revoke.Stats()
+			clo, cmed, chi := chain.Stats()
+			row := []string{fmt.Sprint(tc.alive), fmt.Sprint(tc.history), fmt.Sprint(len(revoke.Vals())),
 				fmt.Sprintf("%s (%s to %s)", num(med), num(lo), num(hi)), fmt.Sprintf("%s (%s to %s)", num(cmed), num(clo), num(chi))}
 			if runs == 1 && tc.alive+tc.history > 1000 {
 				onceRows[key] = row

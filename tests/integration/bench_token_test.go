@@ -99,10 +99,10 @@ func (d *device) burst(b *testing.B) (median, slowest float64) {
 	}
 	var meds series
 	for _, f := range figs {
-		meds.add(f.MedianMS)
+		meds.Add(f.MedianMS)
 		slowest = max(slowest, f.MaxMS)
 	}
-	return meds.median(), slowest
+	return meds.Median(), slowest
 }
 
 // BenchmarkTokenDelivery: a token through the socket against the same
@@ -165,28 +165,28 @@ func tokenDelivery(b *testing.B, srv testbed.Server) {
 			sock := d.tokenbench(b, "collector", "socket", l.n, l.c)
 			if l.c == 1 {
 				t, o := d.providerTimes(b, strings.TrimSpace(since))
-				took.add(t)
-				own.add(o)
+				took.Add(t)
+				own.Add(o)
 			}
 			// The tokens this run replaced are revoked before the next
 			// measurement, which must not share the server with them.
 			d.waitRevocationsDrained(b, time.Now(), 2*time.Minute)
 			f := figs[i]
-			f.direct.add(dir.MedianMS)
-			f.socket.add(sock.MedianMS)
-			f.ratio.add(sock.MedianMS / dir.MedianMS)
-			f.directRate.add(dir.PerSecond)
-			f.socketRate.add(sock.PerSecond)
-			f.rateRo.add(dir.PerSecond / sock.PerSecond)
+			f.direct.Add(dir.MedianMS)
+			f.socket.Add(sock.MedianMS)
+			f.ratio.Add(sock.MedianMS / dir.MedianMS)
+			f.directRate.Add(dir.PerSecond)
+			f.socketRate.Add(sock.PerSecond)
+			f.rateRo.Add(dir.PerSecond / sock.PerSecond)
 		}
-		checked.add(d.tokenbench(b, "collector", "checked", 100, 1).MedianMS)
+		checked.Add(d.tokenbench(b, "collector", "checked", 100, 1).MedianMS)
 		d.waitRevocationsDrained(b, time.Now(), 2*time.Minute)
 		med, slowest := d.burst(b)
 		last := time.Now()
-		burst.add(med)
-		burstMax.add(slowest)
-		rss.add(float64(d.procStatusKB("edgeseal-tokend.service", "VmRSS")) / 1024)
-		drain.addDur(d.waitRevocationsDrained(b, last, 2*time.Minute))
+		burst.Add(med)
+		burstMax.Add(slowest)
+		rss.Add(float64(d.procStatusKB("edgeseal-tokend.service", "VmRSS")) / 1024)
+		drain.AddDur(d.waitRevocationsDrained(b, last, 2*time.Minute))
 	}
 	var rows [][]string
 	for i, l := range levels {
@@ -194,13 +194,13 @@ func tokenDelivery(b *testing.B, srv testbed.Server) {
 		rows = append(rows, []string{strconv.Itoa(l.c), f.socket.String(), f.direct.String(), f.ratio.String(),
 			f.socketRate.String(), f.directRate.String(), f.rateRo.String()})
 		for _, s := range []*series{f.socket, f.direct, f.ratio, f.socketRate, f.directRate, f.rateRo} {
-			s.report(b)
+			s.Report(b)
 		}
 	}
 	table(b, fmt.Sprintf("Token delivery, %s (median of each run's requests; over %d runs)", srv, b.N),
 		[]string{"clients", "socket, median", "direct token-create, median", "socket / direct", "socket, tokens/s", "direct, tokens/s", "direct / socket, tokens/s"}, rows)
 	for _, s := range []*series{took, own, checked, burst, burstMax, rss, drain} {
-		s.report(b)
+		s.Report(b)
 	}
 	table(b, fmt.Sprintf("Token delivery, the rest, %s", srv), []string{"what", "figure"}, [][]string{
 		{"one client: the provider's accept to its answer written (its journal's took_ms), median", took.String()},
@@ -257,13 +257,13 @@ func (d *device) providerTimes(b *testing.B, since string) (took, own float64) {
 	for _, m := range tookRE.FindAllStringSubmatch(out, -1) {
 		tk, _ := strconv.ParseFloat(m[1], 64)
 		is, _ := strconv.ParseFloat(m[2], 64)
-		t.add(tk)
-		o.add(tk - is)
+		t.Add(tk)
+		o.Add(tk - is)
 	}
-	if len(t.vals) == 0 {
+	if len(t.Vals()) == 0 {
 		b.Fatalf("no delivery with took_ms in the provider's journal since %s", since)
 	}
-	return t.median(), o.median()
+	return t.Median(), o.Median()
 }
 
 // BenchmarkTokenDeliveryAtScale: does a delivery grow with the config? For
@@ -292,13 +292,13 @@ func BenchmarkTokenDeliveryAtScale(b *testing.B) {
 				df := d.tokenbench(b, "", "direct", 100, 1)
 				sf := d.tokenbench(b, "collector", "socket", 100, 1)
 				d.waitRevocationsDrained(b, time.Now(), 2*time.Minute)
-				dir.add(df.MedianMS)
-				sock.add(sf.MedianMS)
-				ratio.add(sf.MedianMS / df.MedianMS)
-				rss.add(float64(d.procStatusKB("edgeseal-tokend.service", "VmRSS")) / 1024)
+				dir.Add(df.MedianMS)
+				sock.Add(sf.MedianMS)
+				ratio.Add(sf.MedianMS / df.MedianMS)
+				rss.Add(float64(d.procStatusKB("edgeseal-tokend.service", "VmRSS")) / 1024)
 			}
 			for _, s := range []*series{sock, dir, ratio, rss} {
-				s.report(b)
+				s.Report(b)
 			}
 			rows = append(rows, []string{strconv.Itoa(n), sock.String(), dir.String(), ratio.String(), rss.String()})
 			d.m.Stop(b)

@@ -141,7 +141,7 @@ func (b *breakdown) add(name, what string, v float64) {
 		b.names = append(b.names, name)
 		b.what[name] = what
 	}
-	s.add(v)
+	s.Add(v)
 }
 
 // cell is a row's figure: "12.3 (11.0 to 14.2)".
@@ -150,7 +150,7 @@ func (b *breakdown) cell(name string) string {
 	if s == nil {
 		return "-"
 	}
-	lo, med, hi := s.stats()
+	lo, med, hi := s.Stats()
 	return fmt.Sprintf("%s (%s to %s)", num(med), num(lo), num(hi))
 }
 
@@ -160,7 +160,7 @@ func (b *breakdown) print(tb *testing.B, title string) {
 	n := 0
 	for _, name := range b.names {
 		rows = append(rows, []string{name, b.cell(name), b.what[name]})
-		n = max(n, len(b.rows[name].vals))
+		n = max(n, len(b.rows[name].Vals()))
 	}
 	table(tb, fmt.Sprintf("%s (ms, median (least to most) of N=%d)", title, n), []string{"part", "ms", "measured from, to"}, rows)
 }

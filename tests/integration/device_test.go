@@ -27,7 +27,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/pki"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -281,7 +281,7 @@ func (d *device) vaultClient() *api.Client {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	c, err := secretstore.NewClient(d.cfg.VaultAddr(), pool)
+	c, err := vaultclient.New(d.cfg.VaultAddr(), pool)
 	if err != nil {
 		d.t.Fatal(err)
 	}

@@ -20,8 +20,8 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/edgeseal/edgeseal/internal/pki"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
@@ -304,7 +304,7 @@ func snapVaultClient(t *testing.T, port int, caPEM string) *api.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := secretstore.NewClient(fmt.Sprintf("https://127.0.0.1:%d", port), pool)
+	c, err := vaultclient.New(fmt.Sprintf("https://127.0.0.1:%d", port), pool)
 	if err != nil {
 		t.Fatal(err)
 	}

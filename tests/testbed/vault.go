@@ -19,7 +19,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
 
@@ -120,7 +120,7 @@ func (s *VaultServer) Restart(ctx context.Context) error {
 // edgeseal-unseal has.
 func (s *VaultServer) AdminClient(t testing.TB) *api.Client {
 	t.Helper()
-	c, err := secretstore.NewClient(s.Admin, nil)
+	c, err := vaultclient.New(s.Admin, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func (s *VaultServer) AdminClient(t testing.TB) *api.Client {
 // Client is an unauthenticated client verifying TLS against the server's CA.
 func (s *VaultServer) Client(t testing.TB) *api.Client {
 	t.Helper()
-	c, err := secretstore.NewClient(s.Addr, s.Pool)
+	c, err := vaultclient.New(s.Addr, s.Pool)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
-	"github.com/edgeseal/edgeseal/internal/secretstore"
+	"github.com/edgeseal/edgeseal/internal/vaultclient"
 	"github.com/edgeseal/edgeseal/internal/vaultlayout"
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
@@ -187,7 +187,7 @@ func direct(service string) (func(context.Context) error, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := secretstore.NewClient(os.Getenv("VAULT_ADDR"), pool)
+	c, err := vaultclient.New(os.Getenv("VAULT_ADDR"), pool)
 	if err != nil {
 		return nil, err
 	}

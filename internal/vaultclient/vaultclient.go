@@ -1,10 +1,9 @@
-// Package secretstore brings the Vault-compatible server from "just started" to
-// "unsealed and set up": first-boot init with the unseal key sealed before anything
-// depends on it, per-boot unseal, policies and token roles from config, the
-// token-issuing token for the token provider, and re-unseal when Vault restarts.
-// It talks to Vault only through github.com/hashicorp/vault/api, over TLS verified
-// against the per-boot CA.
-package secretstore
+// Package vaultclient is the one way edgeseal makes a client of a
+// Vault-compatible server (OpenBao or HashiCorp Vault): through
+// github.com/hashicorp/vault/api, over TLS verified against the roots given,
+// deaf to the VAULT_* environment, with no retries of its own (callers decide
+// what is retried, and where).
+package vaultclient
 
 import (
 	"crypto/tls"
@@ -20,10 +19,10 @@ import (
 // something is wrong and the caller should retry or report.
 const requestTimeout = 30 * time.Second
 
-// NewClient returns a Vault client for addr that trusts only pool. It ignores the
+// New returns a Vault client for addr that trusts only pool. It ignores the
 // VAULT_* environment (a VAULT_TOKEN, VAULT_SKIP_VERIFY or proxy inherited by a
 // service must not change whom edgeseal talks to or with which identity).
-func NewClient(addr string, pool *x509.CertPool) (*api.Client, error) {
+func New(addr string, pool *x509.CertPool) (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	if cfg.Error != nil {
 		return nil, fmt.Errorf("cannot configure Vault client: %w", cfg.Error)
