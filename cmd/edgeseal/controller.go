@@ -39,9 +39,10 @@ for it, a TPM quote of the device's PCRs and claims. docs/controller.md has
 the protocol.
 
 Commands:
-  enrol --url https://HOST:PORT --ca FILE --token-file FILE|- [--force]
-                 enrol with the controller, with the one-time token its
-                 operator gave (read from a file or stdin, never argv)
+  enrol --url https://HOST:PORT[,URL...] --ca FILE --token-file FILE|- [--force]
+                 enrol with the controller (or the replicas of a controller
+                 fleet), with the one-time token its operator gave (read
+                 from a file or stdin, never argv)
   status [--json]
                  is the device enrolled: device id, controller URL, when,
                  and when its TLS client certificate expires
@@ -93,13 +94,13 @@ func parseArgs(fs *flag.FlagSet, args []string, names ...string) (pos []string, 
 func controllerEnrol(ctx context.Context, p paths.Paths, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("edgeseal controller enrol", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "", "the controller, https://HOST:PORT (required)")
+	url := fs.String("url", "", "the controller, https://HOST:PORT, or its replicas, comma-separated, tried in turn (required)")
 	caFile := fs.String("ca", "", "the controller's CA certificate(s), PEM: the only roots its TLS certificate may chain to (required)")
 	tokenFile := fs.String("token-file", "", "a file holding the one-time enrolment token, or - for stdin (required)")
 	force := fs.Bool("force", false, "replace an existing enrolment (put back if this one fails)")
 	cfgPath := fs.String("config", p.ConfigFile, "config file (seal.tpm2.device, controller.timeout)")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: edgeseal controller enrol --url https://HOST:PORT --ca FILE --token-file FILE|- [--force]
+		fmt.Fprint(stderr, `Usage: edgeseal controller enrol --url https://HOST:PORT[,URL...] --ca FILE --token-file FILE|- [--force]
 
 Enrols this device with a controller, with the one-time token its operator
 gave (it is read from a file or stdin, so it is never in argv or ps):
@@ -112,6 +113,12 @@ gave (it is read from a file or stdin, so it is never in argv or ps):
      public key with the rest;
   4. keeps what the controller answers: the device id, the client
      certificate, and the key that signs the controller's key bundles.
+
+A controller run as replicas sharing one store (a fleet) is given as their
+URLs, comma-separated, at most 16: every exchange starts with the replica
+that answered last and moves to the next when one is unreachable or
+answers 502, 503 or 504, within controller.timeout in all; a refusal is
+never asked of another replica.
 
 An existing enrolment is kept unless --force: then it is set aside, and put
 back if the new enrolment fails. Must run as root.
@@ -164,11 +171,11 @@ back if the new enrolment fails. Must run as root.
 		return err
 	}
 	defer t.Close()
-	e, err := controller.Enrol(ctx, p, t, *url, ca, token, cfg.Controller.Timeout.D())
+	e, err := controller.Enrol(ctx, p, t, strings.Split(*url, ","), ca, token, cfg.Controller.Timeout.D())
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "enrolled with %s as %s\n", e.URL, e.DeviceID)
+	fmt.Fprintf(stdout, "enrolled with %s as %s\n", strings.Join(e.URLs, ", "), e.DeviceID)
 	if c, cerr := e.ClientCertificate(); cerr == nil {
 		fmt.Fprintf(stdout, "client certificate valid until %s\n", c.NotAfter.UTC().Format(time.RFC3339))
 	}
@@ -204,7 +211,8 @@ func readToken(path string) (string, error) {
 type statusView struct {
 	Enrolled          bool       `json:"enrolled"`
 	DeviceID          string     `json:"device_id,omitempty"`
-	URL               string     `json:"url,omitempty"`
+	URL               string     `json:"url,omitempty"`  // the first of URLs
+	URLs              []string   `json:"urls,omitempty"` // every replica, in the order tried
 	EnrolledAt        *time.Time `json:"enrolled_at,omitempty"`
 	ClientCertExpires *time.Time `json:"client_cert_expires,omitempty"`
 }
@@ -234,7 +242,7 @@ Reads root's state directory.
 	case err != nil:
 		return err
 	default:
-		v = statusView{Enrolled: true, DeviceID: e.DeviceID, URL: e.URL, EnrolledAt: &e.Enrolled}
+		v = statusView{Enrolled: true, DeviceID: e.DeviceID, URL: e.URLs[0], URLs: e.URLs, EnrolledAt: &e.Enrolled}
 		if c, err := e.ClientCertificate(); err == nil {
 			exp := c.NotAfter.UTC()
 			v.ClientCertExpires = &exp
@@ -248,7 +256,7 @@ Reads root's state directory.
 		return nil
 	}
 	fmt.Fprintf(stdout, "enrolled:            yes\ndevice id:           %s\ncontroller:          %s\nenrolled at:         %s\n",
-		v.DeviceID, v.URL, v.EnrolledAt.UTC().Format(time.RFC3339))
+		v.DeviceID, strings.Join(v.URLs, ", "), v.EnrolledAt.UTC().Format(time.RFC3339))
 	if v.ClientCertExpires != nil {
 		note := ""
 		if v.ClientCertExpires.Before(time.Now()) {
@@ -261,7 +269,8 @@ Reads root's state directory.
 
 // attestView is `controller attest --json`.
 type attestView struct {
-	URL       string              `json:"url"`
+	URL       string              `json:"url"`  // the first of URLs
+	URLs      []string            `json:"urls"` // every replica`
 	DeviceID  string              `json:"device_id"`
 	Challenge *ctlproto.Challenge `json:"challenge"`
 	Quote     *ctlproto.Quote     `json:"quote"`
@@ -305,7 +314,7 @@ challenge; no key is asked for. Must run as root.
 	if err != nil {
 		return err
 	}
-	v := attestView{URL: e.URL, DeviceID: e.DeviceID, Challenge: ch, Quote: q}
+	v := attestView{URL: e.URLs[0], URLs: e.URLs, DeviceID: e.DeviceID, Challenge: ch, Quote: q}
 	for _, c := range ch.Claims {
 		if _, ok := q.Claims[c]; !ok {
 			v.Missing = append(v.Missing, c)
@@ -316,7 +325,7 @@ challenge; no key is asked for. Must run as root.
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	fmt.Fprintf(stdout, "challenge from %s (device %s), not answered:\n", v.URL, v.DeviceID)
+	fmt.Fprintf(stdout, "challenge from %s (device %s), not answered:\n", strings.Join(v.URLs, " or "), v.DeviceID)
 	fmt.Fprintln(stdout, "PCRs (sha256):")
 	for _, pv := range q.PCRValues {
 		fmt.Fprintf(stdout, "  %2d: %s\n", pv.Index, hex.EncodeToString(pv.Value))

@@ -22,7 +22,8 @@ import (
 	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
-// Enrol enrols the device with the controller at url, whose TLS certificate
+// Enrol enrols the device with the controller at urls (one, or its
+// replicas, tried in turn as every exchange does), whose TLS certificate
 // must chain to caPEM, with the one-time token the controller's operator
 // gave: it asks for a nonce, has the TPM certify its storage root key and
 // quote the PCRs the controller names over it, makes a TLS client key
@@ -32,7 +33,7 @@ import (
 //
 // An existing enrolment is never overwritten: remove it first (`edgeseal
 // controller enrol --force`).
-func Enrol(ctx context.Context, p paths.Paths, t *tpm2.TPMContext, url string, caPEM []byte, token string, timeout time.Duration) (*Enrolment, error) {
+func Enrol(ctx context.Context, p paths.Paths, t *tpm2.TPMContext, urls []string, caPEM []byte, token string, timeout time.Duration) (*Enrolment, error) {
 	// Everything local first: nothing is sent before it is all in order.
 	switch _, err := os.Lstat(p.Enrolment); {
 	case err == nil:
@@ -42,7 +43,7 @@ func Enrol(ctx context.Context, p paths.Paths, t *tpm2.TPMContext, url string, c
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("cannot enrol: %w", err)
 	}
-	base, err := parseURL(url)
+	bases, err := NormalURLs(urls)
 	if err != nil {
 		return nil, fmt.Errorf("cannot enrol: %w", err)
 	}
@@ -57,7 +58,7 @@ func Enrol(ctx context.Context, p paths.Paths, t *tpm2.TPMContext, url string, c
 	if t == nil {
 		return nil, errors.New("internal error: enrol has no TPM")
 	}
-	h, err := newHTTPS(base, pool, nil, timeout)
+	h, err := newHTTPS(bases, pool, nil, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("cannot enrol: %w", err)
 	}
@@ -97,7 +98,7 @@ func Enrol(ctx context.Context, p paths.Paths, t *tpm2.TPMContext, url string, c
 	if err := h.post(ctx, ctlproto.PathEnrol, req, &got); err != nil {
 		return nil, fmt.Errorf("cannot enrol: %w", err)
 	}
-	e := &Enrolment{URL: base, DeviceID: got.DeviceID, CA: string(caPEM), SigningKey: got.SigningKey,
+	e := &Enrolment{URLs: bases, DeviceID: got.DeviceID, CA: string(caPEM), SigningKey: got.SigningKey,
 		ClientCert: got.ClientCert, Enrolled: time.Now().UTC().Truncate(time.Second)}
 	cert, err := e.ClientCertificate()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,43 +23,62 @@ import (
 )
 
 // The enrolment file (paths.Enrolment, described in docs/controller.md):
-// JSON headed by its format and version.
+// JSON headed by its format and version. Version 1 names one controller URL
+// ("url"); version 2 names the replicas of a controller fleet ("urls"). An
+// enrolment with one URL is written as version 1, so a device that never had
+// a fleet stays readable by an older edgeseal.
 const (
-	EnrolmentFormat  = "edgeseal-controller-enrolment"
-	EnrolmentVersion = 1
+	EnrolmentFormat = "edgeseal-controller-enrolment"
+	// EnrolmentVersion is the newest version this build reads and writes.
+	EnrolmentVersion = 2
 	// maxEnrolment bounds the enrolment file: a CA bundle and two PEM blocks.
 	maxEnrolment = 64 << 10
 	// maxCA bounds the controller's CA bundle (the enrolment file's and --ca).
 	maxCA = 32 << 10
-	// maxURL bounds the controller's URL.
+	// maxURL bounds a controller URL.
 	maxURL = 1024
+	// MaxURLs bounds how many controller URLs a device has.
+	MaxURLs = 16
 	// maxClientKey bounds the TLS client key file.
 	maxClientKey = 4 << 10
 )
 
-// Enrolment is what enrolment left on the device: where the controller is,
-// the CA its TLS certificate comes from, the key its bundles are signed with
-// (pinned), and the device's id and TLS client certificate. The client key
-// is beside it, in paths.ClientKey.
+// Enrolment is what enrolment left on the device: where the controller is
+// (one URL, or the URLs of its replicas, tried in turn), the CA its TLS
+// certificates come from, the key its bundles are signed with (pinned), and
+// the device's id and TLS client certificate. The client key is beside it,
+// in paths.ClientKey.
 type Enrolment struct {
-	URL        string    `json:"url"`
-	DeviceID   string    `json:"device_id"`
-	CA         string    `json:"ca"`          // PEM CERTIFICATE(s): the only roots the controller's TLS certificate may chain to
-	SigningKey string    `json:"signing_key"` // PEM PUBLIC KEY (ECDSA P-256): signs every key bundle
-	ClientCert string    `json:"client_cert"` // PEM CERTIFICATE: the device's, CN = DeviceID
-	Enrolled   time.Time `json:"enrolled"`
+	URLs       []string  // 1 to MaxURLs, each in its normal form (NormalURLs)
+	DeviceID   string    // the controller's name for the device
+	CA         string    // PEM CERTIFICATE(s): the only roots the controller's TLS certificate may chain to
+	SigningKey string    // PEM PUBLIC KEY (ECDSA P-256): signs every key bundle
+	ClientCert string    // PEM CERTIFICATE: the device's, CN = DeviceID
+	Enrolled   time.Time // when
 }
 
 // enrolmentFile is the file's form: a format and version ahead of the fields.
 type enrolmentFile struct {
-	Format  string `json:"format"`
-	Version int    `json:"version"`
-	Enrolment
+	Format     string    `json:"format"`
+	Version    int       `json:"version"`
+	URL        string    `json:"url,omitempty"`  // version 1
+	URLs       []string  `json:"urls,omitempty"` // version 2
+	DeviceID   string    `json:"device_id"`
+	CA         string    `json:"ca"`
+	SigningKey string    `json:"signing_key"`
+	ClientCert string    `json:"client_cert"`
+	Enrolled   time.Time `json:"enrolled"`
 }
 
-// Marshal encodes e as the enrolment file: indented JSON ending in a newline.
+// Marshal encodes e as the enrolment file: indented JSON ending in a
+// newline; version 1 if e has one URL, 2 if several.
 func (e *Enrolment) Marshal() []byte {
-	out, err := json.MarshalIndent(enrolmentFile{EnrolmentFormat, EnrolmentVersion, *e}, "", "  ")
+	f := enrolmentFile{Format: EnrolmentFormat, Version: 2, URLs: e.URLs, DeviceID: e.DeviceID, CA: e.CA,
+		SigningKey: e.SigningKey, ClientCert: e.ClientCert, Enrolled: e.Enrolled}
+	if len(e.URLs) == 1 {
+		f.Version, f.URL, f.URLs = 1, e.URLs[0], nil
+	}
+	out, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		panic(fmt.Sprintf("internal error: cannot encode the enrolment: %v", err))
 	}
@@ -76,21 +96,33 @@ func ParseEnrolment(data []byte) (*Enrolment, error) {
 	switch {
 	case f.Format != EnrolmentFormat:
 		return nil, fmt.Errorf("%w: format is %q, not %q", ErrBadEnrolment, f.Format, EnrolmentFormat)
-	case f.Version != EnrolmentVersion:
-		return nil, fmt.Errorf("%w: version %d: this build reads version %d", ErrBadEnrolment, f.Version, EnrolmentVersion)
+	case f.Version == 1 && f.URLs != nil:
+		return nil, fmt.Errorf("%w: version 1 has \"url\", not \"urls\"", ErrBadEnrolment)
+	case f.Version == 1:
+		f.URLs = []string{f.URL}
+	case f.Version == 2 && f.URL != "":
+		return nil, fmt.Errorf("%w: version 2 has \"urls\", not \"url\"", ErrBadEnrolment)
+	case f.Version == 2 && len(f.URLs) < 2:
+		return nil, fmt.Errorf("%w: version 2 has %d urls, at least 2 (one is version 1)", ErrBadEnrolment, len(f.URLs))
+	case f.Version != 2:
+		return nil, fmt.Errorf("%w: version %d: this build reads versions 1 and %d", ErrBadEnrolment, f.Version, EnrolmentVersion)
 	}
-	e := f.Enrolment
+	e := &Enrolment{URLs: f.URLs, DeviceID: f.DeviceID, CA: f.CA, SigningKey: f.SigningKey, ClientCert: f.ClientCert, Enrolled: f.Enrolled}
 	if err := e.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEnrolment, err)
 	}
-	return &e, nil
+	return e, nil
 }
 
 func (e *Enrolment) check() error {
-	if u, err := parseURL(e.URL); err != nil {
+	urls, err := NormalURLs(e.URLs)
+	if err != nil {
 		return err
-	} else if u != e.URL {
-		return fmt.Errorf("url %q is not in its normal form %q", e.URL, u)
+	}
+	for i := range urls {
+		if urls[i] != e.URLs[i] {
+			return fmt.Errorf("url %q is not in its normal form %q", e.URLs[i], urls[i])
+		}
 	}
 	if err := (&ctlproto.Enrolled{DeviceID: e.DeviceID, ClientCert: e.ClientCert, SigningKey: e.SigningKey}).Validate(); err != nil {
 		return err
@@ -156,6 +188,26 @@ func makeControllerDir(p paths.Paths) error {
 		return fmt.Errorf("cannot make %s private: %w", p.Controller, err)
 	}
 	return nil
+}
+
+// NormalURLs checks a device's controller URLs (1 to MaxURLs, no two the
+// same) and returns them in their normal form.
+func NormalURLs(urls []string) ([]string, error) {
+	if len(urls) == 0 || len(urls) > MaxURLs {
+		return nil, fmt.Errorf("urls: %d, 1 to %d", len(urls), MaxURLs)
+	}
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		n, err := parseURL(u)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(out[:i], n) {
+			return nil, fmt.Errorf("url %q: named twice", u)
+		}
+		out[i] = n
+	}
+	return out, nil
 }
 
 // parseURL checks a controller URL and returns its normal form (no trailing

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +20,10 @@ import (
 
 var update = flag.Bool("update", false, "write testdata/enrolment-v1.json again (a new format version needs a new file, never this)")
 
-const fixture = "testdata/enrolment-v1.json"
+const (
+	fixture  = "testdata/enrolment-v1.json"
+	fixture2 = "testdata/enrolment-v2.json" // the v1 fixture's, with two URLs
+)
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -35,7 +41,7 @@ func makeFixture() []byte {
 	ca := newTestCA(t, "controller CA")
 	signer := newKey(t)
 	pub, _ := ctlproto.MarshalPublicKey(&signer.PublicKey)
-	e := &Enrolment{URL: "https://controller.example:8443", DeviceID: "plant7-gw-01", CA: string(ca.PEM),
+	e := &Enrolment{URLs: []string{"https://controller.example:8443"}, DeviceID: "plant7-gw-01", CA: string(ca.PEM),
 		SigningKey: pub, ClientCert: string(ca.issue(t, "plant7-gw-01", &newKey(t).PublicKey, false)),
 		Enrolled: time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)}
 	return e.Marshal()
@@ -52,7 +58,7 @@ func TestVersion1EnrolmentKeepsParsing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.URL != "https://controller.example:8443" || e.DeviceID != "plant7-gw-01" ||
+	if len(e.URLs) != 1 || e.URLs[0] != "https://controller.example:8443" || e.DeviceID != "plant7-gw-01" ||
 		!e.Enrolled.Equal(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)) {
 		t.Errorf("parsed %+v", e)
 	}
@@ -61,6 +67,30 @@ func TestVersion1EnrolmentKeepsParsing(t *testing.T) {
 	}
 	if out := e.Marshal(); !bytes.Equal(out, data) {
 		t.Errorf("encodes back as\n%s\nnot\n%s", out, data)
+	}
+}
+
+// The version 2 enrolment file (a controller fleet's replicas) keeps
+// parsing and encodes back byte for byte; an enrolment that has one URL
+// again is written as version 1.
+func TestVersion2EnrolmentKeepsParsingAndOneURLIsVersion1(t *testing.T) {
+	data, err := os.ReadFile(fixture2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ParseEnrolment(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(e.URLs, []string{"https://controller-a.example:8443", "https://controller-b.example:8443"}) || e.DeviceID != "plant7-gw-01" {
+		t.Errorf("parsed %+v", e)
+	}
+	if out := e.Marshal(); !bytes.Equal(out, data) {
+		t.Errorf("encodes back as\n%s\nnot\n%s", out, data)
+	}
+	e.URLs = []string{"https://controller.example:8443"}
+	if v1, _ := os.ReadFile(fixture); !bytes.Equal(e.Marshal(), v1) {
+		t.Errorf("one URL encodes as\n%s\nnot as version 1", e.Marshal())
 	}
 }
 
@@ -92,7 +122,16 @@ func TestEnrolmentOutOfShapeIsBad(t *testing.T) {
 	}{
 		{"empty", nil, "no JSON value"},
 		{"another format", edit(`"edgeseal-controller-enrolment"`, `"edgeseal-fsvault"`), `format is "edgeseal-fsvault"`},
-		{"a newer version", edit(`"version": 1`, `"version": 2`), "version 2: this build reads version 1"},
+		{"a newer version", edit(`"version": 1`, `"version": 3`), "version 3: this build reads versions 1 and 2"},
+		{"version 2 naming one url", edit(`"version": 1`, `"version": 2`), `version 2 has "urls", not "url"`},
+		{"version 1 naming urls", edit(`"url": "https://controller.example:8443"`, `"urls": ["https://controller.example:8443"]`), `version 1 has "url", not "urls"`},
+		{"version 2 with one of its urls", reshape(func(e *Enrolment) { e.URLs = []string{e.URLs[0], e.URLs[0]} }), "named twice"},
+		{"version 2 with a url out of shape", reshape(func(e *Enrolment) { e.URLs = append(e.URLs, "http://b") }), "not https"},
+		{"more urls than a device takes", reshape(func(e *Enrolment) {
+			for i := range MaxURLs {
+				e.URLs = append(e.URLs, fmt.Sprintf("https://replica-%d", i))
+			}
+		}), "urls: 17, 1 to 16"},
 		{"an unknown field", edit(`"url"`, `"colour": 1, "url"`), "unknown field"},
 		{"two values", append(bytes.Clone(good), good...), "data after the JSON value"},
 		{"too big", append(bytes.Repeat([]byte(" "), maxEnrolment), good...), "more than"},
@@ -136,7 +175,7 @@ func TestEnrolmentIsWrittenPrivateAndLoadsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := LoadEnrolment(p)
-	if err != nil || *got != *want {
+	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadEnrolment = %+v, %v", got, err)
 	}
 	for path, mode := range map[string]os.FileMode{p.Controller: 0o700 | os.ModeDir, p.Enrolment: 0o600} {
@@ -189,7 +228,7 @@ func TestEnrolChecksEverythingLocalFirst(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			// A nil TPM: touching it would panic.
-			_, err := Enrol(t.Context(), tc.p, nil, tc.url, tc.ca, tc.token, time.Second)
+			_, err := Enrol(t.Context(), tc.p, nil, []string{tc.url}, tc.ca, tc.token, time.Second)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Enrol: %v; want %q", err, tc.want)
 			}
@@ -217,7 +256,11 @@ func FuzzParseEnrolment(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(good)
+	if v2, err := os.ReadFile(fixture2); err == nil {
+		f.Add(v2)
+	}
 	f.Add([]byte(`{"format":"edgeseal-controller-enrolment","version":1}`))
+	f.Add([]byte(`{"format":"edgeseal-controller-enrolment","version":2,"urls":["https://a","https://a/"]}`))
 	f.Add([]byte(`{"format":"edgeseal-controller-enrolment","version":1,"url":"https://a","ca":"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, data []byte) {

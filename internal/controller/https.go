@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,7 +29,8 @@ const DefaultTimeout = 10 * time.Second
 // ErrorBody's text is at most ctlproto.MaxReason; JSON may escape it).
 const maxErrorBody = 8 << 10
 
-// NewHTTPS is the built-in transport: HTTPS with mutual TLS 1.3 to e.URL.
+// NewHTTPS is the built-in transport: HTTPS with mutual TLS 1.3 to the
+// controller at e.URLs (the replicas of a fleet: see post for the failover).
 // The controller's certificate must chain to e.CA (and nothing else); the
 // device shows e.ClientCert with the key in p.ClientKey. Each answer is
 // decoded strictly (ctlproto). Errors are classified: ErrUnreachable (no
@@ -53,28 +55,31 @@ func NewHTTPS(p paths.Paths, e *Enrolment, timeout time.Duration) (Transport, er
 	if err != nil {
 		return nil, fmt.Errorf("cannot use the TLS client key %s with the enrolment's certificate (enrol again with --force): %w", p.ClientKey, err)
 	}
-	return newHTTPS(e.URL, pool, &cert, timeout)
+	return newHTTPS(e.URLs, pool, &cert, timeout)
 }
 
 // httpsTransport posts one JSON message per exchange and decodes the answer.
 type httpsTransport struct {
-	base   string
-	client *http.Client
+	bases   []string
+	timeout time.Duration
+	client  *http.Client
+	// at is the replica that answered last: the next exchange starts there.
+	at atomic.Int32
 }
 
-func newHTTPS(base string, roots *x509.CertPool, cert *tls.Certificate, timeout time.Duration) (*httpsTransport, error) {
-	base, err := parseURL(base)
+func newHTTPS(bases []string, roots *x509.CertPool, cert *tls.Certificate, timeout time.Duration) (*httpsTransport, error) {
+	bases, err := NormalURLs(bases)
 	if err != nil {
 		return nil, fmt.Errorf("cannot use the controller's URL: %w", err)
 	}
-	u, _ := url.Parse(base)
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	// No ServerName: net/http verifies each replica's certificate for the
+	// host of its own URL.
 	tc := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		RootCAs:    roots,
-		ServerName: u.Hostname(),
 	}
 	if cert != nil {
 		tc.Certificates = []tls.Certificate{*cert}
@@ -85,10 +90,11 @@ func newHTTPS(base string, roots *x509.CertPool, cert *tls.Certificate, timeout 
 		TLSClientConfig:       tc,
 		TLSHandshakeTimeout:   timeout,
 		ResponseHeaderTimeout: timeout,
-		MaxIdleConns:          1,
+		MaxIdleConns:          len(bases),
+		MaxIdleConnsPerHost:   1,
 		IdleConnTimeout:       30 * time.Second,
 	}
-	return &httpsTransport{base: base, client: &http.Client{
+	return &httpsTransport{bases: bases, timeout: timeout, client: &http.Client{
 		Transport: tr,
 		Timeout:   timeout,
 		// A redirect is an answer that is not a success.
@@ -119,6 +125,9 @@ const (
 // controller vault waits here, for at most controller.timeout.
 func dialUntilUp(d *net.Dialer, timeout time.Duration) func(context.Context, string, string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ctx.Value(dialOnce{}) != nil {
+			return d.DialContext(ctx, network, addr)
+		}
 		deadline := time.Now().Add(timeout - lastDialMargin)
 		if dl, ok := ctx.Deadline(); ok && dl.Add(-lastDialMargin).Before(deadline) {
 			deadline = dl.Add(-lastDialMargin)
@@ -144,6 +153,10 @@ func dialUntilUp(d *net.Dialer, timeout time.Duration) func(context.Context, str
 		}
 	}
 }
+
+// dialOnce, as a context key, has dialUntilUp dial once: post's passes over
+// a fleet's replicas do the waiting, moving on to the next replica at once.
+type dialOnce struct{}
 
 func networkNotUpYet(err error) bool {
 	var dns *net.DNSError
@@ -181,6 +194,24 @@ func (h *httpsTransport) Report(ctx context.Context, r *ctlproto.Report) error {
 }
 
 // post sends req to path and decodes the answer into resp.
+//
+// With several controller URLs (replicas of one controller, sharing its
+// store), an exchange that finds a replica unreachable (ErrUnreachable) or
+// unavailable (HTTP 502, 503 or 504: its store cannot serve, or a proxy in
+// front of it has no backend) is sent to the next, starting from the one
+// that answered last. Any other answer ends the exchange: a refusal (4xx) is
+// the controller's word, the same from every replica, and a certificate not
+// from the enrolled CA is an attack or a misconfiguration to be seen, not
+// routed around. Passes over the replicas go on until the exchange's
+// timeout, which bounds the whole exchange however many replicas there are. If every replica was unreachable the error is ErrUnreachable
+// (an offline copy may be used); if one was unavailable, it is its refusal.
+// A request resent to another replica after its answer was lost is safe:
+// the controller answers a keys request it has seen again (the same request
+// nonce), and refuses a spent challenge otherwise.
+//
+// Each replica is dialled once per pass (the passes, paused as dialUntilUp
+// pauses, are the wait for a network not up yet); an attempt has its share
+// of the time left, so one replica that hangs cannot use up the exchange.
 func (h *httpsTransport) post(ctx context.Context, path string, req, resp ctlproto.Message) error {
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("internal error: a request to %s out of shape: %w", path, err)
@@ -189,7 +220,93 @@ func (h *httpsTransport) post(ctx context.Context, path string, req, resp ctlpro
 	if err != nil {
 		return fmt.Errorf("cannot encode the request to %s: %w", path, err)
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+path, bytes.NewReader(body))
+	n := len(h.bases)
+	if n == 1 {
+		return h.postTo(ctx, h.bases[0], path, body, resp)
+	}
+	deadline := time.Now().Add(h.timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	first := int(h.at.Load())
+	last := make([]error, n) // each replica's last failure
+	pause := firstDialPause
+	for pass := 0; ; pass++ {
+		for k := range n {
+			i := (first + k) % n
+			left := time.Until(deadline)
+			if left <= 0 {
+				break
+			}
+			actx, cancel := context.WithTimeout(context.WithValue(ctx, dialOnce{}, true), left/time.Duration(n-k))
+			err := h.postTo(actx, h.bases[i], path, body, resp)
+			cancel()
+			if err == nil {
+				h.at.Store(int32(i))
+				return nil
+			}
+			if ctx.Err() != nil || !failsOver(err) {
+				return err
+			}
+			last[i] = fmt.Errorf("%s: %w", h.bases[i], err)
+		}
+		left := time.Until(deadline)
+		if left < 2*lastDialMargin {
+			break
+		}
+		t := time.NewTimer(min(pause, left-lastDialMargin))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("cannot talk to the controller (%s): %w", path, ctx.Err())
+		case <-t.C:
+		}
+		pause = min(2*pause, maxDialPause)
+	}
+	return allFailed(path, last)
+}
+
+// allFailed is the error of an exchange no replica answered: a replica's
+// unavailability if one said so (the controller is there, its store is
+// not: not an outage of the device's network), else ErrUnreachable; the
+// text names each replica's last failure.
+func allFailed(path string, last []error) error {
+	var tried []string
+	var first error
+	for _, err := range last {
+		if err == nil {
+			continue
+		}
+		// "URL: the controller cannot be reached (PATH): why" says
+		// "URL: why" once the kind is said ahead of the list.
+		msg := err.Error()
+		for _, kind := range []error{ErrUnreachable, ErrRefused} {
+			msg = strings.Replace(msg, fmt.Sprintf("%s (%s): ", kind, path), "", 1)
+		}
+		tried = append(tried, msg)
+		if first == nil || errors.Is(first, ErrUnreachable) && !errors.Is(err, ErrUnreachable) {
+			first = err
+		}
+	}
+	switch {
+	case first == nil:
+		return fmt.Errorf("%w (%s): no replica was tried before the timeout", ErrUnreachable, path)
+	case errors.Is(first, ErrUnreachable):
+		return fmt.Errorf("%w (%s): no replica answered: %s", ErrUnreachable, path, strings.Join(tried, "; "))
+	}
+	return fmt.Errorf("%w (%s): no replica could serve: %s", ErrRefused, path, strings.Join(tried, "; "))
+}
+
+// failsOver tells the failures another replica may answer instead.
+func failsOver(err error) bool {
+	var r *refusal
+	return errors.Is(err, ErrUnreachable) ||
+		errors.As(err, &r) && (r.status == http.StatusBadGateway || r.status == http.StatusServiceUnavailable || r.status == http.StatusGatewayTimeout)
+}
+
+// postTo is one exchange with the replica at base.
+func (h *httpsTransport) postTo(ctx context.Context, base, path string, body []byte, resp ctlproto.Message) error {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("cannot make the request to %s: %w", path, err)
 	}
@@ -213,6 +330,15 @@ func (h *httpsTransport) post(ctx context.Context, path string, req, resp ctlpro
 	return nil
 }
 
+// refusal is an answer that is not a success: ErrRefused, with its status.
+type refusal struct {
+	status int
+	err    error
+}
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
 // refused is ErrRefused with the answer's status and its ErrorBody's text
 // (bounded, validated: never the raw body).
 func refused(path string, res *http.Response) error {
@@ -222,7 +348,7 @@ func refused(path string, res *http.Response) error {
 	if len(data) <= maxErrorBody && ctlproto.Unmarshal(data, &eb) == nil {
 		msg = strings.ReplaceAll(eb.Error, "\n", " ")
 	}
-	return fmt.Errorf("%w (%s): HTTP %d %s: %s", ErrRefused, path, res.StatusCode, http.StatusText(res.StatusCode), msg)
+	return &refusal{res.StatusCode, fmt.Errorf("%w (%s): HTTP %d %s: %s", ErrRefused, path, res.StatusCode, http.StatusText(res.StatusCode), msg)}
 }
 
 // classify sorts a failed exchange: a controller not from the enrolled CA,

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,5 +294,169 @@ func TestHTTPSStopsWaitingForAControllerAtTheTimeout(t *testing.T) {
 	t.Logf("after %v: %v", took.Round(time.Millisecond), err)
 	if took < timeout-lastDialMargin-firstDialPause || took > timeout+200*time.Millisecond {
 		t.Errorf("gave up after %v; want about the timeout, %v", took, timeout)
+	}
+}
+
+// replicaAt is controllerAt that counts the requests it was sent.
+func replicaAt(t *testing.T, ca *testCA, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+	var n atomic.Int32
+	s := controllerAt(t, ca, ca, func(w http.ResponseWriter, r *http.Request) { n.Add(1); h(w, r) })
+	return s, &n
+}
+
+func closedURL(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	return "https://" + l.Addr().String()
+}
+
+func answerWith(status int, body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(status)
+		w.Write([]byte(body))
+	}
+}
+
+// A device of a controller fleet names its replicas: an exchange moves on
+// from a replica that is down or whose store cannot serve, and the next
+// exchange starts with the replica that answered.
+func TestHTTPSFailsOverToTheNextReplicaWhenOneIsDownOrUnavailable(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	for _, tc := range []struct {
+		name  string
+		first func(t *testing.T) (string, *atomic.Int32)
+	}{
+		{"down (connection refused)", func(t *testing.T) (string, *atomic.Int32) { return closedURL(t), nil }},
+		{"unavailable (503: its store cannot serve)", func(t *testing.T) (string, *atomic.Int32) {
+			s, n := replicaAt(t, ca, answerWith(503, `{"error":"the controller's store is unavailable"}`))
+			return s.URL, n
+		}},
+		{"behind a proxy with no backend (502)", func(t *testing.T) (string, *atomic.Int32) {
+			s, n := replicaAt(t, ca, answerWith(502, "<html>bad gateway</html>"))
+			return s.URL, n
+		}},
+		{"too slow to answer", func(t *testing.T) (string, *atomic.Int32) {
+			s, n := replicaAt(t, ca, stall)
+			return s.URL, n
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, firstHits := tc.first(t)
+			good, goodHits := replicaAt(t, ca, goodChallenge)
+			d := enrolTestDevice(t, first, ca, "gw-1")
+			d.e.URLs = []string{first, good.URL}
+			const timeout = 2 * time.Second
+			tr, err := NewHTTPS(d.p, d.e, timeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			if c, err := tr.Challenge(t.Context()); err != nil || len(c.PCRs) != 2 {
+				t.Fatalf("Challenge = %+v, %v; want the second replica's", c, err)
+			}
+			t.Logf("answered by the second replica after %v", time.Since(t0).Round(time.Millisecond))
+			if time.Since(t0) > timeout {
+				t.Errorf("the exchange took %v, more than its timeout %v", time.Since(t0), timeout)
+			}
+			if _, err := tr.Challenge(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if goodHits.Load() != 2 || firstHits != nil && firstHits.Load() != 1 {
+				t.Errorf("the second exchange did not start with the replica that answered: good %d, first %v", goodHits.Load(), firstHits)
+			}
+		})
+	}
+}
+
+// A refusal is the controller's word, the same from every replica, and a
+// certificate from another CA is to be seen, not routed around: neither is
+// sent on to another replica.
+func TestHTTPSNeverAsksAnotherReplicaAfterARefusalOrABadCertificate(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	impostor := newTestCA(t, "impostor CA")
+	for _, tc := range []struct {
+		name  string
+		first func(t *testing.T) string
+		is    error
+	}{
+		{"403 revoked", func(t *testing.T) string {
+			s, _ := replicaAt(t, ca, answerWith(403, `{"error":"device revoked by the operator"}`))
+			return s.URL
+		}, ErrRefused},
+		{"409 a spent nonce", func(t *testing.T) string {
+			s, _ := replicaAt(t, ca, answerWith(409, `{"error":"nonce already used"}`))
+			return s.URL
+		}, ErrRefused},
+		{"500 an internal error", func(t *testing.T) string {
+			s, _ := replicaAt(t, ca, answerWith(500, `{"error":"internal error"}`))
+			return s.URL
+		}, ErrRefused},
+		{"a certificate from another CA", func(t *testing.T) string {
+			return controllerAt(t, impostor, ca, goodChallenge).URL
+		}, ErrServerCertificate},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first := tc.first(t)
+			good, goodHits := replicaAt(t, ca, goodChallenge)
+			d := enrolTestDevice(t, first, ca, "gw-1")
+			d.e.URLs = []string{first, good.URL}
+			tr, err := NewHTTPS(d.p, d.e, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = tr.Challenge(t.Context())
+			if !errors.Is(err, tc.is) || errors.Is(err, ErrUnreachable) {
+				t.Errorf("Challenge = %v; want %v", err, tc.is)
+			}
+			if goodHits.Load() != 0 {
+				t.Errorf("the second replica was asked %d times", goodHits.Load())
+			}
+		})
+	}
+}
+
+// When no replica answers, the exchange ends at its timeout, however many
+// replicas there are: ErrUnreachable (an offline copy may be used) naming
+// each, unless a replica said its store is unavailable (the controller is
+// there: not an outage of the device's network).
+func TestHTTPSEndsAtTheTimeoutWhenNoReplicaAnswers(t *testing.T) {
+	ca := newTestCA(t, "controller CA")
+	const timeout = 1500 * time.Millisecond
+	down := []string{closedURL(t), closedURL(t), closedURL(t)}
+	d := enrolTestDevice(t, down[0], ca, "gw-1")
+	d.e.URLs = down
+	tr, err := NewHTTPS(d.p, d.e, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	_, err = tr.Challenge(t.Context())
+	took := time.Since(t0)
+	t.Logf("after %v: %v", took.Round(time.Millisecond), err)
+	if !errors.Is(err, ErrUnreachable) {
+		t.Errorf("Challenge = %v; want ErrUnreachable", err)
+	}
+	for _, u := range down {
+		if !strings.Contains(fmt.Sprint(err), u) {
+			t.Errorf("the error does not name %s", u)
+		}
+	}
+	if took < timeout-2*lastDialMargin || took > timeout+300*time.Millisecond {
+		t.Errorf("gave up after %v; want about the timeout, %v", took, timeout)
+	}
+
+	unavailable, _ := replicaAt(t, ca, answerWith(503, `{"error":"the controller's store is unavailable"}`))
+	d.e.URLs = []string{down[0], unavailable.URL}
+	tr, err = NewHTTPS(d.p, d.e, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tr.Challenge(t.Context())
+	if !errors.Is(err, ErrRefused) || errors.Is(err, ErrUnreachable) || !strings.Contains(fmt.Sprint(err), "HTTP 503") {
+		t.Errorf("Challenge = %v; want the 503's refusal, not ErrUnreachable", err)
 	}
 }

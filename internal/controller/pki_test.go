@@ -122,7 +122,7 @@ func enrolTestDevice(t testing.TB, url string, ca *testCA, deviceID string) *enr
 		t.Fatal(err)
 	}
 	client := newKey(t)
-	e := &Enrolment{URL: url, DeviceID: deviceID, CA: string(ca.PEM), SigningKey: pubPEM,
+	e := &Enrolment{URLs: []string{url}, DeviceID: deviceID, CA: string(ca.PEM), SigningKey: pubPEM,
 		ClientCert: string(ca.issue(t, deviceID, &client.PublicKey, false)), Enrolled: time.Now().UTC().Truncate(time.Second)}
 	if err := writeEnrolment(p, e); err != nil {
 		t.Fatal(err)

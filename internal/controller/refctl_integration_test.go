@@ -6,10 +6,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +23,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/refctl"
 	"github.com/edgeseal/edgeseal/internal/tpm"
+	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
 // startRefctl runs the reference controller in-process on a loopback port
@@ -33,7 +39,7 @@ func startRefctl(t *testing.T) (dir, url string) {
 	done := make(chan error, 1)
 	var log bytes.Buffer
 	go func() {
-		done <- refctl.Serve(ctx, dir, "127.0.0.1:0", refctl.Options{Log: &log, Ready: func(addr string) { ready <- addr }})
+		done <- refctl.OpenDir(dir).Serve(ctx, "127.0.0.1:0", refctl.Options{Log: &log, Ready: func(addr string) { ready <- addr }})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -61,7 +67,7 @@ func startRefctl(t *testing.T) (dir, url string) {
 // (no rotation yet); the token does not enrol twice.
 func TestEnrolAndKeysWithTheReferenceController(t *testing.T) {
 	dir, url := startRefctl(t)
-	token, err := refctl.AddDevice(dir, "gw-1", []int{7}, nil)
+	token, err := refctl.OpenDir(dir).AddDevice(context.Background(), "gw-1", []int{7}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,15 +82,15 @@ func TestEnrolAndKeysWithTheReferenceController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Enrol(t.Context(), p, tc, url+"/", ca, token, 10*time.Second)
+	e, err := Enrol(t.Context(), p, tc, []string{url + "/"}, ca, token, 10*time.Second)
 	tc.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.DeviceID != "gw-1" || e.URL != url {
+	if e.DeviceID != "gw-1" || e.URLs[0] != url {
 		t.Errorf("enrolment %+v", e)
 	}
-	if got, err := LoadEnrolment(p); err != nil || *got != *e {
+	if got, err := LoadEnrolment(p); err != nil || !reflect.DeepEqual(got, e) {
 		t.Errorf("LoadEnrolment = %+v, %v", got, err)
 	}
 	if fi, err := os.Stat(p.ClientKey); err != nil || fi.Mode() != 0o600 {
@@ -154,7 +160,7 @@ func TestEnrolAndKeysWithTheReferenceController(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tc.Close()
-	_, err = Enrol(t.Context(), p, tc, url, ca, token, 10*time.Second)
+	_, err = Enrol(t.Context(), p, tc, []string{url}, ca, token, 10*time.Second)
 	if !errors.Is(err, ErrRefused) {
 		t.Errorf("Enrol with a spent token: %v; want ErrRefused", err)
 	}
@@ -168,7 +174,7 @@ func TestEnrolAndKeysWithTheReferenceController(t *testing.T) {
 // is refused as such, before the token is sent.
 func TestEnrolWithTheWrongCAIsRefused(t *testing.T) {
 	dir, url := startRefctl(t)
-	token, err := refctl.AddDevice(dir, "gw-1", nil, nil)
+	token, err := refctl.OpenDir(dir).AddDevice(context.Background(), "gw-1", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +185,7 @@ func TestEnrolWithTheWrongCAIsRefused(t *testing.T) {
 	}
 	defer tc.Close()
 	p := paths.New(t.TempDir())
-	_, err = Enrol(t.Context(), p, tc, url, newTestCA(t, "another CA").PEM, token, 10*time.Second)
+	_, err = Enrol(t.Context(), p, tc, []string{url}, newTestCA(t, "another CA").PEM, token, 10*time.Second)
 	if !errors.Is(err, ErrServerCertificate) || errors.Is(err, ErrUnreachable) {
 		t.Errorf("Enrol: %v; want ErrServerCertificate", err)
 	}
@@ -187,7 +193,134 @@ func TestEnrolWithTheWrongCAIsRefused(t *testing.T) {
 		t.Errorf("left behind: %v", entries)
 	}
 	// The token still works.
-	if _, err := Enrol(t.Context(), p, tc, url, mustRead(t, refctl.CACertPath(dir)), token, 10*time.Second); err != nil {
+	if _, err := Enrol(t.Context(), p, tc, []string{url}, mustRead(t, refctl.CACertPath(dir)), token, 10*time.Second); err != nil {
 		t.Errorf("Enrol with the right CA afterwards: %v", err)
 	}
+}
+
+// startReplica runs `edgeseal-controller serve --openbao FILE` on a free
+// loopback port as a process of the test's own, and waits until it listens.
+func startReplica(t *testing.T, bin, storeFile, name string) (string, *testbed.Process) {
+	t.Helper()
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(testbed.FreeLoopbackPort(t)))
+	p := testbed.StartProcess(t, name, exec.Command(bin, "serve", "--listen", addr, "--openbao", storeFile))
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return "https://" + addr, p
+		}
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("%s did not listen at %s:\n%s", name, addr, p.LogTail(20))
+		}
+	}
+}
+
+// Given a controller fleet (two edgeseal-controller replicas on a
+// three-node OpenBao Raft cluster) and a device with a TPM enrolled with
+// both replicas' URLs, when the replica it talks to and the Raft leader are
+// killed, then its next unlock, attested, is answered by the other replica
+// within the exchange's timeout, and its escrow report lands; when no
+// replica is left, the device is told the controller is unreachable (the
+// one failure that may use an offline copy).
+func TestADeviceUnlocksThroughAFleetWhenItsReplicaAndTheRaftLeaderAreKilled(t *testing.T) {
+	srv, err := testbed.ServerNamed("openbao")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := testbed.StartRaftCluster(t, srv, 3)
+	storeFile := filepath.Join(t.TempDir(), "openbao.json")
+	cfg, err := refctl.InitOpenBao(t.Context(), refctl.BaoInit{Addresses: cl.Addrs(), CAFile: cl.CAFile(), AdminToken: cl.RootToken(), Out: storeFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := refctl.OpenOpenBao(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := ctl.AddDevice(t.Context(), "gw-1", []int{7}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := testbed.Build(t, "./cmd/edgeseal-controller")
+	url0, rep0 := startReplica(t, bin, storeFile, "replica-0")
+	url1, rep1 := startReplica(t, bin, storeFile, "replica-1")
+
+	t.Log("Given a device enrolled with both replicas")
+	tp := startTPM(t)
+	p := paths.New(t.TempDir())
+	tc, err := tpm.Open(tp.spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Enrol(t.Context(), p, tc, []string{url0, url1}, mustRead(t, refctl.BaoCACertPath(storeFile)), token, 10*time.Second)
+	tc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(e.URLs, []string{url0, url1}) {
+		t.Fatalf("enrolled with %v", e.URLs)
+	}
+	const timeout = 10 * time.Second
+	d := &Device{Paths: p, OpenTPM: tp.open, Config: config.Controller{Timeout: config.Duration(timeout)}}
+	ask := []ctlproto.VaultRequest{{UUID: uuidA, Name: "config", Keys: true, Attestation: true}}
+	r, err := d.Keys(t.Context(), ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := bytes.Clone(r.Vaults[uuidA].Current.Secret)
+	version := r.Vaults[uuidA].Current.Version
+	r.Clear()
+
+	t.Log("When its replica and the Raft leader are killed (SIGKILL)")
+	leader, err := cl.Leader(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep0.Kill(t)
+	cl.Kill(t, leader)
+
+	t.Log("Then its next attested unlock is answered by the other replica, within the timeout")
+	t0 := time.Now()
+	r, err = d.Keys(t.Context(), ask)
+	took := time.Since(t0)
+	if err != nil {
+		t.Fatalf("after %v: %v\nreplica-1:\n%s", took, err, rep1.LogTail(20))
+	}
+	t.Logf("answered after %v", took.Round(time.Millisecond))
+	if took > timeout {
+		t.Errorf("the unlock took %v, more than controller.timeout %v", took, timeout)
+	}
+	got := r.Vaults[uuidA]
+	if r.Attestation.Status != ctlproto.AttestVerified || got.Status != ctlproto.Released || !bytes.Equal(got.Current.Secret, first) {
+		t.Errorf("after the kills: attestation %+v, vault %+v; want the same key, released after a verified quote", r.Attestation, got)
+	}
+	r.Clear()
+
+	t.Log("And its escrow report lands, and comes back")
+	vaultKey := randomBytes(EscrowKeySize)
+	sealed, err := d.SealForEscrow(vaultKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Report(t.Context(), &ctlproto.Report{Vaults: []ctlproto.VaultReport{
+		{UUID: uuidA, KeyVersion: version, Escrow: sealed, Unlocked: "controller-key"}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err = d.Keys(t.Context(), []ctlproto.VaultRequest{{UUID: uuidA, Name: "config", Escrow: true, KeyVersion: version}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Vaults[uuidA]; got.Err != nil || !bytes.Equal(got.Escrow, vaultKey) {
+		t.Errorf("the escrowed key: %+v", got)
+	}
+	r.Clear()
+
+	t.Log("When no replica is left, Then the controller is unreachable, naming both")
+	rep1.Kill(t)
+	d.Config.Timeout = config.Duration(2 * time.Second)
+	_, err = d.Keys(t.Context(), ask)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(fmt.Sprint(err), url0) || !strings.Contains(fmt.Sprint(err), url1) {
+		t.Errorf("with no replica: %v; want ErrUnreachable naming both", err)
+	}
+	t.Log(err)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func enrolledDevice(t *testing.T) (paths.Paths, *Enrolment) {
 func assertOld(t *testing.T, p paths.Paths, want *Enrolment) {
 	t.Helper()
 	got, err := LoadEnrolment(p)
-	if err != nil || *got != *want {
+	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("LoadEnrolment: %+v, %v; want the first enrolment back", got, err)
 	}
 	if key, _ := os.ReadFile(p.ClientKey); string(key) != "old key" {

@@ -2,6 +2,7 @@ package ctlproto
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -29,8 +30,10 @@ func bundleDigest(payload []byte) []byte {
 	return h.Sum(nil)
 }
 
-// Sign encodes and signs b with the controller's key.
-func Sign(key *ecdsa.PrivateKey, b *Bundle) (*SignedBundle, error) {
+// Sign encodes and signs b with the controller's key: an ECDSA P-256 key,
+// in memory or held elsewhere (an OpenBao transit key) behind crypto.Signer,
+// giving an ASN.1 signature of the digest.
+func Sign(key crypto.Signer, b *Bundle) (*SignedBundle, error) {
 	if err := b.Validate(); err != nil {
 		return nil, fmt.Errorf("cannot sign the key bundle: %w", err)
 	}
@@ -38,7 +41,10 @@ func Sign(key *ecdsa.PrivateKey, b *Bundle) (*SignedBundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode the key bundle: %w", err)
 	}
-	sig, err := ecdsa.SignASN1(rand.Reader, key, bundleDigest(payload))
+	if pub, ok := key.Public().(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		return nil, errors.New("cannot sign the key bundle: the signing key is not an ECDSA P-256 key")
+	}
+	sig, err := key.Sign(rand.Reader, bundleDigest(payload), crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("cannot sign the key bundle: %w", err)
 	}

@@ -154,7 +154,7 @@ func newCtlBed(t testing.TB, col source, edit func(*config.Config)) *ctlBed {
 	if err := refctl.Init(cb.dir, []string{"127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	token, err := refctl.AddDevice(cb.dir, deviceID, []int{16}, map[string]string{"location": home})
+	token, err := refctl.OpenDir(cb.dir).AddDevice(context.Background(), deviceID, []int{16}, map[string]string{"location": home})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func newCtlBed(t testing.TB, col source, edit func(*config.Config)) *ctlBed {
 		t.Fatal(err)
 	}
 	tc := b.openTPM()
-	_, err = controller.Enrol(context.Background(), paths.New(b.fs.Mount), tc, cb.url, ca, token, 5*time.Second)
+	_, err = controller.Enrol(context.Background(), paths.New(b.fs.Mount), tc, []string{cb.url}, ca, token, 5*time.Second)
 	tc.Close()
 	if err != nil {
 		t.Fatalf("enrol: %v", err)
@@ -186,7 +186,7 @@ func (cb *ctlBed) startController(rotate time.Duration) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- refctl.Serve(ctx, cb.dir, addr, refctl.Options{RotateEvery: rotate, Log: testWriter{t}, Ready: func(string) { close(ready) }})
+		done <- refctl.OpenDir(cb.dir).Serve(ctx, addr, refctl.Options{RotateEvery: rotate, Log: testWriter{t}, Ready: func(string) { close(ready) }})
 	}()
 	select {
 	case <-ready:
@@ -373,7 +373,7 @@ func TestThreatATheftReportedWithholdsTheKeys(t *testing.T) {
 		t.Run(col.name, func(t *testing.T) {
 			cb := newCtlBed(t, col, nil)
 			cb.setup()
-			if err := refctl.Revoke(cb.dir, deviceID, true); err != nil {
+			if err := refctl.OpenDir(cb.dir).Revoke(context.Background(), deviceID, true); err != nil {
 				t.Fatal(err)
 			}
 			_, err := cb.applyErr()
@@ -386,7 +386,7 @@ func TestThreatATheftReportedWithholdsTheKeys(t *testing.T) {
 				t.Errorf("the refusal does not say the controller withholds the key for a theft: %v", err)
 			}
 			// The theft was a mistake: the keys come back, the data is intact.
-			if err := refctl.Revoke(cb.dir, deviceID, false); err != nil {
+			if err := refctl.OpenDir(cb.dir).Revoke(context.Background(), deviceID, false); err != nil {
 				t.Fatal(err)
 			}
 			_, err = cb.applyErr()
@@ -458,7 +458,7 @@ func TestThreatAnOldKeyStopsWorkingOnceARotationCompletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := refctl.Rotate(cb.dir, deviceID, dataVault); err != nil {
+	if _, err := refctl.OpenDir(cb.dir).Rotate(context.Background(), deviceID, dataVault); err != nil {
 		t.Fatal(err)
 	}
 	changes, err := cb.applyErr()
@@ -473,7 +473,7 @@ func TestThreatAnOldKeyStopsWorkingOnceARotationCompletes(t *testing.T) {
 	if v := meta.KeyVersion(); v != 2 {
 		t.Fatalf("the vault is wrapped with controller key version %d, want 2", v)
 	}
-	view, err := refctl.Show(cb.dir, deviceID)
+	view, err := refctl.OpenDir(cb.dir).Show(context.Background(), deviceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,7 +541,7 @@ func TestARotationWhileTheControllerIsUnreachable(t *testing.T) {
 			col := source{"controller", config.KeySourceController, false}
 			cb := newCtlBed(t, col, func(c *config.Config) { c.FileVaults.Vaults[0].Offline = offline })
 			cb.setup()
-			if _, err := refctl.Rotate(cb.dir, deviceID, dataVault); err != nil {
+			if _, err := refctl.OpenDir(cb.dir).Rotate(context.Background(), deviceID, dataVault); err != nil {
 				t.Fatal(err)
 			}
 			cb.tr.setDown(true)
@@ -650,7 +650,7 @@ func TestAPCRChangeIsRecoveredFromEscrowAfterAGoodQuote(t *testing.T) {
 		t.Errorf("status: %+v; want awaiting attestation", s)
 	}
 
-	changed, err := refctl.Approve(cb.dir, deviceID)
+	changed, err := refctl.OpenDir(cb.dir).Approve(context.Background(), deviceID)
 	if err != nil || !slices.Equal(changed, []int{16}) {
 		t.Fatalf("approve: %v, %v; want PCR 16", changed, err)
 	}
@@ -696,7 +696,7 @@ func TestAVaultSwitchesToTPMAndControllerWithAttestation(t *testing.T) {
 	if err != nil || meta.Source() != config.KeySourceTPMController || meta.Protector(ProtectorTPM2) != nil {
 		t.Fatalf("metadata after the switch: %+v, %v", meta, err)
 	}
-	if view, err := refctl.Show(cb.dir, deviceID); err != nil || len(view.Vaults) != 1 || !view.Vaults[0].Attestation {
+	if view, err := refctl.OpenDir(cb.dir).Show(context.Background(), deviceID); err != nil || len(view.Vaults) != 1 || !view.Vaults[0].Attestation {
 		t.Fatalf("the controller's view: %+v, %v; want the vault released only after attestation", view, err)
 	}
 

@@ -1,10 +1,12 @@
 package refctl
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,14 +16,15 @@ import (
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
 )
 
-// The operator's commands. Each takes the directory's lock, so they may run
-// while the controller serves.
+// The operator's commands, methods of a Controller: each touches one
+// device's record in the store (as a request does), so they may run while
+// the controller's replicas serve.
 
 // AddDevice adds a device that will enrol with the token returned: a
 // one-time secret, valid for 24 hours, that only its SHA-256 is kept of.
 // pcrs are the PCRs its quotes must cover (nil: DefaultPCRs); claims, the
 // claims they must carry with these values.
-func AddDevice(dir, name string, pcrs []int, claims map[string]string) (string, error) {
+func (c *Controller) AddDevice(ctx context.Context, name string, pcrs []int, claims map[string]string) (string, error) {
 	if err := checkName(name); err != nil {
 		return "", fmt.Errorf("cannot add device: %w", err)
 	}
@@ -39,13 +42,14 @@ func AddDevice(dir, name string, pcrs []int, claims map[string]string) (string, 
 	if err != nil {
 		return "", fmt.Errorf("cannot add device %s: %w", name, err)
 	}
-	err = newPaths(dir).update(func(st *state) (bool, error) {
-		if st.Devices[name] != nil {
-			return false, fmt.Errorf("%w (to enrol it again, after its TPM or disk was replaced: device add --reenrol)", ErrExists)
-		}
-		st.Devices[name] = &device{PCRs: pcrs, Claims: cloneClaims(claims), Token: t}
-		return true, nil
-	})
+	// The token's index first: one found without its device is no use.
+	if err := c.st.tokenGiven(ctx, t.Hash, name); err != nil {
+		return "", fmt.Errorf("cannot add device %s: %w", name, err)
+	}
+	err = c.st.create(ctx, name, &device{PCRs: pcrs, Claims: cloneClaims(claims), Token: t})
+	if errors.Is(err, ErrExists) {
+		err = fmt.Errorf("%w (to enrol it again, after its TPM or disk was replaced: device add --reenrol)", err)
+	}
 	if err != nil {
 		return "", fmt.Errorf("cannot add device %s: %w", name, err)
 	}
@@ -56,12 +60,21 @@ func AddDevice(dir, name string, pcrs []int, claims map[string]string) (string, 
 // the device's attestation key, storage root key, client certificate and
 // expected PCR values; its vaults and their keys are kept. Until then the
 // device goes on as it is.
-func Reenrol(dir, name string) (string, error) {
+func (c *Controller) Reenrol(ctx context.Context, name string) (string, error) {
+	if err := checkName(name); err != nil {
+		return "", fmt.Errorf("cannot re-enrol device: %w", err)
+	}
 	tok, t, err := newToken()
 	if err != nil {
 		return "", fmt.Errorf("cannot re-enrol device %s: %w", name, err)
 	}
-	err = withDevice(dir, name, func(d *device) error {
+	if _, err := c.st.get(ctx, name); err != nil {
+		return "", fmt.Errorf("cannot re-enrol device %s: %w", name, err)
+	}
+	if err := c.st.tokenGiven(ctx, t.Hash, name); err != nil {
+		return "", fmt.Errorf("cannot re-enrol device %s: %w", name, err)
+	}
+	err = c.withDevice(ctx, name, func(d *device) error {
 		d.Token, d.EnrolNonce = t, nil
 		return nil
 	})
@@ -88,12 +101,12 @@ func hashToken(tok string) string {
 // Revoke marks a device reported stolen (revoked true): from its next
 // request on, every vault is withheld, with a reason it can show. Revoke
 // with revoked false restores it.
-func Revoke(dir, name string, revoked bool) error {
+func (c *Controller) Revoke(ctx context.Context, name string, revoked bool) error {
 	verb := "revoke"
 	if !revoked {
 		verb = "restore"
 	}
-	if err := withDevice(dir, name, func(d *device) error { d.Revoked = revoked; return nil }); err != nil {
+	if err := c.withDevice(ctx, name, func(d *device) error { d.Revoked = revoked; return nil }); err != nil {
 		return fmt.Errorf("cannot %s device %s: %w", verb, name, err)
 	}
 	return nil
@@ -102,9 +115,9 @@ func Revoke(dir, name string, revoked bool) error {
 // Approve makes the PCR values of the device's last refused quote the
 // expected ones (after an update the operator trusts changed them), and
 // returns the PCRs that changed.
-func Approve(dir, name string) ([]int, error) {
+func (c *Controller) Approve(ctx context.Context, name string) ([]int, error) {
 	var changed []int
-	err := withDevice(dir, name, func(d *device) error {
+	err := c.withDevice(ctx, name, func(d *device) error {
 		if d.Refused == nil {
 			return fmt.Errorf("%w: no refused quote to approve (the device's last quote was good, or it has sent none)", ErrInvalid)
 		}
@@ -121,11 +134,11 @@ func Approve(dir, name string) ([]int, error) {
 
 // Expect replaces the claims the device's quotes must carry (nil or empty:
 // none).
-func Expect(dir, name string, claims map[string]string) error {
+func (c *Controller) Expect(ctx context.Context, name string, claims map[string]string) error {
 	if err := ctlproto.CheckClaims(claims); err != nil {
 		return fmt.Errorf("cannot set the claims of device %s: %w: %v", name, ErrInvalid, err)
 	}
-	err := withDevice(dir, name, func(d *device) error { d.Claims = cloneClaims(claims); return nil })
+	err := c.withDevice(ctx, name, func(d *device) error { d.Claims = cloneClaims(claims); return nil })
 	if err != nil {
 		return fmt.Errorf("cannot set the claims of device %s: %w", name, err)
 	}
@@ -135,9 +148,9 @@ func Expect(dir, name string, claims map[string]string) error {
 // Rotate asks for a new key version of a device's vault (by name or UUID).
 // It is made at the device's next key request, once the device has moved
 // its vault to the current version: never two versions ahead of it.
-func Rotate(dir, dev, vaultID string) (Rotation, error) {
+func (c *Controller) Rotate(ctx context.Context, dev, vaultID string) (Rotation, error) {
 	var r Rotation
-	err := withDevice(dir, dev, func(d *device) error {
+	err := c.withDevice(ctx, dev, func(d *device) error {
 		id, v, err := d.findVault(vaultID)
 		if err != nil {
 			return err
@@ -188,17 +201,13 @@ func (d *device) findVault(id string) (string, *vault, error) {
 	return "", nil, fmt.Errorf("%w: vaults %s are all named %s: give the UUID", ErrInvalid, strings.Join(found, ", "), id)
 }
 
-// withDevice runs fn on the named device under the lock and saves the state
-// if fn succeeds.
-func withDevice(dir, name string, fn func(d *device) error) error {
+// withDevice runs fn on the named device's record and saves it if fn
+// succeeds. fn may run more than once (store.update).
+func (c *Controller) withDevice(ctx context.Context, name string, fn func(d *device) error) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	return newPaths(dir).update(func(st *state) (bool, error) {
-		d := st.Devices[name]
-		if d == nil {
-			return false, ErrUnknownDevice
-		}
+	return c.st.update(ctx, name, func(d *device) (bool, error) {
 		if err := fn(d); err != nil {
 			return false, err
 		}
@@ -258,38 +267,40 @@ type VaultView struct {
 }
 
 // Show is what the controller knows of a device.
-func Show(dir, name string) (*DeviceView, error) {
+func (c *Controller) Show(ctx context.Context, name string) (*DeviceView, error) {
 	if err := checkName(name); err != nil {
 		return nil, fmt.Errorf("cannot show device: %w", err)
 	}
-	var dv *DeviceView
-	err := newPaths(dir).view(func(st *state) error {
-		d := st.Devices[name]
-		if d == nil {
-			return ErrUnknownDevice
-		}
-		dv = d.view(name, time.Now())
-		return nil
-	})
+	d, err := c.st.get(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("cannot show device %s: %w", name, err)
 	}
-	return dv, nil
+	return d.view(name, time.Now()), nil
 }
 
-// List is every device, by name.
-func List(dir string) ([]*DeviceView, error) {
-	var all []*DeviceView
-	err := newPaths(dir).view(func(st *state) error {
-		for _, name := range slices.Sorted(maps.Keys(st.Devices)) {
-			all = append(all, st.Devices[name].view(name, time.Now()))
-		}
-		return nil
-	})
+// List is a page of devices, by name: at most limit (1 to 1,000) after the
+// name after ("": from the first).
+func (c *Controller) List(ctx context.Context, after string, limit int) (*Page, error) {
+	if err := checkAfter(after); err != nil {
+		return nil, fmt.Errorf("cannot list devices: %w", err)
+	}
+	if limit < 1 || limit > pageMax {
+		return nil, fmt.Errorf("cannot list devices: %w: a page is 1 to %d devices, not %d", ErrInvalid, pageMax, limit)
+	}
+	page, err := c.st.list(ctx, after, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list devices: %w", err)
 	}
-	return all, nil
+	p := &Page{Devices: []*DeviceView{}}
+	if len(page) > limit {
+		page = page[:limit]
+		p.Next = page[limit-1].name
+	}
+	now := time.Now()
+	for _, l := range page {
+		p.Devices = append(p.Devices, l.d.view(l.name, now))
+	}
+	return p, nil
 }
 
 func (d *device) view(name string, now time.Time) *DeviceView {

@@ -1,6 +1,7 @@
 package refctl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -66,17 +67,17 @@ func TestInitMakesPrivateKeysAndRefusesToRunTwice(t *testing.T) {
 
 func TestCommandsOnADirectoryWithNoControllerSaySo(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := AddDevice(dir, "edge-7", nil, nil); !errors.Is(err, ErrNotInitialised) {
+	if _, err := OpenDir(dir).AddDevice(context.Background(), "edge-7", nil, nil); !errors.Is(err, ErrNotInitialised) {
 		t.Errorf("add: %v", err)
 	}
-	if _, err := Show(dir, "edge-7"); !errors.Is(err, ErrNotInitialised) {
+	if _, err := OpenDir(dir).Show(context.Background(), "edge-7"); !errors.Is(err, ErrNotInitialised) {
 		t.Errorf("show: %v", err)
 	}
 }
 
 func TestAddDeviceKeepsOnlyTheTokensHash(t *testing.T) {
 	dir := initDir(t)
-	tok, err := AddDevice(dir, "edge-7", nil, map[string]string{"location": "hall-3"})
+	tok, err := OpenDir(dir).AddDevice(context.Background(), "edge-7", nil, map[string]string{"location": "hall-3"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +88,7 @@ func TestAddDeviceKeepsOnlyTheTokensHash(t *testing.T) {
 	if strings.Contains(string(state), tok) || !strings.Contains(string(state), hashToken(tok)) {
 		t.Error("state.json holds the token, or not its hash")
 	}
-	d, err := Show(dir, "edge-7")
+	d, err := OpenDir(dir).Show(context.Background(), "edge-7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,14 +111,14 @@ func TestAddDeviceKeepsOnlyTheTokensHash(t *testing.T) {
 		{"a bad claim name", "edge-8", nil, map[string]string{"Loc": "x"}, ErrInvalid},
 	}
 	for _, tc := range cases {
-		if _, err := AddDevice(dir, tc.dev, tc.pcrs, tc.claims); !errors.Is(err, tc.want) {
+		if _, err := OpenDir(dir).AddDevice(context.Background(), tc.dev, tc.pcrs, tc.claims); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
-	if tok2, err := Reenrol(dir, "edge-7"); err != nil || tok2 == tok {
+	if tok2, err := OpenDir(dir).Reenrol(context.Background(), "edge-7"); err != nil || tok2 == tok {
 		t.Errorf("reenrol: %v", err)
 	}
-	if _, err := Reenrol(dir, "edge-9"); !errors.Is(err, ErrUnknownDevice) {
+	if _, err := OpenDir(dir).Reenrol(context.Background(), "edge-9"); !errors.Is(err, ErrUnknownDevice) {
 		t.Errorf("reenrol an unknown device: %v", err)
 	}
 }
@@ -127,52 +128,61 @@ func TestCommandsRunningTogetherLoseNothing(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {
-			if _, err := AddDevice(dir, fmt.Sprintf("edge-%d", i), nil, nil); err != nil {
+			if _, err := OpenDir(dir).AddDevice(context.Background(), fmt.Sprintf("edge-%d", i), nil, nil); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
-	all, err := List(dir)
-	if err != nil {
-		t.Fatal(err)
+	// Listed by pages of 5: 5, 5, 5, 1, and then no next page.
+	var all []*DeviceView
+	after := ""
+	for range 5 {
+		p, err := OpenDir(dir).List(context.Background(), after, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p.Devices...)
+		if after = p.Next; after == "" {
+			break
+		}
 	}
-	if len(all) != 16 {
-		t.Errorf("%d devices, want 16", len(all))
+	if len(all) != 16 || after != "" {
+		t.Errorf("%d devices listed, next %q; want 16, and no next page", len(all), after)
 	}
 }
 
 func TestOperatorCommandsOnADevice(t *testing.T) {
 	dir := initDir(t)
-	if _, err := AddDevice(dir, "edge-7", []int{7, 16}, nil); err != nil {
+	if _, err := OpenDir(dir).AddDevice(context.Background(), "edge-7", []int{7, 16}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := Expect(dir, "edge-7", map[string]string{"location": "hall-4"}); err != nil {
+	if err := OpenDir(dir).Expect(context.Background(), "edge-7", map[string]string{"location": "hall-4"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Revoke(dir, "edge-7", true); err != nil {
+	if err := OpenDir(dir).Revoke(context.Background(), "edge-7", true); err != nil {
 		t.Fatal(err)
 	}
-	d, _ := Show(dir, "edge-7")
+	d, _ := OpenDir(dir).Show(context.Background(), "edge-7")
 	if !d.Revoked || d.Claims["location"] != "hall-4" {
 		t.Errorf("after revoke and expect: %+v", d)
 	}
-	if err := Revoke(dir, "edge-7", false); err != nil {
+	if err := OpenDir(dir).Revoke(context.Background(), "edge-7", false); err != nil {
 		t.Fatal(err)
 	}
-	if err := Expect(dir, "edge-7", nil); err != nil {
+	if err := OpenDir(dir).Expect(context.Background(), "edge-7", nil); err != nil {
 		t.Fatal(err)
 	}
-	if d, _ := Show(dir, "edge-7"); d.Revoked || d.Claims != nil {
+	if d, _ := OpenDir(dir).Show(context.Background(), "edge-7"); d.Revoked || d.Claims != nil {
 		t.Errorf("after restore and clear: %+v", d)
 	}
-	if _, err := Approve(dir, "edge-7"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "no refused quote") {
+	if _, err := OpenDir(dir).Approve(context.Background(), "edge-7"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "no refused quote") {
 		t.Errorf("approve with nothing refused: %v", err)
 	}
-	if err := Revoke(dir, "edge-9", true); !errors.Is(err, ErrUnknownDevice) {
+	if err := OpenDir(dir).Revoke(context.Background(), "edge-9", true); !errors.Is(err, ErrUnknownDevice) {
 		t.Errorf("revoke an unknown device: %v", err)
 	}
-	if _, err := Rotate(dir, "edge-7", "alpha"); !errors.Is(err, ErrUnknownVault) {
+	if _, err := OpenDir(dir).Rotate(context.Background(), "edge-7", "alpha"); !errors.Is(err, ErrUnknownVault) {
 		t.Errorf("rotate an unknown vault: %v", err)
 	}
 
@@ -191,19 +201,19 @@ func TestOperatorCommandsOnADevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed, err := Approve(dir, "edge-7")
+	changed, err := OpenDir(dir).Approve(context.Background(), "edge-7")
 	if err != nil || !slices.Equal(changed, []int{16}) {
 		t.Fatalf("approve: %v %v", changed, err)
 	}
-	if d, _ := Show(dir, "edge-7"); d.Expected[16] != strings.Repeat("16", 32) || d.Refused != nil {
+	if d, _ := OpenDir(dir).Show(context.Background(), "edge-7"); d.Expected[16] != strings.Repeat("16", 32) || d.Refused != nil {
 		t.Errorf("after approve: %+v", d)
 	}
 
 	// Two vaults of one name: the UUID says which.
-	if _, err := Rotate(dir, "edge-7", "data"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "give the UUID") {
+	if _, err := OpenDir(dir).Rotate(context.Background(), "edge-7", "data"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "give the UUID") {
 		t.Errorf("rotate an ambiguous name: %v", err)
 	}
-	r, err := Rotate(dir, "edge-7", "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910")
+	r, err := OpenDir(dir).Rotate(context.Background(), "edge-7", "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +222,7 @@ func TestOperatorCommandsOnADevice(t *testing.T) {
 	if want := (Rotation{Device: "edge-7", Vault: "data", UUID: "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910", Newest: 1, Acked: 0}); r != want || !r.Waiting() {
 		t.Errorf("rotate by UUID said %+v (waiting %v), want %+v", r, r.Waiting(), want)
 	}
-	d, _ = Show(dir, "edge-7")
+	d, _ = OpenDir(dir).Show(context.Background(), "edge-7")
 	if len(d.Vaults) != 2 || d.Vaults[0].RotatePending || !d.Vaults[1].RotatePending {
 		t.Errorf("rotate by UUID: %+v", d.Vaults)
 	}

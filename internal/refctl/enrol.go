@@ -2,9 +2,11 @@ package refctl
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -27,22 +29,57 @@ import (
 const maxEnrolment = 4 * ctlproto.MaxSealed
 
 // findToken is the device whose unused, unexpired token tok is; else the
-// reason it is refused.
-func findToken(st *state, tok string, now time.Time) (string, *device, string) {
-	h := []byte(hashToken(tok))
-	for name, d := range st.Devices {
-		if d.Token == nil || subtle.ConstantTimeCompare([]byte(d.Token.Hash), h) != 1 {
-			continue
-		}
-		switch {
-		case d.Token.Used:
-			return name, nil, "the enrolment token was used already: ask the operator for a new one (device add --reenrol)"
-		case !now.Before(d.Token.Expires):
-			return name, nil, "the enrolment token expired: ask the operator for a new one (device add --reenrol)"
-		}
-		return name, d, ""
+// reason it is refused. The store finds the device by the token's hash; its
+// record must hold that same hash.
+func (s *server) findToken(ctx context.Context, tok string) (string, string, error) {
+	name, err := s.st.byToken(ctx, hashToken(tok))
+	if err != nil || name == "" {
+		return "", "the enrolment token is not one this controller issued", err
 	}
-	return "", nil, "the enrolment token is not one this controller issued"
+	return name, "", nil
+}
+
+// tokenProblem is why d does not accept tok now, or "".
+func tokenProblem(d *device, tok string, now time.Time) string {
+	switch {
+	case d.Token == nil || subtle.ConstantTimeCompare([]byte(d.Token.Hash), []byte(hashToken(tok))) != 1:
+		return "the enrolment token is not one this controller issued"
+	case d.Token.Used:
+		return "the enrolment token was used already: ask the operator for a new one (device add --reenrol)"
+	case !now.Before(d.Token.Expires):
+		return "the enrolment token expired: ask the operator for a new one (device add --reenrol)"
+	}
+	return ""
+}
+
+// withToken runs fn on the record of the device tok was given to, once the
+// token is found good; else out is the refusal.
+func (s *server) withToken(r *http.Request, tok string, fn func(name string, d *device, now time.Time) (bool, reply, error)) reply {
+	name, why, err := s.findToken(r.Context(), tok)
+	switch {
+	case err != nil:
+		return internal("", err)
+	case name == "":
+		return fail(http.StatusUnauthorized, "", why)
+	}
+	var out reply
+	err = s.st.update(r.Context(), name, func(d *device) (bool, error) {
+		now := s.now()
+		if why := tokenProblem(d, tok, now); why != "" {
+			out = fail(http.StatusUnauthorized, name, why)
+			return false, nil
+		}
+		changed, rep, err := fn(name, d, now)
+		out = rep
+		return changed, err
+	})
+	switch {
+	case errors.Is(err, ErrUnknownDevice):
+		return fail(http.StatusUnauthorized, "", "the enrolment token is not one this controller issued")
+	case err != nil:
+		return internal(name, err)
+	}
+	return out
 }
 
 func randomNonce() ([]byte, error) {
@@ -56,26 +93,14 @@ func (s *server) enrolNonce(r *http.Request) reply {
 	if err := ctlproto.Decode(r.Body, &req); err != nil {
 		return fail(http.StatusBadRequest, "", err.Error())
 	}
-	var out reply
-	err := s.p.update(func(st *state) (bool, error) {
-		now := s.now()
-		name, d, why := findToken(st, req.Token, now)
-		if d == nil {
-			out = fail(http.StatusUnauthorized, name, why)
-			return false, nil
-		}
+	return s.withToken(r, req.Token, func(name string, d *device, now time.Time) (bool, reply, error) {
 		nonce, err := randomNonce()
 		if err != nil {
-			return false, err
+			return false, reply{}, err
 		}
 		d.EnrolNonce = &enrolNonce{Nonce: nonce, Expires: now.Add(nonceLifetime)}
-		out = ok(name, &ctlproto.EnrolNonce{Nonce: nonce, PCRs: d.PCRs}, "enrolment nonce issued")
-		return true, nil
+		return true, ok(name, &ctlproto.EnrolNonce{Nonce: nonce, PCRs: d.PCRs}, "enrolment nonce issued"), nil
 	})
-	if err != nil {
-		return internal("", err)
-	}
-	return out
 }
 
 func (s *server) enrol(r *http.Request) reply {
@@ -95,37 +120,25 @@ func (s *server) enrol(r *http.Request) reply {
 	if err != nil {
 		return fail(http.StatusBadRequest, "", "client_key: "+err.Error())
 	}
-	var out reply
-	err = s.p.update(func(st *state) (bool, error) {
-		now := s.now()
-		name, d, why := findToken(st, req.Token, now)
-		if d == nil {
-			out = fail(http.StatusUnauthorized, name, why)
-			return false, nil
-		}
+	return s.withToken(r, req.Token, func(name string, d *device, now time.Time) (bool, reply, error) {
 		if d.EnrolNonce == nil || !bytes.Equal(d.EnrolNonce.Nonce, req.Nonce) || !now.Before(d.EnrolNonce.Expires) {
-			out = fail(http.StatusForbidden, name, "the enrolment nonce is not the one issued, or it expired: ask for a new one")
-			return false, nil
+			return false, fail(http.StatusForbidden, name, "the enrolment nonce is not the one issued, or it expired: ask for a new one"), nil
 		}
 		// The nonce is spent whatever happens next.
 		d.EnrolNonce = nil
 		if _, err := tpm.VerifyEnrolment(e, ak, req.Nonce); err != nil {
-			out = fail(http.StatusForbidden, name, "cannot enrol: "+err.Error())
-			return true, nil
+			return true, fail(http.StatusForbidden, name, "cannot enrol: "+err.Error()), nil
 		}
 		if why := checkGenuine(req.Quote, e.AKPublic, req.Nonce, d.PCRs); why != "" {
-			out = fail(http.StatusForbidden, name, "cannot enrol: the enrolment quote: "+why)
-			return true, nil
+			return true, fail(http.StatusForbidden, name, "cannot enrol: the enrolment quote: "+why), nil
 		}
 		cert, err := issueClientCert(s.k.caKey, s.k.ca, name, clientKey)
 		if err != nil {
-			out = internal(name, fmt.Errorf("cannot certify the client key: %w", err))
-			return true, nil
+			return true, internal(name, fmt.Errorf("cannot certify the client key: %w", err)), nil
 		}
-		signing, err := ctlproto.MarshalPublicKey(&s.k.signer.PublicKey)
+		signing, err := ctlproto.MarshalPublicKey(s.k.signingPublic())
 		if err != nil {
-			out = internal(name, err)
-			return true, nil
+			return true, internal(name, err), nil
 		}
 		verdict := "enrolled"
 		if !d.Enrolled.IsZero() {
@@ -146,13 +159,8 @@ func (s *server) enrol(r *http.Request) reply {
 			d.Expected[p] = hex.EncodeToString(v)
 		}
 		d.Challenges, d.Refused, d.Approved = nil, nil, nil
-		out = ok(name, &ctlproto.Enrolled{DeviceID: name, ClientCert: string(certPEM(cert.Raw)), SigningKey: signing}, verdict)
-		return true, nil
+		return true, ok(name, &ctlproto.Enrolled{DeviceID: name, ClientCert: string(certPEM(cert.Raw)), SigningKey: signing}, verdict), nil
 	})
-	if err != nil {
-		return internal("", err)
-	}
-	return out
 }
 
 // decodeEnrolment reads a tpm.Enrolment strictly.

@@ -103,7 +103,8 @@ func (c *clock) Add(d time.Duration) {
 // ctl is a served controller with one device enrolled as "edge-7", by hand.
 type ctl struct {
 	t      *testing.T
-	dir    string
+	ctl    *Controller
+	dir    string // a directory store's
 	base   string
 	log    *lockedBuffer
 	clock  *clock
@@ -114,21 +115,35 @@ type ctl struct {
 
 const testDevice = "edge-7"
 
+// mkCtl serves a new controller with testDevice enrolled: newCtl on a
+// directory, or one on another store.
+type mkCtl func(t *testing.T, opts Options) *ctl
+
 func newCtl(t *testing.T, opts Options) *ctl {
 	t.Helper()
-	c := &ctl{t: t, dir: filepath.Join(t.TempDir(), "ctl"), log: &lockedBuffer{}, clock: &clock{t: time.Now()}}
-	if err := Init(c.dir, nil); err != nil {
+	dir := filepath.Join(t.TempDir(), "ctl")
+	if err := Init(dir, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := AddDevice(c.dir, testDevice, []int{7}, nil); err != nil {
+	c := newCtlOn(t, OpenDir(dir), opts)
+	c.dir = dir
+	return c
+}
+
+// newCtlOn serves the controller ctl (its store initialised), with
+// testDevice enrolled by hand.
+func newCtlOn(t *testing.T, on *Controller, opts Options) *ctl {
+	t.Helper()
+	c := &ctl{t: t, ctl: on, log: &lockedBuffer{}, clock: &clock{t: time.Now()}}
+	ctx := context.Background()
+	if _, err := on.AddDevice(ctx, testDevice, []int{7}, nil); err != nil {
 		t.Fatal(err)
 	}
-	p := newPaths(c.dir)
-	k, err := p.readKeys()
+	k, err := on.st.identity(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.signer = &k.signer.PublicKey
+	c.signer = k.signingPublic()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -137,8 +152,7 @@ func newCtl(t *testing.T, opts Options) *ctl {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = p.update(func(st *state) (bool, error) {
-		d := st.Devices[testDevice]
+	err = on.st.update(ctx, testDevice, func(d *device) (bool, error) {
 		d.Token.Used = true
 		d.Enrolled, d.AKPublic, d.SRKPublic = time.Now(), fakeAK(t), fakeSRK(t)
 		d.CertSerial = cert.SerialNumber.Text(16)
@@ -156,12 +170,19 @@ func newCtl(t *testing.T, opts Options) *ctl {
 	}
 	c.client = mk(tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key})
 	c.anon = mk()
+	c.serve(opts)
+	return c
+}
 
+// serve serves c.ctl on a loopback port, until the test ends.
+func (c *ctl) serve(opts Options) {
+	t := c.t
+	t.Helper()
 	opts.Log, opts.Now = c.log, c.clock.Now
 	ready, done := make(chan string, 1), make(chan error, 1)
 	opts.Ready = func(a string) { ready <- a }
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { done <- Serve(ctx, c.dir, "127.0.0.1:0", opts) }()
+	go func() { done <- c.ctl.Serve(ctx, "127.0.0.1:0", opts) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -176,10 +197,9 @@ func newCtl(t *testing.T, opts Options) *ctl {
 		c.base = "https://" + addr
 	case err := <-done:
 		t.Fatal(err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("the controller did not listen")
 	}
-	return c
 }
 
 // post sends a raw body; it returns the status and the body.
@@ -236,8 +256,8 @@ func (c *ctl) report(vaults ...ctlproto.VaultReport) {
 
 func (c *ctl) device() *device {
 	c.t.Helper()
-	var d *device
-	if err := newPaths(c.dir).view(func(st *state) error { d = st.Devices[testDevice]; return nil }); err != nil {
+	d, err := c.ctl.st.get(context.Background(), testDevice)
+	if err != nil {
 		c.t.Fatal(err)
 	}
 	return d

@@ -1,6 +1,7 @@
 package refctl
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"maps"
@@ -74,14 +75,17 @@ func (s *server) keys(r *http.Request) reply {
 		if q := req.Quote; q != nil {
 			c := d.Challenges[hex.EncodeToString(q.Nonce)]
 			switch {
-			case c != nil && c.Used:
+			case c != nil && c.Used && !bytes.Equal(c.UsedBy, req.RequestNonce):
 				return false, fail(http.StatusConflict, name, "nonce already used: ask for a new challenge")
 			case c == nil || !now.Before(c.Expires):
 				res = ctlproto.AttestResult{Status: ctlproto.AttestRefused,
 					Reason: "the quote answers no challenge this controller issued to this device, or one that expired: ask for a new challenge"}
 			default:
-				// Spent before it is checked: a quote that fails burns it too.
-				c.Used, changed = true, true
+				// Spent before it is checked: a quote that fails burns it
+				// too. By this request: the same request sent again (its
+				// answer was lost with a replica or a store node) is
+				// answered again, as it would have been; any other is 409.
+				c.Used, c.UsedBy, changed = true, slices.Clone(req.RequestNonce), true
 				res = d.attest(q, now)
 			}
 		}

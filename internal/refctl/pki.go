@@ -1,9 +1,11 @@
 package refctl
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -31,23 +33,17 @@ var dnsRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]
 // bundles, and an empty state. A directory that holds a controller already is
 // ErrInitialised: its keys are never overwritten.
 func Init(dir string, hosts []string) error {
-	if len(hosts) == 0 {
-		hosts = DefaultHosts
-	}
-	var ips []net.IP
-	var names []string
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			ips = append(ips, ip)
-		} else if len(h) <= 253 && dnsRE.MatchString(strings.ToLower(h)) {
-			names = append(names, strings.ToLower(h))
-		} else {
-			return fmt.Errorf("cannot initialise the controller: %w: host %q is neither an IP address nor a DNS name", ErrInvalid, h)
-		}
-	}
 	p := newPaths(dir)
 	if _, err := os.Stat(p.state); err == nil {
 		return fmt.Errorf("cannot initialise the controller in %s: %w", dir, ErrInitialised)
+	}
+	id, err := makeIdentity(hosts)
+	if err != nil {
+		return fmt.Errorf("cannot initialise the controller: %w", err)
+	}
+	signer, err := ctlproto.NewSigningKey()
+	if err != nil {
+		return fmt.Errorf("cannot make the bundle signing key: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("cannot initialise the controller: %w", err)
@@ -55,40 +51,15 @@ func Init(dir string, hosts []string) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("cannot initialise the controller: %w", err)
 	}
-	now := time.Now()
-	caKey, caCert, err := makeCA(now)
-	if err != nil {
-		return fmt.Errorf("cannot make the controller's CA: %w", err)
-	}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("cannot make the server key: %w", err)
-	}
-	srvDER, err := issue(caKey, caCert, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "edgeseal reference controller"},
-		NotBefore:   now.Add(-time.Minute),
-		NotAfter:    now.Add(serverCertLife),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:    names,
-		IPAddresses: ips,
-	}, &srvKey.PublicKey)
-	if err != nil {
-		return fmt.Errorf("cannot make the server certificate: %w", err)
-	}
-	signer, err := ctlproto.NewSigningKey()
-	if err != nil {
-		return fmt.Errorf("cannot make the bundle signing key: %w", err)
-	}
 	files := []struct {
 		path string
 		data func() ([]byte, error)
 		mode os.FileMode
 	}{
-		{p.caKey, func() ([]byte, error) { return keyPEM(caKey) }, 0o600},
-		{p.caCert, func() ([]byte, error) { return certPEM(caCert.Raw), nil }, 0o644},
-		{p.serverKey, func() ([]byte, error) { return keyPEM(srvKey) }, 0o600},
-		{p.serverCert, func() ([]byte, error) { return certPEM(srvDER), nil }, 0o644},
+		{p.caKey, func() ([]byte, error) { return []byte(id.CAKey), nil }, 0o600},
+		{p.caCert, func() ([]byte, error) { return []byte(id.CACert), nil }, 0o644},
+		{p.serverKey, func() ([]byte, error) { return []byte(id.ServerKey), nil }, 0o600},
+		{p.serverCert, func() ([]byte, error) { return []byte(id.ServerCert), nil }, 0o644},
 		{p.signingKey, func() ([]byte, error) { return keyPEM(signer) }, 0o600},
 		// Last: state.json is what says the directory is a controller.
 		{p.state, newState().marshal, 0o600},
@@ -103,6 +74,81 @@ func Init(dir string, hosts []string) error {
 		}
 	}
 	return nil
+}
+
+// identity is the controller's CA and server certificate, as PEM: what
+// replicas share (the bundle signing key is apart: a file, or a transit key).
+type identity struct {
+	CACert     string `json:"ca_cert"`
+	CAKey      string `json:"ca_key"`
+	ServerCert string `json:"server_cert"`
+	ServerKey  string `json:"server_key"`
+}
+
+// makeIdentity makes a CA and a server certificate for hosts (IP addresses
+// or DNS names; nil for DefaultHosts).
+func makeIdentity(hosts []string) (*identity, error) {
+	if len(hosts) == 0 {
+		hosts = DefaultHosts
+	}
+	var ips []net.IP
+	var names []string
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else if len(h) <= 253 && dnsRE.MatchString(strings.ToLower(h)) {
+			names = append(names, strings.ToLower(h))
+		} else {
+			return nil, fmt.Errorf("%w: host %q is neither an IP address nor a DNS name", ErrInvalid, h)
+		}
+	}
+	now := time.Now()
+	caKey, caCert, err := makeCA(now)
+	if err != nil {
+		return nil, fmt.Errorf("cannot make the controller's CA: %w", err)
+	}
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("cannot make the server key: %w", err)
+	}
+	srvDER, err := issue(caKey, caCert, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "edgeseal reference controller"},
+		NotBefore:   now.Add(-time.Minute),
+		NotAfter:    now.Add(serverCertLife),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    names,
+		IPAddresses: ips,
+	}, &srvKey.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("cannot make the server certificate: %w", err)
+	}
+	caPEM, err := keyPEM(caKey)
+	if err != nil {
+		return nil, err
+	}
+	srvPEM, err := keyPEM(srvKey)
+	if err != nil {
+		return nil, err
+	}
+	return &identity{CACert: string(certPEM(caCert.Raw)), CAKey: string(caPEM),
+		ServerCert: string(certPEM(srvDER)), ServerKey: string(srvPEM)}, nil
+}
+
+// keys reads an identity into what serving needs, with signer.
+func (id *identity) keys(signer crypto.Signer) (*keys, error) {
+	k := &keys{signer: signer, server: []byte(id.ServerCert), srvKey: []byte(id.ServerKey)}
+	var err error
+	if k.ca, err = parseCert([]byte(id.CACert)); err != nil {
+		return nil, fmt.Errorf("the CA certificate: %w", err)
+	}
+	if k.caKey, err = parseKey([]byte(id.CAKey)); err != nil {
+		return nil, fmt.Errorf("the CA key: %w", err)
+	}
+	if _, err := tls.X509KeyPair(k.server, k.srvKey); err != nil {
+		return nil, fmt.Errorf("the server certificate and key: %w", err)
+	}
+	return k, nil
 }
 
 func makeCA(now time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
@@ -181,17 +227,25 @@ func readKey(path string) (*ecdsa.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	blk, _ := pem.Decode(data)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("%s: no PEM PRIVATE KEY block", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	k, err := parseKey(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return k, nil
+}
+
+func parseKey(data []byte) (*ecdsa.PrivateKey, error) {
+	blk, _ := pem.Decode(data)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		return nil, errors.New("no PEM PRIVATE KEY block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
 	ek, ok := k.(*ecdsa.PrivateKey)
 	if !ok || ek.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("%s: not an ECDSA P-256 key", path)
+		return nil, errors.New("not an ECDSA P-256 key")
 	}
 	return ek, nil
 }
@@ -201,21 +255,35 @@ func readCert(path string) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	c, err := parseCert(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func parseCert(data []byte) (*x509.Certificate, error) {
 	blk, _ := pem.Decode(data)
 	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+		return nil, errors.New("no PEM CERTIFICATE block")
 	}
 	return x509.ParseCertificate(blk.Bytes)
 }
 
-// keys are what serving needs from the directory, read once.
+// keys are what serving needs from the store, read once: the CA that
+// certifies devices' client keys, the server's certificate and key, and the
+// bundle signing key (in the directory, a file; with OpenBao, a transit key
+// that never leaves it).
 type keys struct {
 	ca     *x509.Certificate
 	caKey  *ecdsa.PrivateKey
-	signer *ecdsa.PrivateKey
-	server []byte // PEM certificate
-	srvKey []byte // PEM key
+	signer crypto.Signer // ECDSA P-256
+	server []byte        // PEM certificate
+	srvKey []byte        // PEM key
 }
+
+// signingPublic is the bundle signing key's public half.
+func (k *keys) signingPublic() *ecdsa.PublicKey { return k.signer.Public().(*ecdsa.PublicKey) }
 
 func (p paths) readKeys() (*keys, error) {
 	if _, err := os.Stat(p.state); errors.Is(err, os.ErrNotExist) {

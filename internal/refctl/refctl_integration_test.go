@@ -49,7 +49,9 @@ const (
 // bed is a controller and a device with a TPM.
 type bed struct {
 	t       *testing.T
-	dir     string
+	ctl     *refctl.Controller
+	caFile  string // the CA devices trust
+	dir     string // a directory store's
 	base    string // https://127.0.0.1:PORT
 	log     *refctl.LockedBuffer
 	tpm     *tpm2.TPMContext
@@ -59,15 +61,28 @@ type bed struct {
 	signing *ecdsa.PublicKey  // pinned at enrolment
 }
 
+// mkBed makes a bed: newBed on a directory, or one on another store.
+type mkBed func(t *testing.T, pcrs []int, claims map[string]string) *bed
+
 // newBed initialises a controller, adds the device (pcrs, expected
 // claims), serves, and starts the device's TPM.
 func newBed(t *testing.T, pcrs []int, claims map[string]string) *bed {
 	t.Helper()
-	b := &bed{t: t, dir: filepath.Join(t.TempDir(), "ctl"), log: &refctl.LockedBuffer{}, claims: claims}
-	if err := refctl.Init(b.dir, nil); err != nil {
+	dir := filepath.Join(t.TempDir(), "ctl")
+	if err := refctl.Init(dir, nil); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := refctl.AddDevice(b.dir, devName, pcrs, claims)
+	b := newBedOn(t, refctl.OpenDir(dir), refctl.CACertPath(dir), pcrs, claims)
+	b.dir = dir
+	return b
+}
+
+// newBedOn is newBed on the controller ctl (initialised), whose devices
+// trust caFile.
+func newBedOn(t *testing.T, ctl *refctl.Controller, caFile string, pcrs []int, claims map[string]string) *bed {
+	t.Helper()
+	b := &bed{t: t, ctl: ctl, caFile: caFile, log: &refctl.LockedBuffer{}, claims: claims}
+	tok, err := ctl.AddDevice(context.Background(), devName, pcrs, claims)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +91,7 @@ func newBed(t *testing.T, pcrs []int, claims map[string]string) *bed {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan string, 1), make(chan error, 1)
 	go func() {
-		done <- refctl.Serve(ctx, b.dir, listen, refctl.Options{Log: b.log, Ready: func(a string) { ready <- a }})
+		done <- ctl.Serve(ctx, listen, refctl.Options{Log: b.log, Ready: func(a string) { ready <- a }})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -105,7 +120,7 @@ func newBed(t *testing.T, pcrs []int, claims map[string]string) *bed {
 }
 
 func (b *bed) caPool() *x509.CertPool {
-	data, err := os.ReadFile(refctl.CACertPath(b.dir))
+	data, err := os.ReadFile(b.caFile)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -269,7 +284,7 @@ func (b *bed) extendPCR(pcr int, data string) {
 
 func (b *bed) show() *refctl.DeviceView {
 	b.t.Helper()
-	d, err := refctl.Show(b.dir, devName)
+	d, err := b.ctl.Show(context.Background(), devName)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -295,7 +310,11 @@ func vaultView(d *refctl.DeviceView, id string) refctl.VaultView {
 }
 
 func TestADeviceEnrolsAttestsAndFollowsAKeyRotation(t *testing.T) {
-	b := newBed(t, nil, nil)
+	testADeviceEnrolsAttestsAndFollowsAKeyRotation(t, newBed)
+}
+
+func testADeviceEnrolsAttestsAndFollowsAKeyRotation(t *testing.T, mk mkBed) {
+	b := mk(t, nil, nil)
 	b.enrol(b.token)
 	a := ctlproto.VaultRequest{UUID: alpha, Name: "alpha", Attestation: true, Keys: true}
 	bv := ctlproto.VaultRequest{UUID: beta, Name: "beta", Keys: true}
@@ -330,7 +349,7 @@ func TestADeviceEnrolsAttestsAndFollowsAKeyRotation(t *testing.T) {
 	}
 
 	t.Log("Given an operator rotates alpha, When the device asks, Then it gets version 2 as current and its version 1 as previous")
-	if _, err := refctl.Rotate(b.dir, devName, "alpha"); err != nil {
+	if _, err := b.ctl.Rotate(context.Background(), devName, "alpha"); err != nil {
 		t.Fatal(err)
 	}
 	a.KeyVersion = 1
@@ -354,12 +373,14 @@ func TestADeviceEnrolsAttestsAndFollowsAKeyRotation(t *testing.T) {
 	if !slices.Equal(v.Versions, []int{2}) || v.Acked != 2 || v.LastUnlock != "controller-key" {
 		t.Errorf("after the rotation: %+v", v)
 	}
-	state, err := os.ReadFile(filepath.Join(b.dir, "state.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(state, []byte(base64.StdEncoding.EncodeToString(k1))) {
-		t.Error("the old key is still in state.json")
+	if b.dir != "" {
+		state, err := os.ReadFile(filepath.Join(b.dir, "state.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(state, []byte(base64.StdEncoding.EncodeToString(k1))) {
+			t.Error("the old key is still in state.json")
+		}
 	}
 	a.KeyVersion = 2
 	r = release(b.keys(b.quote(), a), alpha)
@@ -369,7 +390,11 @@ func TestADeviceEnrolsAttestsAndFollowsAKeyRotation(t *testing.T) {
 }
 
 func TestAChangedPCRIsRefusedByNameUntilAnOperatorApprovesIt(t *testing.T) {
-	b := newBed(t, []int{7, 16}, nil)
+	testAChangedPCRIsRefusedByNameUntilAnOperatorApprovesIt(t, newBed)
+}
+
+func testAChangedPCRIsRefusedByNameUntilAnOperatorApprovesIt(t *testing.T, mk mkBed) {
+	b := mk(t, []int{7, 16}, nil)
 	b.enrol(b.token)
 	a := ctlproto.VaultRequest{UUID: alpha, Name: "alpha", Attestation: true, Keys: true}
 	if got := b.keys(b.quote(), a); got.Attestation.Status != ctlproto.AttestVerified {
@@ -391,7 +416,7 @@ func TestAChangedPCRIsRefusedByNameUntilAnOperatorApprovesIt(t *testing.T) {
 	}
 
 	t.Log("When the operator approves, Then the next quote is verified, saying PCR 16 changed, and the key released")
-	changed, err := refctl.Approve(b.dir, devName)
+	changed, err := b.ctl.Approve(context.Background(), devName)
 	if err != nil || !slices.Equal(changed, []int{16}) {
 		t.Fatalf("approve: %v %v", changed, err)
 	}
@@ -402,13 +427,15 @@ func TestAChangedPCRIsRefusedByNameUntilAnOperatorApprovesIt(t *testing.T) {
 	if r := release(got, alpha); r.Status != ctlproto.Released {
 		t.Errorf("after approve: alpha %s %q", r.Status, r.Reason)
 	}
-	if _, err := refctl.Approve(b.dir, devName); err == nil {
+	if _, err := b.ctl.Approve(context.Background(), devName); err == nil {
 		t.Error("approve with no refused quote: no error")
 	}
 }
 
-func TestClaimsAreSignedAndChecked(t *testing.T) {
-	b := newBed(t, []int{7}, map[string]string{"location": "hall-3"})
+func TestClaimsAreSignedAndChecked(t *testing.T) { testClaimsAreSignedAndChecked(t, newBed) }
+
+func testClaimsAreSignedAndChecked(t *testing.T, mk mkBed) {
+	b := mk(t, []int{7}, map[string]string{"location": "hall-3"})
 	b.enrol(b.token)
 	a := ctlproto.VaultRequest{UUID: alpha, Name: "alpha", Attestation: true, Keys: true}
 	if got := b.keys(b.quote(), a); got.Attestation.Status != ctlproto.AttestVerified {
@@ -430,7 +457,7 @@ func TestClaimsAreSignedAndChecked(t *testing.T) {
 	}
 
 	t.Log("When the operator expects the new location, Then the quote is verified")
-	if err := refctl.Expect(b.dir, devName, map[string]string{"location": "hall-4"}); err != nil {
+	if err := b.ctl.Expect(context.Background(), devName, map[string]string{"location": "hall-4"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := b.keys(b.quote(), a); got.Attestation.Status != ctlproto.AttestVerified {
@@ -439,7 +466,11 @@ func TestClaimsAreSignedAndChecked(t *testing.T) {
 }
 
 func TestAnEscrowedKeyIsReturnedOnlyAfterAVerifiedQuote(t *testing.T) {
-	b := newBed(t, nil, nil)
+	testAnEscrowedKeyIsReturnedOnlyAfterAVerifiedQuote(t, newBed)
+}
+
+func testAnEscrowedKeyIsReturnedOnlyAfterAVerifiedQuote(t *testing.T, mk mkBed) {
+	b := mk(t, nil, nil)
 	b.enrol(b.token)
 	esc := ctlproto.VaultRequest{UUID: beta, Name: "beta", Escrow: true}
 
@@ -483,8 +514,10 @@ func TestAnEscrowedKeyIsReturnedOnlyAfterAVerifiedQuote(t *testing.T) {
 	}
 }
 
-func TestAChallengeNonceIsUsedOnce(t *testing.T) {
-	b := newBed(t, nil, nil)
+func TestAChallengeNonceIsUsedOnce(t *testing.T) { testAChallengeNonceIsUsedOnce(t, newBed) }
+
+func testAChallengeNonceIsUsedOnce(t *testing.T, mk mkBed) {
+	b := mk(t, nil, nil)
 	b.enrol(b.token)
 	bv := ctlproto.VaultRequest{UUID: beta, Name: "beta", Keys: true}
 
@@ -526,14 +559,18 @@ func TestAChallengeNonceIsUsedOnce(t *testing.T) {
 }
 
 func TestAStolenDeviceGetsEveryVaultWithheldAndIsToldWhy(t *testing.T) {
-	b := newBed(t, nil, nil)
+	testAStolenDeviceGetsEveryVaultWithheldAndIsToldWhy(t, newBed)
+}
+
+func testAStolenDeviceGetsEveryVaultWithheldAndIsToldWhy(t *testing.T, mk mkBed) {
+	b := mk(t, nil, nil)
 	b.enrol(b.token)
 	a := ctlproto.VaultRequest{UUID: alpha, Name: "alpha", Attestation: true, Keys: true}
 	bv := ctlproto.VaultRequest{UUID: beta, Name: "beta", Keys: true}
 	b.keys(b.quote(), a, bv)
 
 	t.Log("Given the device is reported stolen, When it attests and asks, Then every vault is withheld, saying why")
-	if err := refctl.Revoke(b.dir, devName, true); err != nil {
+	if err := b.ctl.Revoke(context.Background(), devName, true); err != nil {
 		t.Fatal(err)
 	}
 	got := b.keys(b.quote(), a, bv)
@@ -547,7 +584,7 @@ func TestAStolenDeviceGetsEveryVaultWithheldAndIsToldWhy(t *testing.T) {
 	}
 
 	t.Log("When it is restored, Then it gets its keys again")
-	if err := refctl.Revoke(b.dir, devName, false); err != nil {
+	if err := b.ctl.Revoke(context.Background(), devName, false); err != nil {
 		t.Fatal(err)
 	}
 	got = b.keys(b.quote(), a, bv)
@@ -558,8 +595,10 @@ func TestAStolenDeviceGetsEveryVaultWithheldAndIsToldWhy(t *testing.T) {
 	}
 }
 
-func TestAnEnrolmentTokenEnrolsOnce(t *testing.T) {
-	b := newBed(t, nil, nil)
+func TestAnEnrolmentTokenEnrolsOnce(t *testing.T) { testAnEnrolmentTokenEnrolsOnce(t, newBed) }
+
+func testAnEnrolmentTokenEnrolsOnce(t *testing.T, mk mkBed) {
+	b := mk(t, nil, nil)
 	b.enrol(b.token)
 	anon := b.httpClient()
 	var n ctlproto.EnrolNonce
@@ -577,7 +616,11 @@ func TestAnEnrolmentTokenEnrolsOnce(t *testing.T) {
 }
 
 func TestOnlyTheCurrentCertificateFromThisControllersCAIsAccepted(t *testing.T) {
-	b := newBed(t, nil, nil)
+	testOnlyTheCurrentCertificateFromThisControllersCAIsAccepted(t, newBed)
+}
+
+func testOnlyTheCurrentCertificateFromThisControllersCAIsAccepted(t *testing.T, mk mkBed) {
+	b := mk(t, nil, nil)
 	b.enrol(b.token)
 	var c ctlproto.Challenge
 
@@ -617,7 +660,7 @@ func TestOnlyTheCurrentCertificateFromThisControllersCAIsAccepted(t *testing.T) 
 
 	t.Log("When the device enrols again, Then its old certificate is refused")
 	old := b.client
-	tok, err := refctl.Reenrol(b.dir, devName)
+	tok, err := b.ctl.Reenrol(context.Background(), devName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -626,4 +669,29 @@ func TestOnlyTheCurrentCertificateFromThisControllersCAIsAccepted(t *testing.T) 
 		t.Errorf("old certificate: %d %q", status, msg)
 	}
 	b.mustPost(b.client, ctlproto.PathChallenge, &ctlproto.ChallengeRequest{}, &c)
+}
+
+// deviceSuite are the stories above, to run on every store (the OpenBao
+// store's run them in its own test).
+var deviceSuite = map[string]func(*testing.T, mkBed){
+	"ADeviceEnrolsAttestsAndFollowsAKeyRotation":               testADeviceEnrolsAttestsAndFollowsAKeyRotation,
+	"AChangedPCRIsRefusedByNameUntilAnOperatorApprovesIt":      testAChangedPCRIsRefusedByNameUntilAnOperatorApprovesIt,
+	"ClaimsAreSignedAndChecked":                                testClaimsAreSignedAndChecked,
+	"AnEscrowedKeyIsReturnedOnlyAfterAVerifiedQuote":           testAnEscrowedKeyIsReturnedOnlyAfterAVerifiedQuote,
+	"AChallengeNonceIsUsedOnce":                                testAChallengeNonceIsUsedOnce,
+	"AStolenDeviceGetsEveryVaultWithheldAndIsToldWhy":          testAStolenDeviceGetsEveryVaultWithheldAndIsToldWhy,
+	"AnEnrolmentTokenEnrolsOnce":                               testAnEnrolmentTokenEnrolsOnce,
+	"OnlyTheCurrentCertificateFromThisControllersCAIsAccepted": testOnlyTheCurrentCertificateFromThisControllersCAIsAccepted,
+}
+
+func TestTheDeviceStoriesOnAnOpenBaoStore(t *testing.T) {
+	cl := refctl.StartCluster(t)
+	for name, test := range deviceSuite {
+		t.Run(name, func(t *testing.T) {
+			test(t, func(t *testing.T, pcrs []int, claims map[string]string) *bed {
+				ctl, _, ca := refctl.OnBao(t, cl)
+				return newBedOn(t, ctl, ca, pcrs, claims)
+			})
+		})
+	}
 }

@@ -47,27 +47,28 @@ type Options struct {
 }
 
 type server struct {
-	p    paths
+	st   store
 	k    *keys
 	opts Options
 	log  *journal.Logger
 }
 
 // Serve answers devices on listen (HTTPS, TLS 1.3, client certificates from
-// enrolment) until ctx is done, then shuts down gracefully.
-func Serve(ctx context.Context, dir, listen string, opts Options) error {
+// enrolment) until ctx is done, then shuts down gracefully. It tells systemd
+// it is ready only once the store answered and the port is open: a replica
+// whose store is down at start does not serve half-ready, it fails.
+func (c *Controller) Serve(ctx context.Context, listen string, opts Options) error {
 	if opts.Log == nil {
 		opts.Log = os.Stderr
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	p := newPaths(dir)
-	k, err := p.readKeys()
+	k, err := c.st.identity(ctx)
 	if err != nil {
 		return fmt.Errorf("cannot serve: %w", err)
 	}
-	if err := p.view(func(*state) error { return nil }); err != nil {
+	if err := c.st.check(ctx); err != nil {
 		return fmt.Errorf("cannot serve: %w", err)
 	}
 	cert, err := tls.X509KeyPair(k.server, k.srvKey)
@@ -84,7 +85,7 @@ func Serve(ctx context.Context, dir, listen string, opts Options) error {
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  pool,
 	}
-	s := &server{p: p, k: k, opts: opts, log: journal.New(opts.Log)}
+	s := &server{st: c.st, k: k, opts: opts, log: journal.New(opts.Log)}
 	hs := &http.Server{
 		Handler:           s,
 		TLSConfig:         tlsConfig,
@@ -102,7 +103,7 @@ func Serve(ctx context.Context, dir, listen string, opts Options) error {
 	served := make(chan error, 1)
 	go func() { served <- hs.ServeTLS(ln, "", "") }()
 	addr := ln.Addr().String()
-	fmt.Fprintf(opts.Log, "listening on %s\n", addr)
+	fmt.Fprintf(opts.Log, "listening on %s, state in %s\n", addr, c.st)
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	if opts.Ready != nil {
 		opts.Ready(addr)
@@ -141,8 +142,14 @@ func fail(status int, dev, msg string) reply {
 	return reply{status: status, body: &ctlproto.ErrorBody{Error: truncate(msg)}, device: dev, verdict: msg}
 }
 
-// internal is a 500: the detail goes to the log, never to the device.
+// internal is a 500: the detail goes to the log, never to the device. A
+// store that did not answer is a 503: the device may ask another replica.
 func internal(dev string, err error) reply {
+	if errors.Is(err, ErrStoreUnavailable) {
+		r := fail(http.StatusServiceUnavailable, dev, "the controller's store is unavailable: try again, or another controller")
+		r.verdict = "store unavailable: " + err.Error()
+		return r
+	}
 	r := fail(http.StatusInternalServerError, dev, "internal error (see the controller's log)")
 	r.verdict = "internal error: " + err.Error()
 	return r
@@ -187,8 +194,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // deviceCall authenticates a device by its client certificate, decodes its
-// request into msg, and runs act on its state under the lock: the state is
-// written back (if act changed it) before the answer is sent.
+// request into msg, and runs act on its record in the store: the record is
+// written back (if act changed it) before the answer is sent. act may run
+// more than once (store.update): the last run's reply is sent.
 func (s *server) deviceCall(r *http.Request, msg ctlproto.Message, act func(name string, d *device) (bool, reply)) reply {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		return fail(http.StatusUnauthorized, "", "a client certificate from enrolment is required")
@@ -202,10 +210,9 @@ func (s *server) deviceCall(r *http.Request, msg ctlproto.Message, act func(name
 		return fail(http.StatusBadRequest, name, err.Error())
 	}
 	var out reply
-	err := s.p.update(func(st *state) (bool, error) {
-		d := st.Devices[name]
+	err := s.st.update(r.Context(), name, func(d *device) (bool, error) {
 		switch {
-		case d == nil || d.Enrolled.IsZero():
+		case d.Enrolled.IsZero():
 			out = fail(http.StatusForbidden, name, "the client certificate names no enrolled device")
 			return false, nil
 		case leaf.SerialNumber.Text(16) != d.CertSerial:
@@ -216,7 +223,10 @@ func (s *server) deviceCall(r *http.Request, msg ctlproto.Message, act func(name
 		out = rep
 		return changed, nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrUnknownDevice):
+		return fail(http.StatusForbidden, name, "the client certificate names no enrolled device")
+	case err != nil:
 		return internal(name, err)
 	}
 	return out

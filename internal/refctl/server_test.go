@@ -1,6 +1,7 @@
 package refctl
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -19,7 +20,11 @@ const (
 )
 
 func TestTheServerAnswersOnlyPOSTsOfWellFormedMessages(t *testing.T) {
-	c := newCtl(t, Options{})
+	testTheServerAnswersOnlyPOSTsOfWellFormedMessages(t, newCtl)
+}
+
+func testTheServerAnswersOnlyPOSTsOfWellFormedMessages(t *testing.T, mk mkCtl) {
+	c := mk(t, Options{})
 	cases := []struct {
 		name   string
 		do     func() (int, []byte)
@@ -83,7 +88,11 @@ func TestTheServerAnswersOnlyPOSTsOfWellFormedMessages(t *testing.T) {
 }
 
 func TestKeysAreReleasedSealedAndFollowTheDevicesReports(t *testing.T) {
-	c := newCtl(t, Options{})
+	testKeysAreReleasedSealedAndFollowTheDevicesReports(t, newCtl)
+}
+
+func testKeysAreReleasedSealedAndFollowTheDevicesReports(t *testing.T, mk mkCtl) {
+	c := mk(t, Options{})
 	a := ctlproto.VaultRequest{UUID: alpha, Name: "alpha", Attestation: true, Keys: true}
 	b := ctlproto.VaultRequest{UUID: beta, Name: "beta", Keys: true}
 
@@ -109,7 +118,7 @@ func TestKeysAreReleasedSealedAndFollowTheDevicesReports(t *testing.T) {
 	}
 
 	// Rotation waits for the device to report the version it is at.
-	if _, err := Rotate(c.dir, testDevice, "beta"); err != nil {
+	if _, err := c.ctl.Rotate(context.Background(), testDevice, "beta"); err != nil {
 		t.Fatal(err)
 	}
 	if r := c.keys(b).Vaults[0]; r.Current.Version != 1 {
@@ -138,7 +147,11 @@ func TestKeysAreReleasedSealedAndFollowTheDevicesReports(t *testing.T) {
 }
 
 func TestRotationByAgeNeverGoesTwoVersionsAheadOfTheDevice(t *testing.T) {
-	c := newCtl(t, Options{RotateEvery: time.Hour})
+	testRotationByAgeNeverGoesTwoVersionsAheadOfTheDevice(t, newCtl)
+}
+
+func testRotationByAgeNeverGoesTwoVersionsAheadOfTheDevice(t *testing.T, mk mkCtl) {
+	c := mk(t, Options{RotateEvery: time.Hour})
 	b := ctlproto.VaultRequest{UUID: beta, Name: "beta", Keys: true}
 	c.keys(b)
 	c.clock.Add(2 * time.Hour)
@@ -156,10 +169,14 @@ func TestRotationByAgeNeverGoesTwoVersionsAheadOfTheDevice(t *testing.T) {
 }
 
 func TestAStolenDeviceIsToldWhyAndOnlyItsUnlocksAreRecorded(t *testing.T) {
-	c := newCtl(t, Options{})
+	testAStolenDeviceIsToldWhyAndOnlyItsUnlocksAreRecorded(t, newCtl)
+}
+
+func testAStolenDeviceIsToldWhyAndOnlyItsUnlocksAreRecorded(t *testing.T, mk mkCtl) {
+	c := mk(t, Options{})
 	b := ctlproto.VaultRequest{UUID: beta, Name: "beta", Keys: true}
 	c.keys(b)
-	if err := Revoke(c.dir, testDevice, true); err != nil {
+	if err := c.ctl.Revoke(context.Background(), testDevice, true); err != nil {
 		t.Fatal(err)
 	}
 	if r := c.keys(b).Vaults[0]; r.Status != ctlproto.Withheld || r.Reason != reasonStolen {
@@ -174,7 +191,11 @@ func TestAStolenDeviceIsToldWhyAndOnlyItsUnlocksAreRecorded(t *testing.T) {
 // The most vaults a request may name fit in one signed answer that a device
 // accepts (ctlproto.MaxVaults is chosen so).
 func TestTheLargestRequestFitsInOneAnswer(t *testing.T) {
-	c := newCtl(t, Options{})
+	testTheLargestRequestFitsInOneAnswer(t, newCtl)
+}
+
+func testTheLargestRequestFitsInOneAnswer(t *testing.T, mk mkCtl) {
+	c := mk(t, Options{})
 	var vaults []ctlproto.VaultRequest
 	for i := range ctlproto.MaxVaults {
 		vaults = append(vaults, ctlproto.VaultRequest{UUID: fmt.Sprintf("00000000-0000-4000-8000-%012x", i), Name: fmt.Sprintf("v%d", i), Keys: true})
@@ -195,8 +216,10 @@ func TestTheLargestRequestFitsInOneAnswer(t *testing.T) {
 	t.Logf("%d vaults: a payload of %d bytes (at most %d)", len(vaults), len(sb.Payload), ctlproto.MaxBody/2)
 }
 
-func TestChallengesAreBoundedAndExpire(t *testing.T) {
-	c := newCtl(t, Options{})
+func TestChallengesAreBoundedAndExpire(t *testing.T) { testChallengesAreBoundedAndExpire(t, newCtl) }
+
+func testChallengesAreBoundedAndExpire(t *testing.T, mk mkCtl) {
+	c := mk(t, Options{})
 	for range maxChallenges + 6 {
 		if status, out := c.post(c.client, ctlproto.PathChallenge, []byte("{}")); status != http.StatusOK {
 			t.Fatalf("challenge: %d %s", status, out)
@@ -213,8 +236,12 @@ func TestChallengesAreBoundedAndExpire(t *testing.T) {
 }
 
 func TestTheLogNamesDevicesAndVerdictsNeverSecrets(t *testing.T) {
-	c := newCtl(t, Options{})
-	tok, err := AddDevice(c.dir, "edge-8", nil, nil)
+	testTheLogNamesDevicesAndVerdictsNeverSecrets(t, newCtl)
+}
+
+func testTheLogNamesDevicesAndVerdictsNeverSecrets(t *testing.T, mk mkCtl) {
+	c := mk(t, Options{})
+	tok, err := c.ctl.AddDevice(context.Background(), "edge-8", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,6 +77,8 @@ type enrolNonce struct {
 type challenge struct {
 	Expires time.Time `json:"expires"`
 	Used    bool      `json:"used,omitempty"`
+	// UsedBy is the request nonce of the keys request that spent it.
+	UsedBy []byte `json:"used_by,omitempty"`
 }
 
 type refusal struct {
@@ -195,6 +197,8 @@ func (d *device) check() error {
 	for n, c := range d.Challenges {
 		if !sha256RE.MatchString(n) || c == nil {
 			errs = append(errs, errors.New("challenges: an entry is not a hex nonce"))
+		} else if len(c.UsedBy) > ctlproto.NonceSize {
+			errs = append(errs, fmt.Errorf("challenges: used_by: %d bytes", len(c.UsedBy)))
 		}
 	}
 	if len(d.Vaults) > maxDeviceVaults {

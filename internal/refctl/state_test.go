@@ -2,6 +2,7 @@ package refctl
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"slices"
@@ -157,4 +158,42 @@ func TestRefctlDecodersRefuseAClosingBracketAfterTheValue(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A device record read from the OpenBao store is decoded as strictly as the
+// directory's state: what parses is written back to the same.
+func FuzzParseDeviceRecord(f *testing.F) {
+	st, err := parseState(golden(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for name, d := range st.Devices {
+		rec, err := json.Marshal(&deviceRecord{deviceFormat, deviceVersion, d})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(name, rec)
+	}
+	f.Add("a", []byte(`{"format":"edgeseal-controller-device","version":1,"device":{"pcrs":[7],"vaults":{}}}`))
+	f.Add("a", []byte(`{"format":"edgeseal-controller-device","version":1,"device":null}`))
+	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		d, err := parseDeviceRecord(name, data)
+		if err != nil {
+			if !errors.Is(err, ErrBadState) {
+				t.Fatalf("error not ErrBadState: %v", err)
+			}
+			return
+		}
+		out, err := json.Marshal(&deviceRecord{deviceFormat, deviceVersion, d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d2, err := parseDeviceRecord(name, out)
+		if err != nil {
+			t.Fatalf("a parsed record, written back, does not parse: %v", err)
+		}
+		if out2, _ := json.Marshal(&deviceRecord{deviceFormat, deviceVersion, d2}); !bytes.Equal(out, out2) {
+			t.Fatal("a parsed record does not round-trip")
+		}
+	})
 }

@@ -121,7 +121,7 @@ func TestEveryStepStaysWithinItsAppArmorProfileOnABoot(t *testing.T) {
 		if err := refctl.Init(ctlDir, []string{"127.0.0.1"}); err != nil {
 			t.Fatal(err)
 		}
-		token, err := refctl.AddDevice(ctlDir, "trace-device", []int{7}, map[string]string{"location": "plant-7"})
+		token, err := refctl.OpenDir(ctlDir).AddDevice(context.Background(), "trace-device", []int{7}, map[string]string{"location": "plant-7"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestEveryStepStaysWithinItsAppArmorProfileOnABoot(t *testing.T) {
 		serveCtx, stopServe := context.WithCancel(ctx)
 		served, ready := make(chan error, 1), make(chan struct{})
 		go func() {
-			served <- refctl.Serve(serveCtx, ctlDir, addr, refctl.Options{Log: io.Discard, Ready: func(string) { close(ready) }})
+			served <- refctl.OpenDir(ctlDir).Serve(serveCtx, addr, refctl.Options{Log: io.Discard, Ready: func(string) { close(ready) }})
 		}()
 		t.Cleanup(func() { stopServe(); <-served })
 		select {

@@ -4,6 +4,7 @@ package testbed
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
 
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
 )
@@ -202,5 +206,58 @@ func TestAMissingServerBuildSaysWhatToRun(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "run `make deps` (or "+p.script+") first") {
 			t.Errorf("%s: err %v, want one saying to run make deps or %s", p.kind, err, p.script)
 		}
+	}
+}
+
+func TestARaftClusterElectsANewLeaderWhenItsLeaderIsKilled(t *testing.T) {
+	srv, err := ServerNamed("openbao")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	cl := StartRaftCluster(t, srv, 3)
+	t.Logf("three nodes initialised, unsealed and voting in %v", time.Since(started).Round(time.Millisecond))
+	ctx := context.Background()
+	root := cl.RootClient(t, 0)
+	if err := root.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.KVv2("kv").Put(ctx, "before", map[string]any{"n": 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	leader, err := cl.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("When the leader, node%d, is killed", leader)
+	killed := time.Now()
+	cl.Kill(t, leader)
+	next, err := cl.WaitForLeader(ctx, leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Then node%d leads after %v, and what was written before is there", next, time.Since(killed).Round(time.Millisecond))
+	c := cl.RootClient(t, next)
+	if s, err := c.KVv2("kv").Get(ctx, "before"); err != nil || s.Data["n"] != json.Number("1") {
+		t.Fatalf("after the leader's loss: %v %v", s, err)
+	}
+	if _, err := c.KVv2("kv").Put(ctx, "after", map[string]any{"n": 2}); err != nil {
+		t.Fatalf("two of three nodes cannot write: %v", err)
+	}
+
+	t.Log("When the killed node is restarted, Then it rejoins and reads what was written without it")
+	cl.Restart(t, leader)
+	back := cl.RootClient(t, leader)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := back.KVv2("kv").Get(ctx, "after")
+		if err == nil && s.Data["n"] == json.Number("2") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node does not serve what was written without it: %v %v\n%s", s, err, cl.LogTail(leader, 30))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
