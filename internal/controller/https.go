@@ -203,8 +203,9 @@ func (h *httpsTransport) Report(ctx context.Context, r *ctlproto.Report) error {
 // the controller's word, the same from every replica, and a certificate not
 // from the enrolled CA is an attack or a misconfiguration to be seen, not
 // routed around. Passes over the replicas go on until the exchange's
-// timeout, which bounds the whole exchange however many replicas there are. If every replica was unreachable the error is ErrUnreachable
-// (an offline copy may be used); if one was unavailable, it is its refusal.
+// timeout, which bounds the whole exchange however many replicas there are.
+// If every replica was unreachable the error is ErrUnreachable (an offline
+// copy may be used); if one was unavailable, it is its refusal.
 // A request resent to another replica after its answer was lost is safe:
 // the controller answers a keys request it has seen again (the same request
 // nonce), and refuses a spent challenge otherwise.
@@ -231,7 +232,7 @@ func (h *httpsTransport) post(ctx context.Context, path string, req, resp ctlpro
 	first := int(h.at.Load())
 	last := make([]error, n) // each replica's last failure
 	pause := firstDialPause
-	for pass := 0; ; pass++ {
+	for {
 		for k := range n {
 			i := (first + k) % n
 			left := time.Until(deadline)

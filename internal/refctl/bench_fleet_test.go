@@ -195,21 +195,13 @@ func fleetLoad(b *testing.B, devs []*softDevice, urls []string, n int, stop <-ch
 
 // unlock is a challenge and a keys request answering it with a quote.
 func (d *softDevice) unlock(urls []string, at *int) error {
-	out, err := d.post(urls, at, ctlproto.PathChallenge, &ctlproto.ChallengeRequest{})
-	if err != nil {
-		return err
-	}
-	var ch ctlproto.Challenge
-	if err := ctlproto.Unmarshal(out, &ch); err != nil {
-		return err
-	}
-	q, err := d.ak.quote(ch.Nonce, nil, map[int][]byte{7: make([]byte, 32)})
+	q, err := d.attest(urls, at)
 	if err != nil {
 		return err
 	}
 	rn := make([]byte, ctlproto.NonceSize)
 	rand.Read(rn)
-	out, err = d.post(urls, at, ctlproto.PathKeys, &ctlproto.KeysRequest{RequestNonce: rn, Quote: q,
+	out, err := d.post(urls, at, ctlproto.PathKeys, &ctlproto.KeysRequest{RequestNonce: rn, Quote: q,
 		Vaults: []ctlproto.VaultRequest{{UUID: d.vault, Name: "data", Keys: true}}})
 	if err != nil {
 		return err

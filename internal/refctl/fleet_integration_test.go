@@ -161,26 +161,31 @@ func (d *softDevice) post(urls []string, at *int, path string, msg any) ([]byte,
 	return nil, fmt.Errorf("no replica answered %s: %w", path, last)
 }
 
+// attest asks for a challenge and quotes over its nonce.
+func (d *softDevice) attest(urls []string, at *int) (*ctlproto.Quote, error) {
+	out, err := d.post(urls, at, ctlproto.PathChallenge, &ctlproto.ChallengeRequest{})
+	if err != nil {
+		return nil, err
+	}
+	var ch ctlproto.Challenge
+	if err := ctlproto.Unmarshal(out, &ch); err != nil {
+		return nil, err
+	}
+	return d.ak.quote(ch.Nonce, nil, map[int][]byte{7: make([]byte, 32)})
+}
+
 // round is one unlock: a challenge, a quote with a keys request (the keys
 // and the escrowed key), and a report acking the version and escrowing a
 // new key. Each step may land on another replica.
 func (d *softDevice) round(urls []string, at *int) error {
-	out, err := d.post(urls, at, ctlproto.PathChallenge, &ctlproto.ChallengeRequest{})
-	if err != nil {
-		return err
-	}
-	var ch ctlproto.Challenge
-	if err := ctlproto.Unmarshal(out, &ch); err != nil {
-		return err
-	}
-	q, err := d.ak.quote(ch.Nonce, nil, map[int][]byte{7: make([]byte, 32)})
+	q, err := d.attest(urls, at)
 	if err != nil {
 		return err
 	}
 	reqNonce := make([]byte, ctlproto.NonceSize)
 	rand.Read(reqNonce)
 	vr := ctlproto.VaultRequest{UUID: d.vault, Name: "data", Keys: true, KeyVersion: d.acked, Escrow: d.escrow != nil}
-	out, err = d.post(urls, at, ctlproto.PathKeys, &ctlproto.KeysRequest{RequestNonce: reqNonce, Quote: q, Vaults: []ctlproto.VaultRequest{vr}})
+	out, err := d.post(urls, at, ctlproto.PathKeys, &ctlproto.KeysRequest{RequestNonce: reqNonce, Quote: q, Vaults: []ctlproto.VaultRequest{vr}})
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -47,18 +46,7 @@ func fakeSRK(t testing.TB) []byte {
 }
 
 // fakeAK is a PEM public key standing for an attestation key.
-func fakeAK(t testing.TB) string {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-}
+func fakeAK(t testing.TB) string { return newSoftAK(t).pem }
 
 // lockedBuffer is a log read while the server writes it.
 type lockedBuffer struct {
