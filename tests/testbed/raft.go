@@ -168,13 +168,16 @@ func StartRaftCluster(t testing.TB, srv Server, n int) *RaftCluster {
 	return c
 }
 
-// start starts node i's process and waits until its API answers.
+// start starts node i's process and waits until its API answers. The
+// process lives as long as the cluster (its cleanup is the cluster's test's,
+// not t's: a node restarted by a sub-benchmark outlives it); t hears of
+// failures.
 func (c *RaftCluster) start(t testing.TB, i int) {
 	t.Helper()
 	node := c.nodes[i]
 	cmd := exec.Command(c.Server.Bin, "server", "-config="+node.config)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
-	node.proc = StartProcess(t, c.Server.Name+"-"+node.id, cmd)
+	node.proc = StartProcess(c.t, c.Server.Name+"-"+node.id, cmd)
 	cl := c.Client(t, i)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -298,7 +301,10 @@ func (c *RaftCluster) Leader(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	return -1, fmt.Errorf("no node of the Raft cluster names a live leader: %w", errors.Join(errs...))
+	if len(errs) > 0 {
+		return -1, fmt.Errorf("no node of the Raft cluster names a live leader: %w", errors.Join(errs...))
+	}
+	return -1, errors.New("no node of the Raft cluster names a live leader")
 }
 
 // WaitForLeader waits until a node other than not (-1: any) leads and is
@@ -321,7 +327,13 @@ func (c *RaftCluster) WaitForLeader(ctx context.Context, not int) (int, error) {
 		last = err
 		time.Sleep(100 * time.Millisecond)
 	}
-	return -1, fmt.Errorf("the Raft cluster elected no leader within a minute: %v", last)
+	var logs strings.Builder
+	for _, n := range c.nodes {
+		if n.proc != nil && !n.proc.Exited() {
+			fmt.Fprintf(&logs, "\n%s:\n%s", n.id, n.proc.LogTail(15))
+		}
+	}
+	return -1, fmt.Errorf("the Raft cluster elected no leader within a minute: %v%s", last, logs.String())
 }
 
 // Kill ends node i with SIGKILL, by pid, as a crash would.
@@ -343,6 +355,32 @@ func (c *RaftCluster) Restart(t testing.TB, i int) {
 	defer cancel()
 	c.start(t, i)
 	c.unsealNode(t, ctx, i)
+	if err := c.waitHealthy(ctx); err != nil {
+		t.Fatalf("%s restarted: %v\n%s", c.nodes[i].id, err, c.nodes[i].proc.LogTail(30))
+	}
+}
+
+// waitHealthy waits until autopilot, asked of the leader, says every node
+// is a healthy voter: a node restarted has caught up, so that losing
+// another node leaves a quorum.
+func (c *RaftCluster) waitHealthy(ctx context.Context) error {
+	var last string
+	for ctx.Err() == nil {
+		if i, err := c.Leader(ctx); err != nil {
+			last = err.Error()
+		} else if s, err := c.RootClient(c.t, i).Logical().ReadWithContext(ctx, "sys/storage/raft/autopilot/state"); err != nil || s == nil {
+			last = fmt.Sprint("autopilot state: ", err)
+		} else {
+			healthy, _ := s.Data["healthy"].(bool)
+			voters, _ := s.Data["voters"].([]any)
+			if healthy && len(voters) == len(c.nodes) {
+				return nil
+			}
+			last = fmt.Sprintf("autopilot: healthy %v, %d of %d voters", healthy, len(voters), len(c.nodes))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("the Raft cluster is not whole again: %s", last)
 }
 
 // LogTail is the last n lines of node i's output, for a failure's message.

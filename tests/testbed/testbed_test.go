@@ -226,38 +226,40 @@ func TestARaftClusterElectsANewLeaderWhenItsLeaderIsKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	leader, err := cl.Leader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("When the leader, node%d, is killed", leader)
-	killed := time.Now()
-	cl.Kill(t, leader)
-	next, err := cl.WaitForLeader(ctx, leader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("Then node%d leads after %v, and what was written before is there", next, time.Since(killed).Round(time.Millisecond))
-	c := cl.RootClient(t, next)
-	if s, err := c.KVv2("kv").Get(ctx, "before"); err != nil || s.Data["n"] != json.Number("1") {
-		t.Fatalf("after the leader's loss: %v %v", s, err)
-	}
-	if _, err := c.KVv2("kv").Put(ctx, "after", map[string]any{"n": 2}); err != nil {
-		t.Fatalf("two of three nodes cannot write: %v", err)
-	}
+	for round := 1; round <= 3; round++ {
+		leader, err := cl.Leader(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("When the leader, node%d, is killed (round %d)", leader, round)
+		killed := time.Now()
+		cl.Kill(t, leader)
+		next, err := cl.WaitForLeader(ctx, leader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("Then node%d leads after %v, and what was written before is there", next, time.Since(killed).Round(time.Millisecond))
+		c := cl.RootClient(t, next)
+		if s, err := c.KVv2("kv").Get(ctx, "before"); err != nil || s.Data["n"] != json.Number("1") {
+			t.Fatalf("after the leader's loss: %v %v", s, err)
+		}
+		if _, err := c.KVv2("kv").Put(ctx, "after", map[string]any{"n": round}); err != nil {
+			t.Fatalf("two of three nodes cannot write: %v", err)
+		}
 
-	t.Log("When the killed node is restarted, Then it rejoins and reads what was written without it")
-	cl.Restart(t, leader)
-	back := cl.RootClient(t, leader)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s, err := back.KVv2("kv").Get(ctx, "after")
-		if err == nil && s.Data["n"] == json.Number("2") {
-			break
+		t.Log("When the killed node is restarted, Then it rejoins and reads what was written without it")
+		cl.Restart(t, leader)
+		back := cl.RootClient(t, leader)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			s, err := back.KVv2("kv").Get(ctx, "after")
+			if err == nil && s.Data["n"] == json.Number(fmt.Sprint(round)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the restarted node does not serve what was written without it: %v %v\n%s", s, err, cl.LogTail(leader, 30))
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the restarted node does not serve what was written without it: %v %v\n%s", s, err, cl.LogTail(leader, 30))
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
