@@ -53,7 +53,7 @@ help:
 	@echo "make spread            spread's suites on a Debian 12 VM under qemu (SPREAD_JOBS=...: some)"
 	@echo "make spread-ubuntu     the same suites on an Ubuntu 24.04 VM (not part of make test)"
 	@echo "make demo              boot a device in a container and show edgeseal at work"
-	@echo "make bench             boot, re-unseal, token, TPM and file vault figures, and a VM's boot figures (N, min/median/max)"
+	@echo "make bench             boot, re-unseal, token, TPM, file vault and controller fleet figures, and a VM's boot figures (N, min/median/max)"
 
 build:
 	@mkdir -p bin
