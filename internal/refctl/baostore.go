@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,6 +154,13 @@ func LoadBaoConfig(path string) (*BaoConfig, error) {
 	data, err := fsutil.ReadRegular(path, maxBaoConfig)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the OpenBao store's file: %w", err)
+	}
+	// It holds the AppRole's secret id: a copy others may read is refused,
+	// as ssh refuses a private key others may read.
+	if fi, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("cannot read the OpenBao store's file: %w", err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("cannot use %s: it holds the AppRole's secret id and others may read it (mode %04o): chmod 600 it", path, fi.Mode().Perm())
 	}
 	var c BaoConfig
 	if err := strictjson.Decode(data, maxBaoConfig, &c); err != nil {
