@@ -52,12 +52,11 @@ type raftNode struct {
 
 // raftConfig is a node's configuration file, in the JSON form of HCL.
 type raftConfig struct {
-	Storage      map[string]raftStorage `json:"storage"`
-	Listener     map[string]raftTCP     `json:"listener"`
-	APIAddr      string                 `json:"api_addr"`
-	ClusterAddr  string                 `json:"cluster_addr"`
-	DisableMlock bool                   `json:"disable_mlock"`
-	LogLevel     string                 `json:"log_level"`
+	Storage     map[string]raftStorage `json:"storage"`
+	Listener    map[string]raftTCP     `json:"listener"`
+	APIAddr     string                 `json:"api_addr"`
+	ClusterAddr string                 `json:"cluster_addr"`
+	LogLevel    string                 `json:"log_level"`
 }
 
 type raftStorage struct {
@@ -118,10 +117,9 @@ func StartRaftCluster(t testing.TB, srv Server, n int) *RaftCluster {
 				Address: fmt.Sprintf("127.0.0.1:%d", port), ClusterAddress: fmt.Sprintf("127.0.0.1:%d", port+1),
 				TLSCertFile: p.VaultCert, TLSKeyFile: p.VaultKey,
 			}},
-			APIAddr:      node.addr,
-			ClusterAddr:  fmt.Sprintf("https://127.0.0.1:%d", port+1),
-			DisableMlock: true,
-			LogLevel:     "info",
+			APIAddr:     node.addr,
+			ClusterAddr: fmt.Sprintf("https://127.0.0.1:%d", port+1),
+			LogLevel:    "info",
 		}
 		if i > 0 {
 			st := cfg.Storage["raft"]
@@ -355,32 +353,33 @@ func (c *RaftCluster) Restart(t testing.TB, i int) {
 	defer cancel()
 	c.start(t, i)
 	c.unsealNode(t, ctx, i)
-	if err := c.waitHealthy(ctx); err != nil {
+	if err := c.waitHealthy(ctx, i); err != nil {
 		t.Fatalf("%s restarted: %v\n%s", c.nodes[i].id, err, c.nodes[i].proc.LogTail(30))
 	}
 }
 
-// waitHealthy waits until autopilot, asked of the leader, says every node
-// is a healthy voter: a node restarted has caught up, so that losing
-// another node leaves a quorum.
-func (c *RaftCluster) waitHealthy(ctx context.Context) error {
+// waitHealthy waits until autopilot, asked of the leader, says node i is a
+// healthy voter: a node restarted has caught up, so that losing another node
+// leaves a quorum (if the others are up).
+func (c *RaftCluster) waitHealthy(ctx context.Context, i int) error {
+	id := c.nodes[i].id
 	var last string
 	for ctx.Err() == nil {
-		if i, err := c.Leader(ctx); err != nil {
+		if l, err := c.Leader(ctx); err != nil {
 			last = err.Error()
-		} else if s, err := c.RootClient(c.t, i).Logical().ReadWithContext(ctx, "sys/storage/raft/autopilot/state"); err != nil || s == nil {
+		} else if s, err := c.RootClient(c.t, l).Logical().ReadWithContext(ctx, "sys/storage/raft/autopilot/state"); err != nil || s == nil {
 			last = fmt.Sprint("autopilot state: ", err)
 		} else {
-			healthy, _ := s.Data["healthy"].(bool)
-			voters, _ := s.Data["voters"].([]any)
-			if healthy && len(voters) == len(c.nodes) {
+			servers, _ := s.Data["servers"].(map[string]any)
+			node, _ := servers[id].(map[string]any)
+			if node["healthy"] == true && (node["status"] == "voter" || node["status"] == "leader") {
 				return nil
 			}
-			last = fmt.Sprintf("autopilot: healthy %v, %d of %d voters", healthy, len(voters), len(c.nodes))
+			last = fmt.Sprintf("autopilot says %s is %v, healthy %v", id, node["status"], node["healthy"])
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return fmt.Errorf("the Raft cluster is not whole again: %s", last)
+	return fmt.Errorf("%s has not rejoined: %s", id, last)
 }
 
 // LogTail is the last n lines of node i's output, for a failure's message.
