@@ -32,12 +32,13 @@ export GOTOOLCHAIN := $(EDGESEAL_GOTOOLCHAIN)
 # failure injection of edgeseal-unseal; a release build leaves it empty.
 GOTAGS      ?=
 GOBUILD     := $(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "-s -w"
-CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-controller
+CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-exeid edgeseal-controller
 UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
                edgeseal-ready.service edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target \
+               edgeseal-exeid.socket edgeseal-exeid.service \
                edgeseal-fsvault.service edgeseal-fsvault@.service
 # AppArmor profiles (apparmor/*.in), installed in /etc/apparmor.d; docs/apparmor.md.
-PROFILES    := edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-vault edgeseal-fsvault
+PROFILES    := edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-exeid edgeseal-vault edgeseal-fsvault
 
 .PHONY: all help build build-snap-binaries snap test-snaps install deps servers openbao vault test lint test-unit test-integration bench demo fuzz clean
 
@@ -107,6 +108,7 @@ install: build
 	install -Dm0755 bin/edgeseal-pki $(DESTDIR)$(LIBEXECDIR)/edgeseal-pki
 	install -Dm0755 bin/edgeseal-unseal $(DESTDIR)$(LIBEXECDIR)/edgeseal-unseal
 	install -Dm0755 bin/edgeseal-tokend $(DESTDIR)$(LIBEXECDIR)/edgeseal-tokend
+	install -Dm0755 bin/edgeseal-exeid $(DESTDIR)$(LIBEXECDIR)/edgeseal-exeid
 	install -Dm0755 bin/edgeseal-controller $(DESTDIR)$(BINDIR)/edgeseal-controller
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in $(UNITS); do \

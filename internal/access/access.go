@@ -22,14 +22,37 @@ var (
 	// ErrAmbiguous: the caller matches several services equally well and did not
 	// say which it wants.
 	ErrAmbiguous = errors.New("this identity matches more than one service")
+	// ErrExecutable: the caller matched a service that pins its executables
+	// (exe_sha256), and its executable is not one of them, or was not read
+	// (NeedsExe: read it, then Match again).
+	ErrExecutable = errors.New("the caller's executable is not one the service pins")
 )
+
+// pinned checks s's executable pins against id: a service without pins takes
+// any executable.
+func pinned(s *config.Service, id peer.Identity, rule string) (*config.Service, string, error) {
+	switch {
+	case len(s.ExeSHA256) == 0:
+		return s, rule, nil
+	case id.Credential != nil:
+		return nil, "", fmt.Errorf("%w: service %s pins its executables, and LoadCredential= is asked before the program runs: fetch the token over the socket", ErrExecutable, s.Name)
+	case id.Exe == "":
+		return nil, "", fmt.Errorf("%w: service %s pins its executables and the caller's was not read", ErrExecutable, s.Name)
+	case !slices.Contains(s.ExeSHA256, id.Exe):
+		return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but runs an executable with SHA-256 %s", ErrExecutable, id, s.Name, rule, id.Exe)
+	}
+	return s, rule + ", executable " + id.Exe[:12], nil
+}
 
 // Match returns the service whose token the caller id gets, and the rule that
 // matched (for the journal). want, if not empty, is the service the caller asked
 // for: one of its rules must match. Otherwise the most specific rule wins: a
 // unit or snap app rule, then a uid rule, then a gid rule; two services matched
 // at the same level is ErrAmbiguous. systemd serving LoadCredential= for a unit
-// matches by that unit (or its snap app) only.
+// matches by that unit (or its snap app) only. A service that pins its
+// executables (exe_sha256) is the caller's only if id.Exe is one of them:
+// ErrExecutable otherwise, also when id.Exe was not read (the caller reads it
+// then and matches again) and for LoadCredential=.
 func Match(services []config.Service, id peer.Identity, want string) (*config.Service, string, error) {
 	if id.Credential != nil {
 		unit := id.Credential.Unit
@@ -37,10 +60,10 @@ func Match(services []config.Service, id peer.Identity, want string) (*config.Se
 		for i := range services {
 			s := &services[i]
 			if slices.Contains(s.Units, unit) {
-				return s, "unit " + unit, nil
+				return pinned(s, id, "unit "+unit)
 			}
 			if app != "" && slices.Contains(s.SnapApps, app) {
-				return s, "snap app " + app, nil
+				return pinned(s, id, "snap app "+app)
 			}
 		}
 		return nil, "", fmt.Errorf("%w: no service lists unit %s (LoadCredential=%s)", ErrNoRule, unit, id.Credential.ID)
@@ -52,7 +75,7 @@ func Match(services []config.Service, id peer.Identity, want string) (*config.Se
 			}
 			for _, level := range rules(&services[i], id) {
 				if level != "" {
-					return &services[i], level, nil
+					return pinned(&services[i], id, level)
 				}
 			}
 			break
@@ -74,7 +97,7 @@ func Match(services []config.Service, id peer.Identity, want string) (*config.Se
 		case 0:
 			continue
 		case 1:
-			return found[0], rule, nil
+			return pinned(found[0], id, rule)
 		default:
 			names := make([]string, len(found))
 			for i, s := range found {

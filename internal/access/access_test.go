@@ -101,3 +101,49 @@ func TestAskingForAServiceTellsNothingOfWhetherItExists(t *testing.T) {
 		t.Errorf("an existing and an absent service are refused differently: %q, %q", errExists, errAbsent)
 	}
 }
+
+func TestAServiceThatPinsItsExecutableTakesOnlyThoseItPins(t *testing.T) {
+	good, other := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	services := []config.Service{
+		{Name: "pinned", Units: []string{"pinned.service"}, UIDs: []uint32{1001}, ExeSHA256: []string{good}},
+		{Name: "free", Units: []string{"free.service"}},
+	}
+	unit := peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "pinned.service"}
+	for _, tc := range []struct {
+		name    string
+		id      peer.Identity
+		want    string
+		wantErr error
+		errText string
+	}{
+		{"the executable not read yet", unit, "", ErrExecutable, "was not read"},
+		{"another executable", peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "pinned.service", Exe: other}, "", ErrExecutable, "runs an executable with SHA-256 " + other},
+		{"the pinned executable", peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "pinned.service", Exe: good}, "pinned", nil, ""},
+		{"by uid, another executable", peer.Identity{PID: 9, UID: 1001, GID: 5, Exe: other}, "", ErrExecutable, "by uid 1001"},
+		{"LoadCredential= for the pinned unit", peer.Identity{PID: 1, Credential: &peer.CredentialRequest{Unit: "pinned.service", ID: "t"}}, "", ErrExecutable, "LoadCredential="},
+		{"a service without pins, any executable", peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "free.service", Exe: other}, "free", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, rule, err := Match(services, tc.id, "")
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.errText) {
+					t.Fatalf("Match = %v, %q, %v; want %v saying %q", svc, rule, err, tc.wantErr, tc.errText)
+				}
+				return
+			}
+			if err != nil || svc.Name != tc.want {
+				t.Fatalf("Match = %v, %q, %v; want %s", svc, rule, err, tc.want)
+			}
+			if tc.want == "pinned" && !strings.Contains(rule, "executable "+good[:12]) {
+				t.Errorf("rule %q does not name the executable", rule)
+			}
+		})
+	}
+	t.Run("asked for by name", func(t *testing.T) {
+		id := unit
+		id.Exe = other
+		if _, _, err := Match(services, id, "pinned"); !errors.Is(err, ErrExecutable) {
+			t.Errorf("Match(want pinned) = %v, want ErrExecutable", err)
+		}
+	})
+}

@@ -79,7 +79,19 @@ type PKI struct {
 	// ExtraNames are more DNS names or IP addresses for the Vault certificate, besides
 	// 127.0.0.1, ::1 and localhost.
 	ExtraNames []string `yaml:"extra_names"`
+	// CAKey is where the CA keys live while they sign: "memory" (default), in
+	// edgeseal-pki's memory for the second it runs, never written; or "tpm", in
+	// the TPM that seal.tpm2.device names (whatever seal.method is): a primary key
+	// of the null hierarchy that never leaves it and is flushed once it has
+	// signed (internal/tpm.CAKey).
+	CAKey string `yaml:"ca_key"`
 }
+
+// CA key locations (PKI.CAKey).
+const (
+	CAKeyMemory = "memory"
+	CAKeyTPM    = "tpm"
+)
 
 // Seal chooses how the Vault unseal key is protected at rest.
 type Seal struct {
@@ -204,6 +216,13 @@ type Service struct {
 	// process would match).
 	UIDs []uint32 `yaml:"uids"`
 	GIDs []uint32 `yaml:"gids"`
+	// ExeSHA256 pins what must be running, not only where: when set, a caller
+	// matched by the rules above gets this service's token only if the
+	// executable file its process runs (read through /proc/PID/exe by
+	// edgeseal-exeid, not by a path) has one of these SHA-256 digests
+	// (lower-case hex, at most 16). A token cannot be delivered through
+	// LoadCredential= then: systemd asks before the program runs.
+	ExeSHA256 []string `yaml:"exe_sha256"`
 	// Wrap delivers a response-wrapped token: the service unwraps it once, so a
 	// token seen in transit is useless to anyone else. Default false.
 	Wrap bool `yaml:"wrap"`

@@ -33,7 +33,7 @@ func Default() *Config {
 			SecretPrefix:  "edgeseal",
 			WatchInterval: Duration(250 * time.Millisecond),
 		},
-		PKI: PKI{Validity: Duration(8760 * time.Hour), ExtraNames: []string{}},
+		PKI: PKI{Validity: Duration(8760 * time.Hour), ExtraNames: []string{}, CAKey: CAKeyMemory},
 		Seal: Seal{
 			Method:  "tpm2",
 			IKMHook: IKMHook{Command: []string{"/etc/edgeseal/ikm-hook"}, Timeout: Duration(10 * time.Second)},

@@ -57,6 +57,8 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		// pki
 		{"pki validity has a floor", "pki:\n  validity: 30m\n", 2, "pki.validity", "between 1h and 87600h"},
 		{"pki validity has a ceiling", "pki:\n  validity: 87601h\n", 2, "pki.validity", "between 1h and 87600h"},
+		{"a CA key lives in memory or a TPM", "pki:\n  validity: 1h\n  ca_key: hsm\n", 3, "pki.ca_key", "use memory or tpm"},
+		{"a TPM CA key needs a TPM device even with another sealer", "pki:\n  ca_key: tpm\nseal:\n  method: ikm-hook\n  tpm2:\n    device: /tmp/tpm\n", 6, "seal.tpm2.device", "must be a TPM device"},
 		{"an extra name must be a DNS name or IP", "pki:\n  extra_names:\n    - ok.example\n    - 'bad name'\n", 4, "pki.extra_names[1]", "neither an IP"},
 		{"an extra name has no empty label", "pki:\n  extra_names: [a..b]\n", 2, "pki.extra_names[0]", "neither an IP"},
 		{"an extra name label does not end in a hyphen", "pki:\n  extra_names: [a-.b]\n", 2, "pki.extra_names[0]", "neither an IP"},
@@ -109,6 +111,9 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"uid 0 is refused", "services:\n  - name: a\n    uids: [0]\n", 3, "services[0].uids[0]", "every root process"},
 		{"a uid is one service", "services:\n  - name: a\n    uids: [1001]\n  - name: b\n    uids: [7, 1001]\n", 5, "services[1].uids[1]", `uid 1001 already belongs to service "a"`},
 		{"gid 0 is refused", "services:\n  - name: a\n    gids: [0]\n", 3, "services[0].gids[0]", "every root process"},
+		{"an executable pin is a SHA-256", "services:\n  - name: a\n    units: [a.service]\n    exe_sha256: [abc]\n", 4, "services[0].exe_sha256[0]", "not a SHA-256"},
+		{"an executable pin is lower-case hex", "services:\n  - name: a\n    exe_sha256: ['" + strings.Repeat("A", 64) + "']\n", 3, "services[0].exe_sha256[0]", "lower-case hex"},
+		{"an executable pinned twice is refused", "services:\n  - name: a\n    exe_sha256:\n      - " + strings.Repeat("a", 64) + "\n      - " + strings.Repeat("a", 64) + "\n", 5, "services[0].exe_sha256[1]", "listed twice"},
 		{"a negative uid is refused", "services:\n  - name: a\n    uids: [-1]\n", 3, "services[0].uids[0]", "uint32"},
 
 		// services
@@ -146,6 +151,7 @@ func TestValidConfigsAreAccepted(t *testing.T) {
 		{"the floor of watch_interval", "vault:\n  watch_interval: 50ms\n"},
 		{"the ceiling of watch_interval", "vault:\n  watch_interval: 10s\n"},
 		{"the floor of validity", "pki:\n  validity: 1h\n"},
+		{"the CA key in a software TPM", "pki:\n  ca_key: tpm\nseal:\n  tpm2:\n    device: swtpm:127.0.0.1:2321\n"},
 		{"the ceiling of validity", "pki:\n  validity: 87600h\n"},
 		{"extra names IP and DNS", "pki:\n  extra_names: [vault.local, 10.0.0.1, 'fe80::1', a-b.c1, 1.example]\n  intermediate: true\n"},
 		{"none with consent", "seal:\n  method: none\n  allow_insecure_none: true\n"},

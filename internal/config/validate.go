@@ -92,6 +92,17 @@ func (c *Config) validatePKI() *Error {
 		}
 		seen[n] = true
 	}
+	switch c.PKI.CAKey {
+	case CAKeyMemory:
+	case CAKeyTPM:
+		// The CA key's TPM is the sealer's: the device must be one whatever
+		// seal.method is.
+		if err := c.validateTPMDevice(); err != nil {
+			return err
+		}
+	default:
+		return fieldErr("pki.ca_key", "%q is not where a CA key may live: use memory or tpm", c.PKI.CAKey)
+	}
 	return nil
 }
 
@@ -136,9 +147,10 @@ func (c *Config) validateSeal() *Error {
 // maxPCR is the highest PCR index a PC-client TPM has.
 const maxPCR = 23
 
-func (c *Config) validateTPM2() *Error {
-	t := c.Seal.TPM2
-	dev := t.Device
+// validateTPMDevice checks seal.tpm2.device: the TPM of the tpm2 sealer and
+// of pki.ca_key tpm.
+func (c *Config) validateTPMDevice() *Error {
+	dev := c.Seal.TPM2.Device
 	_, swtpm, err := naming.SwtpmAddress(dev)
 	switch {
 	case err != nil:
@@ -146,6 +158,14 @@ func (c *Config) validateTPM2() *Error {
 	case swtpm:
 	case !filepath.IsAbs(dev) || !strings.HasPrefix(dev, "/dev/"):
 		return fieldErr("seal.tpm2.device", "%q must be a TPM device such as /dev/tpmrm0, or swtpm:HOST:PORT", dev)
+	}
+	return nil
+}
+
+func (c *Config) validateTPM2() *Error {
+	t := c.Seal.TPM2
+	if err := c.validateTPMDevice(); err != nil {
+		return err
 	}
 	if len(t.PCRs) == 0 {
 		return fieldErr("seal.tpm2.pcrs", "is empty: name at least one PCR (7 is the Secure Boot state)")
@@ -293,9 +313,24 @@ func (c *Config) validateIdentities() *Error {
 				return fieldErr(fmt.Sprintf("%s.gids[%d]", f, j), "%s", err)
 			}
 		}
+		if len(s.ExeSHA256) > maxExePins {
+			return fieldErr(f+".exe_sha256", "has %d digests: at most %d", len(s.ExeSHA256), maxExePins)
+		}
+		for j, d := range s.ExeSHA256 {
+			ef := fmt.Sprintf("%s.exe_sha256[%d]", f, j)
+			if !naming.ValidSHA256(d) {
+				return fieldErr(ef, "%q is not a SHA-256 in lower-case hex (64 characters: sha256sum's output)", d)
+			}
+			if slices.Contains(s.ExeSHA256[:j], d) {
+				return fieldErr(ef, "%s is listed twice", d)
+			}
+		}
 	}
 	return nil
 }
+
+// maxExePins bounds a service's exe_sha256.
+const maxExePins = 16
 
 func idRule(seen map[uint32]string, id uint32, service, kind string) error {
 	if id == 0 {

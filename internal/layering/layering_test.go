@@ -43,6 +43,7 @@ var rank = map[string]int{
 	"internal/config": leafConfig,
 
 	"internal/tpm":         mechanism,
+	"internal/exeid":       mechanism,
 	"internal/peer":        mechanism,
 	"internal/pki":         mechanism,
 	"internal/vaultbin":    mechanism,
@@ -71,6 +72,7 @@ var rank = map[string]int{
 
 	"cmd/edgeseal":            command,
 	"cmd/edgeseal-pki":        command,
+	"cmd/edgeseal-exeid":      command,
 	"cmd/edgeseal-unseal":     command,
 	"cmd/edgeseal-tokend":     command,
 	"cmd/edgeseal-controller": command,

@@ -66,9 +66,11 @@ type Entry struct {
 	UID      uint32 `json:"uid"`
 	GID      uint32 `json:"gid"`
 	// Credential: systemd asked for Unit's LoadCredential=.
-	Credential bool      `json:"credential,omitempty"`
-	Issued     time.Time `json:"issued"`
-	Wrapped    bool      `json:"wrapped,omitempty"`
+	Credential bool `json:"credential,omitempty"`
+	// ExeSHA256: the executable the holder ran, when its service pins them.
+	ExeSHA256 string    `json:"exe_sha256,omitempty"`
+	Issued    time.Time `json:"issued"`
+	Wrapped   bool      `json:"wrapped,omitempty"`
 }
 
 // Pending is a token replaced by a newer one whose revocation Vault has not

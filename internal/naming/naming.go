@@ -185,3 +185,18 @@ func SwtpmAddress(dev string) (addr string, ok bool, err error) {
 // ErrNotLoopback: a swtpm: device names a host that is not loopback.
 var ErrNotLoopback = errors.New("a software TPM must listen on loopback (127.0.0.1, ::1 or localhost): " +
 	"its command port has no authentication")
+
+// ValidSHA256 reports whether s is a SHA-256 digest in lower-case hex, as
+// sha256sum prints it: how the config pins an executable (a service's
+// exe_sha256) and how edgeseal-exeid answers.
+func ValidSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -43,6 +43,7 @@ type Paths struct {
 	Ledger       string // TokendDir/issued.json: which token (accessor) went to which service and unit
 	TokendSocket string // RunDir/tokend.sock: the token provider's socket (edgeseal-tokend.socket)
 	SyncSocket   string // RunDir/policy-sync.sock: the provider asks edgeseal-unseal to apply a service's policy
+	ExeIDSocket  string // RunDir/exeid.sock: the provider asks edgeseal-exeid which executable a caller runs
 	Policies     string // RunDir/policies.json: digests of the service policies in Vault, per name
 	BootDone     string // RunDir/boot-setup.json: this boot's setup is done (tmpfs: gone at reboot)
 	StatusFile   string // RunDir/status.json: what the unseal daemon is doing, for `edgeseal status`
@@ -88,6 +89,7 @@ func derive(p Paths) Paths {
 	p.Ledger = filepath.Join(p.TokendDir, "issued.json")
 	p.TokendSocket = filepath.Join(p.RunDir, "tokend.sock")
 	p.SyncSocket = filepath.Join(p.RunDir, "policy-sync.sock")
+	p.ExeIDSocket = filepath.Join(p.RunDir, "exeid.sock")
 	p.Policies = filepath.Join(p.RunDir, "policies.json")
 	p.BootDone = filepath.Join(p.RunDir, "boot-setup.json")
 	p.StatusFile = filepath.Join(p.RunDir, "status.json")

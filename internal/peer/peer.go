@@ -157,6 +157,10 @@ func pidfdOf(fd int, err error, open func() (int, error)) (int, error) {
 	return -1, fmt.Errorf("cannot open a pidfd of the caller by its pid: %w", err)
 }
 
+// PidFD is the caller's pidfd, -1 where the kernel gives none; it stays the
+// Peer's (Close closes it).
+func (p *Peer) PidFD() int { return p.pidfd }
+
 // Close releases the pidfd.
 func (p *Peer) Close() error {
 	if p.pidfd >= 0 {

@@ -30,6 +30,10 @@ type Identity struct {
 	SnapApp string
 	// Credential is set when systemd itself asks, for LoadCredential=.
 	Credential *CredentialRequest
+	// Exe is the SHA-256 (hex) of the executable file the process runs, read
+	// (by edgeseal-exeid) only when the service it matched pins executables;
+	// "" otherwise.
+	Exe string
 }
 
 // String is how the caller was seen, for refusals and the journal, e.g.

@@ -145,14 +145,14 @@ func plausibleDNSName(s string) bool {
 	return true
 }
 
-// sign makes the certificate tmpl for subject's public key, signed by signer as parent.
-func sign(tmpl, parent *x509.Certificate, subject *ecdsa.PrivateKey, signer crypto.Signer) (*x509.Certificate, error) {
+// sign makes the certificate tmpl for the subject's public key, signed by signer as parent.
+func sign(tmpl, parent *x509.Certificate, subject crypto.PublicKey, signer crypto.Signer) (*x509.Certificate, error) {
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
 	}
 	tmpl.SerialNumber = serial
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &subject.PublicKey, signer)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, subject, signer)
 	if err != nil {
 		return nil, err
 	}

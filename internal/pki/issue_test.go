@@ -1,10 +1,14 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"io"
 	"reflect"
 	"slices"
 	"strings"
@@ -223,5 +227,66 @@ func TestTheChainIsLeafThenIssuingCA(t *testing.T) {
 	}
 	if single := mustIssue(t, Options{Validity: time.Hour}); string(single.ChainPEM()) != string(single.LeafCertPEM) {
 		t.Error("without an issuing CA the chain is not the leaf alone")
+	}
+}
+
+// outsideKey stands for a CA key kept outside the process (a TPM's): it
+// counts its signatures and says when it was closed.
+type outsideKey struct {
+	*ecdsa.PrivateKey
+	signed int
+	closed bool
+}
+
+func (k *outsideKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if k.closed {
+		return nil, errors.New("closed")
+	}
+	k.signed++
+	return k.PrivateKey.Sign(r, digest, opts)
+}
+
+func (k *outsideKey) Close() error { k.closed = true; return nil }
+
+func TestCAKeysKeptOutsideTheProcessSignTheChainAndAreClosed(t *testing.T) {
+	for _, intermediate := range []bool{false, true} {
+		var made []*outsideKey
+		b := mustIssue(t, Options{Validity: time.Hour, Intermediate: intermediate, NewCAKey: func() (CAKey, error) {
+			k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				return nil, err
+			}
+			made = append(made, &outsideKey{PrivateKey: k})
+			return made[len(made)-1], nil
+		}})
+		want := 1
+		if intermediate {
+			want = 2
+		}
+		if len(made) != want {
+			t.Fatalf("intermediate %v: %d CA keys made, want %d", intermediate, len(made), want)
+		}
+		if !made[0].Public().(*ecdsa.PublicKey).Equal(b.CACert.PublicKey) {
+			t.Errorf("intermediate %v: the CA certificate is not for the outside key", intermediate)
+		}
+		if intermediate && !made[1].Public().(*ecdsa.PublicKey).Equal(b.IntermediateCert.PublicKey) {
+			t.Errorf("the issuing CA certificate is not for the second outside key")
+		}
+		for i, k := range made {
+			if !k.closed || k.signed == 0 {
+				t.Errorf("intermediate %v: CA key %d signed %d times, closed %v; want signed and closed", intermediate, i, k.signed, k.closed)
+			}
+		}
+		if _, err := b.LeafCert.Verify(verifyOptions(t, b)); err != nil {
+			t.Errorf("intermediate %v: %v", intermediate, err)
+		}
+	}
+}
+
+func TestACAKeyThatCannotBeMadeFailsTheIssue(t *testing.T) {
+	boom := errors.New("no TPM")
+	_, err := Issue(Options{Validity: time.Hour, NewCAKey: func() (CAKey, error) { return nil, boom }})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the key's error", err)
 	}
 }

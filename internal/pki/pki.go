@@ -19,6 +19,17 @@
 // The tests prove it on a running device with tests/keyscan: no file anywhere
 // holds a private key matching the CA certificate.
 //
+// # The CA keys in the TPM
+//
+// With pki.ca_key tpm (Options.NewCAKey), the CA keys are not in this process
+// either: each is made in the TPM (a null-hierarchy primary, not duplicable:
+// tpm.CAKey), signs there, and is flushed once it has signed. Root reading
+// this process's memory then finds no CA key; what is left is root using the
+// TPM key during the step's run (or saving its context, which the TPM refuses
+// to load after the reset of the next boot). The keys are ECDSA P-256 (every
+// TPM 2.0 of the PC Client profile has it; P-384 is optional) where the
+// in-memory keys are P-384.
+//
 // # What remains
 //
 // The CA keys live in the heap of the edgeseal-pki process, a oneshot that exits
@@ -43,6 +54,7 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
@@ -65,6 +77,35 @@ type Options struct {
 	ExtraNames []string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// NewCAKey makes each CA key (the root's, and the issuing CA's if any)
+	// somewhere other than this process's memory: a TPM's (pki.ca_key tpm,
+	// tpm.NewCAKey). Each is closed once it has signed what it signs. nil:
+	// the CA keys are made in this process's memory.
+	NewCAKey func() (CAKey, error)
+}
+
+// CAKey is a CA's signing key kept outside the process (in a TPM); Close makes
+// it unusable for good.
+type CAKey interface {
+	crypto.Signer
+	Close() error
+}
+
+// memoryCAKey is a CA key in this process's memory, garbage after Issue.
+type memoryCAKey struct{ *ecdsa.PrivateKey }
+
+func (memoryCAKey) Close() error { return nil }
+
+// newCAKey makes one CA key, as opts say.
+func (opts Options) newCAKey() (CAKey, error) {
+	if opts.NewCAKey != nil {
+		return opts.NewCAKey()
+	}
+	k, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	return memoryCAKey{k}, nil
 }
 
 // Bundle is what a boot's PKI leaves behind: certificates and the leaf key. It
@@ -105,16 +146,17 @@ func Issue(opts Options) (*Bundle, error) {
 	}
 	id := shortID()
 
-	caKey, err := newKey()
+	caKey, err := opts.newCAKey()
 	if err != nil {
 		return nil, err
 	}
+	defer caKey.Close()
 	maxPathLen := 0
 	if opts.Intermediate {
 		maxPathLen = 1
 	}
 	caTmpl := caTemplate(rootCAName+id, life, maxPathLen)
-	ca, err := sign(caTmpl, caTmpl, caKey, caKey)
+	ca, err := sign(caTmpl, caTmpl, caKey.Public(), caKey)
 	if err != nil {
 		return nil, fmt.Errorf("cannot sign the per-boot CA certificate: %w", err)
 	}
@@ -122,11 +164,12 @@ func Issue(opts Options) (*Bundle, error) {
 
 	issuer, issuerKey := ca, caKey
 	if opts.Intermediate {
-		intKey, err := newKey()
+		intKey, err := opts.newCAKey()
 		if err != nil {
 			return nil, err
 		}
-		if b.IntermediateCert, err = sign(caTemplate(issuingCAName+id, life, 0), ca, intKey, caKey); err != nil {
+		defer intKey.Close()
+		if b.IntermediateCert, err = sign(caTemplate(issuingCAName+id, life, 0), ca, intKey.Public(), caKey); err != nil {
 			return nil, fmt.Errorf("cannot sign the issuing CA certificate: %w", err)
 		}
 		issuer, issuerKey = b.IntermediateCert, intKey
@@ -136,7 +179,7 @@ func Issue(opts Options) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.LeafCert, err = sign(leafTemplate(life, names), issuer, leafKey, issuerKey); err != nil {
+	if b.LeafCert, err = sign(leafTemplate(life, names), issuer, &leafKey.PublicKey, issuerKey); err != nil {
 		return nil, fmt.Errorf("cannot sign the Vault certificate: %w", err)
 	}
 	b.LeafKey = leafKey

@@ -1,7 +1,8 @@
 // Package pkistep is edgeseal-pki.service's step, run at every boot before the
 // secret-store server starts: it reads the config, checks the server binary is
 // a supported release, issues this boot's CA and the server's certificate
-// (package pki; the CA key never leaves the process), and writes the server's
+// (package pki; the CA key never leaves the process, or with pki.ca_key tpm
+// never leaves the TPM), and writes the server's
 // config for the server it is (package vaultconf). It exists so that the
 // command only parses its flags and calls Run; cmd/edgeseal-pki is its only
 // importer.
@@ -11,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/pki"
+	"github.com/edgeseal/edgeseal/internal/tpm"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
 	"github.com/edgeseal/edgeseal/internal/vaultconf"
 )
@@ -101,11 +104,22 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	}
 
 	tIssue := time.Now()
-	b, err := pki.Issue(pki.Options{
+	opts := pki.Options{
 		Validity:     cfg.PKI.Validity.D(),
 		Intermediate: cfg.PKI.Intermediate,
 		ExtraNames:   cfg.PKI.ExtraNames,
-	})
+	}
+	where := "the CA key was never written"
+	if cfg.PKI.CAKey == config.CAKeyTPM {
+		t, err := tpm.Open(cfg.Seal.TPM2.Device)
+		if err != nil {
+			return fmt.Errorf("cannot make this boot's CA in the TPM (pki.ca_key tpm): %w%s", err, tpmAccessHint(err))
+		}
+		defer t.Close()
+		opts.NewCAKey = func() (pki.CAKey, error) { return tpm.NewCAKey(t) }
+		where = "the CA key was made in the TPM and flushed from it"
+	}
+	b, err := pki.Issue(opts)
 	if err != nil {
 		return err
 	}
@@ -117,8 +131,9 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 	}
 	issueTook := time.Since(tIssue)
 
-	log.Info("issued this boot's CA and Vault certificate; the CA key was never written",
+	log.Info("issued this boot's CA and Vault certificate; "+where,
 		"ca", b.CACert.Subject.CommonName,
+		"ca_key", cfg.PKI.CAKey,
 		"ca_serial", fmt.Sprintf("%x", b.CACert.SerialNumber),
 		"ca_sha256", pki.Fingerprint(b.CACert),
 		"issuing_ca", b.IntermediateCert != nil,
@@ -171,6 +186,16 @@ func Run(ctx context.Context, log *slog.Logger, o Options) error {
 func initialised(p paths.Paths) bool {
 	_, err := os.Stat(p.SealedKey)
 	return err == nil
+}
+
+// tpmAccessHint says what to do when edgeseal-pki, a dynamic user of group
+// tss, may not open the TPM's device node.
+func tpmAccessHint(err error) string {
+	if !errors.Is(err, fs.ErrPermission) {
+		return ""
+	}
+	return ": edgeseal-pki opens it as a member of group tss: the device node must be the group's " +
+		"(Debian and Ubuntu: the tpm-udev package's rules)"
 }
 
 // ms is d in milliseconds, to the microsecond.

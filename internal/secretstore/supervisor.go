@@ -384,7 +384,7 @@ func (b *Bootstrap) revokeUnmatched(ctx context.Context, c *api.Client, cfg *con
 	type doomed struct{ service, accessor, why string }
 	var out []doomed
 	for service, e := range f.Services {
-		id := peer.Identity{PID: int32(e.PID), UID: e.UID, GID: e.GID, Unit: e.Unit, SnapApp: e.SnapApp}
+		id := peer.Identity{PID: int32(e.PID), UID: e.UID, GID: e.GID, Unit: e.Unit, SnapApp: e.SnapApp, Exe: e.ExeSHA256}
 		if e.Credential {
 			id.Credential = &peer.CredentialRequest{Unit: e.Unit}
 		}

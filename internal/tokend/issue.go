@@ -166,7 +166,7 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 		return nil, fmt.Errorf("cannot create a token for service %s: Vault's answer has no accessor", svc.Name)
 	}
 	e := ledger.Entry{Accessor: acc, Unit: meta["unit"], SnapApp: id.SnapApp, PID: int(id.PID), UID: id.UID, GID: id.GID,
-		Credential: id.Credential != nil, Issued: time.Now().UTC(), Wrapped: wrapped}
+		Credential: id.Credential != nil, ExeSHA256: id.Exe, Issued: time.Now().UTC(), Wrapped: wrapped}
 	old, had, err := s.Ledger.Swap(svc.Name, e)
 	if err != nil {
 		// A token nobody can find again must not be handed out.

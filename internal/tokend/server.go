@@ -26,6 +26,7 @@ import (
 
 	"github.com/edgeseal/edgeseal/internal/access"
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/exeid"
 	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/peer"
@@ -404,6 +405,13 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 		return
 	}
 	svc, rule, err := access.Match(cfg.Services, id, req.Service)
+	if errors.Is(err, access.ErrExecutable) && id.Exe == "" {
+		// The service pins its executables: which one the caller runs, then
+		// the rules again.
+		if id.Exe, err = s.readExe(ctx, p); err == nil {
+			svc, rule, err = access.Match(cfg.Services, id, req.Service)
+		}
+	}
 	if err != nil {
 		s.refuse(c, p.UID, id.String(), err)
 		return
@@ -429,6 +437,24 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	}
 	s.delivered(svc.Name, id, rule, sec, time.Since(start), issued)
 }
+
+// readExe asks edgeseal-exeid for the SHA-256 of the executable p runs (the
+// provider may not read another user's /proc/PID/exe itself).
+func (s *Server) readExe(ctx context.Context, p *peer.Peer) (string, error) {
+	timeout := exeTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	sum, err := exeid.Digest(s.Paths.ExeIDSocket, p.PidFD(), timeout)
+	if errors.Is(err, exeid.ErrGone) {
+		return "", peer.ErrGone
+	}
+	return sum, err
+}
+
+// exeTimeout bounds a question to edgeseal-exeid, which hashes an executable
+// it has not seen (a large one takes a second or more on a slow device).
+const exeTimeout = 10 * time.Second
 
 // serveCredential answers systemd loading a credential for a unit: the bare
 // token file content. A refusal is an empty answer (a Unix stream socket has

@@ -11,6 +11,7 @@ import (
 
 	"github.com/canonical/go-tpm2"
 
+	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
@@ -130,4 +131,39 @@ func BenchmarkQuote(b *testing.B) {
 	}
 	reportMedian(b, "quote", ds)
 	b.ReportMetric(float64(*n)/float64(b.N), "tpm-commands/quote")
+}
+
+// BenchmarkPerBootPKI: what pki.ca_key tpm costs edgeseal-pki: one boot's PKI
+// (the CA and Vault's certificate, pki.Issue) with the CA key in memory and
+// with it made in the TPM (swtpm over loopback TCP), interleaved, each
+// iteration one of each. Reports min, median and max of each (ms), the ratio
+// of the medians, and the TPM commands of one issue.
+func BenchmarkPerBootPKI(b *testing.B) {
+	ctx, n := benchTPM(b)
+	inTPM := func() (pki.CAKey, error) { return tpm.NewCAKey(ctx) }
+	var mem, tp []time.Duration
+	*n = 0
+	for range b.N {
+		t0 := time.Now()
+		if _, err := pki.Issue(pki.Options{Validity: time.Hour}); err != nil {
+			b.Fatal(err)
+		}
+		mem = append(mem, time.Since(t0))
+		t0 = time.Now()
+		if _, err := pki.Issue(pki.Options{Validity: time.Hour, NewCAKey: inTPM}); err != nil {
+			b.Fatal(err)
+		}
+		tp = append(tp, time.Since(t0))
+	}
+	for _, s := range []struct {
+		name string
+		ds   []time.Duration
+	}{{"memory", mem}, {"tpm", tp}} {
+		slices.Sort(s.ds)
+		b.ReportMetric(float64(s.ds[0].Microseconds())/1000, "min-ms/issue-"+s.name)
+		b.ReportMetric(float64(s.ds[len(s.ds)/2].Microseconds())/1000, "median-ms/issue-"+s.name)
+		b.ReportMetric(float64(s.ds[len(s.ds)-1].Microseconds())/1000, "max-ms/issue-"+s.name)
+	}
+	b.ReportMetric(float64(tp[len(tp)/2])/float64(mem[len(mem)/2]), "tpm/memory")
+	b.ReportMetric(float64(*n)/float64(b.N), "tpm-commands/issue")
 }

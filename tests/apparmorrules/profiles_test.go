@@ -38,9 +38,10 @@ const (
 	tokend  = "edgeseal-tokend"
 	vault   = "edgeseal-vault"
 	fsvault = "edgeseal-fsvault"
+	exeid   = "edgeseal-exeid"
 )
 
-var profileNames = []string{pki, unseal, tokend, vault, fsvault}
+var profileNames = []string{pki, unseal, tokend, vault, fsvault, exeid}
 
 // binary is the program a profile confines: the step's own binary, Vault, or
 // for the file vault steps the operator's CLI (`edgeseal vault ...`).
@@ -286,13 +287,24 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 			access{name, "read its cgroup v1 CPU quota (Go runtime)", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r", false},
 			access{name, "use stdin", "/dev/null", "rw", false},
 		)
-		if name != pki && name != fsvault { // fsvault's units are Type=oneshot
+		if name != pki && name != fsvault && name != exeid { // fsvault's units are Type=oneshot; exeid's Type=simple
 			needs = append(needs, access{name, "send sd_notify", "/run/systemd/notify", "w", false})
 		}
 	}
 	needs = append(needs,
 		// edgeseal-pki
 		access{pki, "read the config", layout.ConfigFile, "r", false},
+		access{pki, "open the TPM resource manager (pki.ca_key tpm)", tpm.DefaultDevice, "rw", false},
+		access{pki, "list the TPMs (pki.ca_key tpm)", "/sys/class/tpm/", "r", false},
+		access{pki, "read a TPM's version (pki.ca_key tpm)", "/sys/devices/pnp0/00:05/tpm/tpm0/tpm_version_major", "r", false},
+
+		// edgeseal-exeid
+		access{exeid, "look up the provider's user", "/etc/passwd", "r", false},
+		access{exeid, "read the pid of the pidfd it was sent", "/proc/4242/fdinfo/5", "r", true},
+		access{exeid, "open a process's executable", "/proc/31337/exe", "r", false},
+		access{exeid, "hash an executable in /usr", "/usr/bin/app-one", "r", false},
+		access{exeid, "hash an executable in /opt", "/opt/vendor/bin/app", "r", false},
+		access{exeid, "hash a snap's executable", "/snap/app/x1/bin/app", "r", false},
 		access{pki, "make the pki directory", layout.PKIDir + "/", "rw", true},
 		access{pki, "write Vault's key", layout.VaultKey, "w", true},
 		access{pki, "write Vault's key through a temporary file", tmp(layout.VaultKey), "rw", true},
@@ -428,9 +440,10 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 		{tokend, "read the admin token", layout.AdminToken, "r", false},
 		{tokend, "connect to Vault's admin socket", layout.VaultAdmin, "w", false},
 
-		// The pki step: none of the secrets of later steps, no TPM, no CA key file.
+		// The pki step: none of the secrets of later steps, no raw TPM (the
+		// resource manager only, for pki.ca_key tpm), no CA key file.
 		{pki, "read the sealed blob", sealedBlob, "r", false},
-		{pki, "open the TPM resource manager", tpm.DefaultDevice, "r", false},
+		{pki, "open the raw TPM", "/dev/tpm0", "rw", false},
 		{pki, "read the token-issuing token", layout.IssuingToken, "r", false},
 		{pki, "write a CA key file", caKey, "w", false},
 		{pki, "write a CA key file through a temporary file", tmp(caKey), "w", false},
@@ -479,6 +492,20 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 		{fsvault, "open another process's fd links as files", "/proc/31337/fd/3", "r", false},
 		{fsvault, "rewrite the enrolment (only `edgeseal controller enrol`, from a root shell)", layout.Enrolment, "w", false},
 		{fsvault, "rewrite its TLS client key", layout.ClientKey, "w", false},
+
+		// edgeseal-exeid: executables, read; nothing else of any process, nothing written.
+		{exeid, "read another process's memory", "/proc/31337/mem", "r", false},
+		{exeid, "read another process's environment", "/proc/31337/environ", "r", false},
+		{exeid, "open another process's fd links as files", "/proc/31337/fd/3", "r", false},
+		{exeid, "read another process's root", "/proc/31337/root/etc/hostname", "r", false},
+		{exeid, "read the sealed blob", sealedBlob, "r", false},
+		{exeid, "read the token-issuing token", layout.IssuingToken, "r", false},
+		{exeid, "read the token ledger", layout.Ledger, "r", false},
+		{exeid, "read Vault's key in the pki directory", layout.VaultKey, "r", false},
+		{exeid, "read Vault's data", vaultDataFile, "r", false},
+		{exeid, "open the TPM resource manager", tpm.DefaultDevice, "r", false},
+		{exeid, "write in /usr", "/usr/bin/app-one", "w", false},
+		{exeid, "write in /run", "/run/edgeseal/x", "w", false},
 
 		// edgeseal-unseal: a client of Vault, not Vault.
 		{unseal, "read Vault's key credential", vaultCredKey, "r", false},
@@ -590,8 +617,9 @@ func TestCapabilitiesAreExactlyTheUnitsOnes(t *testing.T) {
 			t.Errorf("%s has a bare capability rule", name)
 		}
 		for _, c := range []string{"sys_admin", "sys_ptrace", "sys_module", "setuid", "net_admin", "mac_admin"} {
-			// The file vault steps read other processes' fd links (sys_ptrace).
-			if name == fsvault && c == "sys_ptrace" {
+			// The file vault steps read other processes' fd links, and
+			// edgeseal-exeid their executables (sys_ptrace).
+			if (name == fsvault || name == exeid) && c == "sys_ptrace" {
 				continue
 			}
 			if p.AllowsCapability(c) {
@@ -607,18 +635,20 @@ func TestCapabilitiesAreExactlyTheUnitsOnes(t *testing.T) {
 	}
 }
 
-func TestPKIHasNoNetworkAtAll(t *testing.T) {
-	p := renderAll(t)[pki].profile
-	for _, domain := range []string{"inet", "inet6"} {
-		if rules := p.NetworkRulesFor(domain); len(rules) > 0 {
-			t.Errorf("%s has network rules for %s: %v", pki, domain, rules)
+func TestPKIAndExeidHaveNoNetworkAtAll(t *testing.T) {
+	for _, name := range []string{pki, exeid} {
+		p := renderAll(t)[name].profile
+		for _, domain := range []string{"inet", "inet6"} {
+			if rules := p.NetworkRulesFor(domain); len(rules) > 0 {
+				t.Errorf("%s has network rules for %s: %v", name, domain, rules)
+			}
 		}
-	}
-	if len(p.Network) > 0 {
-		t.Errorf("%s has network rules: %v", pki, p.Network)
-	}
-	if len(p.DBus) > 0 {
-		t.Errorf("%s has D-Bus rules", pki)
+		if len(p.Network) > 0 {
+			t.Errorf("%s has network rules: %v", name, p.Network)
+		}
+		if len(p.DBus) > 0 {
+			t.Errorf("%s has D-Bus rules", name)
+		}
 	}
 }
 
@@ -627,7 +657,7 @@ func TestPKIHasNoNetworkAtAll(t *testing.T) {
 // DNS, to resolve the controller's host name.
 func TestNetworkIsTCPOnlyForTheStepsThatTalkToVaultOrATPM(t *testing.T) {
 	for name, r := range renderAll(t) {
-		if name == pki {
+		if name == pki || name == exeid {
 			continue
 		}
 		p := r.profile
@@ -663,10 +693,10 @@ func TestNoProfileMayTraceMountOrChangeProfile(t *testing.T) {
 				}
 			case "ptrace":
 				// The file vault steps read other processes' fd links and
-				// maps (which AppArmor checks as ptrace read); nothing more,
-				// and nobody else.
-				if name != fsvault || o.Deny || o.Text != "ptrace (read)" {
-					t.Errorf("%s: rule %q (%s): only %s may have ptrace, and only (read)", name, o.Text, o.Kind, fsvault)
+				// maps, edgeseal-exeid their executables (which AppArmor
+				// checks as ptrace read); nothing more, and nobody else.
+				if (name != fsvault && name != exeid) || o.Deny || o.Text != "ptrace (read)" {
+					t.Errorf("%s: rule %q (%s): only %s and %s may have ptrace, and only (read)", name, o.Text, o.Kind, fsvault, exeid)
 				}
 			default:
 				t.Errorf("%s: rule %q (%s)", name, o.Text, o.Kind)

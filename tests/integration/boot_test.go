@@ -167,7 +167,8 @@ func waitActive(d *device, unit string, limit time.Duration) string {
 
 // assertCAKeyNowhere scans every filesystem the device writes (its tmpfs root,
 // /run, /tmp, the services' private /tmp, and its persistent state) for a private
-// key matching this boot's CA certificate.
+// key matching this boot's CA certificate, or its issuing CA's (the second
+// certificate of vault.crt, with pki.intermediate).
 func assertCAKeyNowhere(t *testing.T, d *device) {
 	t.Helper()
 	blk, _ := pem.Decode([]byte(d.run("cat", "/run/edgeseal/pki/ca.crt")))
@@ -178,17 +179,29 @@ func assertCAKeyNowhere(t *testing.T, d *device) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cas := []*x509.Certificate{ca}
+	if _, rest := pem.Decode([]byte(d.run("cat", "/run/edgeseal/pki/vault.crt"))); len(rest) > 0 {
+		if blk, _ := pem.Decode(rest); blk != nil {
+			issuing, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cas = append(cas, issuing)
+		}
+	}
 	root := "/proc/" + strconv.Itoa(d.m.Leader()) + "/root"
 	for _, dir := range []string{"run", "tmp", "var", "etc", "root", "home", "srv", "opt", "dev/shm"} {
 		if _, err := os.Stat(filepath.Join(root, dir)); os.IsNotExist(err) {
 			continue
 		}
-		found, err := keyscan.FindPrivateKeysMatching(filepath.Join(root, dir), ca.PublicKey)
-		if err != nil {
-			t.Fatalf("cannot scan /%s: %v", dir, err)
-		}
-		if len(found) > 0 {
-			t.Errorf("the CA private key is on disk: %v", found)
+		for _, c := range cas {
+			found, err := keyscan.FindPrivateKeysMatching(filepath.Join(root, dir), c.PublicKey)
+			if err != nil {
+				t.Fatalf("cannot scan /%s: %v", dir, err)
+			}
+			if len(found) > 0 {
+				t.Errorf("the private key of %s is on disk: %v", c.Subject.CommonName, found)
+			}
 		}
 	}
 	allowed := []string{"/run/edgeseal/pki/vault.key", "/run/credentials/edgeseal-vault.service/tls.key"}

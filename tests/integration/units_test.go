@@ -18,6 +18,7 @@ import (
 var edgesealUnits = []string{
 	"edgeseal-pki.service", "edgeseal-vault.service", "edgeseal-unseal.service",
 	"edgeseal-ready.service", "edgeseal-tokend.socket", "edgeseal-tokend.service", "edgeseal.target",
+	"edgeseal-exeid.socket", "edgeseal-exeid.service",
 	"edgeseal-fsvault.service", "edgeseal-fsvault@.service",
 }
 
@@ -54,6 +55,7 @@ var exposureBounds = map[string]float64{
 	"edgeseal-vault.service":    3.5,
 	"edgeseal-fsvault.service":  2.5,
 	"edgeseal-fsvault@.service": 2.5,
+	"edgeseal-exeid.service":    2.0,
 	"app-with-vault.service":    1.0,
 }
 
