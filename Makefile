@@ -219,6 +219,7 @@ bench: deps
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 5x -timeout 75m ./tests/integration/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 50x ./internal/tpm/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 20x ./internal/fsvault/
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 20x ./internal/exeid/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench ControllerFleet -benchtime 5x -timeout 60m ./internal/refctl/
 	@# The real kernel's figures: a Debian 12 VM under qemu (tests/vm/bench.sh).
 	tests/vm/bench.sh

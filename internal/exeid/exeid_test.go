@@ -19,7 +19,7 @@ import (
 )
 
 // serve runs a Server for uid on a socket of its own and returns its path.
-func serve(t *testing.T, uid uint32) string {
+func serve(t testing.TB, uid uint32) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "exeid.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
@@ -39,7 +39,7 @@ func serve(t *testing.T, uid uint32) string {
 }
 
 // child starts the executable exe (a copy of sleep), and returns its pidfd.
-func child(t *testing.T, exe string) (*exec.Cmd, int) {
+func child(t testing.TB, exe string) (*exec.Cmd, int) {
 	t.Helper()
 	cmd := exec.Command(exe, "60")
 	if err := cmd.Start(); err != nil {
@@ -56,7 +56,7 @@ func child(t *testing.T, exe string) (*exec.Cmd, int) {
 
 // copyOf copies the system's sleep to a file of the test's, with extra bytes
 // appended (another executable that runs the same).
-func copyOf(t *testing.T, extra string) (path, sum string) {
+func copyOf(t testing.TB, extra string) (path, sum string) {
 	t.Helper()
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
