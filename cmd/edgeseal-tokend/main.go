@@ -134,6 +134,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	// no unit. A snap's confinement grants no call on systemd's API: there the
 	// cgroup alone says.
 	var units peer.UnitLookup = peer.CgroupUnits{}
+	var unitNamespaces func(context.Context, string) (uint64, error)
 	if p.SnapInstance == "" {
 		bus, err := sdbus.Systemd(ctx)
 		if err != nil {
@@ -141,6 +142,9 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 		}
 		defer bus.Close()
 		units = peer.CgroupFirst{Fallback: bus}
+		unitNamespaces = func(ctx context.Context, unit string) (uint64, error) {
+			return sdbus.RestrictNamespaces(ctx, bus, unit)
+		}
 	}
 	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
@@ -157,11 +161,14 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 		Paths:      p,
 		Vault:      client,
 		Resolver:   &peer.Resolver{Units: units},
-		Ledger:     led,
-		Policies:   &tokend.PolicySync{Applied: p.Policies, Socket: p.SyncSocket},
-		Log:        log.Logger,
-		BootID:     strings.TrimSpace(string(bootID)),
-		Status:     func(line string) { daemon.SdNotify(false, "STATUS="+line) },
+		// For services that pin their executables: may the caller's unit make
+		// user namespaces?
+		UnitNamespaces: unitNamespaces,
+		Ledger:         led,
+		Policies:       &tokend.PolicySync{Applied: p.Policies, Socket: p.SyncSocket},
+		Log:            log.Logger,
+		BootID:         strings.TrimSpace(string(bootID)),
+		Status:         func(line string) { daemon.SdNotify(false, "STATUS="+line) },
 		Ready: func() {
 			daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=serving tokens")
 			log.Info("serving tokens", "sockets", socketNames(lns), "services", len(cfg.Services),

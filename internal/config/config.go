@@ -220,7 +220,9 @@ type Service struct {
 	// matched by the rules above gets this service's token only if the
 	// executable file its process runs (read through /proc/PID/exe by
 	// edgeseal-exeid, not by a path) has one of these SHA-256 digests
-	// (lower-case hex, at most 16). A token cannot be delivered through
+	// (lower-case hex, at most 16). The caller's unit must not let it make user
+	// namespaces (RestrictNamespaces=yes), in which a process may point its
+	// /proc/PID/exe at any file. A token cannot be delivered through
 	// LoadCredential= then: systemd asks before the program runs.
 	ExeSHA256 []string `yaml:"exe_sha256"`
 	// Wrap delivers a response-wrapped token: the service unwraps it once, so a

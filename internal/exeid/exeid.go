@@ -66,7 +66,7 @@ type Reply struct {
 // helper hashes.
 const (
 	maxReply      = 1024
-	maxExecutable = 1 << 30
+	maxExecutable = 256 << 20
 )
 
 // request is the one byte sent along the pidfd.
@@ -156,8 +156,9 @@ func keyOf(st *unix.Stat_t) fileKey {
 		mtimeNs: st.Mtim.Nano(), ctimeNs: st.Ctim.Nano()}
 }
 
-// hashFile hashes the open file f, at most maxExecutable bytes.
-func hashFile(fd int) (string, error) {
+// hashFile hashes the open file fd, at most maxExecutable bytes, giving up at
+// deadline.
+func hashFile(fd int, deadline time.Time) (string, error) {
 	h := sha256.New()
 	buf := make([]byte, 256<<10)
 	var total int64
@@ -175,6 +176,9 @@ func hashFile(fd int) (string, error) {
 		total += int64(n)
 		if total > maxExecutable {
 			return "", fmt.Errorf("the executable is larger than %d bytes", maxExecutable)
+		}
+		if time.Now().After(deadline) {
+			return "", errors.New("the question timed out while the executable was read")
 		}
 		h.Write(buf[:n])
 	}

@@ -11,7 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,5 +191,62 @@ func TestTheHelperExitsWhenIdle(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the helper did not exit when idle")
+	}
+}
+
+func TestManyQuestionsAtOnceAboutALargeExecutableHashItOnceInBoundedMemory(t *testing.T) {
+	sock := serve(t, uint32(os.Getuid()))
+	path, _ := copyOf(t, "")
+	// Sparse: 200 MiB read, no disk used.
+	if err := os.Truncate(path, 200<<20); err != nil {
+		t.Fatal(err)
+	}
+	_, fd := child(t, path)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	go func() {
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				runtime.ReadMemStats(&ms)
+				if ms.HeapAlloc > peak.Load() {
+					peak.Store(ms.HeapAlloc)
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	sums := make([]string, 64)
+	errs := make([]error, 64)
+	for i := range sums {
+		wg.Add(1)
+		go func() { defer wg.Done(); sums[i], errs[i] = Digest(sock, fd, 10*time.Second) }()
+	}
+	wg.Wait()
+	close(stop)
+	for i := range sums {
+		if errs[i] != nil || sums[i] != sums[0] {
+			t.Fatalf("answer %d: %q, %v; want %q", i, sums[i], errs[i], sums[0])
+		}
+	}
+	if p := peak.Load(); p > 8<<20 {
+		t.Errorf("64 questions at once took the heap to %d MiB", p>>20)
+	}
+
+	t.Log("an executable over the bound is refused before it is read")
+	big, _ := copyOf(t, "")
+	if err := os.Truncate(big, maxExecutable+1); err != nil {
+		t.Fatal(err)
+	}
+	_, bfd := child(t, big)
+	t0 := time.Now()
+	if _, err := Digest(sock, bfd, 10*time.Second); !errors.Is(err, ErrUnreadable) || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("err = %v, want a refusal naming the bound", err)
+	}
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Errorf("the refusal took %v: the file was read", took)
 	}
 }

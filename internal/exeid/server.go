@@ -32,12 +32,27 @@ type Server struct {
 
 	mu          sync.Mutex
 	cache       map[fileKey]string
-	lastRefusal atomic.Int64 // unix nanoseconds of the last refusal logged
+	hashing     map[fileKey]chan struct{} // closed when that file's hash is done
+	lastRefusal atomic.Int64              // unix nanoseconds of the last refusal logged
 	served      atomic.Int64
+	hashSlots   chan struct{}
 }
 
 // maxCache bounds the digests kept; past it the cache starts again.
 const maxCache = 512
+
+// maxConns bounds the connections served at once (more are closed at once:
+// the provider asks one question per pinned caller, within its own bounds);
+// maxHashes the files hashed at once (each reads through a 256 KiB buffer).
+const (
+	maxConns  = 64
+	maxHashes = 2
+)
+
+// racyWindow: a file changed this recently is hashed but its digest not kept:
+// a rewrite within a file system's time granularity (a kernel tick, vfat's 2 s)
+// could leave its size and times as they were (git's "racy" rule).
+const racyWindow = 2 * time.Second
 
 // refusalEvery rate-limits the journal lines of refused peers.
 const refusalEvery = time.Second
@@ -73,6 +88,11 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 				continue
 			}
 			return fmt.Errorf("cannot accept a connection: %w", err)
+		}
+		if active.Load() >= maxConns {
+			c.Close()
+			s.refuse(nil, errors.New("too many connections at once"))
+			continue
 		}
 		active.Add(1)
 		wg.Add(1)
@@ -118,7 +138,7 @@ func (s *Server) serveConn(c *net.UnixConn) {
 		s.answer(c, Reply{Error: "not a request: one byte and one pidfd"})
 		return
 	}
-	sum, err := s.digest(fds[0])
+	sum, err := s.digest(fds[0], time.Now().Add(requestTimeout))
 	switch {
 	case errors.Is(err, ErrGone):
 		s.answer(c, Reply{Gone: true})
@@ -147,8 +167,9 @@ func rights(oob []byte) ([]int, error) {
 	return fds, nil
 }
 
-// digest is the SHA-256 of the executable the pidfd's process runs.
-func (s *Server) digest(pidfd int) (string, error) {
+// digest is the SHA-256 of the executable the pidfd's process runs, given up
+// at deadline (the provider has stopped waiting by then).
+func (s *Server) digest(pidfd int, deadline time.Time) (string, error) {
 	proc := s.Proc
 	if proc == "" {
 		proc = "/proc"
@@ -180,14 +201,50 @@ func (s *Server) digest(pidfd int) (string, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return "", fmt.Errorf("the executable of pid %d is not a regular file", pid)
 	}
-	key := keyOf(&st)
-	s.mu.Lock()
-	sum, ok := s.cache[key]
-	s.mu.Unlock()
-	if ok {
-		return sum, nil
+	if st.Size > maxExecutable {
+		return "", fmt.Errorf("the executable of pid %d is larger than %d bytes", pid, maxExecutable)
 	}
-	if sum, err = hashFile(fd); err != nil {
+	key := keyOf(&st)
+	// One hash of a file at a time: a request for a file being hashed waits
+	// for that hash, then for a slot of its own if the digest was not kept.
+	for {
+		s.mu.Lock()
+		sum, ok := s.cache[key]
+		wait, busy := s.hashing[key]
+		if !ok && !busy {
+			if s.hashing == nil {
+				s.hashing = map[fileKey]chan struct{}{}
+			}
+			wait = make(chan struct{})
+			s.hashing[key] = wait
+		}
+		s.mu.Unlock()
+		if ok {
+			return sum, nil
+		}
+		if !busy {
+			defer func() {
+				s.mu.Lock()
+				delete(s.hashing, key)
+				s.mu.Unlock()
+				close(wait)
+			}()
+			break
+		}
+		select {
+		case <-wait:
+		case <-time.After(time.Until(deadline)):
+			return "", fmt.Errorf("cannot hash the executable of pid %d: the helper is busy", pid)
+		}
+	}
+	select {
+	case s.slots() <- struct{}{}:
+		defer func() { <-s.slots() }()
+	case <-time.After(time.Until(deadline)):
+		return "", fmt.Errorf("cannot hash the executable of pid %d: the helper is busy", pid)
+	}
+	sum, err := hashFile(fd, deadline)
+	if err != nil {
 		return "", fmt.Errorf("cannot hash the executable of pid %d: %w", pid, err)
 	}
 	// A file rewritten while it was read would be hashed half old, half new:
@@ -196,6 +253,9 @@ func (s *Server) digest(pidfd int) (string, error) {
 	if err := unix.Fstat(fd, &after); err != nil || keyOf(&after) != key {
 		return "", fmt.Errorf("the executable of pid %d changed while it was read", pid)
 	}
+	if racy(&after, time.Now()) {
+		return sum, nil
+	}
 	s.mu.Lock()
 	if s.cache == nil || len(s.cache) >= maxCache {
 		s.cache = map[fileKey]string{}
@@ -203,6 +263,27 @@ func (s *Server) digest(pidfd int) (string, error) {
 	s.cache[key] = sum
 	s.mu.Unlock()
 	return sum, nil
+}
+
+// slots is the semaphore of the hashes under way.
+func (s *Server) slots() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hashSlots == nil {
+		s.hashSlots = make(chan struct{}, maxHashes)
+	}
+	return s.hashSlots
+}
+
+// racy reports whether the file was changed within racyWindow of now: its
+// digest is then not kept.
+func racy(st *unix.Stat_t, now time.Time) bool {
+	for _, t := range []unix.Timespec{st.Mtim, st.Ctim} {
+		if now.Sub(time.Unix(t.Unix())) < racyWindow {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) answer(c *net.UnixConn, r Reply) {
@@ -218,7 +299,7 @@ func (s *Server) refuse(cred *unix.Ucred, err error) {
 		return
 	}
 	if err != nil {
-		s.Log.Warn("refused a connection: cannot read its credentials", "error", err)
+		s.Log.Warn("refused a connection", "error", err)
 		return
 	}
 	s.Log.Warn("refused a connection: only the token provider's user may ask", "pid", cred.Pid, "uid", cred.Uid, "allowed_uid", s.AllowUID)

@@ -234,8 +234,9 @@ func TestTheChainIsLeafThenIssuingCA(t *testing.T) {
 // counts its signatures and says when it was closed.
 type outsideKey struct {
 	*ecdsa.PrivateKey
-	signed int
-	closed bool
+	signed   int
+	closed   bool
+	closeErr error
 }
 
 func (k *outsideKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
@@ -246,7 +247,10 @@ func (k *outsideKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([
 	return k.PrivateKey.Sign(r, digest, opts)
 }
 
-func (k *outsideKey) Close() error { k.closed = true; return nil }
+func (k *outsideKey) Close() error {
+	k.closed = true
+	return k.closeErr
+}
 
 func TestCAKeysKeptOutsideTheProcessSignTheChainAndAreClosed(t *testing.T) {
 	for _, intermediate := range []bool{false, true} {
@@ -288,5 +292,26 @@ func TestACAKeyThatCannotBeMadeFailsTheIssue(t *testing.T) {
 	_, err := Issue(Options{Validity: time.Hour, NewCAKey: func() (CAKey, error) { return nil, boom }})
 	if !errors.Is(err, boom) {
 		t.Fatalf("err = %v, want the key's error", err)
+	}
+}
+
+func TestACAKeyThatCannotBeClosedFailsTheIssue(t *testing.T) {
+	for _, intermediate := range []bool{false, true} {
+		n := 0
+		b, err := Issue(Options{Validity: time.Hour, Intermediate: intermediate, NewCAKey: func() (CAKey, error) {
+			k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				return nil, err
+			}
+			n++
+			k2 := &outsideKey{PrivateKey: k}
+			if n == 2 || !intermediate {
+				k2.closeErr = errors.New("flush failed")
+			}
+			return k2, nil
+		}})
+		if b != nil || err == nil || !strings.Contains(err.Error(), "flush failed") {
+			t.Errorf("intermediate %v: Issue = %v, %v; want the close error and no bundle", intermediate, b, err)
+		}
 	}
 }

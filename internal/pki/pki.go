@@ -129,8 +129,9 @@ func (b *Bundle) ChainPEM() []byte {
 }
 
 // Issue makes a new PKI. The CA (and issuing CA) private keys are local to this
-// call: they sign, then become garbage.
-func Issue(opts Options) (*Bundle, error) {
+// call: they sign, then become garbage (or, kept outside the process, are
+// closed before it returns: a key that cannot be closed fails the call).
+func Issue(opts Options) (b *Bundle, err error) {
 	if opts.Validity <= 0 {
 		return nil, fmt.Errorf("cannot issue the per-boot PKI: validity %v is not positive", opts.Validity)
 	}
@@ -150,7 +151,7 @@ func Issue(opts Options) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer caKey.Close()
+	defer closeKey(caKey, &b, &err)
 	maxPathLen := 0
 	if opts.Intermediate {
 		maxPathLen = 1
@@ -160,15 +161,15 @@ func Issue(opts Options) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot sign the per-boot CA certificate: %w", err)
 	}
-	b := &Bundle{CACert: ca}
+	b = &Bundle{CACert: ca}
 
 	issuer, issuerKey := ca, caKey
 	if opts.Intermediate {
-		intKey, err := opts.newCAKey()
-		if err != nil {
+		var intKey CAKey
+		if intKey, err = opts.newCAKey(); err != nil {
 			return nil, err
 		}
-		defer intKey.Close()
+		defer closeKey(intKey, &b, &err)
 		if b.IntermediateCert, err = sign(caTemplate(issuingCAName+id, life, 0), ca, intKey.Public(), caKey); err != nil {
 			return nil, fmt.Errorf("cannot sign the issuing CA certificate: %w", err)
 		}
@@ -190,6 +191,13 @@ func Issue(opts Options) (*Bundle, error) {
 		return nil, fmt.Errorf("internal error: the issued chain does not verify: %w", err)
 	}
 	return b, nil
+}
+
+// closeKey closes a CA key when Issue returns; if it cannot, Issue fails.
+func closeKey(k CAKey, b **Bundle, err *error) {
+	if cerr := k.Close(); cerr != nil && *err == nil {
+		*b, *err = nil, fmt.Errorf("cannot finish the per-boot PKI: %w", cerr)
+	}
 }
 
 // verify checks the chain for every name of the leaf, as a client would.

@@ -39,3 +39,18 @@ func Bus(ctx context.Context) (*dbus.Conn, error) {
 	}
 	return conn, nil
 }
+
+// RestrictNamespaces is the namespace types (CLONE_NEW* flags) the processes
+// of service unit may make, as its RestrictNamespaces= says (all of them when
+// it is not set).
+func RestrictNamespaces(ctx context.Context, conn *sddbus.Conn, unit string) (uint64, error) {
+	p, err := conn.GetUnitTypePropertyContext(ctx, unit, "Service", "RestrictNamespaces")
+	if err != nil {
+		return 0, fmt.Errorf("cannot ask systemd for RestrictNamespaces= of %s: %w", unit, err)
+	}
+	v, ok := p.Value.Value().(uint64)
+	if !ok {
+		return 0, fmt.Errorf("cannot read RestrictNamespaces= of %s: systemd answered a %s", unit, p.Value.Signature())
+	}
+	return v, nil
+}

@@ -62,6 +62,10 @@ type Server struct {
 	// left; another consumer's socket is served on.
 	WatchSockets bool
 	Ready        func() // called once the provider can serve; may be nil
+	// UnitNamespaces says which namespace types a service unit's processes
+	// may make (its RestrictNamespaces=, from systemd), for services that pin
+	// their executables; nil where systemd cannot be asked (the snap).
+	UnitNamespaces func(ctx context.Context, unit string) (uint64, error)
 
 	// The connection caps; zero is maxConns and maxConnsPerUID (tests set them).
 	maxConns, maxConnsPerUID int
@@ -77,6 +81,9 @@ type Server struct {
 	cfgMu      sync.Mutex
 	cfgSeen    fileStamp
 	revoker    *revoker
+
+	exeOnce sync.Once
+	exeSem  chan struct{} // questions to edgeseal-exeid under way
 
 	served, refused atomic.Int64
 	statusSent      atomic.Int64 // when STATUS= was last sent (UnixNano)
@@ -405,11 +412,22 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 		return
 	}
 	svc, rule, err := access.Match(cfg.Services, id, req.Service)
-	if errors.Is(err, access.ErrExecutable) && id.Exe == "" {
+	if errors.Is(err, access.ErrExecutable) && id.Exe == "" && id.Credential == nil {
 		// The service pins its executables: which one the caller runs, then
 		// the rules again.
-		if id.Exe, err = s.readExe(ctx, p); err == nil {
+		exe, rerr := s.readExe(ctx, p, id)
+		switch {
+		case rerr == nil:
+			id.Exe = exe
 			svc, rule, err = access.Match(cfg.Services, id, req.Service)
+		case errors.Is(rerr, access.ErrExecutable), errors.Is(rerr, peer.ErrGone):
+			err = rerr
+		default:
+			// Not the caller's doing (the helper unreachable, busy): it may
+			// ask again.
+			s.logRefusal(uidKey(p.UID), "cannot check a caller's executable", "identity", id.String(), "error", rerr)
+			respond(c, tokenclient.Response{Status: statusOf(rerr), Error: rerr.Error()})
+			return
 		}
 	}
 	if err != nil {
@@ -439,8 +457,21 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 }
 
 // readExe asks edgeseal-exeid for the SHA-256 of the executable p runs (the
-// provider may not read another user's /proc/PID/exe itself).
-func (s *Server) readExe(ctx context.Context, p *peer.Peer) (string, error) {
+// provider may not read another user's /proc/PID/exe itself), once it has
+// checked that p cannot have pointed its /proc/PID/exe elsewhere (exeFixed).
+func (s *Server) readExe(ctx context.Context, p *peer.Peer, id peer.Identity) (string, error) {
+	if err := s.exeFixed(ctx, p, id); err != nil {
+		return "", err
+	}
+	// At most maxExeQuestions at once, whoever asks: the helper hashes two
+	// files at a time, and a caller of a pinned service must not hold more of
+	// the provider than the issue's own bound (max_in_flight) would give it.
+	select {
+	case s.exeSlots() <- struct{}{}:
+		defer func() { <-s.exeSlots() }()
+	case <-ctx.Done():
+		return "", fmt.Errorf("cannot check the caller's executable: %w", ErrOverloaded)
+	}
 	timeout := exeTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
@@ -450,6 +481,14 @@ func (s *Server) readExe(ctx context.Context, p *peer.Peer) (string, error) {
 		return "", peer.ErrGone
 	}
 	return sum, err
+}
+
+// maxExeQuestions bounds the questions to edgeseal-exeid under way at once.
+const maxExeQuestions = 4
+
+func (s *Server) exeSlots() chan struct{} {
+	s.exeOnce.Do(func() { s.exeSem = make(chan struct{}, maxExeQuestions) })
+	return s.exeSem
 }
 
 // exeTimeout bounds a question to edgeseal-exeid, which hashes an executable

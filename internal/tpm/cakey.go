@@ -3,6 +3,7 @@ package tpm
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -44,9 +45,16 @@ func caKeyTemplate(unique []byte) *tpm2.Public {
 }
 
 // NewCAKey makes a new CA signing key in the TPM. The caller must Close it.
+//
+// The unique value comes from this process's random source, not the TPM's
+// (whose answer would cross the bus before the key is made). It still crosses
+// the bus in the command that makes the key: someone who reads the bus (or
+// replaces the TPM's answers) during the boot could make the key again until
+// the TPM's next reset. That attacker has the device in hand; the key is in
+// no file and in no process either way.
 func NewCAKey(t *tpm2.TPMContext) (*CAKey, error) {
-	unique, err := t.GetRandom(32)
-	if err != nil {
+	unique := make([]byte, 32)
+	if _, err := rand.Read(unique); err != nil {
 		return nil, fmt.Errorf("cannot make the CA key in the TPM: cannot get random bytes: %w", err)
 	}
 	key, pub, _, _, _, err := t.CreatePrimary(t.NullHandleContext(), nil, caKeyTemplate(unique), nil, nil, nil)
