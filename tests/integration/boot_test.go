@@ -165,11 +165,8 @@ func waitActive(d *device, unit string, limit time.Duration) string {
 	}
 }
 
-// assertCAKeyNowhere scans every filesystem the device writes (its tmpfs root,
-// /run, /tmp, the services' private /tmp, and its persistent state) for a private
-// key matching this boot's CA certificate, or its issuing CA's (the second
-// certificate of vault.crt, with pki.intermediate).
-func assertCAKeyNowhere(t *testing.T, d *device) {
+// bootCA is this boot's CA certificate on the device.
+func bootCA(t *testing.T, d *device) *x509.Certificate {
 	t.Helper()
 	blk, _ := pem.Decode([]byte(d.run("cat", "/run/edgeseal/pki/ca.crt")))
 	if blk == nil {
@@ -179,7 +176,16 @@ func assertCAKeyNowhere(t *testing.T, d *device) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cas := []*x509.Certificate{ca}
+	return ca
+}
+
+// assertCAKeyNowhere scans every filesystem the device writes (its tmpfs root,
+// /run, /tmp, the services' private /tmp, and its persistent state) for a private
+// key matching this boot's CA certificate, or its issuing CA's (the second
+// certificate of vault.crt, with pki.intermediate).
+func assertCAKeyNowhere(t *testing.T, d *device) {
+	t.Helper()
+	cas := []*x509.Certificate{bootCA(t, d)}
 	if _, rest := pem.Decode([]byte(d.run("cat", "/run/edgeseal/pki/vault.crt"))); len(rest) > 0 {
 		if blk, _ := pem.Decode(rest); blk != nil {
 			issuing, err := x509.ParseCertificate(blk.Bytes)

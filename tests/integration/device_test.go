@@ -246,6 +246,25 @@ func writeFile(t testing.TB, path string, data []byte, mode os.FileMode) {
 	}
 }
 
+// dropIn writes a drop-in NAME.conf of unit in /etc/systemd/system and reloads
+// systemd; the returned function removes it and reloads again.
+func (d *device) dropIn(unit, name, content string) (remove func()) {
+	d.t.Helper()
+	dir := filepath.Join(d.units, unit+".d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		d.t.Fatal(err)
+	}
+	writeFile(d.t, filepath.Join(dir, name+".conf"), []byte(content), 0o644)
+	d.run("systemctl", "daemon-reload")
+	return func() {
+		d.t.Helper()
+		if err := os.Remove(filepath.Join(dir, name+".conf")); err != nil {
+			d.t.Fatal(err)
+		}
+		d.run("systemctl", "daemon-reload")
+	}
+}
+
 // run runs a command inside the device and fails the test if it fails.
 func (d *device) run(args ...string) string {
 	d.t.Helper()

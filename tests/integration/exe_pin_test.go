@@ -90,19 +90,11 @@ func TestAServiceWhoseBinaryIsReplacedIsRefusedItsToken(t *testing.T) {
 	}
 
 	t.Log("When the unit runs another program (edgeseal's own CLI) to ask, Then it is refused too: the unit is not enough")
-	dropin := filepath.Join(d.units, "pinned-app.service.d")
-	if err := os.MkdirAll(dropin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dropin, "cli.conf"), []byte("[Service]\nExecStart=\nExecStart=/usr/bin/edgeseal token fetch --out /run/pinned-app/token.json --quiet\n"), 0o644)
-	d.run("systemctl", "daemon-reload")
+	remove := d.dropIn("pinned-app.service", "cli", "[Service]\nExecStart=\nExecStart=/usr/bin/edgeseal token fetch --out /run/pinned-app/token.json --quiet\n")
 	if _, _, err := d.m.Run(context.Background(), "systemctl", "start", "pinned-app.service"); err == nil {
 		t.Error("edgeseal's CLI in the pinned unit fetched its token")
 	}
-	if err := os.RemoveAll(dropin); err != nil {
-		t.Fatal(err)
-	}
-	d.run("systemctl", "daemon-reload")
+	remove()
 
 	t.Log("When the vendor's build is back, Then the unit gets its token again")
 	if again := d.build(bin, "vendor build 1.0"); again != good {
@@ -179,12 +171,7 @@ func TestAProcessThatPointsItsExeAtThePinnedFileIsRefused(t *testing.T) {
 	}
 
 	t.Log("When the unit sets RestrictNamespaces=yes, Then the same code cannot point its /proc/PID/exe anywhere, and gets nothing")
-	dropin := filepath.Join(d.units, "pinned-app.service.d")
-	if err := os.MkdirAll(dropin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dropin, "restrict.conf"), []byte("[Service]\nRestrictNamespaces=yes\n"), 0o644)
-	d.run("systemctl", "daemon-reload")
+	d.dropIn("pinned-app.service", "restrict", "[Service]\nRestrictNamespaces=yes\n")
 	d.m.Run(context.Background(), "systemctl", "start", "pinned-app.service")
 	out = d.run("cat", "/run/forge.out")
 	if !strings.Contains(out, "forge: clone CLONE_NEWUSER") || strings.Contains(out, "answer") {

@@ -7,10 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,19 +28,6 @@ RestrictAddressFamilies=AF_UNIX AF_INET
 IPAddressDeny=any
 IPAddressAllow=localhost
 `
-
-func bootCA(t *testing.T, d *device) *x509.Certificate {
-	t.Helper()
-	blk, _ := pem.Decode([]byte(d.run("cat", "/run/edgeseal/pki/ca.crt")))
-	if blk == nil {
-		t.Fatal("no CA certificate")
-	}
-	ca, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
 
 // tpmObjects counts the transient and persistent objects in the TPM.
 func tpmObjects(t *testing.T, sw *testbed.SWTPM) (transient, persistent int) {
@@ -74,12 +58,7 @@ func TestTheBootsCAKeyIsMadeInTheTPMAndFlushed(t *testing.T) {
 		c.PKI.Intermediate = true
 		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
 	})
-	dropin := filepath.Join(d.units, "edgeseal-pki.service.d")
-	if err := os.MkdirAll(dropin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dropin, "swtpm.conf"), []byte(swtpmForPKI), 0o644)
-	d.run("systemctl", "daemon-reload")
+	d.dropIn("edgeseal-pki.service", "swtpm", swtpmForPKI)
 	d.run("systemctl", "enable", "edgeseal.target")
 
 	t.Log("When it boots, Then edgeseal-pki says the CA key was made in the TPM, and Vault serves with a chain signed there")
