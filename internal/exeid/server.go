@@ -74,6 +74,11 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 		if s.IdleExit > 0 {
 			ln.SetDeadline(time.Now().Add(s.IdleExit))
 		}
+		// After the deadline is set: a stop that came before it would have
+		// been overwritten by it.
+		if ctx.Err() != nil {
+			return nil
+		}
 		c, err := ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {

@@ -298,6 +298,11 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 		access{pki, "list the TPMs (pki.ca_key tpm)", "/sys/class/tpm/", "r", false},
 		access{pki, "read a TPM's version (pki.ca_key tpm)", "/sys/devices/pnp0/00:05/tpm/tpm0/tpm_version_major", "r", false},
 
+		// edgeseal-tokend, for a service that pins its executables
+		access{tokend, "read a caller's uid map", "/proc/31337/uid_map", "r", false},
+		access{tokend, "read whether user namespaces are allowed", "/proc/sys/user/max_user_namespaces", "r", false},
+		access{tokend, "connect to edgeseal-exeid", "/run/edgeseal/exeid.sock", "w", false},
+
 		// edgeseal-exeid
 		access{exeid, "look up the provider's user", "/etc/passwd", "r", false},
 		access{exeid, "read the pid of the pidfd it was sent", "/proc/4242/fdinfo/5", "r", true},
