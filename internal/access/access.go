@@ -24,7 +24,7 @@ var (
 	ErrAmbiguous = errors.New("this identity matches more than one service")
 	// ErrExecutable: the caller matched a service that pins its executables
 	// (exe_sha256), and its executable is not one of them, or was not read
-	// (NeedsExe: read it, then Match again).
+	// (the caller of Match reads it into Identity.Exe, then matches again).
 	ErrExecutable = errors.New("the caller's executable is not one the service pins")
 )
 

@@ -52,13 +52,18 @@ var (
 	// ErrUnreadable: the executable cannot be read (a file only executable,
 	// not readable, a deleted file larger than the bound).
 	ErrUnreadable = errors.New("the process's executable cannot be read")
+	// ErrBusy: the helper could not hash the file in time (others were
+	// being hashed); the question may be asked again.
+	ErrBusy = errors.New("edgeseal-exeid is busy")
 )
 
 // Reply is the helper's answer.
 type Reply struct {
 	SHA256 string `json:"sha256,omitempty"`
 	// Gone: the process exited (ErrGone).
-	Gone  bool   `json:"gone,omitempty"`
+	Gone bool `json:"gone,omitempty"`
+	// Busy: the helper could not hash it in time (ErrBusy).
+	Busy  bool   `json:"busy,omitempty"`
 	Error string `json:"error,omitempty"`
 }
 
@@ -99,6 +104,8 @@ func Digest(socket string, pidfd int, timeout time.Duration) (string, error) {
 	switch {
 	case r.Gone:
 		return "", ErrGone
+	case r.Busy:
+		return "", ErrBusy
 	case r.Error != "":
 		return "", fmt.Errorf("%w: %s", ErrUnreadable, r.Error)
 	case !naming.ValidSHA256(r.SHA256):

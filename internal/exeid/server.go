@@ -147,6 +147,8 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	switch {
 	case errors.Is(err, ErrGone):
 		s.answer(c, Reply{Gone: true})
+	case errors.Is(err, ErrBusy):
+		s.answer(c, Reply{Busy: true})
 	case err != nil:
 		s.answer(c, Reply{Error: err.Error()})
 	default:
@@ -239,7 +241,7 @@ func (s *Server) digest(pidfd int, deadline time.Time) (string, error) {
 		select {
 		case <-wait:
 		case <-time.After(time.Until(deadline)):
-			return "", fmt.Errorf("cannot hash the executable of pid %d: the helper is busy", pid)
+			return "", ErrBusy
 		}
 	}
 	select {

@@ -477,8 +477,15 @@ func (s *Server) readExe(ctx context.Context, p *peer.Peer, id peer.Identity) (s
 		timeout = min(timeout, time.Until(dl))
 	}
 	sum, err := exeid.Digest(s.Paths.ExeIDSocket, p.PidFD(), timeout)
-	if errors.Is(err, exeid.ErrGone) {
+	switch {
+	case errors.Is(err, exeid.ErrGone):
 		return "", peer.ErrGone
+	case errors.Is(err, exeid.ErrBusy):
+		return "", fmt.Errorf("cannot check the caller's executable: %w", ErrOverloaded)
+	case errors.Is(err, exeid.ErrUnreadable):
+		// The caller's own file (not readable, too large, outside where the
+		// helper may read): it is refused, as one that does not match.
+		return "", fmt.Errorf("%w: %w", access.ErrExecutable, err)
 	}
 	return sum, err
 }
