@@ -85,6 +85,9 @@ type Options struct {
 	// ConfigFile is the device's config Vault's address is read from when
 	// VaultAddr is not set; "" is DefaultConfigFile.
 	ConfigFile string
+	// Cert asks for the service's TLS certificate too (Token.Certificate);
+	// the service needs tls: true in the config.
+	Cert bool
 }
 
 func (o Options) socket() string {
@@ -123,7 +126,7 @@ func Fetch(ctx context.Context, o Options) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := exchange(ctx, socket, Request{V: ProtocolVersion, Service: o.Service})
+	resp, err := exchange(ctx, socket, Request{V: ProtocolVersion, Service: o.Service, Cert: o.Cert})
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +166,19 @@ func Fetch(ctx context.Context, o Options) (*Token, error) {
 			return nil, impostor(socket, err)
 		}
 		return nil, err
+	}
+	if o.Cert {
+		if resp.TLS == nil {
+			return nil, fmt.Errorf("%w: the answer holds no certificate", ErrProtocol)
+		}
+		// Checked against the pinned Vault's service CA, as the token was.
+		if err := t.verifyCertificate(ctx, resp.TLS); err != nil {
+			if errors.Is(err, ErrBadCertificate) {
+				return nil, impostor(socket, err)
+			}
+			return nil, err
+		}
+		t.Certificate = resp.TLS
 	}
 	return t, nil
 }

@@ -24,6 +24,9 @@ type Token struct {
 	// Secret is Vault's token-create response; Secret.Auth.ClientToken is the
 	// token. It is never logged by this package.
 	Secret *api.Secret
+	// Certificate is the service's TLS certificate, if Options.Cert asked
+	// for it; KeepCertificateRenewed renews it.
+	Certificate *Certificate
 }
 
 // ClientToken is the token itself.
@@ -165,6 +168,33 @@ func WriteTokenFile(path string, t *Token) error {
 	defer dir.Close()
 	if err := fsutil.WriteFileAtomicAt(dir, filepath.Base(path), data, 0o600); err != nil {
 		return fmt.Errorf("cannot write the token file: %w", err)
+	}
+	return nil
+}
+
+// Files WriteCertificateFiles writes, in the token file's directory.
+const (
+	CertificateFile   = "tls.pem"    // the certificate, then its key
+	CertificateCAFile = "tls-ca.pem" // the service CA: verifies the other services
+)
+
+// WriteCertificateFiles writes c into dir, as WriteTokenFile writes a token
+// (a directory of the caller's own, atomically, 0600): CertificateFile, the
+// certificate and its key in one file, so that a renewal replaces both at
+// once; CertificateCAFile, the service CA's certificate.
+func WriteCertificateFiles(dir string, c *Certificate) error {
+	d, err := fsutil.OpenPrivateDir(dir)
+	if err != nil {
+		return fmt.Errorf("cannot write the certificate files: %w", err)
+	}
+	defer d.Close()
+	pair := c.KeyPairPEM()
+	defer clear(pair)
+	if err := fsutil.WriteFileAtomicAt(d, CertificateCAFile, []byte(strings.TrimSpace(c.CA)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("cannot write the service CA's certificate: %w", err)
+	}
+	if err := fsutil.WriteFileAtomicAt(d, CertificateFile, pair, 0o600); err != nil {
+		return fmt.Errorf("cannot write the certificate and its key: %w", err)
 	}
 	return nil
 }

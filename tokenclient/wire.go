@@ -35,6 +35,9 @@ type Request struct {
 	// needed only when the caller's identity matches more than one service. The
 	// caller's identity must match one of that service's rules.
 	Service string `json:"service,omitempty"`
+	// Cert asks for a TLS certificate of the service too (services[].tls in
+	// the config), in Response.TLS.
+	Cert bool `json:"cert,omitempty"`
 }
 
 // Status values of a Response.
@@ -68,6 +71,8 @@ type Response struct {
 	// Token is Vault's token-create response: {"auth":{"client_token":...}} — the
 	// format of an EdgeX secrets-token.json — or {"wrap_info":{...}} when wrapped.
 	Token json.RawMessage `json:"token,omitempty"`
+	// TLS is the service's certificate, when the request asked for one.
+	TLS *Certificate `json:"tls,omitempty"`
 }
 
 // Secret decodes r.Token.

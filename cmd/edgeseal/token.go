@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -14,8 +15,8 @@ import (
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
 
-const tokenUsage = `Usage: edgeseal token fetch [--out PATH] [--renew] [--quiet] [--service NAME] [--socket PATH]
-                           [--vault-addr URL] [--ca-cert PATH]
+const tokenUsage = `Usage: edgeseal token fetch [--out PATH] [--cert] [--renew] [--quiet] [--service NAME]
+                           [--socket PATH] [--vault-addr URL] [--ca-cert PATH]
 
 Get this service's own Vault token from edgeseal's token provider and write it
 to a file. The provider knows who is asking from the kernel and systemd (the
@@ -33,11 +34,21 @@ checked with the Vault this command pins (--vault-addr, --ca-cert), which must
 say it was issued to this process in this boot, or it is refused as an
 impostor's and nothing is written.
 
+With --cert, the service's TLS certificate too (it needs tls: true in the
+config): tls.pem (the certificate, then its private key) and tls-ca.pem (the
+service CA, which verifies the other services' certificates), beside the token
+file, 0600. The certificate names the service as spiffe://<trust domain>/<service>
+(URI SAN) and <service> (DNS SAN), and is checked against the service CA of the
+pinned Vault before anything is written.
+
 Options:
   --out PATH       where to write the token
-  --renew          stay running and keep the token renewed (it is periodic);
-                   exit 1 when it cannot be renewed any more (revoked), so that
-                   systemd's Restart= fetches a new one
+  --cert           also get the service's TLS certificate (see above)
+  --renew          stay running and keep the token renewed (it is periodic),
+                   and with --cert the certificate (at two thirds of its
+                   lifetime, with the token); exit 1 when either cannot be
+                   renewed any more (revoked), so that systemd's Restart=
+                   fetches new ones
   --quiet          print nothing on success
   --service NAME   the service to ask for, when this process matches several
   --socket PATH    the provider's socket (default $EDGESEAL_TOKEN_SOCKET, or
@@ -81,6 +92,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Usage = func() { fmt.Fprint(stdout, tokenUsage) }
 	out := fs.String("out", "", "where to write the token")
 	renew := fs.Bool("renew", false, "keep the token renewed")
+	cert := fs.Bool("cert", false, "also get the service's TLS certificate")
 	quiet := fs.Bool("quiet", false, "print nothing on success")
 	service := fs.String("service", "", "the service to ask for")
 	socket := fs.String("socket", "", "the provider's socket")
@@ -96,7 +108,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	tok, err := tokenclient.Fetch(ctx, tokenclient.Options{Socket: *socket, Service: *service, VaultAddr: *vaultAddr, CACert: *caCert})
+	tok, err := tokenclient.Fetch(ctx, tokenclient.Options{Socket: *socket, Service: *service, VaultAddr: *vaultAddr, CACert: *caCert, Cert: *cert})
 	if err != nil {
 		if tokenclient.Temporary(err) {
 			return temporaryError{err}
@@ -114,13 +126,49 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "wrote the token of service %s to %s (%s; renewable, period %v)\n",
 			tok.Service, path, tok.Identity, tok.Period())
 	}
+	dir := filepath.Dir(path)
+	if tok.Certificate != nil {
+		if err := writeCertificate(dir, tok.Certificate, "wrote", *quiet, stdout); err != nil {
+			return err
+		}
+	}
 	if !*renew {
 		return nil
 	}
-	return tok.KeepRenewed(ctx, func(s *api.Secret) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if tok.Certificate != nil {
+		go func() {
+			cancel(tok.KeepCertificateRenewed(ctx, func(c *tokenclient.Certificate) error {
+				return writeCertificate(dir, c, "renewed", *quiet, stderr)
+			}))
+		}()
+	}
+	err = tok.KeepRenewed(ctx, func(s *api.Secret) {
 		if !*quiet && s != nil && s.Auth != nil {
 			fmt.Fprintf(stderr, "renewed the token of service %s; valid for %v\n",
 				tok.Service, time.Duration(s.Auth.LeaseDuration)*time.Second)
 		}
 	})
+	if cerr := context.Cause(ctx); err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
+		return cerr
+	}
+	return err
+}
+
+// writeCertificate writes c's files into dir and says so.
+func writeCertificate(dir string, c *tokenclient.Certificate, did string, quiet bool, w io.Writer) error {
+	if err := tokenclient.WriteCertificateFiles(dir, c); err != nil {
+		return err
+	}
+	if quiet {
+		return nil
+	}
+	id, _ := c.SPIFFEID()
+	var until string
+	if leaf, err := c.Leaf(); err == nil {
+		until = leaf.NotAfter.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "%s the certificate of %s to %s, valid until %s\n", did, id, filepath.Join(dir, tokenclient.CertificateFile), until)
+	return nil
 }

@@ -20,6 +20,9 @@ type Config struct {
 	Tokens   Tokens    `yaml:"tokens"`
 	Tokend   Tokend    `yaml:"tokend"`
 	Services []Service `yaml:"services"`
+	// ServiceTLS is the local CA that issues services their TLS certificates
+	// (services[].tls).
+	ServiceTLS ServiceTLS `yaml:"service_tls"`
 	// FileVaults are the encrypted directories (fscrypt) edgeseal keeps.
 	FileVaults FileVaults `yaml:"file_vaults"`
 	// Controller is what the device tells a controller when it attests (the
@@ -67,6 +70,22 @@ type Vault struct {
 	// WatchInterval is how often the unseal daemon checks that Vault is unsealed.
 	// Default 250ms.
 	WatchInterval Duration `yaml:"watch_interval"`
+}
+
+// ServiceTLS is the CA of the services' own certificates: a PKI secrets
+// engine of the local server, set up by edgeseal-unseal, separate from the
+// per-boot CA that verifies the server (whose key is gone once the boot's
+// PKI is made). Its key is made inside the server and never leaves it.
+type ServiceTLS struct {
+	// Mount is where the PKI secrets engine is mounted. Default "service-pki".
+	Mount string `yaml:"mount"`
+	// TrustDomain is the host of the services' SPIFFE IDs,
+	// spiffe://<trust_domain>/<service>. Default "": this device's machine
+	// ID (/etc/machine-id).
+	TrustDomain string `yaml:"trust_domain"`
+	// TTL is how long a certificate is valid (5m to 720h). Default 24h;
+	// `edgeseal token fetch --cert --renew` renews it at two thirds.
+	TTL Duration `yaml:"ttl"`
 }
 
 // PKI is the per-boot certificate authority.
@@ -225,6 +244,10 @@ type Service struct {
 	// /proc/PID/exe at any file. A token cannot be delivered through
 	// LoadCredential= then: systemd asks before the program runs.
 	ExeSHA256 []string `yaml:"exe_sha256"`
+	// TLS lets the service ask for a TLS certificate of its own, issued by
+	// the local server's service CA (service_tls): its identity is the URI
+	// SAN spiffe://<trust domain>/<name> and the DNS SAN <name>. Default false.
+	TLS bool `yaml:"tls"`
 	// Wrap delivers a response-wrapped token: the service unwraps it once, so a
 	// token seen in transit is useless to anyone else. Default false.
 	Wrap bool `yaml:"wrap"`

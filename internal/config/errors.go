@@ -158,6 +158,8 @@ func sectionOf(typeName string) string {
 		return "tokend."
 	case "Service":
 		return "services[]."
+	case "ServiceTLS":
+		return "service_tls."
 	case "FileVaults":
 		return "file_vaults."
 	case "FileVault":

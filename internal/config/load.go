@@ -54,6 +54,7 @@ func Default() *Config {
 			MaxInFlight:    64,
 		},
 		Services:   []Service{},
+		ServiceTLS: ServiceTLS{Mount: "service-pki", TTL: Duration(24 * time.Hour)},
 		FileVaults: FileVaults{Dir: "/var/lib/edgeseal/vaults", Defaults: true, Vaults: []FileVault{}},
 		Controller: Controller{Claims: map[string]string{}, Timeout: Duration(10 * time.Second)},
 	}

@@ -66,6 +66,12 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"an extra name listed twice is refused", "pki:\n  extra_names: [a.b, a.b]\n", 2, "pki.extra_names[1]", "twice"},
 
 		// seal
+		{"the service CA needs a mount of its own", "service_tls:\n  mount: secret\n", 2, "service_tls.mount", "vault.mount too"},
+		{"a service CA mount is a name", "service_tls:\n  mount: a/b\n", 2, "service_tls.mount", "must match"},
+		{"a trust domain is a SPIFFE host", "service_tls:\n  trust_domain: Plant7.Example\n", 2, "service_tls.trust_domain", "not a SPIFFE trust domain"},
+		{"a trust domain has no scheme", "service_tls:\n  trust_domain: 'spiffe://x'\n", 2, "service_tls.trust_domain", "not a SPIFFE trust domain"},
+		{"a service certificate lives at least 5m", "service_tls:\n  ttl: 1m\n", 2, "service_tls.ttl", "between 5m and 720h"},
+		{"tls is yes or no", "services:\n  - name: a\n    tls: maybe\n", 3, "services[0].tls", ""},
 		{"an unknown seal method is refused", "seal:\n  method: magic\n", 2, "seal.method", "not a seal method"},
 		{"none needs consent", "seal:\n  method: none\n", 2, "seal.method", "in clear on disk and is for development only"},
 		{"the hook path must be absolute", "seal:\n  method: ikm-hook\n  ikm_hook:\n    command: [hook]\n", 4, "seal.ikm_hook.command", "absolute"},

@@ -41,7 +41,7 @@ func between(field string, d Duration, lo, hi time.Duration) *Error {
 // validate checks every field; the first problem is returned as an *Error whose
 // Field names it (Parse adds the file and line).
 func (c *Config) validate() *Error {
-	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateTokend, c.validateServices, c.validateIdentities, c.validateFileVaults, c.validateController}
+	checks := []func() *Error{c.validateVault, c.validatePKI, c.validateSeal, c.validateTokens, c.validateTokend, c.validateServices, c.validateServiceTLS, c.validateIdentities, c.validateFileVaults, c.validateController}
 	for _, check := range checks {
 		if err := check(); err != nil {
 			return err
@@ -270,6 +270,23 @@ func (c *Config) validateServices() *Error {
 		}
 	}
 	return nil
+}
+
+// trustDomainRE is a SPIFFE trust domain: lower-case letters, digits, dots,
+// dashes and underscores (the SPIFFE ID spec), at most 255.
+var trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
+
+func (c *Config) validateServiceTLS() *Error {
+	t := c.ServiceTLS
+	switch {
+	case !nameRE.MatchString(t.Mount):
+		return fieldErr("service_tls.mount", "%q must match [a-z0-9][a-z0-9_-]* (at most %d characters)", t.Mount, maxNameLen)
+	case t.Mount == c.Vault.Mount:
+		return fieldErr("service_tls.mount", "%q is vault.mount too: the service CA needs a mount of its own", t.Mount)
+	case t.TrustDomain != "" && (!trustDomainRE.MatchString(t.TrustDomain) || strings.Trim(t.TrustDomain, ".") != t.TrustDomain):
+		return fieldErr("service_tls.trust_domain", "%q is not a SPIFFE trust domain: lower-case letters, digits, '.', '-' and '_', e.g. plant7.example", t.TrustDomain)
+	}
+	return between("service_tls.ttl", t.TTL, 5*time.Minute, 720*time.Hour)
 }
 
 // validateIdentities checks each service's identity rules, and that no unit,

@@ -55,7 +55,14 @@ func roles(t config.Tokens) map[string]map[string]any {
 // (reconcilePolicies), so that a boot does not grow by a write and a read per
 // service.
 func (b *Bootstrap) setup(ctx context.Context, c *api.Client) error {
-	if err := ensureKV(ctx, c, b.Config.Vault); err != nil {
+	mounts, err := c.Sys().ListMountsWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot list Vault secrets engines: %w", err)
+	}
+	if err := ensureKV(ctx, c, b.Config.Vault, mounts); err != nil {
+		return err
+	}
+	if err := ensureServiceCA(ctx, c, b.Config, mounts); err != nil {
 		return err
 	}
 	if err := b.step(ctx, StepKVMounted); err != nil {
@@ -75,18 +82,20 @@ func (b *Bootstrap) setup(ctx context.Context, c *api.Client) error {
 			return fmt.Errorf("cannot write Vault token role %s: %w", name, err)
 		}
 	}
+	certRoles, _, err := syncServiceRoles(ctx, c, b.Config)
+	if err != nil {
+		return err
+	}
+	b.setupCounts = append(b.setupCounts, "certificate_roles", certRoles)
 	if err := b.step(ctx, StepRolesWritten); err != nil {
 		return err
 	}
 	return nil
 }
 
-// ensureKV mounts the KV engine at the configured path, or checks the one there.
-func ensureKV(ctx context.Context, c *api.Client, v config.Vault) error {
-	mounts, err := c.Sys().ListMountsWithContext(ctx)
-	if err != nil {
-		return fmt.Errorf("cannot list Vault secrets engines: %w", err)
-	}
+// ensureKV mounts the KV engine at the configured path, or checks the one
+// there (mounts is the server's list).
+func ensureKV(ctx context.Context, c *api.Client, v config.Vault, mounts map[string]*api.MountOutput) error {
 	want := fmt.Sprint(v.KVVersion)
 	if m, ok := mounts[v.Mount+"/"]; ok {
 		have := m.Options["version"]

@@ -316,12 +316,17 @@ func (b *Bootstrap) ApplyConfig(ctx context.Context) error {
 			delete(policies, name)
 		}
 	}
-	var removed, revoked int
+	var removed, revoked, certRoles int
 	err = b.withSupervisor(ctx, func(c *api.Client) error {
+		// The roles first: a service's policy that lets it renew its
+		// certificate is recorded as applied only once its role is there.
+		var err error
+		if certRoles, _, err = syncServiceRoles(ctx, c, cfg); err != nil {
+			return err
+		}
 		if err := b.writePolicies(ctx, c, policies); err != nil {
 			return err
 		}
-		var err error
 		if removed, err = b.deleteStalePolicies(ctx, c, policies); err != nil {
 			return err
 		}
@@ -332,7 +337,7 @@ func (b *Bootstrap) ApplyConfig(ctx context.Context) error {
 		return err
 	}
 	b.say("applied the service policies of the config", "services", len(cfg.Services),
-		"policies_deleted", removed, "tokens_revoked", revoked)
+		"policies_deleted", removed, "tokens_revoked", revoked, "certificate_roles", certRoles)
 	return nil
 }
 

@@ -33,7 +33,7 @@ import (
 
 // Sections are the top-level options, one per section of the YAML config (the
 // configure hook asks snapctl for these only).
-var Sections = []string{"vault", "pki", "seal", "tokens", "tokend", "services", "file-vaults", "controller"}
+var Sections = []string{"vault", "pki", "seal", "tokens", "tokend", "services", "service-tls", "file-vaults", "controller"}
 
 // MaxDocument bounds the options document read from snapctl.
 const MaxDocument = config.MaxSize

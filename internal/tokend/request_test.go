@@ -62,8 +62,18 @@ func TestReadRequestStopsAtTheSizeBound(t *testing.T) {
 	}
 }
 
+func TestARequestMayAskForTheServicesCertificate(t *testing.T) {
+	req, err := ParseRequest([]byte(`{"v":1,"service":"orders","cert":true}` + "\n"))
+	if err != nil || !req.Cert || req.Service != "orders" {
+		t.Fatalf("ParseRequest = %+v, %v; want a certificate of orders", req, err)
+	}
+	if _, err := ParseRequest([]byte(`{"v":1,"cert":"yes"}` + "\n")); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("cert as a string: %v, want ErrBadRequest", err)
+	}
+}
+
 func FuzzParseRequest(f *testing.F) {
-	for _, seed := range []string{`{"v":1}` + "\n", `{"v":1,"service":"app-one"}` + "\n", `{"v":1,"service":""}` + "\n", "\n", `{"v":1e400}` + "\n", `{"v":1,"v":2}` + "\n"} {
+	for _, seed := range []string{`{"v":1}` + "\n", `{"v":1,"cert":true}` + "\n", `{"v":1,"service":"app-one"}` + "\n", `{"v":1,"service":""}` + "\n", "\n", `{"v":1e400}` + "\n", `{"v":1,"v":2}` + "\n"} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {

@@ -430,12 +430,24 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 			return
 		}
 	}
+	if err == nil && req.Cert && !svc.TLS {
+		err = fmt.Errorf("%w: service %s has no tls: true in the config", ErrNoCertificate, svc.Name)
+	}
 	if err != nil {
 		s.refuse(c, p.UID, id.String(), err)
 		return
 	}
 	resp := tokenclient.Response{Identity: id.String(), Service: svc.Name, VaultAddr: cfg.VaultAddr(), CACert: s.Paths.CACert}
 	issueStart := time.Now()
+	if req.Cert {
+		// Before the token: a caller told "error" has nothing out in its name.
+		if resp.TLS, err = s.issueCert(serving, start, cfg, svc, id); err != nil {
+			resp.Status, resp.Error = statusOf(err), err.Error()
+			s.Log.Error("cannot issue a certificate", "service", svc.Name, "identity", id.String(), "error", err)
+			respond(c, resp)
+			return
+		}
+	}
 	sec, err := s.issueLimited(serving, start, cfg, svc, id)
 	issued := time.Since(issueStart)
 	if err != nil {
@@ -524,6 +536,10 @@ func (s *Server) serveCredential(ctx, serving context.Context, c *net.UnixConn, 
 	svc, rule, err := access.Match(cfg.Services, id, "")
 	if err != nil {
 		s.refuse(nil, p.UID, id.String(), err)
+		return
+	}
+	if isCertCredential(id.Credential.ID) {
+		s.serveCertCredential(serving, c, cfg, svc, id)
 		return
 	}
 	sec, err := s.issueLimited(serving, time.Now(), cfg, svc, id)
@@ -630,7 +646,17 @@ const defaultBudget = 30 * time.Second
 // cut off: otherwise, with the slots taken in turn, every request behind a
 // slow server would get a slot just before its end and fail in it, instead of
 // some being told to try again while the others are served.
-func (s *Server) issueLimited(serving context.Context, start time.Time, cfg *config.Config, svc *config.Service, id peer.Identity) (*api.Secret, error) {
+func (s *Server) issueLimited(serving context.Context, start time.Time, cfg *config.Config, svc *config.Service, id peer.Identity) (sec *api.Secret, err error) {
+	err = s.limited(serving, start, func(ctx context.Context) error {
+		sec, err = s.issue(ctx, cfg, svc, id)
+		return err
+	})
+	return sec, err
+}
+
+// limited runs fn in one of the tokend.max_in_flight slots, within the
+// request's budget from start.
+func (s *Server) limited(serving context.Context, start time.Time, fn func(ctx context.Context) error) error {
 	budget := cmp.Or(s.budget, defaultBudget)
 	ctx, cancel := context.WithDeadline(serving, start.Add(budget))
 	defer cancel()
@@ -638,13 +664,13 @@ func (s *Server) issueLimited(serving context.Context, start time.Time, cfg *con
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, overloaded
+		return overloaded
 	}
 	defer func() { <-s.sem }()
 	if time.Until(start.Add(budget)) < budget/10 {
-		return nil, overloaded
+		return overloaded
 	}
-	return s.issue(ctx, cfg, svc, id)
+	return fn(ctx)
 }
 
 // fileStamp tells whether a file changed.

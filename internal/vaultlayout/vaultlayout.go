@@ -37,8 +37,9 @@ const (
 	SupervisorRole   = "edgeseal-supervisor"
 )
 
-// tokendPolicyHCL is the least the token provider needs: create tokens from the
-// service role, look up and revoke them by accessor. Everything a token needs for
+// tokendPolicy is the least the token provider needs: create tokens from the
+// service role, look up and revoke them by accessor, issue a certificate from
+// a service's role of the service CA (the role alone decides what it names). Everything a token needs for
 // itself (lookup-self, renew-self, revoke-self) comes with Vault's default policy.
 // It cannot write policies: a token that could would be root in disguise.
 //
@@ -52,7 +53,9 @@ const (
 // orphans, no root token can come from a non-root parent, and edgeseal makes no
 // namespaces; a chosen token id, which sudo also allows, gives the holder
 // nothing it could not do by creating a token.
-const tokendPolicyHCL = `# edgeseal token provider: issue and revoke service tokens, nothing else.
+func tokendPolicy(cfg *config.Config) string {
+	return `# edgeseal token provider: issue and revoke service tokens, and issue
+# services their certificates (each service's own role), nothing else.
 # sudo: a period on each token itself, which lookup-self then reports.
 path "auth/token/create/` + ServiceRole + `" {
   capabilities = ["create", "update", "sudo"]
@@ -63,30 +66,72 @@ path "auth/token/lookup-accessor" {
 path "auth/token/revoke-accessor" {
   capabilities = ["update"]
 }
+path "` + cfg.ServiceTLS.Mount + `/issue/*" {
+  capabilities = ["update"]
+}
 `
+}
 
 // Policies returns the Vault ACL policies that cfg asks for, by name.
 func Policies(cfg *config.Config) map[string]string {
-	out := map[string]string{TokendPolicy: tokendPolicyHCL, SupervisorPolicy: supervisorPolicyHCL}
+	out := map[string]string{TokendPolicy: tokendPolicy(cfg), SupervisorPolicy: supervisorPolicy(cfg)}
 	for _, s := range cfg.Services {
-		out[ServicePolicyPrefix+s.Name] = servicePolicy(cfg.Vault, s)
+		out[ServicePolicyPrefix+s.Name] = servicePolicy(cfg, s)
 	}
 	return out
 }
 
-func servicePolicy(v config.Vault, s config.Service) string {
+func servicePolicy(cfg *config.Config, s config.Service) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# edgeseal service %s: its own secrets, and the shared groups it is configured for.\n", s.Name)
 	rw := []string{"create", "read", "update", "delete", "list"}
 	ro := []string{"read", "list"}
-	writeKVPaths(&b, v, s.Name, rw)
+	writeKVPaths(&b, cfg.Vault, s.Name, rw)
 	for _, g := range s.SharedWrite {
-		writeKVPaths(&b, v, "shared/"+g, rw)
+		writeKVPaths(&b, cfg.Vault, "shared/"+g, rw)
 	}
 	for _, g := range s.SharedRead {
-		writeKVPaths(&b, v, "shared/"+g, ro)
+		writeKVPaths(&b, cfg.Vault, "shared/"+g, ro)
+	}
+	if s.TLS {
+		// Its certificate, renewed with its own token: its role names it.
+		fmt.Fprintf(&b, "path \"%s\" {\n  capabilities = [\"update\"]\n}\n", IssuePath(cfg, s.Name))
 	}
 	return b.String()
+}
+
+// IssuePath is where service's certificates are issued: its role of the
+// service CA, named as the service.
+func IssuePath(cfg *config.Config, service string) string {
+	return cfg.ServiceTLS.Mount + "/issue/" + service
+}
+
+// RolesPath is where the service CA's roles are, one per service with tls.
+func RolesPath(cfg *config.Config) string { return cfg.ServiceTLS.Mount + "/roles" }
+
+// machineIDFile is where TrustDomain reads the default trust domain.
+var machineIDFile = "/etc/machine-id"
+
+// TrustDomain is the host of the services' SPIFFE IDs: service_tls.trust_domain,
+// or this device's machine ID.
+func TrustDomain(cfg *config.Config) (string, error) {
+	if cfg.ServiceTLS.TrustDomain != "" {
+		return cfg.ServiceTLS.TrustDomain, nil
+	}
+	data, err := fsutil.ReadBounded(machineIDFile, 64)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the machine ID for the services' trust domain (or set service_tls.trust_domain): %w", err)
+	}
+	id := strings.TrimSpace(string(data))
+	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("cannot use %s as the services' trust domain: it is not a machine ID (32 hex digits): set service_tls.trust_domain", machineIDFile)
+	}
+	return id, nil
+}
+
+// SPIFFEID is the identity service's certificates name, its URI SAN.
+func SPIFFEID(trustDomain, service string) string {
+	return "spiffe://" + trustDomain + "/" + service
 }
 
 // writeKVPaths grants caps on <mount>/<prefix>/<sub>/ for the configured KV version.
@@ -105,8 +150,10 @@ func writeKVPaths(b *strings.Builder, v config.Vault, sub string, caps []string)
 	fmt.Fprintf(b, "path \"%s/metadata/%s\" {\n  capabilities = [%s]\n}\n", v.Mount, rel, meta)
 }
 
-const supervisorPolicyHCL = `# edgeseal-unseal, once Vault is set up: rotate the token-issuing token,
-# revoke service tokens, apply service policies. Nothing else.
+func supervisorPolicy(cfg *config.Config) string {
+	return `# edgeseal-unseal, once Vault is set up: rotate the token-issuing token,
+# revoke service tokens, apply service policies and the service CA's roles.
+# Nothing else.
 path "auth/token/create/` + TokendRole + `" {
   capabilities = ["create", "update"]
 }
@@ -122,7 +169,11 @@ path "sys/policies/acl/` + ServicePolicyPrefix + `*" {
 path "sys/policies/acl" {
   capabilities = ["list"]
 }
+path "` + RolesPath(cfg) + `/*" {
+  capabilities = ["create", "update", "delete", "list"]
+}
 `
+}
 
 // ServicePolicyDigest returns the SHA-256 of the policy text cfg asks for
 // service (what paths.Policies records as applied), or "" if cfg has no such
@@ -130,7 +181,7 @@ path "sys/policies/acl" {
 func ServicePolicyDigest(cfg *config.Config, service string) string {
 	for _, s := range cfg.Services {
 		if s.Name == service {
-			return Digest(servicePolicy(cfg.Vault, s))
+			return Digest(servicePolicy(cfg, s))
 		}
 	}
 	return ""

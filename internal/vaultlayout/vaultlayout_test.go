@@ -73,7 +73,7 @@ func TestPolicies(t *testing.T) {
 }
 
 func TestTokendPolicyCannotWritePoliciesOrReadSecrets(t *testing.T) {
-	p := tokendPolicyHCL
+	p := tokendPolicy(config.Default())
 	for _, bad := range []string{"sys/", "secret", "auth/token/create\"", "auth/token/create-orphan", "auth/token/roles"} {
 		if strings.Contains(p, bad) {
 			t.Errorf("token provider policy mentions %q:\n%s", bad, p)
@@ -88,6 +88,51 @@ func TestTokendPolicyCannotWritePoliciesOrReadSecrets(t *testing.T) {
 	}
 	if !strings.Contains(p, `path "auth/token/create/`+ServiceRole+`"`) {
 		t.Errorf("token provider policy cannot create service tokens:\n%s", p)
+	}
+}
+
+func TestAServiceWithTLSMayIssueItsOwnCertificateOnly(t *testing.T) {
+	cfg := config.Default()
+	cfg.Services = []config.Service{{Name: "a", TLS: true}, {Name: "b"}}
+	p := Policies(cfg)
+	if want := "path \"service-pki/issue/a\" {\n  capabilities = [\"update\"]\n}"; !strings.Contains(p[ServicePolicyPrefix+"a"], want) {
+		t.Errorf("service a's policy lacks\n%s\ngot:\n%s", want, p[ServicePolicyPrefix+"a"])
+	}
+	if strings.Count(p[ServicePolicyPrefix+"a"], "service-pki") != 1 {
+		t.Errorf("service a's policy names the service CA more than once:\n%s", p[ServicePolicyPrefix+"a"])
+	}
+	if strings.Contains(p[ServicePolicyPrefix+"b"], "service-pki") {
+		t.Errorf("service b has no tls but its policy names the service CA:\n%s", p[ServicePolicyPrefix+"b"])
+	}
+	if !strings.Contains(p[SupervisorPolicy], `path "service-pki/roles/*"`) || strings.Contains(p[SupervisorPolicy], "issue") {
+		t.Errorf("the supervisor writes the service CA's roles and issues nothing:\n%s", p[SupervisorPolicy])
+	}
+}
+
+func TestTheTrustDomainIsTheConfigsOrTheMachineID(t *testing.T) {
+	cfg := config.Default()
+	old := machineIDFile
+	t.Cleanup(func() { machineIDFile = old })
+	machineIDFile = filepath.Join(t.TempDir(), "machine-id")
+	if err := os.WriteFile(machineIDFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if td, err := TrustDomain(cfg); err != nil || td != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("TrustDomain = %q, %v; want the machine ID", td, err)
+	}
+	if got := SPIFFEID("0123456789abcdef0123456789abcdef", "app"); got != "spiffe://0123456789abcdef0123456789abcdef/app" {
+		t.Errorf("SPIFFEID = %q", got)
+	}
+	cfg.ServiceTLS.TrustDomain = "plant7.example"
+	if td, _ := TrustDomain(cfg); td != "plant7.example" {
+		t.Errorf("TrustDomain = %q, want the config's", td)
+	}
+	cfg.ServiceTLS.TrustDomain = ""
+	if err := os.WriteFile(machineIDFile, []byte("uninitialized\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TrustDomain(cfg); err == nil || !strings.Contains(err.Error(), "service_tls.trust_domain") {
+		t.Errorf("a machine ID that is not one: %v, want an error naming service_tls.trust_domain", err)
 	}
 }
 

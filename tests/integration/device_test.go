@@ -107,7 +107,7 @@ func install(dest string, srv testbed.Server) error {
 		}
 	}
 	// Test tools run inside the devices.
-	for _, tool := range []string{"tokenbench", "hammer"} {
+	for _, tool := range []string{"tokenbench", "hammer", "mtlspeer"} {
 		build := exec.Command("go", "build", "-o", filepath.Join(dest, "usr/lib/edgeseal-tests", tool), "./tests/integration/"+tool)
 		build.Dir = repoRoot()
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")

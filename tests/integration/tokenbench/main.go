@@ -12,6 +12,9 @@
 //   - checked (the same user): tokenclient.Fetch, the socket request and then
 //     the client's own check of the token with the pinned server (a new TLS
 //     connection and lookup-self), as a service calling the library does.
+//   - socket-cert (the same user, a service with tls: true): the socket
+//     request asking for the service's certificate too, which the provider
+//     has the server issue before the token.
 //   - direct (root: it reads the token-issuing token): the same token-create
 //     the provider makes, called straight with the token-issuing token, with
 //     the same role, policy, period and metadata: the floor.
@@ -59,7 +62,7 @@ type figures struct {
 }
 
 func main() {
-	mode := flag.String("mode", "socket", "socket, checked or direct")
+	mode := flag.String("mode", "socket", "socket, socket-cert, checked or direct")
 	n := flag.Int("n", 200, "requests")
 	conc := flag.Int("c", 1, "concurrent clients; n/c requests each (all n at once when c equals n)")
 	service := flag.String("service", "collector", "the service whose token the direct mode creates")
@@ -91,7 +94,9 @@ func caller(mode, service string) (func(context.Context) error, error) {
 		if socket == "" {
 			socket = tokenclient.DefaultSocket
 		}
-		return func(ctx context.Context) error { return deliver(ctx, socket) }, nil
+		return func(ctx context.Context) error { return deliver(ctx, socket, false) }, nil
+	case "socket-cert":
+		return func(ctx context.Context) error { return deliver(ctx, tokenclient.DefaultSocket, true) }, nil
 	case "checked":
 		return func(ctx context.Context) error { _, err := tokenclient.Fetch(ctx, tokenclient.Options{}); return err }, nil
 	case "direct":
@@ -146,7 +151,7 @@ func measure(mode string, n, conc int, call func(context.Context) error) figures
 
 // deliver is one request on the provider's socket, the wire protocol of
 // tokenclient (one request line, one answer line), without the client's check.
-func deliver(ctx context.Context, socket string) error {
+func deliver(ctx context.Context, socket string, cert bool) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
@@ -156,7 +161,7 @@ func deliver(ctx context.Context, socket string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	line, _ := json.Marshal(tokenclient.Request{V: tokenclient.ProtocolVersion})
+	line, _ := json.Marshal(tokenclient.Request{V: tokenclient.ProtocolVersion, Cert: cert})
 	if _, err := c.Write(append(line, '\n')); err != nil {
 		return err
 	}
@@ -174,6 +179,9 @@ func deliver(ctx context.Context, socket string) error {
 	sec, err := r.Secret()
 	if err != nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
 		return fmt.Errorf("the answer holds no token")
+	}
+	if cert && (r.TLS == nil || r.TLS.Certificate == "") {
+		return fmt.Errorf("the answer holds no certificate")
 	}
 	return nil
 }
