@@ -71,6 +71,7 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"a trust domain is a SPIFFE host", "service_tls:\n  trust_domain: Plant7.Example\n", 2, "service_tls.trust_domain", "not a SPIFFE trust domain"},
 		{"a trust domain has no scheme", "service_tls:\n  trust_domain: 'spiffe://x'\n", 2, "service_tls.trust_domain", "not a SPIFFE trust domain"},
 		{"a service certificate lives at least 5m", "service_tls:\n  ttl: 1m\n", 2, "service_tls.ttl", "between 5m and 720h"},
+		{"a TLS service's name is a DNS name", "services:\n  - name: my_svc\n    tls: true\n", 3, "services[0].tls", "underscore"},
 		{"tls is yes or no", "services:\n  - name: a\n    tls: maybe\n", 3, "services[0].tls", ""},
 		{"an unknown seal method is refused", "seal:\n  method: magic\n", 2, "seal.method", "not a seal method"},
 		{"none needs consent", "seal:\n  method: none\n", 2, "seal.method", "in clear on disk and is for development only"},

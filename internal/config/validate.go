@@ -254,6 +254,9 @@ func (c *Config) validateServices() *Error {
 			return fieldErr(f+".name", "%q is defined twice", s.Name)
 		}
 		seen[s.Name] = true
+		if s.TLS && strings.Contains(s.Name, "_") {
+			return fieldErr(f+".tls", "service %q has an underscore in its name, which cannot be the DNS name its certificate needs: rename it, or drop tls", s.Name)
+		}
 		for _, list := range []struct {
 			key    string
 			groups []string

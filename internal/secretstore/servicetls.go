@@ -70,6 +70,11 @@ func ensureServiceCA(ctx context.Context, c *api.Client, cfg *config.Config, mou
 // certificates: its SPIFFE ID as the only URI SAN, its name as the common
 // name and the only DNS SAN, client and server use, an EC P-256 key, for
 // service_tls.ttl at most, not stored (short-lived: not revoked one by one).
+// The role alone does not stop a request from stretching a lifetime
+// (not_after) or naming another as the common name only
+// (exclude_cn_from_sans): the policies of whoever may issue allow only the
+// parameters edgeseal sends (vaultlayout), and the common name must be a
+// host name.
 func serviceRole(cfg *config.Config, trustDomain, service string) map[string]any {
 	ttl := cfg.ServiceTLS.TTL.D().String()
 	return map[string]any{
@@ -82,7 +87,7 @@ func serviceRole(cfg *config.Config, trustDomain, service string) map[string]any
 		"allow_ip_sans":               false,
 		"allow_any_name":              false,
 		"enforce_hostnames":           false,
-		"cn_validations":              []string{"disabled"},
+		"cn_validations":              []string{"hostname"},
 		"require_cn":                  true,
 		"allowed_uri_sans":            []string{vaultlayout.SPIFFEID(trustDomain, service)},
 		"server_flag":                 true,

@@ -318,19 +318,22 @@ func (b *Bootstrap) ApplyConfig(ctx context.Context) error {
 	}
 	var removed, revoked, certRoles int
 	err = b.withSupervisor(ctx, func(c *api.Client) error {
-		// The roles first: a service's policy that lets it renew its
-		// certificate is recorded as applied only once its role is there.
-		var err error
-		if certRoles, _, err = syncServiceRoles(ctx, c, cfg); err != nil {
-			return err
-		}
 		if err := b.writePolicies(ctx, c, policies); err != nil {
 			return err
 		}
+		var err error
 		if removed, err = b.deleteStalePolicies(ctx, c, policies); err != nil {
 			return err
 		}
-		revoked, err = b.revokeUnmatched(ctx, c, cfg)
+		if revoked, err = b.revokeUnmatched(ctx, c, cfg); err != nil {
+			return err
+		}
+		// The certificate roles last: one that cannot be written (a
+		// service_tls.mount changed since the boot, which the supervisor's
+		// policy does not reach) must not keep a narrower config from
+		// taking tokens away. Until its role is there, a service's
+		// certificate is refused by the server.
+		certRoles, _, err = syncServiceRoles(ctx, c, cfg)
 		return err
 	})
 	if err != nil {

@@ -440,7 +440,8 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	resp := tokenclient.Response{Identity: id.String(), Service: svc.Name, VaultAddr: cfg.VaultAddr(), CACert: s.Paths.CACert}
 	issueStart := time.Now()
 	if req.Cert {
-		// Before the token: a caller told "error" has nothing out in its name.
+		// Before the token, whose create is the last step: a certificate
+		// that cannot be issued leaves no token out in its name.
 		if resp.TLS, err = s.issueCert(serving, start, cfg, svc, id); err != nil {
 			resp.Status, resp.Error = statusOf(err), err.Error()
 			s.Log.Error("cannot issue a certificate", "service", svc.Name, "identity", id.String(), "error", err)
@@ -451,6 +452,8 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 	sec, err := s.issueLimited(serving, start, cfg, svc, id)
 	issued := time.Since(issueStart)
 	if err != nil {
+		// No certificate without its token: it is not kept or sent.
+		resp.TLS = nil
 		resp.Status, resp.Error = statusOf(err), err.Error()
 		s.Log.Error("cannot issue a token", "service", svc.Name, "identity", id.String(), "error", err)
 		respond(c, resp)

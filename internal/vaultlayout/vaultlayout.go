@@ -68,7 +68,22 @@ path "auth/token/revoke-accessor" {
 }
 path "` + cfg.ServiceTLS.Mount + `/issue/*" {
   capabilities = ["update"]
+` + issueParameters("[]") + `}
+`
 }
+
+// issueParameters are the only request parameters an issue may carry, those
+// tokenclient.IssueCertificate sends: the role bounds each name, and
+// nothing else may stretch it (not_after past the role's TTL,
+// exclude_cn_from_sans, alt_names, ttl). cn is the values the common name may
+// take: "[]" any the role allows.
+func issueParameters(cn string) string {
+	return `  allowed_parameters = {
+    "common_name" = ` + cn + `
+    "uri_sans" = []
+    "format" = ["pem"]
+    "private_key_format" = ["pkcs8"]
+  }
 `
 }
 
@@ -95,7 +110,7 @@ func servicePolicy(cfg *config.Config, s config.Service) string {
 	}
 	if s.TLS {
 		// Its certificate, renewed with its own token: its role names it.
-		fmt.Fprintf(&b, "path \"%s\" {\n  capabilities = [\"update\"]\n}\n", IssuePath(cfg, s.Name))
+		fmt.Fprintf(&b, "path \"%s\" {\n  capabilities = [\"update\"]\n%s}\n", IssuePath(cfg, s.Name), issueParameters(`["`+s.Name+`"]`))
 	}
 	return b.String()
 }

@@ -95,7 +95,7 @@ func TestAServiceWithTLSMayIssueItsOwnCertificateOnly(t *testing.T) {
 	cfg := config.Default()
 	cfg.Services = []config.Service{{Name: "a", TLS: true}, {Name: "b"}}
 	p := Policies(cfg)
-	if want := "path \"service-pki/issue/a\" {\n  capabilities = [\"update\"]\n}"; !strings.Contains(p[ServicePolicyPrefix+"a"], want) {
+	if want := "path \"service-pki/issue/a\" {\n  capabilities = [\"update\"]\n  allowed_parameters = {\n    \"common_name\" = [\"a\"]"; !strings.Contains(p[ServicePolicyPrefix+"a"], want) {
 		t.Errorf("service a's policy lacks\n%s\ngot:\n%s", want, p[ServicePolicyPrefix+"a"])
 	}
 	if strings.Count(p[ServicePolicyPrefix+"a"], "service-pki") != 1 {
