@@ -10,7 +10,7 @@ import (
 // addSeeds adds the golden blobs, the envelope tests' canonical blobs and a few
 // near misses to the corpus of f.
 func addSeeds(f *testing.F) {
-	for _, name := range []string{"ikm-hook-v1.sealed", "none-v1.sealed"} {
+	for _, name := range []string{"ikm-hook-v1.sealed", "none-v1.sealed", "pkcs11-v1.sealed"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)
@@ -82,6 +82,28 @@ func FuzzUnsealNone(f *testing.F) {
 		}
 		if !bytes.Equal(back, blob) {
 			t.Fatalf("%q unseals to a secret that seals as %q", blob, back)
+		}
+	})
+}
+
+func FuzzUnsealPKCS11(f *testing.F) {
+	addSeeds(f)
+	golden, err := os.ReadFile(filepath.Join("testdata", "pkcs11-v1.sealed"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		s, _ := memPKCS11(testPKCS11Config, "0123456789abcdef", 7)
+		got, err := s.Unseal(t.Context(), blob)
+		if err != nil {
+			if !isAny(err, ErrCorrupt, ErrWrongDevice, ErrWrongMethod) {
+				t.Fatalf("error %v wraps none of ErrCorrupt, ErrWrongDevice, ErrWrongMethod", err)
+			}
+			return
+		}
+		// Only the golden blob opens with the golden token.
+		if !bytes.Equal(blob, golden) || string(got) != goldenSecret {
+			t.Fatalf("%q unsealed to %q", blob, got)
 		}
 	})
 }
