@@ -1,0 +1,117 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/tests/testbed"
+)
+
+// withSoftHSM gives the device h's tokens at SoftHSM2's default places, as a
+// device builder's image would have them: /etc/softhsm/softhsm2.conf and
+// /var/lib/softhsm/tokens (the host's directory, so they survive reboots).
+func withSoftHSM(h *testbed.SoftHSM) deviceOption {
+	return func(d *device, opts *testbed.MachineOptions) {
+		conf := d.t.TempDir()
+		h.WriteConf(d.t, filepath.Join(conf, "softhsm2.conf"), "/var/lib/softhsm/tokens")
+		opts.Binds = append(opts.Binds,
+			testbed.Bind{Host: conf, Container: "/etc/softhsm", ReadOnly: true},
+			testbed.Bind{Host: h.Tokens, Container: "/var/lib/softhsm/tokens"})
+	}
+}
+
+func TestBootChainWithAPKCS11Token(t *testing.T) {
+	const pin = "4711"
+	h := testbed.NewSoftHSM(t)
+	serial := h.InitToken(t, "edgeseal", pin, "edgeseal-unseal")
+	t.Log("Given a device whose builder made a SoftHSM2 token with a non-extractable AES key, with seal.method pkcs11")
+	d := newDevice(t, false, func(c *config.Config) {
+		c.Seal.Method = "pkcs11"
+		c.Seal.PKCS11.Module = testbed.SoftHSMModule
+		c.Seal.PKCS11.TokenLabel = "edgeseal"
+	}, withSoftHSM(h))
+	pinFile := filepath.Join(d.etc, "pkcs11-pin")
+	writeFile(t, pinFile, []byte(pin+"\n"), 0o600)
+	d.run("systemctl", "enable", "edgeseal.target")
+
+	t.Log("When it boots for the first time, Then the unseal key is sealed with the token's key and Vault unsealed")
+	d.start()
+	if st := d.status(); st["ready"] != true || st["sealed_key"].(map[string]any)["method"] != "pkcs11" {
+		t.Fatalf("status: %v", st)
+	}
+	sealed := d.run("cat", "/var/lib/edgeseal/unseal-key.sealed")
+	if !strings.Contains(sealed, `"method":"pkcs11"`) || !strings.Contains(sealed, `"token":"`+base64.StdEncoding.EncodeToString([]byte(serial))+`"`) {
+		t.Fatalf("sealed blob: %s", sealed)
+	}
+	if j := d.journal(); !strings.Contains(j, "sealer=pkcs11") {
+		t.Errorf("the journal does not name the sealer:\n%s", j)
+	}
+
+	t.Log("When it reboots, Then edgeseal.target comes up unattended: the token unseals the key again")
+	d.m.Stop(t)
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("%s\n%s", msg, d.journal())
+	}
+	d.waitUnsealed(10 * time.Second)
+
+	t.Log("When the PIN file holds a wrong PIN, Then edgeseal-unseal stops with status 16 before Vault unseals, says what to fix, and keeps the blob")
+	d.m.Stop(t)
+	writeFile(t, pinFile, []byte("1234\n"), 0o600)
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal with a wrong PIN: %q\n%s", msg, d.journal())
+	}
+	if s := d.isActive("edgeseal.target"); s == "active" {
+		t.Error("edgeseal.target is active without an unsealed Vault")
+	}
+	show := d.run("systemctl", "show", "-p", "ExecMainStatus", "-p", "NRestarts", "edgeseal-unseal.service")
+	if !strings.Contains(show, "ExecMainStatus=16\n") || !strings.Contains(show, "NRestarts=0") {
+		t.Errorf("unit: %s\n%s", show, d.journal())
+	}
+	if j := d.journal(); !strings.Contains(j, "CKR_PIN_INCORRECT") || !strings.Contains(j, "seal.pkcs11.pin_file") {
+		t.Errorf("the journal does not say what to fix:\n%s", j)
+	}
+	if d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") != sealed {
+		t.Error("the sealed key changed")
+	}
+
+	t.Log("When the token is gone, Then edgeseal-unseal stops with status 18, naming the token")
+	d.m.Stop(t)
+	writeFile(t, pinFile, []byte(pin+"\n"), 0o600)
+	entries, err := os.ReadDir(h.Tokens)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("tokens: %v %v", entries, err)
+	}
+	away := filepath.Join(t.TempDir(), "token")
+	if err := os.Rename(filepath.Join(h.Tokens, entries[0].Name()), away); err != nil {
+		t.Fatal(err)
+	}
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal without its token: %q\n%s", msg, d.journal())
+	}
+	if show := d.run("systemctl", "show", "-p", "ExecMainStatus", "edgeseal-unseal.service"); show != "ExecMainStatus=18\n" {
+		t.Errorf("unit: %q\n%s", show, d.journal())
+	}
+	if j := d.journal(); !strings.Contains(j, `no token labelled \"edgeseal\"`) && !strings.Contains(j, `no token labelled "edgeseal"`) {
+		t.Errorf("the journal does not name the token:\n%s", j)
+	}
+
+	t.Log("When the token is back, Then the device is whole again")
+	d.m.Stop(t)
+	if err := os.Rename(away, filepath.Join(h.Tokens, entries[0].Name())); err != nil {
+		t.Fatal(err)
+	}
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("%s\n%s", msg, d.journal())
+	}
+}
