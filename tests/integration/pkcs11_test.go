@@ -27,19 +27,31 @@ func withSoftHSM(h *testbed.SoftHSM) deviceOption {
 	}
 }
 
-func TestBootChainWithAPKCS11Token(t *testing.T) {
-	const pin = "4711"
-	h := testbed.NewSoftHSM(t)
-	serial := h.InitToken(t, "edgeseal", pin, "edgeseal-unseal")
-	t.Log("Given a device whose builder made a SoftHSM2 token with a non-extractable AES key, with seal.method pkcs11")
-	d := newDevice(t, false, func(c *config.Config) {
+// tokenPIN is the user PIN of the devices' SoftHSM2 tokens.
+const tokenPIN = "4711"
+
+// pkcs11Device is a device with seal.method pkcs11 on a SoftHSM2 token its
+// builder made (label edgeseal, key edgeseal-unseal, the PIN in
+// /etc/edgeseal/pkcs11-pin), not yet started. It returns the token store, the
+// host's path of the PIN file and the token's serial.
+func pkcs11Device(t *testing.T) (d *device, h *testbed.SoftHSM, pinFile, serial string) {
+	t.Helper()
+	h = testbed.NewSoftHSM(t)
+	serial = h.InitToken(t, "edgeseal", tokenPIN, "edgeseal-unseal")
+	d = newDevice(t, false, func(c *config.Config) {
 		c.Seal.Method = "pkcs11"
 		c.Seal.PKCS11.Module = testbed.SoftHSMModule
 		c.Seal.PKCS11.TokenLabel = "edgeseal"
 	}, withSoftHSM(h))
-	pinFile := filepath.Join(d.etc, "pkcs11-pin")
-	writeFile(t, pinFile, []byte(pin+"\n"), 0o600)
+	pinFile = filepath.Join(d.etc, "pkcs11-pin")
+	writeFile(t, pinFile, []byte(tokenPIN+"\n"), 0o600)
 	d.run("systemctl", "enable", "edgeseal.target")
+	return d, h, pinFile, serial
+}
+
+func TestBootChainWithAPKCS11Token(t *testing.T) {
+	t.Log("Given a device whose builder made a SoftHSM2 token with a non-extractable AES key, with seal.method pkcs11")
+	d, h, pinFile, serial := pkcs11Device(t)
 
 	t.Log("When it boots for the first time, Then the unseal key is sealed with the token's key and Vault unsealed")
 	d.start()
@@ -85,7 +97,7 @@ func TestBootChainWithAPKCS11Token(t *testing.T) {
 
 	t.Log("When the token is gone, Then edgeseal-unseal stops with status 18, naming the token")
 	d.m.Stop(t)
-	writeFile(t, pinFile, []byte(pin+"\n"), 0o600)
+	writeFile(t, pinFile, []byte(tokenPIN+"\n"), 0o600)
 	entries, err := os.ReadDir(h.Tokens)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("tokens: %v %v", entries, err)
@@ -114,4 +126,27 @@ func TestBootChainWithAPKCS11Token(t *testing.T) {
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatalf("%s\n%s", msg, d.journal())
 	}
+}
+
+// The helper runs in edgeseal-unseal's profile (ix): everything it and
+// SoftHSM2's module open, map or run must be in that profile. As in
+// TestEveryStepStaysWithinItsAppArmorProfileOnABoot, the step is traced
+// (AppArmor cannot be enforced in this container) and the trace checked.
+func TestThePKCS11HelperStaysWithinEdgesealUnsealsProfile(t *testing.T) {
+	testbed.Require(t, "strace")
+	d, _, _, _ := pkcs11Device(t)
+	root := installRoots[d.srv.Name]
+	d.run("install", "-d", "-m", "1777", "/run/edgeseal-trace")
+	d.dropIn("edgeseal-unseal.service", "trace", traceDropIn(t, root, "edgeseal-unseal.service", "edgeseal-unseal"))
+
+	t.Log("Given a device sealing with a SoftHSM2 token, its edgeseal-unseal traced, When it boots for the first time")
+	d.start()
+	// Stopping ends the strace, which then writes out what it saw.
+	d.run("systemctl", "stop", "edgeseal.target", "edgeseal-tokend.socket", "edgeseal-tokend.service", "edgeseal-unseal.service")
+	traces := d.run("sh", "-c", "cat /run/edgeseal-trace/edgeseal-unseal.*")
+	if !strings.Contains(traces, `execve("/usr/libexec/edgeseal/edgeseal-pkcs11"`) || !strings.Contains(traces, "libsofthsm2.so") {
+		t.Fatalf("the helper was not traced loading SoftHSM2's module:\n%s", traces)
+	}
+	t.Log("Then what the helper and the module did is all in edgeseal-unseal's profile")
+	checkTrace(t, d, root, installedProfiles(t, root), "edgeseal-unseal.service", "edgeseal-unseal")
 }
