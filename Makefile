@@ -200,9 +200,11 @@ lint: $(STATICCHECK) $(GOVULNCHECK) $(VULNDB)/index/db.json
 	$(GO) vet -tags integration,edgeseal_testhooks ./...
 	@# edgeseal-pkcs11 is the one cgo package: the CGO_ENABLED=0 runs skip it.
 	CGO_ENABLED=1 $(GO) vet ./cmd/edgeseal-pkcs11/
+	CGO_ENABLED=1 $(GO) vet -tags integration ./cmd/edgeseal-pkcs11/
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags integration,edgeseal_testhooks ./...
 	CGO_ENABLED=1 $(STATICCHECK) ./cmd/edgeseal-pkcs11/
+	CGO_ENABLED=1 $(STATICCHECK) -tags integration ./cmd/edgeseal-pkcs11/
 	$(GOVULNCHECK) -db file://$(VULNDB) ./...
 	$(GOVULNCHECK) -db file://$(VULNDB) -tags integration,edgeseal_testhooks ./...
 	CGO_ENABLED=1 $(GOVULNCHECK) -db file://$(VULNDB) ./cmd/edgeseal-pkcs11/
@@ -218,6 +220,7 @@ test-integration: servers
 	@mkdir -p build && rm -f build/spread-not-run.txt
 	EDGESEAL_SPREAD_REPORT=$(CURDIR)/build/spread-not-run.txt \
 		$(GO) test -tags integration -count=1 -timeout 45m ./tests/... ./internal/...
+	CGO_ENABLED=1 $(GO) test -tags integration -count=1 ./cmd/edgeseal-pkcs11/
 	@# The server matrix's second server for the packages that speak to a server
 	@# without systemd (init, unseal, setup, generate-root, token roles, KV v1
 	@# and v2, the client's checks); tests/integration runs its matrix itself.

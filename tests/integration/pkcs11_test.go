@@ -84,6 +84,9 @@ func TestBootChainWithAPKCS11Token(t *testing.T) {
 	if s := d.isActive("edgeseal.target"); s == "active" {
 		t.Error("edgeseal.target is active without an unsealed Vault")
 	}
+	if st, err := d.vaultClient().Sys().SealStatus(); err != nil || !st.Sealed {
+		t.Errorf("the server after a wrong PIN: %+v, %v; want it running and sealed", st, err)
+	}
 	show := d.run("systemctl", "show", "-p", "ExecMainStatus", "-p", "NRestarts", "edgeseal-unseal.service")
 	if !strings.Contains(show, "ExecMainStatus=16\n") || !strings.Contains(show, "NRestarts=0") {
 		t.Errorf("unit: %s\n%s", show, d.journal())
