@@ -13,6 +13,7 @@ package pkcs11proto
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/edgeseal/edgeseal/internal/strictjson"
@@ -45,6 +46,10 @@ const (
 	CodePINFile     = "pin-file"     // the PIN file cannot be read or is not a PIN
 	CodeFailed      = "failed"       // anything else the token said
 )
+
+// ErrMalformed: a request or an answer that is not one of this protocol's,
+// within its bounds. Every parse error wraps it.
+var ErrMalformed = errors.New("malformed PKCS#11 helper message")
 
 // Limits. A request carries a 32-byte key or its 48-byte ciphertext; the
 // bounds keep a confused peer from costing more than a small, fixed amount.
@@ -105,37 +110,37 @@ func Marshal(v any) []byte {
 func ParseRequest(data []byte) (*Request, error) {
 	var r Request
 	if err := strictjson.Decode(data, MaxRequestSize, &r); err != nil {
-		return nil, fmt.Errorf("cannot read the request: %w", err)
+		return nil, fmt.Errorf("cannot read the request: %w: %w", ErrMalformed, err)
 	}
 	switch {
 	case r.V != Version:
-		return nil, fmt.Errorf("cannot read the request: version %d, want %d", r.V, Version)
+		return nil, fmt.Errorf("cannot read the request: %w: version %d, want %d", ErrMalformed, r.V, Version)
 	case r.Op != OpEncrypt && r.Op != OpDecrypt && r.Op != OpGenerate:
-		return nil, fmt.Errorf("cannot read the request: unknown operation %q", r.Op)
+		return nil, fmt.Errorf("cannot read the request: %w: unknown operation %q", ErrMalformed, r.Op)
 	case r.Module == "" || len(r.Module) > MaxPath || r.Module[0] != '/':
-		return nil, fmt.Errorf("cannot read the request: module must be an absolute path")
+		return nil, fmt.Errorf("cannot read the request: %w: module must be an absolute path", ErrMalformed)
 	case (r.TokenLabel == "") == (r.TokenSerial == ""):
-		return nil, fmt.Errorf("cannot read the request: name the token by exactly one of token_label and token_serial")
+		return nil, fmt.Errorf("cannot read the request: %w: name the token by exactly one of token_label and token_serial", ErrMalformed)
 	case len(r.TokenLabel) > MaxLabel || len(r.TokenSerial) > MaxLabel || len(r.KeyLabel) > MaxLabel || len(r.Serial) > MaxLabel:
-		return nil, fmt.Errorf("cannot read the request: a label or serial is longer than %d bytes", MaxLabel)
+		return nil, fmt.Errorf("cannot read the request: %w: a label or serial is longer than %d bytes", ErrMalformed, MaxLabel)
 	case r.KeyLabel == "":
-		return nil, fmt.Errorf("cannot read the request: key_label is empty")
+		return nil, fmt.Errorf("cannot read the request: %w: key_label is empty", ErrMalformed)
 	case r.PINFile == "" || len(r.PINFile) > MaxPath || r.PINFile[0] != '/':
-		return nil, fmt.Errorf("cannot read the request: pin_file must be an absolute path")
+		return nil, fmt.Errorf("cannot read the request: %w: pin_file must be an absolute path", ErrMalformed)
 	case len(r.Data) > MaxData || len(r.AAD) > MaxData:
-		return nil, fmt.Errorf("cannot read the request: data or aad longer than %d bytes", MaxData)
+		return nil, fmt.Errorf("cannot read the request: %w: data or aad longer than %d bytes", ErrMalformed, MaxData)
 	}
 	switch r.Op {
 	case OpEncrypt, OpDecrypt:
 		if len(r.IV) != IVSize || len(r.Data) == 0 {
-			return nil, fmt.Errorf("cannot read the request: %s needs a %d-byte iv and data", r.Op, IVSize)
+			return nil, fmt.Errorf("cannot read the request: %w: %s needs a %d-byte iv and data", ErrMalformed, r.Op, IVSize)
 		}
 		if r.Op == OpDecrypt && r.Serial == "" {
-			return nil, fmt.Errorf("cannot read the request: decrypt needs the serial of the token that encrypted")
+			return nil, fmt.Errorf("cannot read the request: %w: decrypt needs the serial of the token that encrypted", ErrMalformed)
 		}
 	case OpGenerate:
 		if len(r.IV) != 0 || len(r.Data) != 0 || len(r.AAD) != 0 || r.Serial != "" {
-			return nil, fmt.Errorf("cannot read the request: generate takes no iv, aad, data or serial")
+			return nil, fmt.Errorf("cannot read the request: %w: generate takes no iv, aad, data or serial", ErrMalformed)
 		}
 	}
 	return &r, nil
@@ -145,22 +150,22 @@ func ParseRequest(data []byte) (*Request, error) {
 func ParseAnswer(data []byte) (*Answer, error) {
 	var a Answer
 	if err := strictjson.Decode(data, MaxAnswerSize, &a); err != nil {
-		return nil, fmt.Errorf("cannot read the answer: %w", err)
+		return nil, fmt.Errorf("cannot read the answer: %w: %w", ErrMalformed, err)
 	}
 	switch {
 	case a.V != Version:
-		return nil, fmt.Errorf("cannot read the answer: version %d, want %d", a.V, Version)
+		return nil, fmt.Errorf("cannot read the answer: %w: version %d, want %d", ErrMalformed, a.V, Version)
 	case len(a.Message) > MaxMessage || len(a.Serial) > MaxLabel || len(a.Data) > MaxData:
-		return nil, fmt.Errorf("cannot read the answer: a field is too long")
+		return nil, fmt.Errorf("cannot read the answer: %w: a field is too long", ErrMalformed)
 	case a.Error == "" && a.Message != "":
-		return nil, fmt.Errorf("cannot read the answer: a message without an error")
+		return nil, fmt.Errorf("cannot read the answer: %w: a message without an error", ErrMalformed)
 	case a.Error != "" && (len(a.Data) != 0 || a.Message == ""):
-		return nil, fmt.Errorf("cannot read the answer: an error needs a message and no data")
+		return nil, fmt.Errorf("cannot read the answer: %w: an error needs a message and no data", ErrMalformed)
 	}
 	switch a.Error {
 	case "", CodeModule, CodeTokenAbsent, CodeKeyAbsent, CodeWrongPIN, CodeLocked, CodeWrongDevice, CodePINFile, CodeFailed:
 	default:
-		return nil, fmt.Errorf("cannot read the answer: unknown error code %q", a.Error)
+		return nil, fmt.Errorf("cannot read the answer: %w: unknown error code %q", ErrMalformed, a.Error)
 	}
 	return &a, nil
 }

@@ -2,6 +2,7 @@ package pkcs11proto
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -25,7 +26,7 @@ func TestRequestsAreCheckedStrictly(t *testing.T) {
 		{"trailing data", goodRequest + "{}", "after the JSON value"},
 		{"a long key label", strings.Replace(goodRequest, `"key_label":"k"`, `"key_label":"`+strings.Repeat("k", 65)+`"`, 1), "longer than 64"},
 	} {
-		if _, err := ParseRequest([]byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.says) {
+		if _, err := ParseRequest([]byte(tc.doc)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.says)
 		}
 	}
@@ -45,7 +46,7 @@ func TestAnswersAreCheckedStrictly(t *testing.T) {
 		{"too large", `{"v":1,"message":"` + strings.Repeat("m", MaxAnswerSize) + `"}`, "more than"},
 		{"another version", `{"v":0}`, "version 0"},
 	} {
-		if _, err := ParseAnswer([]byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.says) {
+		if _, err := ParseAnswer([]byte(tc.doc)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.says)
 		}
 	}
