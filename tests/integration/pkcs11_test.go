@@ -129,6 +129,24 @@ func TestBootChainWithAPKCS11Token(t *testing.T) {
 	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
 		t.Fatalf("%s\n%s", msg, d.journal())
 	}
+
+	t.Log("When seal.pkcs11.key_label names a key the token lacks, Then edgeseal-unseal stops with status 20, naming the label")
+	d.m.Stop(t)
+	d.cfg.Seal.PKCS11.KeyLabel = "another-key"
+	d.writeConfig()
+	d.m.Reboot(t)
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal without its key: %q\n%s", msg, d.journal())
+	}
+	if show := d.run("systemctl", "show", "-p", "ExecMainStatus", "-p", "NRestarts", "edgeseal-unseal.service"); !strings.Contains(show, "ExecMainStatus=20\n") || !strings.Contains(show, "NRestarts=0\n") {
+		t.Errorf("unit: %q\n%s", show, d.journal())
+	}
+	if j := d.journal(); !strings.Contains(j, "another-key") || !strings.Contains(j, "no such key in the PKCS#11 token") {
+		t.Errorf("the journal does not name the key:\n%s", j)
+	}
+	if d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") != sealed {
+		t.Error("the sealed key changed")
+	}
 }
 
 // The helper runs in edgeseal-unseal's profile (ix): everything it and
