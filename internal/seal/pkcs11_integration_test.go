@@ -37,6 +37,8 @@ func softToken(t testing.TB) (*testbed.SoftHSM, config.PKCS11, string) {
 		Timeout: config.Duration(30 * time.Second)}, serial
 }
 
+// pkcs11Sealer is the sealer of cfg with the helper of test t (a subtest
+// passes its parent's t, whose helper is built already).
 func pkcs11Sealer(t testing.TB, cfg config.PKCS11) seal.Sealer {
 	return seal.NewPKCS11WithHelper(cfg, testbed.PKCS11Helper(t))
 }
@@ -63,6 +65,7 @@ func TestPKCS11SealsWithSoftHSMAndUnsealsInAnotherProcess(t *testing.T) {
 }
 
 func TestPKCS11RefusalsAgainstSoftHSM(t *testing.T) {
+	top := t // its helper serves the subtests
 	h, cfg, _ := softToken(t)
 	blob, err := pkcs11Sealer(t, cfg).Seal(t.Context(), []byte("the unseal key"))
 	if err != nil {
@@ -92,7 +95,7 @@ func TestPKCS11RefusalsAgainstSoftHSM(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cfg
 			tc.edit(&c)
-			_, err := pkcs11Sealer(t, c).Unseal(t.Context(), blob)
+			_, err := pkcs11Sealer(top, c).Unseal(t.Context(), blob)
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) {
 				t.Fatalf("%v, want %v saying %q", err, tc.want, tc.says)
 			}
@@ -102,7 +105,7 @@ func TestPKCS11RefusalsAgainstSoftHSM(t *testing.T) {
 	t.Run("a token without the key, at the first boot", func(t *testing.T) {
 		c := cfg
 		c.TokenLabel = "bare"
-		if _, err := pkcs11Sealer(t, c).Seal(t.Context(), []byte("k")); !errors.Is(err, seal.ErrKeyAbsent) {
+		if _, err := pkcs11Sealer(top, c).Seal(t.Context(), []byte("k")); !errors.Is(err, seal.ErrKeyAbsent) {
 			t.Fatalf("%v, want ErrKeyAbsent", err)
 		}
 	})
@@ -113,8 +116,8 @@ func TestPKCS11RefusalsAgainstSoftHSM(t *testing.T) {
 		h.InitToken(t, "device", tokenPIN, "")
 		bare := filepath.Join(t.TempDir(), "tokens")
 		copyDir(t, h.Tokens, bare)
-		h.GenerateKey(t, "device", tokenPIN, keyLabel)
-		blob, err := pkcs11Sealer(t, cfg).Seal(t.Context(), []byte("the unseal key"))
+		h.GenerateKey(top, "device", tokenPIN, keyLabel)
+		blob, err := pkcs11Sealer(top, cfg).Seal(t.Context(), []byte("the unseal key"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,8 +126,8 @@ func TestPKCS11RefusalsAgainstSoftHSM(t *testing.T) {
 			t.Fatal(err)
 		}
 		copyDir(t, bare, h.Tokens)
-		h.GenerateKey(t, "device", tokenPIN, keyLabel)
-		if _, err := pkcs11Sealer(t, cfg).Unseal(t.Context(), blob); !errors.Is(err, seal.ErrWrongDevice) || !strings.Contains(err.Error(), "does not open the blob") {
+		h.GenerateKey(top, "device", tokenPIN, keyLabel)
+		if _, err := pkcs11Sealer(top, cfg).Unseal(t.Context(), blob); !errors.Is(err, seal.ErrWrongDevice) || !strings.Contains(err.Error(), "does not open the blob") {
 			t.Fatalf("%v, want ErrWrongDevice: the key does not open the blob", err)
 		}
 	})

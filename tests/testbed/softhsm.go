@@ -99,28 +99,25 @@ func (h *SoftHSM) GenerateKey(t testing.TB, label, pin, keyLabel string) string 
 	return a.Serial
 }
 
-var pkcs11Helper = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "edgeseal-pkcs11-")
-	if err != nil {
-		return "", err
+// pkcs11Helpers are the helpers built, by the test that asked (each test's
+// own, in its temporary directory, so that nothing outlives it).
+var pkcs11Helpers sync.Map
+
+// PKCS11Helper returns edgeseal-pkcs11 built with cgo into t's temporary
+// directory, once per test (Go's build cache makes a second build a link).
+func PKCS11Helper(t testing.TB) string {
+	t.Helper()
+	if bin, ok := pkcs11Helpers.Load(t); ok {
+		return bin.(string)
 	}
-	bin := filepath.Join(dir, "edgeseal-pkcs11")
+	bin := filepath.Join(t.TempDir(), "edgeseal-pkcs11")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/edgeseal-pkcs11")
 	build.Dir = repoRoot()
 	build.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("cannot build edgeseal-pkcs11 (cgo: apt-get install gcc libc6-dev): %v\n%s", err, out)
+		t.Fatalf("cannot build edgeseal-pkcs11 (cgo: apt-get install gcc libc6-dev): %v\n%s", err, out)
 	}
-	return bin, nil
-})
-
-// PKCS11Helper returns edgeseal-pkcs11, built once per test binary with cgo
-// into a temporary directory (left for the OS to clean: tests share it).
-func PKCS11Helper(t testing.TB) string {
-	t.Helper()
-	bin, err := pkcs11Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
+	pkcs11Helpers.Store(t, bin)
+	t.Cleanup(func() { pkcs11Helpers.Delete(t) })
 	return bin
 }
