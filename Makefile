@@ -31,7 +31,8 @@ export GOTOOLCHAIN := $(EDGESEAL_GOTOOLCHAIN)
 # GOTAGS=edgeseal_testhooks builds the test bed's binaries, with the crash and
 # failure injection of edgeseal-unseal; a release build leaves it empty.
 GOTAGS      ?=
-GOBUILD     := $(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "-s -w"
+# The pkcs11 sealer runs the helper edgeseal-pkcs11 from LIBEXECDIR.
+GOBUILD     := $(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "-s -w -X github.com/edgeseal/edgeseal/internal/seal.pkcs11Helper=$(LIBEXECDIR)/edgeseal-pkcs11"
 CMDS        := edgeseal edgeseal-pki edgeseal-unseal edgeseal-tokend edgeseal-exeid edgeseal-controller
 UNITS       := edgeseal-pki.service edgeseal-vault.service edgeseal-unseal.service \
                edgeseal-ready.service edgeseal-tokend.socket edgeseal-tokend.service edgeseal.target \
@@ -59,6 +60,11 @@ help:
 build:
 	@mkdir -p bin
 	$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=1 $(GOBUILD) -o bin/ ./cmd/edgeseal-pkcs11
+
+# edgeseal-pkcs11, the one cgo binary: it loads a vendor's PKCS#11 module (C)
+# for seal.method pkcs11, in a process of its own, so that every other binary
+# stays static (CGO_ENABLED=0 above). The snap does not ship it (docs/snap.md).
 
 # The snap's binaries: the commands and the hook (meta/hooks/install, configure,
 # connect-plug-*).
@@ -109,6 +115,7 @@ install: build
 	install -Dm0755 bin/edgeseal-unseal $(DESTDIR)$(LIBEXECDIR)/edgeseal-unseal
 	install -Dm0755 bin/edgeseal-tokend $(DESTDIR)$(LIBEXECDIR)/edgeseal-tokend
 	install -Dm0755 bin/edgeseal-exeid $(DESTDIR)$(LIBEXECDIR)/edgeseal-exeid
+	install -Dm0755 bin/edgeseal-pkcs11 $(DESTDIR)$(LIBEXECDIR)/edgeseal-pkcs11
 	install -Dm0755 bin/edgeseal-controller $(DESTDIR)$(BINDIR)/edgeseal-controller
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in $(UNITS); do \
@@ -191,21 +198,29 @@ $(VULNDB)/index/db.json:
 lint: $(STATICCHECK) $(GOVULNCHECK) $(VULNDB)/index/db.json
 	$(GO) vet ./...
 	$(GO) vet -tags integration,edgeseal_testhooks ./...
+	@# edgeseal-pkcs11 is the one cgo package: the CGO_ENABLED=0 runs skip it.
+	CGO_ENABLED=1 $(GO) vet ./cmd/edgeseal-pkcs11/
+	CGO_ENABLED=1 $(GO) vet -tags integration ./cmd/edgeseal-pkcs11/
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags integration,edgeseal_testhooks ./...
+	CGO_ENABLED=1 $(STATICCHECK) ./cmd/edgeseal-pkcs11/
+	CGO_ENABLED=1 $(STATICCHECK) -tags integration ./cmd/edgeseal-pkcs11/
 	$(GOVULNCHECK) -db file://$(VULNDB) ./...
 	$(GOVULNCHECK) -db file://$(VULNDB) -tags integration,edgeseal_testhooks ./...
+	CGO_ENABLED=1 $(GOVULNCHECK) -db file://$(VULNDB) ./cmd/edgeseal-pkcs11/
 	@out=$$(gofmt -l .); [ -z "$$out" ] || { echo "gofmt: not formatted: $$out" >&2; exit 1; }
 	$(GO) mod tidy -diff
 
 test-unit:
 	$(GO) test -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -count=1 ./cmd/edgeseal-pkcs11/
 	tests/lib/fuzz-all.sh 5s
 
 test-integration: servers
 	@mkdir -p build && rm -f build/spread-not-run.txt
 	EDGESEAL_SPREAD_REPORT=$(CURDIR)/build/spread-not-run.txt \
 		$(GO) test -tags integration -count=1 -timeout 45m ./tests/... ./internal/...
+	CGO_ENABLED=1 $(GO) test -tags integration -count=1 ./cmd/edgeseal-pkcs11/
 	@# The server matrix's second server for the packages that speak to a server
 	@# without systemd (init, unseal, setup, generate-root, token roles, KV v1
 	@# and v2, the client's checks); tests/integration runs its matrix itself.
@@ -220,6 +235,7 @@ bench: deps
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 50x ./internal/tpm/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench . -benchtime 20x ./internal/fsvault/
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 20x ./internal/exeid/
+	$(GO) test -tags integration -count=1 -run '^$$' -bench PKCS11 -benchtime 20x ./internal/seal/
 	$(GO) test -tags integration -count=1 -run '^$$' -bench ControllerFleet -benchtime 5x -timeout 60m ./internal/refctl/
 	@# The real kernel's figures: a Debian 12 VM under qemu (tests/vm/bench.sh).
 	tests/vm/bench.sh

@@ -7,9 +7,12 @@
 // error a restart may cure; 2 bad usage or config; 10 the sealed key is corrupt;
 // 11 the sealed key belongs to another device or key; 12 the key material hook
 // failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal;
-// 15 the PCR values are not approved; 16 the TPM PIN is wrong; 17 the TPM is in
-// dictionary-attack lockout; 18 there is no TPM; 19 the server is not a supported
-// release of OpenBao or HashiCorp Vault.
+// 15 the PCR values are not approved; 16 the TPM's or the token's PIN is wrong;
+// 17 the TPM is in dictionary-attack lockout or the token's PIN is locked; 18
+// there is no TPM, or no PKCS#11 token of the configured label or serial; 19
+// the server is not a supported release of OpenBao or HashiCorp Vault; 20 the
+// token has no key of seal.pkcs11.key_label; 21 the PKCS#11 module or helper
+// failed otherwise.
 package main
 
 import (
@@ -59,8 +62,10 @@ unsupported release.
 Exit status: 0 stopped; 1 an error a restart may cure; 2 bad usage or config;
 10 the sealed key is corrupt; 11 it belongs to another device or key; 12 the
 key material hook failed; 13 Vault's storage was lost; 14 Vault was initialised
-without edgeseal; 15 PCR values not approved; 16 wrong TPM PIN; 17 TPM lockout;
-18 no TPM; 19 the server does not run or is not supported (a server too slow to answer is 1).
+without edgeseal; 15 PCR values not approved; 16 wrong TPM or token PIN; 17 TPM
+lockout or token PIN locked; 18 no TPM or no PKCS#11 token; 19 the server does
+not run or is not supported (a server too slow to answer is 1); 20 no such key
+in the PKCS#11 token; 21 the PKCS#11 module or helper failed.
 
 Options:
 `
@@ -250,10 +255,14 @@ func exitCode(err error) int {
 		return 16
 	case errors.Is(err, seal.ErrLockout):
 		return 17
-	case errors.Is(err, seal.ErrTPMAbsent):
+	case errors.Is(err, seal.ErrTPMAbsent), errors.Is(err, seal.ErrTokenAbsent):
 		return 18
 	case errors.Is(err, vaultbin.ErrUnsupported):
 		return 19
+	case errors.Is(err, seal.ErrKeyAbsent):
+		return 20
+	case errors.Is(err, seal.ErrPKCS11):
+		return 21
 	}
 	return 1
 }

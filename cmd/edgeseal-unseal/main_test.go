@@ -29,6 +29,9 @@ func TestExitCodesNameWhatARestartCannotCure(t *testing.T) {
 		{wrap(seal.ErrLockout), 17},
 		{wrap(seal.ErrTPMAbsent), 18},
 		{wrap(vaultbin.ErrUnsupported), 19},
+		{wrap(seal.ErrTokenAbsent), 18},
+		{wrap(seal.ErrKeyAbsent), 20},
+		{wrap(seal.ErrPKCS11), 21},
 		{fmt.Errorf("%w: %w", seal.ErrWrongDevice, errors.New("SRK changed")), 11},
 		{errors.New("Vault did not answer"), 1},
 	}

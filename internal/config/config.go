@@ -114,12 +114,14 @@ const (
 
 // Seal chooses how the Vault unseal key is protected at rest.
 type Seal struct {
-	// Method is "tpm2" (default), "ikm-hook" or "none".
+	// Method is "tpm2" (default), "ikm-hook", "pkcs11" or "none".
 	Method string `yaml:"method"`
 	// IKMHook configures the ikm-hook sealer.
 	IKMHook IKMHook `yaml:"ikm_hook"`
 	// TPM2 configures the tpm2 sealer.
 	TPM2 TPM2 `yaml:"tpm2"`
+	// PKCS11 configures the pkcs11 sealer.
+	PKCS11 PKCS11 `yaml:"pkcs11"`
 	// AllowInsecureNone must be true for method "none"; it stores the key in clear.
 	AllowInsecureNone bool `yaml:"allow_insecure_none"`
 	// RecoveryKey, if set, is the absolute path of a public key file (PEM; P-256
@@ -148,6 +150,23 @@ type TPM2 struct {
 	PCRs []int `yaml:"pcrs"`
 	// PINFile, if set, holds a PIN the TPM requires besides the PCR state.
 	PINFile string `yaml:"pin_file"`
+}
+
+// PKCS11 is the PKCS#11 token whose non-extractable AES key wraps the unseal
+// key. The device builder makes the token and the key; edgeseal only uses them.
+type PKCS11 struct {
+	// Module is the absolute path of the vendor's PKCS#11 library, loaded by
+	// the helper edgeseal-pkcs11 only.
+	Module string `yaml:"module"`
+	// TokenLabel or TokenSerial (exactly one) names the token.
+	TokenLabel  string `yaml:"token_label"`
+	TokenSerial string `yaml:"token_serial"`
+	// KeyLabel is the CKA_LABEL of the token's AES key.
+	KeyLabel string `yaml:"key_label"`
+	// PINFile holds the token's user PIN (one line).
+	PINFile string `yaml:"pin_file"`
+	// Timeout bounds one run of the helper. Default 30s.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Tokens configures the tokens edgeseal issues.

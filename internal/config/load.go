@@ -38,6 +38,7 @@ func Default() *Config {
 			Method:  "tpm2",
 			IKMHook: IKMHook{Command: []string{"/etc/edgeseal/ikm-hook"}, Timeout: Duration(10 * time.Second)},
 			TPM2:    TPM2{Device: "/dev/tpmrm0", PCRs: []int{7}},
+			PKCS11:  PKCS11{KeyLabel: "edgeseal-unseal", PINFile: "/etc/edgeseal/pkcs11-pin", Timeout: Duration(30 * time.Second)},
 		},
 		Tokens: Tokens{
 			ServicePeriod: Duration(time.Hour),

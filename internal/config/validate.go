@@ -140,8 +140,67 @@ func (c *Config) validateSeal() *Error {
 		return nil
 	case "tpm2":
 		return c.validateTPM2()
+	case "pkcs11":
+		return c.validatePKCS11()
 	}
-	return fieldErr("seal.method", "%q is not a seal method: use ikm-hook, tpm2 or none", s.Method)
+	return fieldErr("seal.method", "%q is not a seal method: use ikm-hook, tpm2, pkcs11 or none", s.Method)
+}
+
+// Bounds of the pkcs11 sealer's settings: PKCS#11 token labels are 32 bytes
+// and serial numbers 16 (CK_TOKEN_INFO); a key's CKA_LABEL has no fixed
+// length, 64 bytes is plenty.
+const (
+	maxTokenLabel  = 32
+	maxTokenSerial = 16
+	maxKeyLabel    = 64
+	maxPathLen     = 4096
+)
+
+func (c *Config) validatePKCS11() *Error {
+	p := c.Seal.PKCS11
+	abs := func(field, path, example string) *Error {
+		switch {
+		case path == "":
+			return fieldErr(field, "is empty: set it, e.g. %s", example)
+		case len(path) > maxPathLen || !filepath.IsAbs(path) || filepath.Clean(path) != path:
+			return fieldErr(field, "%q must be an absolute, clean path such as %s", path, example)
+		}
+		return nil
+	}
+	if err := abs("seal.pkcs11.module", p.Module, "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so (the token vendor's PKCS#11 library)"); err != nil {
+		return err
+	}
+	label := func(field, v string, max int) *Error {
+		switch {
+		case len(v) > max:
+			return fieldErr(field, "%q is %d bytes: at most %d", v, len(v), max)
+		case strings.TrimSpace(v) != v:
+			return fieldErr(field, "%q has leading or trailing spaces, which PKCS#11 pads with: remove them", v)
+		}
+		return nil
+	}
+	switch {
+	case p.TokenLabel == "" && p.TokenSerial == "":
+		return fieldErr("seal.pkcs11.token_label", "is empty, and so is seal.pkcs11.token_serial: name the token by one of them (softhsm2-util --show-slots, pkcs11-tool -L list them)")
+	case p.TokenLabel != "" && p.TokenSerial != "":
+		return fieldErr("seal.pkcs11.token_serial", "is set with seal.pkcs11.token_label: name the token by one of them only")
+	}
+	if err := label("seal.pkcs11.token_label", p.TokenLabel, maxTokenLabel); err != nil {
+		return err
+	}
+	if err := label("seal.pkcs11.token_serial", p.TokenSerial, maxTokenSerial); err != nil {
+		return err
+	}
+	if p.KeyLabel == "" {
+		return fieldErr("seal.pkcs11.key_label", "is empty: name the token's AES key by its label (CKA_LABEL)")
+	}
+	if err := label("seal.pkcs11.key_label", p.KeyLabel, maxKeyLabel); err != nil {
+		return err
+	}
+	if err := abs("seal.pkcs11.pin_file", p.PINFile, "/etc/edgeseal/pkcs11-pin"); err != nil {
+		return err
+	}
+	return between("seal.pkcs11.timeout", p.Timeout, time.Second, 5*time.Minute)
 }
 
 // maxPCR is the highest PCR index a PC-client TPM has.

@@ -49,6 +49,7 @@ var rank = map[string]int{
 	"internal/vaultbin":    mechanism,
 	"internal/ledger":      mechanism,
 	"internal/recovery":    mechanism,
+	"internal/pkcs11proto": mechanism,
 	"internal/vaultlayout": mechanism,
 	"internal/vaultclient": leaf,
 	"internal/policysync":  mechanism,
@@ -74,6 +75,7 @@ var rank = map[string]int{
 	"cmd/edgeseal-pki":        command,
 	"cmd/edgeseal-exeid":      command,
 	"cmd/edgeseal-unseal":     command,
+	"cmd/edgeseal-pkcs11":     command,
 	"cmd/edgeseal-tokend":     command,
 	"cmd/edgeseal-controller": command,
 	"cmd/edgeseal-snap-hook":  command,
@@ -82,7 +84,8 @@ var rank = map[string]int{
 
 // packages returns each Go package directory of the module (relative to its
 // root) with its imports of the module's packages, from every non-test file
-// of every build (the release build, the test hooks, the integration tests).
+// of every build (the release build, the test hooks, the integration tests,
+// the cgo helper).
 func packages(t *testing.T) map[string][]string {
 	t.Helper()
 	root, err := filepath.Abs("../..")
@@ -94,6 +97,8 @@ func packages(t *testing.T) map[string][]string {
 	}
 	ctx := build.Default
 	ctx.BuildTags = []string{"integration", "edgeseal_testhooks"}
+	// cmd/edgeseal-pkcs11 is built with cgo, whatever CGO_ENABLED says here.
+	ctx.CgoEnabled = true
 	out := map[string][]string{}
 	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

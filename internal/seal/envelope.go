@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/edgeseal/edgeseal/internal/strictjson"
@@ -36,7 +37,8 @@ const (
 )
 
 // Envelope is a parsed sealed blob. Which byte fields are set depends on Method:
-// ikm-hook has Salt, Nonce and Ciphertext; none has Secret. ParseEnvelope
+// ikm-hook has Salt, Nonce and Ciphertext; none has Secret; tpm2 has TPM2;
+// pkcs11 has Nonce, Ciphertext, Token and Wrapped. ParseEnvelope
 // guarantees exactly those are set and have valid lengths.
 type Envelope struct {
 	Version int
@@ -51,6 +53,10 @@ type Envelope struct {
 	Secret []byte // the secret, in clear
 
 	TPM2 []byte // tpm2: the TPM sealed object, in its binary form (internal/tpm)
+
+	// pkcs11 has Nonce and Ciphertext (the secret under the data key) and:
+	Token   []byte // the serial number of the token, 1 to maxSerialSize bytes
+	Wrapped []byte // the token's AES-GCM of the data key: IV, ciphertext, tag
 }
 
 // wireEnvelope is the JSON form of Envelope. Its field order is the key order of
@@ -63,6 +69,19 @@ type wireEnvelope struct {
 	Ciphertext string `json:"ciphertext,omitempty"`
 	Secret     string `json:"secret,omitempty"`
 	TPM2       string `json:"tpm2,omitempty"`
+	Token      string `json:"token,omitempty"`
+	Wrapped    string `json:"wrapped,omitempty"`
+}
+
+// only refuses the fields of w that method does not have.
+func (w *wireEnvelope) only(method string, names ...string) error {
+	for _, f := range [...]struct{ name, value string }{{"salt", w.Salt}, {"nonce", w.Nonce}, {"ciphertext", w.Ciphertext},
+		{"secret", w.Secret}, {"tpm2", w.TPM2}, {"token", w.Token}, {"wrapped", w.Wrapped}} {
+		if f.value != "" && !slices.Contains(names, f.name) {
+			return corrupt("field %s does not belong to method %s", f.name, method)
+		}
+	}
+	return nil
 }
 
 // Marshal returns the canonical encoding of e: one line of compact JSON with the
@@ -77,6 +96,8 @@ func (e *Envelope) Marshal() []byte {
 		Ciphertext: encodeField(e.Ciphertext),
 		Secret:     encodeField(e.Secret),
 		TPM2:       encodeField(e.TPM2),
+		Token:      encodeField(e.Token),
+		Wrapped:    encodeField(e.Wrapped),
 	}
 	out, err := json.Marshal(w)
 	if err != nil {
@@ -115,8 +136,8 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 		return nil, corrupt("its version %d is not supported (this edgeseal reads version %d)", *h.Version, EnvelopeVersion)
 	case h.Method == nil:
 		return nil, corrupt("it has no method")
-	case *h.Method != MethodIKMHook && *h.Method != MethodNone && *h.Method != MethodTPM2:
-		return nil, corrupt("its method %q is not one this edgeseal knows (%s, %s, %s)", *h.Method, MethodIKMHook, MethodTPM2, MethodNone)
+	case *h.Method != MethodIKMHook && *h.Method != MethodNone && *h.Method != MethodTPM2 && *h.Method != MethodPKCS11:
+		return nil, corrupt("its method %q is not one this edgeseal knows (%s, %s, %s, %s)", *h.Method, MethodIKMHook, MethodTPM2, MethodPKCS11, MethodNone)
 	}
 
 	var w wireEnvelope
@@ -128,10 +149,8 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 	var err error
 	switch e.Method {
 	case MethodIKMHook:
-		for _, f := range [...]struct{ name, value string }{{"secret", w.Secret}, {"tpm2", w.TPM2}} {
-			if f.value != "" {
-				return nil, corrupt("field %s does not belong to method %s", f.name, e.Method)
-			}
+		if err := w.only(e.Method, "salt", "nonce", "ciphertext"); err != nil {
+			return nil, err
 		}
 		if e.Salt, err = decodeField("salt", w.Salt, saltSize, saltSize); err != nil {
 			return nil, err
@@ -143,19 +162,31 @@ func ParseEnvelope(data []byte) (*Envelope, error) {
 			return nil, err
 		}
 	case MethodTPM2:
-		for _, f := range [...]struct{ name, value string }{{"salt", w.Salt}, {"nonce", w.Nonce}, {"ciphertext", w.Ciphertext}, {"secret", w.Secret}} {
-			if f.value != "" {
-				return nil, corrupt("field %s does not belong to method %s", f.name, e.Method)
-			}
+		if err := w.only(e.Method, "tpm2"); err != nil {
+			return nil, err
 		}
 		if e.TPM2, err = decodeField("tpm2", w.TPM2, 1, maxTPM2Size); err != nil {
 			return nil, err
 		}
+	case MethodPKCS11:
+		if err := w.only(e.Method, "nonce", "ciphertext", "token", "wrapped"); err != nil {
+			return nil, err
+		}
+		if e.Nonce, err = decodeField("nonce", w.Nonce, nonceSize, nonceSize); err != nil {
+			return nil, err
+		}
+		if e.Ciphertext, err = decodeField("ciphertext", w.Ciphertext, 1+tagSize, maxSecretSize+tagSize); err != nil {
+			return nil, err
+		}
+		if e.Token, err = decodeField("token", w.Token, 1, maxSerialSize); err != nil {
+			return nil, err
+		}
+		if e.Wrapped, err = decodeField("wrapped", w.Wrapped, wrappedSize, wrappedSize); err != nil {
+			return nil, err
+		}
 	case MethodNone:
-		for _, f := range [...]struct{ name, value string }{{"salt", w.Salt}, {"nonce", w.Nonce}, {"ciphertext", w.Ciphertext}, {"tpm2", w.TPM2}} {
-			if f.value != "" {
-				return nil, corrupt("field %s does not belong to method %s", f.name, e.Method)
-			}
+		if err := w.only(e.Method, "secret"); err != nil {
+			return nil, err
 		}
 		if e.Secret, err = decodeField("secret", w.Secret, 1, maxSecretSize); err != nil {
 			return nil, err

@@ -10,7 +10,7 @@ import (
 // addSeeds adds the golden blobs, the envelope tests' canonical blobs and a few
 // near misses to the corpus of f.
 func addSeeds(f *testing.F) {
-	for _, name := range []string{"ikm-hook-v1.sealed", "none-v1.sealed"} {
+	for _, name := range []string{"ikm-hook-v1.sealed", "none-v1.sealed", "pkcs11-v1.sealed"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)
@@ -41,21 +41,27 @@ func FuzzParseEnvelope(f *testing.F) {
 }
 
 func FuzzUnsealIKMHook(f *testing.F) {
+	h, _ := memSealer(goldenIKM)
+	fuzzOnlyGoldenUnseals(f, "ikm-hook-v1.sealed", func() Sealer { return h })
+}
+
+// fuzzOnlyGoldenUnseals fuzzes the Unseal of the sealer newSealer makes,
+// which holds the golden key: every error is one a caller acts on, and
+// nothing but the golden blob fixture opens.
+func fuzzOnlyGoldenUnseals(f *testing.F, fixture string, newSealer func() Sealer) {
 	addSeeds(f)
-	golden, err := os.ReadFile(filepath.Join("testdata", "ikm-hook-v1.sealed"))
+	golden, err := os.ReadFile(filepath.Join("testdata", fixture))
 	if err != nil {
 		f.Fatal(err)
 	}
-	h, _ := memSealer(goldenIKM)
 	f.Fuzz(func(t *testing.T, blob []byte) {
-		got, err := h.Unseal(t.Context(), blob)
+		got, err := newSealer().Unseal(t.Context(), blob)
 		if err != nil {
 			if !isAny(err, ErrCorrupt, ErrWrongDevice, ErrWrongMethod) {
 				t.Fatalf("error %v wraps none of ErrCorrupt, ErrWrongDevice, ErrWrongMethod", err)
 			}
 			return
 		}
-		// Only the golden blob opens with the golden key material.
 		if !bytes.Equal(blob, golden) || string(got) != goldenSecret {
 			t.Fatalf("%q unsealed to %q", blob, got)
 		}
@@ -83,5 +89,12 @@ func FuzzUnsealNone(f *testing.F) {
 		if !bytes.Equal(back, blob) {
 			t.Fatalf("%q unseals to a secret that seals as %q", blob, back)
 		}
+	})
+}
+
+func FuzzUnsealPKCS11(f *testing.F) {
+	fuzzOnlyGoldenUnseals(f, "pkcs11-v1.sealed", func() Sealer {
+		s, _ := memPKCS11(testPKCS11Config, "0123456789abcdef", 7)
+		return s
 	})
 }

@@ -8,8 +8,11 @@
 //
 // ikm-hook (NewIKMHook) runs a vendor hook that prints this device's input keying
 // material, derives an AES-256-GCM key from it with HKDF-SHA256 and a random salt,
-// and seals with that key. none (NewNone) stores the key in clear, only with
-// explicit consent and with a warning each time. tpm2 is reserved for a later build.
+// and seals with that key. tpm2 (NewTPM2) seals to the TPM in an approved PCR
+// state. pkcs11 (NewPKCS11) seals with a random data key that a PKCS#11
+// token's non-extractable AES key encrypts, through the helper edgeseal-pkcs11
+// (the vendor's module is never loaded here). none (NewNone) stores the key in
+// clear, only with explicit consent and with a warning each time.
 //
 // # Blobs
 //
@@ -33,6 +36,7 @@ const (
 	MethodIKMHook = "ikm-hook"
 	MethodNone    = "none"
 	MethodTPM2    = "tpm2"
+	MethodPKCS11  = "pkcs11"
 )
 
 // New returns the sealer cfg.Method names. A hook command that can never run (none
@@ -50,14 +54,16 @@ func New(cfg config.Seal, warn func(string)) (Sealer, error) {
 		return NewNone(cfg.AllowInsecureNone, warn)
 	case MethodTPM2:
 		return NewTPM2(cfg.TPM2), nil
+	case MethodPKCS11:
+		return NewPKCS11(cfg.PKCS11), nil
 	}
-	return nil, fmt.Errorf("unknown seal method %q: set seal.method to %s, %s or %s", cfg.Method, MethodIKMHook, MethodTPM2, MethodNone)
+	return nil, fmt.Errorf("unknown seal method %q: set seal.method to %s, %s, %s or %s", cfg.Method, MethodIKMHook, MethodTPM2, MethodPKCS11, MethodNone)
 }
 
 // Sealer seals and unseals a secret. Implementations must wipe intermediate key
 // material they derive and must not log the secret.
 type Sealer interface {
-	// Method is the config name of the sealer ("ikm-hook", "none", "tpm2").
+	// Method is the config name of the sealer ("ikm-hook", "none", "tpm2", "pkcs11").
 	Method() string
 	// Seal returns a self-describing blob (see Envelope) holding secret.
 	Seal(ctx context.Context, secret []byte) ([]byte, error)
@@ -90,4 +96,18 @@ var (
 	ErrWrongPIN    = tpm.ErrWrongPIN
 	ErrLockout     = tpm.ErrLockout
 	ErrTPMAbsent   = tpm.ErrAbsent
+
+	// For the pkcs11 sealer: a wrong PIN is ErrWrongPIN, a locked PIN
+	// ErrLockout, another token (its serial differs) or a key that does not
+	// open the blob ErrWrongDevice.
+	//
+	// ErrTokenAbsent: no token with the configured label or serial is present
+	// (plug it in, or fix seal.pkcs11.token_label or token_serial).
+	ErrTokenAbsent = errors.New("PKCS#11 token not found")
+	// ErrKeyAbsent: the token has no AES key with the configured label (make it
+	// as README says, or fix seal.pkcs11.key_label). edgeseal never makes it.
+	ErrKeyAbsent = errors.New("no such key in the PKCS#11 token")
+	// ErrPKCS11: the module, the helper edgeseal-pkcs11 or the token failed in
+	// another way (the message says how).
+	ErrPKCS11 = errors.New("PKCS#11 sealer failed")
 )

@@ -92,6 +92,13 @@ func Parse(instance string, doc []byte) (*config.Config, []byte, error) {
 		}
 		return nil, nil, err
 	}
+	if cfg.Seal.Method == "pkcs11" {
+		// The snap ships no edgeseal-pkcs11 (the one cgo binary) and has no
+		// interface to a vendor's module or its token: refused here rather
+		// than half working at the next boot.
+		return nil, nil, errors.New("seal.method: pkcs11 is not available in the snap (it does not ship the PKCS#11 helper edgeseal-pkcs11): " +
+			"use tpm2 or ikm-hook, or install edgeseal from its Debian build (make install) to seal with a PKCS#11 token")
+	}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot encode the config: %w", err)

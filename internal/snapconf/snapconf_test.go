@@ -78,6 +78,8 @@ func TestABadOptionIsRefusedByItsSnapName(t *testing.T) {
 		{"a file vaults dir", `{"file-vaults":{"dir":"/run/v"}}`, "file-vaults.dir"},
 		{"a file vault option misspelt", `{"file-vaults":{"vaults":[{"schema":1,"uuid":"` + uuid + `","name":"a","key-src":"tpm"}]}}`, "unknown key"},
 		{"not JSON", `{"vault":`, "cannot decode"},
+		{"the pkcs11 sealer, which the snap does not ship", `{"seal":{"method":"pkcs11","pkcs11":{"module":"/usr/lib/p11.so","token-label":"dev"}}}`,
+			"seal.method: pkcs11 is not available in the snap"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := Parse("edgeseal", []byte(tc.doc))

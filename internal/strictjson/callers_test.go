@@ -21,6 +21,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/controller"
 	"github.com/edgeseal/edgeseal/internal/ctlproto"
 	"github.com/edgeseal/edgeseal/internal/fsvault"
+	"github.com/edgeseal/edgeseal/internal/pkcs11proto"
 	"github.com/edgeseal/edgeseal/internal/recovery"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/strictjson"
@@ -61,6 +62,14 @@ func TestEveryStrictCallerRefusesAClosingBracketAfterTheValue(t *testing.T) {
 			_, err := seal.ParseEnvelope(b)
 			return err
 		}, seal.ErrCorrupt, ""},
+		{"pkcs11proto.ParseRequest (a request to the PKCS#11 helper)", []byte(`{"v":1,"op":"generate","module":"/m.so","token_label":"t","key_label":"k","pin_file":"/pin"}`), func(b []byte) error {
+			_, err := pkcs11proto.ParseRequest(b)
+			return err
+		}, pkcs11proto.ErrMalformed, "data after the JSON value"},
+		{"pkcs11proto.ParseAnswer (the PKCS#11 helper's answer)", []byte(`{"v":1,"serial":"0a","data":"AAAA"}`), func(b []byte) error {
+			_, err := pkcs11proto.ParseAnswer(b)
+			return err
+		}, pkcs11proto.ErrMalformed, "data after the JSON value"},
 		{"recovery.RecipientOf (a recovery copy)", recoveryCopy(t), func(b []byte) error {
 			_, err := recovery.RecipientOf(b)
 			return err

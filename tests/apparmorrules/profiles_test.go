@@ -339,6 +339,16 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 		access{unseal, "read the recovery public key", "/etc/edgeseal/recovery.pem", "r", false},
 		access{unseal, "look up the token provider's user", "/etc/passwd", "r", false},
 		access{unseal, "run the ikm hook", config.Default().Seal.IKMHook.Command[0], "x", false},
+		access{unseal, "run the PKCS#11 helper", libexecDir + "/edgeseal-pkcs11", "x", false},
+		access{unseal, "map the helper's dynamic loader", "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "mr", false},
+		access{unseal, "map the helper's libc", "/usr/lib/x86_64-linux-gnu/libc.so.6", "mr", false},
+		access{unseal, "map SoftHSM2's module", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "mr", false},
+		access{unseal, "map SoftHSM2's OpenSSL", "/usr/lib/x86_64-linux-gnu/libcrypto.so.3", "mr", false},
+		access{unseal, "read SoftHSM2's config", "/etc/softhsm/softhsm2.conf", "r", false},
+		access{unseal, "read OpenSSL's config (SoftHSM2)", "/etc/ssl/openssl.cnf", "r", false},
+		access{unseal, "lock a SoftHSM2 token's generation file", "/var/lib/softhsm/tokens/b7231c86-874e-d869-abf0-6dfbd00d7b8f/generation", "rw", false},
+		access{unseal, "read a SoftHSM2 token object", "/var/lib/softhsm/tokens/b7231c86-874e-d869-abf0-6dfbd00d7b8f/token.object", "r", false},
+		access{unseal, "read the token's PIN", config.Default().Seal.PKCS11.PINFile, "r", false},
 		access{unseal, "read the boot id", "/proc/sys/kernel/random/boot_id", "r", false},
 		access{unseal, "read the listen backlog", "/proc/sys/net/core/somaxconn", "r", false},
 		access{unseal, "read the sealed blob", sealedBlob, "rw", true},
@@ -570,7 +580,16 @@ func TestNoProfileHasACatchAllFileRule(t *testing.T) {
 	}
 }
 
-func TestOnlyTheIKMHookAndTheServersVersionMayBeExecutedAndOnlyInTheSameProfile(t *testing.T) {
+// pkcs11Maps are what edgeseal-pkcs11 maps executable in edgeseal-unseal's
+// profile: the dynamic loader, the libraries it and SoftHSM2's module link,
+// and the module.
+var pkcs11Maps = []string{
+	"/usr/lib/*-linux-gnu*/ld-linux*.so.*",
+	"/usr/lib/*-linux-gnu*/lib{c,m,gcc_s,stdc++,crypto}.so.*",
+	"/usr/lib/*-linux-gnu*/softhsm/libsofthsm2.so",
+}
+
+func TestOnlyTheIKMHookThePKCS11HelperAndTheServersVersionMayBeExecutedAndOnlyInTheSameProfile(t *testing.T) {
 	for name, r := range renderAll(t) {
 		for _, f := range r.profile.ExecRules() {
 			switch {
@@ -578,6 +597,10 @@ func TestOnlyTheIKMHookAndTheServersVersionMayBeExecutedAndOnlyInTheSameProfile(
 				// mr on its own binary
 			case name == unseal && f.Exec == "ix" && f.Path == "/etc/edgeseal/ikm-hook" && f.Perms == 0:
 				// the vendor hook inherits this profile (NoNewPrivileges=yes)
+			case name == unseal && f.Exec == "ix" && f.Path == libexecDir+"/edgeseal-pkcs11" && f.Perms == 0:
+				// seal.method pkcs11's helper, in this profile (NoNewPrivileges=yes)
+			case name == unseal && f.Exec == "" && slices.Contains(pkcs11Maps, f.Path):
+				// the helper's loader, libraries and SoftHSM2's module
 			case (name == pki || name == unseal) && f.Exec == "ix" && f.Path == vaultBin:
 				// `bao version` (vaultbin.Identify), in this profile
 			default:

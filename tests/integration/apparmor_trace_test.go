@@ -58,28 +58,11 @@ func TestEveryStepStaysWithinItsAppArmorProfileOnABoot(t *testing.T) {
 		d.writeConfig()
 		d.run("install", "-d", "-m", "1777", "/run/edgeseal-trace")
 		for _, s := range tracedSteps {
-			var execs strings.Builder
-			for _, e := range stepExecs(t, root, s.unit) {
-				// The lock of a vault with files open waits 1s, not 10s, here.
-				cmd := strings.Replace(e.cmd, "--wait 10s", "--wait 1s", 1)
-				fmt.Fprintf(&execs, "%s=\n%s=/usr/bin/strace -D -f -ff -qq -y -s 4096 -e status=successful -e trace=%s -o /run/edgeseal-trace/%s %s\n",
-					e.key, e.key, traceSyscalls, s.profile, cmd)
-			}
-			dropIn := fmt.Sprintf(`[Service]
-	# Traced by TestEveryStepStaysWithinItsAppArmorProfileOnABoot: strace runs as a
-	# grandchild (-D), so the step keeps its pid (socket activation, sd_notify);
-	# it needs ptrace, which the unit's system-call filter would refuse, and
-	# CAP_SYS_PTRACE to read the memory of steps that make themselves non-dumpable.
-	%sSystemCallFilter=
-	CapabilityBoundingSet=CAP_SYS_PTRACE
-	AmbientCapabilities=CAP_SYS_PTRACE
-	ReadWritePaths=/run/edgeseal-trace
-	`, execs.String())
 			dir := filepath.Join(d.units, s.unit+".d")
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			writeFile(t, filepath.Join(dir, "trace.conf"), []byte(dropIn), 0o644)
+			writeFile(t, filepath.Join(dir, "trace.conf"), []byte(traceDropIn(t, root, s.unit, s.profile)), 0o644)
 		}
 		d.run("systemctl", "daemon-reload")
 
@@ -161,34 +144,64 @@ func TestEveryStepStaysWithinItsAppArmorProfileOnABoot(t *testing.T) {
 				continue // the same profile and trace files as edgeseal-fsvault.service
 			}
 			t.Run(s.profile, func(t *testing.T) {
-				p := policy[s.profile]
-				if p == nil {
-					t.Fatalf("no profile %s", s.profile)
-				}
-				traces := d.run("sh", "-c", fmt.Sprintf(`for f in /run/edgeseal-trace/%s.*; do echo "== ${f##*.}"; cat "$f"; done`, s.profile))
-				if os.Getenv("EDGESEAL_TRACE_DUMP") != "" {
-					t.Logf("%s", traces)
-				}
-				accesses := parseTrace(traces, strings.Fields(execStart(t, root, s.unit))[0])
-				if len(accesses) < 5 {
-					t.Fatalf("only %d accesses traced for %s: is strace working?\n%s", len(accesses), s.unit, traces)
-				}
-				var outside []string
-				for _, a := range accesses {
-					if !a.allowedBy(p) {
-						outside = append(outside, a.String())
-					}
-				}
-				slices.Sort(outside)
-				outside = slices.Compact(outside)
-				t.Logf("%s: %d accesses traced, %d outside the profile", s.unit, len(accesses), len(outside))
-				if len(outside) > 0 {
-					t.Errorf("%s did what profile %s does not allow (it would be denied on a device with AppArmor):\n  %s",
-						s.unit, s.profile, strings.Join(outside, "\n  "))
-				}
+				checkTrace(t, d, root, policy, s.unit, s.profile)
 			})
 		}
 	})
+}
+
+// traceDropIn is the drop-in that runs the step of unit under strace, writing
+// /run/edgeseal-trace/PROFILE.PID (/run/edgeseal-trace: 1777, made by the test).
+func traceDropIn(t *testing.T, root, unit, profile string) string {
+	t.Helper()
+	var execs strings.Builder
+	for _, e := range stepExecs(t, root, unit) {
+		// The lock of a vault with files open waits 1s, not 10s, here.
+		cmd := strings.Replace(e.cmd, "--wait 10s", "--wait 1s", 1)
+		fmt.Fprintf(&execs, "%s=\n%s=/usr/bin/strace -D -f -ff -qq -y -s 4096 -e status=successful -e trace=%s -o /run/edgeseal-trace/%s %s\n",
+			e.key, e.key, traceSyscalls, profile, cmd)
+	}
+	return fmt.Sprintf(`[Service]
+# Traced (apparmor_trace_test.go): strace runs as a grandchild (-D), so the
+# step keeps its pid (socket activation, sd_notify); it needs ptrace, which
+# the unit's system-call filter would refuse, and CAP_SYS_PTRACE to read the
+# memory of steps that make themselves non-dumpable.
+%sSystemCallFilter=
+CapabilityBoundingSet=CAP_SYS_PTRACE
+AmbientCapabilities=CAP_SYS_PTRACE
+ReadWritePaths=/run/edgeseal-trace
+`, execs.String())
+}
+
+// checkTrace checks every access the traced step of unit made (its traces
+// ended: the unit stopped) against its installed profile.
+func checkTrace(t *testing.T, d *device, root string, policy map[string]*apparmorrules.Profile, unit, profile string) {
+	t.Helper()
+	p := policy[profile]
+	if p == nil {
+		t.Fatalf("no profile %s", profile)
+	}
+	traces := d.run("sh", "-c", fmt.Sprintf(`for f in /run/edgeseal-trace/%s.*; do echo "== ${f##*.}"; cat "$f"; done`, profile))
+	if os.Getenv("EDGESEAL_TRACE_DUMP") != "" {
+		t.Logf("%s", traces)
+	}
+	accesses := parseTrace(traces, strings.Fields(execStart(t, root, unit))[0])
+	if len(accesses) < 5 {
+		t.Fatalf("only %d accesses traced for %s: is strace working?\n%s", len(accesses), unit, traces)
+	}
+	var outside []string
+	for _, a := range accesses {
+		if !a.allowedBy(p) {
+			outside = append(outside, a.String())
+		}
+	}
+	slices.Sort(outside)
+	outside = slices.Compact(outside)
+	t.Logf("%s: %d accesses traced, %d outside the profile", unit, len(accesses), len(outside))
+	if len(outside) > 0 {
+		t.Errorf("%s did what profile %s does not allow (it would be denied on a device with AppArmor):\n  %s",
+			unit, profile, strings.Join(outside, "\n  "))
+	}
 }
 
 // stepExecs are the commands an installed unit runs as its step, by key
@@ -283,7 +296,8 @@ func (a access) allowedBy(p *apparmorrules.Profile) bool {
 var (
 	// 123 openat(AT_FDCWD</>, "/etc/x", O_RDONLY|O_CLOEXEC) = 3</etc/x>; -ff
 	// files carry no pid, the runner's "== PID" header does.
-	traceCall = regexp.MustCompile(`^([a-z0-9_]+)\((.*)\) += (\d+)`)
+	// -y prints the file a call opened after its descriptor, its path resolved.
+	traceCall = regexp.MustCompile(`^([a-z0-9_]+)\((.*)\) += (\d+)(?:<([^>]*)>)?`)
 	traceStr  = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
 	traceDir  = regexp.MustCompile(`^(?:AT_FDCWD|\d+)<([^>]*)>`)
 	sunPath   = regexp.MustCompile(`sun_path="((?:[^"\\]|\\.)*)"`)
@@ -342,6 +356,13 @@ func parseTrace(out, self string) []access {
 			case strings.Contains(args, "O_RDWR"):
 				perm = "rw"
 			}
+			// AppArmor sees the file opened, symlinks resolved (/lib is
+			// /usr/lib; /usr/lib/ssl/openssl.cnf is /etc/ssl/openssl.cnf): the
+			// path -y prints, where there is one.
+			if opened := m[4]; strings.HasPrefix(opened, "/") {
+				add(opened, perm)
+				continue
+			}
 			add(strs[0][1], perm)
 		case "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "chmod", "fchmodat":
 			if len(strs) > 0 {
@@ -382,6 +403,7 @@ renameat(AT_FDCWD</>, "/run/edgeseal/.status.json.tmp-1", AT_FDCWD</>, "/run/edg
 socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_IP) = 6<TCP:[123]>
 connect(7<UNIX:[99]>, {sa_family=AF_UNIX, sun_path="/var/run/dbus/system_bus_socket"}, 29) = 0
 openat(AT_FDCWD, 0x3430781444e0, O_RDONLY|O_CLOEXEC) = 6
+openat(AT_FDCWD</>, "/lib/x86_64-linux-gnu/libc.so.6", O_RDONLY|O_CLOEXEC) = 3</usr/lib/x86_64-linux-gnu/libc.so.6>
 == 813
 execve("/etc/edgeseal/ikm-hook", ["/etc/edgeseal/ikm-hook"], 0x7ffd /* 9 vars */) = 0
 execve("/bin/cat", ["cat"], 0x7ffd /* 9 vars */) = 0
@@ -400,6 +422,7 @@ execve("/bin/cat", ["cat"], 0x7ffd /* 9 vars */) = 0
 		"socket: network inet stream",
 		"connect: /run/dbus/system_bus_socket w",
 		"openat: (undecoded: AT_FDCWD, 0x3430781444e0, O_RDONLY|O_CLOEXEC) ?",
+		"openat: /usr/lib/x86_64-linux-gnu/libc.so.6 r",
 		"execve: /etc/edgeseal/ikm-hook x",
 		"execve: /bin/cat x",
 	}

@@ -7,10 +7,11 @@
 # (a signal forged on the system bus by an unprivileged user), dbus-daemon (a
 # bus of a test's own, for the watch on failed units), qemu-system-x86,
 # qemu-utils and debootstrap (`make spread`: the Debian VM image of
-# tests/vm/build-image.sh, booted with swtpm as its TPM).
+# tests/vm/build-image.sh, booted with swtpm as its TPM), softhsm2 (a software
+# PKCS#11 token for seal.method pkcs11) and gcc (the cgo helper edgeseal-pkcs11).
 set -euo pipefail
 
-pkgs=(systemd-container swtpm swtpm-tools tpm2-tools apparmor squashfs-tools snapd fscrypt e2fsprogs util-linux iproute2 strace libglib2.0-bin dbus-daemon qemu-system-x86 qemu-utils debootstrap)
+pkgs=(systemd-container swtpm swtpm-tools tpm2-tools apparmor squashfs-tools snapd fscrypt e2fsprogs util-linux iproute2 strace libglib2.0-bin dbus-daemon qemu-system-x86 qemu-utils debootstrap softhsm2 gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,8 @@
 // Package testbed runs the real parts edgeseal's integration tests need on the
 // test bed (../shared/testbed.md): systemd as PID 1 in a container over the
 // host's root, a Vault-compatible server (OpenBao, the default, or HashiCorp
-// Vault: Server, picked by EDGESEAL_SERVER), a software TPM. Rules it keeps for
+// Vault: Server, picked by EDGESEAL_SERVER), a software TPM, SoftHSM2 tokens
+// and the cgo helper edgeseal-pkcs11 that makes their keys. Rules it keeps for
 // every test:
 //
 //   - A missing prerequisite fails the test with what to install; nothing skips.

@@ -29,6 +29,7 @@ var packages = map[string]string{
 	"mksquashfs":      "squashfs-tools",
 	"gdbus":           "libglib2.0-bin",
 	"busctl":          "systemd",
+	"softhsm2-util":   "softhsm2",
 }
 
 // Require fails the test unless every command is on PATH, saying what to install.
