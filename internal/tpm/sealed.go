@@ -57,6 +57,10 @@ type SealedObject struct {
 	Values    map[int][]byte
 	Approved  tpm2.Digest
 	Signature *tpm2.Signature
+
+	// NV, if set, keeps the sealed data in a TPM NV index instead (Public and
+	// Private are then empty), and binds the approval to a rollback counter.
+	NV *NVStorage
 }
 
 var sha256Sym = &tpm2.SymDef{Algorithm: tpm2.SymAlgorithmAES, KeyBits: &tpm2.SymKeyBitsU{Sym: 128}, Mode: &tpm2.SymModeU{Sym: tpm2.SymModeCFB}}
@@ -91,7 +95,9 @@ func policyDigests(signKey *tpm2.Public, pin bool) (tpm2.Digest, error) {
 	return b.Digest()
 }
 
-func pcrPolicy(pcrs []int, values map[int][]byte) (tpm2.Digest, error) {
+// pcrPolicy is the approved policy: PolicyPCR(values) and, for NV storage,
+// PolicyNV(counter <= nv.Value).
+func pcrPolicy(pcrs []int, values map[int][]byte, nv *NVStorage) (tpm2.Digest, error) {
 	vals := tpm2.PCRValues{tpm2.HashAlgorithmSHA256: {}}
 	for p, v := range values {
 		vals[tpm2.HashAlgorithmSHA256][p] = v
@@ -102,6 +108,9 @@ func pcrPolicy(pcrs []int, values map[int][]byte) (tpm2.Digest, error) {
 	}
 	b := policyutil.NewPolicyBuilder(tpm2.HashAlgorithmSHA256)
 	b.RootBranch().PolicyPCRDigest(d, selection(pcrs))
+	if nv != nil {
+		b.RootBranch().PolicyNV(counterPublic(nv.Counter), counterOperand(nv.Value), 0, tpm2.OpUnsignedLE)
+	}
 	return b.Digest()
 }
 
@@ -163,7 +172,7 @@ func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObj
 
 // approve signs the PolicyPCR digest of values with the policy signing key.
 func (o *SealedObject) approve(key *ecdsa.PrivateKey, values map[int][]byte) error {
-	d, err := pcrPolicy(o.PCRs, values)
+	d, err := pcrPolicy(o.PCRs, values, o.NV)
 	if err != nil {
 		return fmt.Errorf("cannot compute the PCR policy: %w", err)
 	}
@@ -178,14 +187,26 @@ func (o *SealedObject) approve(key *ecdsa.PrivateKey, values map[int][]byte) err
 
 // Unseal returns the secret if the PCRs are in the approved state (and the PIN is
 // right). Everything it loads is flushed; the secret travels encrypted.
+//
+// For NV storage it then advances the counter to the object's value if a
+// reseal did not (a crash between writing the blob and Commit).
 func Unseal(t *tpm2.TPMContext, o *SealedObject, pin []byte) ([]byte, error) {
 	secret, _, err := o.unseal(t, pin)
-	return secret, err
+	if err != nil {
+		return nil, err
+	}
+	if err := o.Commit(t); err != nil {
+		clear(secret)
+		return nil, err
+	}
+	return secret, nil
 }
 
 // Approve approves values for the PCRs (e.g. the values expected after an update)
 // in place of the approved ones. It must unseal the object first, so it works only
-// in an approved state; the object itself does not change.
+// in an approved state; the object itself does not change. For NV storage the
+// approval is for the counter's next value: write the blob, then Commit, and
+// every older approval is refused.
 func (o *SealedObject) Approve(t *tpm2.TPMContext, pin []byte, values map[int][]byte) error {
 	secret, key, err := o.unseal(t, pin)
 	clear(secret)
@@ -197,12 +218,32 @@ func (o *SealedObject) Approve(t *tpm2.TPMContext, pin []byte, values map[int][]
 			return fmt.Errorf("cannot approve PCR values: PCR %d needs a 32-byte SHA-256 value", p)
 		}
 	}
+	if o.NV != nil {
+		_, v, err := o.counterValue(t)
+		if err != nil {
+			return err
+		}
+		o.NV.Value = v + 1
+	}
 	return o.approve(key, values)
 }
 
 func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.PrivateKey, error) {
+	var nvRC tpm2.ResourceContext
+	var nvPub *tpm2.NVPublic
+	if o.NV != nil {
+		// The indices first: after a TPM2_Clear they are gone, and that is
+		// what an operator needs to read.
+		var err error
+		if nvRC, nvPub, err = nvIndex(t, o.NV.Index, o.NV.IndexName, "sealed key"); err != nil {
+			return nil, nil, err
+		}
+		if _, _, err := o.counterValue(t); err != nil {
+			return nil, nil, err
+		}
+	}
 	if !t.DoesHandleExist(SRKHandle) {
-		return nil, nil, fmt.Errorf("%w: there is no storage root key at %v", ErrSRKChanged, SRKHandle)
+		return nil, nil, fmt.Errorf("%w: there is no storage root key at %v (the TPM was cleared, or this blob is another device's)", ErrSRKChanged, SRKHandle)
 	}
 	srk, err := t.NewResourceContext(SRKHandle)
 	if err != nil {
@@ -210,6 +251,9 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	}
 	if !bytes.Equal(srk.Name(), o.SRKName) {
 		return nil, nil, fmt.Errorf("%w (the disk may have been moved to another device, or the TPM cleared)", ErrSRKChanged)
+	}
+	if o.NV != nil {
+		return o.unsealNV(t, srk, nvRC, nvPub, pin)
 	}
 	hmac, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
 	if err != nil {
@@ -225,35 +269,12 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	}
 	defer t.FlushContext(obj)
 
-	policy, err := t.StartAuthSession(srk, nil, tpm2.SessionTypePolicy, sha256Sym, tpm2.HashAlgorithmSHA256)
+	policy, err := o.policySession(t, srk)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot start a policy session: %w", err)
+		return nil, nil, err
 	}
 	defer t.FlushContext(policy)
-	if err := t.PolicyPCR(policy, nil, selection(o.PCRs)); err != nil {
-		return nil, nil, fmt.Errorf("cannot run PolicyPCR: %w", err)
-	}
-	signKey, err := t.LoadExternal(nil, o.SignKey, tpm2.HandleOwner)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot load the policy signing key: %w", err)
-	}
-	tbs := policyutil.ComputePolicyAuthorizationTBSDigest(crypto.SHA256, o.Approved, nil)
-	signName := signKey.Name() // read before the flush invalidates the context
-	ticket, err := t.VerifySignature(signKey, tbs, o.Signature)
-	t.FlushContext(signKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: the approval's signature does not verify: %v", ErrSRKChanged, err)
-	}
-	if err := t.PolicyAuthorize(policy, o.Approved, nil, signName, ticket); err != nil {
-		if tpm2.IsTPMParameterError(err, tpm2.ErrorValue, tpm2.CommandPolicyAuthorize, 1) {
-			return nil, nil, o.pcrMismatch(t)
-		}
-		return nil, nil, fmt.Errorf("cannot run PolicyAuthorize: %w", err)
-	}
 	if o.PIN {
-		if err := t.PolicyAuthValue(policy); err != nil {
-			return nil, nil, fmt.Errorf("cannot run PolicyAuthValue: %w", err)
-		}
 		obj.SetAuthValue(pin)
 	}
 	data, err := t.Unseal(obj, policy, hmac.WithAttrs(tpm2.AttrResponseEncrypt))
@@ -262,6 +283,82 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	}
 	defer clear(data)
 	return unpackSealedData(data)
+}
+
+// unsealNV reads the sealed index through its policy, the response encrypted
+// by the policy session (salted by the SRK).
+func (o *SealedObject) unsealNV(t *tpm2.TPMContext, srk, idx tpm2.ResourceContext, pub *tpm2.NVPublic, pin []byte) ([]byte, *ecdsa.PrivateKey, error) {
+	policy, err := o.policySession(t, srk)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer t.FlushContext(policy)
+	if o.PIN {
+		idx.SetAuthValue(pin)
+	}
+	data, err := t.NVRead(idx, idx, pub.Size, 0, policy.WithAttrs(tpm2.AttrResponseEncrypt))
+	if err != nil {
+		return nil, nil, o.classifyUnseal(t, err)
+	}
+	defer clear(data)
+	return unpackSealedData(data)
+}
+
+// policySession starts a policy session salted by the SRK and runs the sealed
+// object's policy in it: PolicyPCR [PolicyNV], PolicyAuthorize with the
+// approval, [PolicyAuthValue]. The caller flushes it.
+func (o *SealedObject) policySession(t *tpm2.TPMContext, srk tpm2.ResourceContext) (tpm2.SessionContext, error) {
+	policy, err := t.StartAuthSession(srk, nil, tpm2.SessionTypePolicy, sha256Sym, tpm2.HashAlgorithmSHA256)
+	if err != nil {
+		return nil, fmt.Errorf("cannot start a policy session: %w", err)
+	}
+	if err := o.runPolicy(t, policy); err != nil {
+		t.FlushContext(policy)
+		return nil, err
+	}
+	return policy, nil
+}
+
+func (o *SealedObject) runPolicy(t *tpm2.TPMContext, policy tpm2.SessionContext) error {
+	if err := t.PolicyPCR(policy, nil, selection(o.PCRs)); err != nil {
+		return fmt.Errorf("cannot run PolicyPCR: %w", err)
+	}
+	if o.NV != nil {
+		counter, err := t.NewResourceContext(o.NV.Counter)
+		if err != nil {
+			return fmt.Errorf("cannot read the TPM counter at %v: %w", o.NV.Counter, err)
+		}
+		if err := t.PolicyNV(counter, counter, policy, counterOperand(o.NV.Value), 0, tpm2.OpUnsignedLE, nil); err != nil {
+			if tpm2.IsTPMError(err, tpm2.ErrorPolicy, tpm2.CommandPolicyNV) {
+				v, _ := t.NVReadCounter(counter, counter, nil)
+				return o.rolledBack(v)
+			}
+			return fmt.Errorf("cannot run PolicyNV: %w", err)
+		}
+	}
+	signKey, err := t.LoadExternal(nil, o.SignKey, tpm2.HandleOwner)
+	if err != nil {
+		return fmt.Errorf("cannot load the policy signing key: %w", err)
+	}
+	tbs := policyutil.ComputePolicyAuthorizationTBSDigest(crypto.SHA256, o.Approved, nil)
+	signName := signKey.Name() // read before the flush invalidates the context
+	ticket, err := t.VerifySignature(signKey, tbs, o.Signature)
+	t.FlushContext(signKey)
+	if err != nil {
+		return fmt.Errorf("%w: the approval's signature does not verify: %v", ErrSRKChanged, err)
+	}
+	if err := t.PolicyAuthorize(policy, o.Approved, nil, signName, ticket); err != nil {
+		if tpm2.IsTPMParameterError(err, tpm2.ErrorValue, tpm2.CommandPolicyAuthorize, 1) {
+			return o.pcrMismatch(t)
+		}
+		return fmt.Errorf("cannot run PolicyAuthorize: %w", err)
+	}
+	if o.PIN {
+		if err := t.PolicyAuthValue(policy); err != nil {
+			return fmt.Errorf("cannot run PolicyAuthValue: %w", err)
+		}
+	}
+	return nil
 }
 
 // MismatchError is ErrPCRMismatch naming the PCRs whose values differ (the

@@ -1,0 +1,263 @@
+//go:build integration
+
+package tpm_test
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/canonical/go-tpm2"
+
+	"github.com/edgeseal/edgeseal/internal/tpm"
+	"github.com/edgeseal/edgeseal/tests/testbed"
+)
+
+// testNV are the handles the NV tests seal into (the config's defaults).
+var testNV = tpm.NVHandles{Index: 0x013e5e00, Counter: 0x013e5e10}
+
+func sealNV(t *testing.T, ctx *tpm2.TPMContext, pin []byte) *tpm.SealedObject {
+	t.Helper()
+	o, err := tpm.SealNV(ctx, unsealKey, []int{7}, pin, testNV, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func counterValue(t *testing.T, ctx *tpm2.TPMContext) uint64 {
+	t.Helper()
+	rc, err := ctx.NewResourceContext(testNV.Counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ctx.NVReadCounter(rc, rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// roundTrip re-reads o from its binary form, as the blob on disk is.
+func roundTrip(t *testing.T, o *tpm.SealedObject) *tpm.SealedObject {
+	t.Helper()
+	b, err := o.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := tpm.UnmarshalSealedObject(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return back
+}
+
+func TestAKeySealedInNVUnsealsInTheApprovedStateAndAfterAReboot(t *testing.T) {
+	s := testbed.StartSWTPM(t)
+	ctx := openSWTPM(t, s)
+	o := roundTrip(t, sealNV(t, ctx, nil))
+	if o.NV == nil || o.Public != nil || o.NV.Index != testNV.Index {
+		t.Fatalf("sealed object is not in NV slot %v: %+v", testNV.Index, o.NV)
+	}
+	if got, err := tpm.Unseal(ctx, o, nil); err != nil || !bytes.Equal(got, unsealKey) {
+		t.Fatalf("unseal: %x %v", got, err)
+	}
+	if n := transients(t, ctx); n != 0 {
+		t.Errorf("%d transient objects left loaded", n)
+	}
+	ctx.Close()
+	s.Reset(t)
+	ctx = openSWTPM(t, s)
+	if err := ctx.Startup(tpm2.StartupClear); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tpm.Unseal(ctx, o, nil); err != nil || !bytes.Equal(got, unsealKey) {
+		t.Fatalf("unseal after a reboot: %v", err)
+	}
+	t.Log("an unapproved PCR change is refused by name, as with a sealed object")
+	extendPCR(t, ctx, 7, "unapproved")
+	if _, err := tpm.Unseal(ctx, o, nil); !errors.Is(err, tpm.ErrPCRMismatch) || !strings.Contains(err.Error(), "PCR 7 ") {
+		t.Fatalf("err = %v, want a PCR mismatch naming PCR 7", err)
+	}
+}
+
+func TestAResealAdvancesTheCounterAndTheOldApprovalIsRefusedAsRolledBack(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	o := sealNV(t, ctx, nil)
+	old := roundTrip(t, o)
+	before := counterValue(t, ctx)
+
+	t.Log("Given a reseal (the same PCR values approved again), its blob written, then committed")
+	if err := o.Approve(ctx, nil, o.Values); err != nil {
+		t.Fatal(err)
+	}
+	if o.NV.Value != before+1 {
+		t.Fatalf("the new approval is for counter value %d, want %d", o.NV.Value, before+1)
+	}
+	t.Log("before the commit both blobs unseal: a crash here loses nothing")
+	for name, x := range map[string]*tpm.SealedObject{"old": roundTrip(t, old), "new": roundTrip(t, o)} {
+		// Unseal of the new one would commit: check the old one with the
+		// counter untouched first.
+		if name == "new" {
+			continue
+		}
+		if _, err := tpm.Unseal(ctx, x, nil); err != nil {
+			t.Fatalf("the %s blob before the commit: %v", name, err)
+		}
+	}
+	if err := o.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := counterValue(t, ctx); v != before+1 {
+		t.Fatalf("the counter is %d after the commit, want %d", v, before+1)
+	}
+
+	t.Log("When the old blob is put back (restored from a backup)")
+	_, err := tpm.Unseal(ctx, old, nil)
+	t.Log("Then it is refused as rolled back, saying what to do")
+	if !errors.Is(err, tpm.ErrRolledBack) || !strings.Contains(err.Error(), "restore the latest") {
+		t.Fatalf("err = %v, want ErrRolledBack", err)
+	}
+	if got, err := tpm.Unseal(ctx, o, nil); err != nil || !bytes.Equal(got, unsealKey) {
+		t.Fatalf("the new blob: %v", err)
+	}
+}
+
+func TestAResealInterruptedBeforeItsCommitIsFinishedByTheNextUnseal(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	o := sealNV(t, ctx, nil)
+	old := roundTrip(t, o)
+	if err := o.Approve(ctx, nil, o.Values); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("the new blob is written, the power goes before the commit; the next boot unseals it")
+	if _, err := tpm.Unseal(ctx, roundTrip(t, o), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tpm.Unseal(ctx, old, nil); !errors.Is(err, tpm.ErrRolledBack) {
+		t.Fatalf("the old blob after the new one unsealed: %v, want ErrRolledBack", err)
+	}
+}
+
+func TestAClearedTPMRefusesTheNVBlobSayingSo(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	o := sealNV(t, ctx, nil)
+	if err := ctx.Clear(ctx.LockoutHandleContext(), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tpm.Unseal(ctx, o, nil)
+	if !errors.Is(err, tpm.ErrNVChanged) || !strings.Contains(err.Error(), "cleared") || !strings.Contains(err.Error(), "edgeseal recover") {
+		t.Fatalf("err = %v, want ErrNVChanged saying the TPM was cleared", err)
+	}
+	t.Log("sealing again on the cleared TPM works and the counter does not go back")
+	o2 := sealNV(t, ctx, nil)
+	if o2.NV.Value < o.NV.Value {
+		t.Errorf("the counter went back from %d to %d across a clear", o.NV.Value, o2.NV.Value)
+	}
+}
+
+func TestAnotherIndexAtTheSameHandleIsRefused(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	o := sealNV(t, ctx, nil)
+	sealNV(t, ctx, nil) // slot Index+1
+	if err := o.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o3 := sealNV(t, ctx, nil) // slot Index again, another index
+	if o3.NV.Index != o.NV.Index {
+		t.Fatalf("third seal in %v, want %v", o3.NV.Index, o.NV.Index)
+	}
+	if _, err := tpm.Unseal(ctx, o, nil); !errors.Is(err, tpm.ErrNVChanged) {
+		t.Fatalf("err = %v, want ErrNVChanged", err)
+	}
+}
+
+func TestTheSealedIndexCannotBeReadWithoutItsPolicyNorRewritten(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	o := sealNV(t, ctx, nil)
+	idx, err := ctx.NewResourceContext(o.NV.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, err := ctx.NVReadPublic(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctx.NVRead(ctx.OwnerHandleContext(), idx, pub.Size, 0, nil); !tpm2.IsTPMError(err, tpm2.ErrorNVAuthorization, tpm2.CommandNVRead) {
+		t.Errorf("NV_Read with the owner's authorisation: %v, want TPM_RC_NV_AUTHORIZATION", err)
+	}
+	if _, err := ctx.NVRead(idx, idx, pub.Size, 0, nil); !tpm2.IsTPMError(err, tpm2.ErrorAuthUnavailable, tpm2.CommandNVRead) {
+		t.Errorf("NV_Read with the index's (empty) auth value: %v, want TPM_RC_AUTH_UNAVAILABLE", err)
+	}
+	if err := ctx.NVWrite(idx, idx, make([]byte, pub.Size), 0, nil); !tpm2.IsTPMError(err, tpm2.ErrorNVLocked, tpm2.CommandNVWrite) {
+		t.Errorf("NV_Write with the index's auth value: %v, want TPM_RC_NV_LOCKED", err)
+	}
+	if err := ctx.NVWrite(ctx.OwnerHandleContext(), idx, make([]byte, pub.Size), 0, nil); err == nil {
+		t.Error("NV_Write with the owner's authorisation succeeded")
+	}
+	if got, err := tpm.Unseal(ctx, o, nil); err != nil || !bytes.Equal(got, unsealKey) {
+		t.Fatalf("the key after the attempts: %v", err)
+	}
+}
+
+func TestAFullNVStorageIsReportedNamingTheIndex(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	t.Log("Given a TPM whose NV storage is filled with other indices")
+	var defined []tpm2.ResourceContext
+	t.Cleanup(func() {
+		for _, rc := range defined {
+			if err := ctx.NVUndefineSpace(ctx.OwnerHandleContext(), rc, nil); err != nil {
+				t.Errorf("cannot undefine %v: %v", rc.Handle(), err)
+			}
+		}
+	})
+	h := tpm2.Handle(0x01000000)
+	for size := uint16(2048); size > 0; size /= 2 {
+		for {
+			pub := &tpm2.NVPublic{Index: h, NameAlg: tpm2.HashAlgorithmSHA256, Size: size,
+				Attrs: tpm2.NVTypeOrdinary.WithAttrs(tpm2.AttrNVAuthWrite | tpm2.AttrNVAuthRead | tpm2.AttrNVNoDA)}
+			rc, err := ctx.NVDefineSpace(ctx.OwnerHandleContext(), nil, pub, nil)
+			if tpm2.IsTPMError(err, tpm2.ErrorNVSpace, tpm2.CommandNVDefineSpace) {
+				break // then smaller ones, down to one byte
+			}
+			if err != nil {
+				t.Fatalf("defining filler %v: %v", h, err)
+			}
+			defined = append(defined, rc)
+			h++
+			if len(defined) > 1024 {
+				t.Fatal("the TPM took 1024 NV indices without TPM_RC_NV_SPACE")
+			}
+		}
+	}
+	t.Logf("%d indices (2048 bytes, then smaller) filled it", len(defined))
+	t.Log("When the key is sealed into NV")
+	_, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0)
+	t.Log("Then the error says the NV storage is full, which index, and what to do")
+	if !errors.Is(err, tpm.ErrNVFull) || !strings.Contains(err.Error(), "seal.tpm2.storage: file") {
+		t.Fatalf("err = %v, want ErrNVFull", err)
+	}
+	if !strings.Contains(err.Error(), testNV.Counter.String()) && !strings.Contains(err.Error(), testNV.Index.String()) {
+		t.Errorf("the error names no index: %v", err)
+	}
+}
+
+func TestAKeySealedInNVWithAPINNeedsItAndCountsWrongOnes(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	pin := []byte("2468")
+	o := sealNV(t, ctx, pin)
+	before, err := ctx.GetCapabilityTPMProperty(tpm2.PropertyLockoutCounter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tpm.Unseal(ctx, o, []byte("1357")); !errors.Is(err, tpm.ErrWrongPIN) {
+		t.Fatalf("a wrong PIN: %v, want ErrWrongPIN", err)
+	}
+	if after, _ := ctx.GetCapabilityTPMProperty(tpm2.PropertyLockoutCounter); after != before+1 {
+		t.Errorf("the lockout counter went from %d to %d, want one more", before, after)
+	}
+	if got, err := tpm.Unseal(ctx, o, pin); err != nil || !bytes.Equal(got, unsealKey) {
+		t.Fatalf("the right PIN: %v", err)
+	}
+}
