@@ -9,7 +9,8 @@
 // failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal;
 // 15 the PCR values are not approved; 16 the TPM PIN is wrong; 17 the TPM is in
 // dictionary-attack lockout; 18 there is no TPM; 19 the server is not a supported
-// release of OpenBao or HashiCorp Vault.
+// release of OpenBao or HashiCorp Vault; 20 the sealed key is older than the
+// TPM's rollback counter (seal.tpm2.storage nv: an old copy put back).
 package main
 
 import (
@@ -254,6 +255,8 @@ func exitCode(err error) int {
 		return 18
 	case errors.Is(err, vaultbin.ErrUnsupported):
 		return 19
+	case errors.Is(err, seal.ErrRolledBack):
+		return 20
 	}
 	return 1
 }

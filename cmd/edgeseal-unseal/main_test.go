@@ -29,6 +29,7 @@ func TestExitCodesNameWhatARestartCannotCure(t *testing.T) {
 		{wrap(seal.ErrLockout), 17},
 		{wrap(seal.ErrTPMAbsent), 18},
 		{wrap(vaultbin.ErrUnsupported), 19},
+		{wrap(seal.ErrRolledBack), 20},
 		{fmt.Errorf("%w: %w", seal.ErrWrongDevice, errors.New("SRK changed")), 11},
 		{errors.New("Vault did not answer"), 1},
 	}

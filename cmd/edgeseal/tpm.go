@@ -83,6 +83,14 @@ Must run as root.
 			return err
 		}
 		fmt.Fprintf(stdout, "approved %s of PCRs %v for %s\n", what, cfg.Seal.TPM2.PCRs, p.SealedKey)
+		// Only now that the new blob is on disk: with storage nv, the counter
+		// moves past every older blob's approval.
+		if cfg.Seal.TPM2.Storage == config.TPM2StorageNV {
+			if err := seal.CommitTPM2(cfg.Seal.TPM2, newBlob); err != nil {
+				return fmt.Errorf("cannot advance the TPM's rollback counter (the new blob is written; its next unseal advances it): %w", err)
+			}
+			fmt.Fprintln(stdout, "advanced the TPM's rollback counter: older copies of the sealed key are refused")
+		}
 	}
 	// The file vaults' keys are sealed to the same PCRs.
 	m, err := newVaultManager(p, cfg)

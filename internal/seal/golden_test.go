@@ -8,7 +8,10 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
 // The golden blobs in testdata were sealed once by this code and are committed:
@@ -125,4 +128,35 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// The golden tpm2 blob of storage nv (sealed once into swtpm by
+// TestTPM2SealerInNVRefusesARolledBackBlobAndRecoversIntoTheOtherSlot with
+// -update-nv-golden): it needs that TPM to unseal, so this checks that every
+// later edgeseal reads the same fields from it and writes it back unchanged.
+func TestGoldenTPM2NVBlobReadsAndReencodes(t *testing.T) {
+	blob := mustRead(t, filepath.Join("testdata", "tpm2-nv-v1.sealed"))
+	e, err := ParseEnvelope(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := tpm.UnmarshalSealedObject(e.TPM2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case o.NV == nil || o.Public != nil:
+		t.Fatal("the golden nv blob reads as a sealed object, not an NV index")
+	case o.NV.Index != 0x013e5e00 || o.NV.Counter != 0x013e5e10 || o.NV.Value != 1:
+		t.Errorf("NV index %v, counter %v at value %d; want 0x013e5e00, 0x013e5e10 at 1", o.NV.Index, o.NV.Counter, o.NV.Value)
+	case o.PIN || !slices.Equal(o.PCRs, []int{7}) || len(o.NV.IndexName) != 34 || len(o.NV.CounterName) != 34:
+		t.Errorf("PIN %v, PCRs %v, names of %d and %d bytes", o.PIN, o.PCRs, len(o.NV.IndexName), len(o.NV.CounterName))
+	}
+	back, err := o.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal((&Envelope{Version: EnvelopeVersion, Method: MethodTPM2, TPM2: back}).Marshal(), blob) {
+		t.Error("the golden nv blob does not encode back to the same bytes")
+	}
 }

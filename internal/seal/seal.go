@@ -90,4 +90,10 @@ var (
 	ErrWrongPIN    = tpm.ErrWrongPIN
 	ErrLockout     = tpm.ErrLockout
 	ErrTPMAbsent   = tpm.ErrAbsent
+	// With seal.tpm2.storage nv: the blob is older than the TPM's rollback
+	// counter (an old copy put back: restore the latest or recover); the TPM's
+	// NV storage is full (free indices or use storage file). An NV index that is
+	// gone (a cleared TPM) or another is ErrWrongDevice.
+	ErrRolledBack = tpm.ErrRolledBack
+	ErrNVFull     = tpm.ErrNVFull
 )
