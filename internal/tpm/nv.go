@@ -253,8 +253,8 @@ func counterOperand(v uint64) tpm2.Operand {
 // ErrNVChanged error saying what to do.
 func nvIndex(t *tpm2.TPMContext, h tpm2.Handle, name tpm2.Name, what string) (tpm2.ResourceContext, *tpm2.NVPublic, error) {
 	if !t.DoesHandleExist(h) {
-		return nil, nil, fmt.Errorf("%w: there is no NV index at %v (the %s): the TPM was cleared, or this blob is another device's; "+
-			"bring the device back with `edgeseal recover`", ErrNVChanged, h, what)
+		return nil, nil, fmt.Errorf("%w: there is no NV index at %v (the %s): the TPM was cleared, a recovery replaced this blob, "+
+			"or it is another device's; bring the device back with `edgeseal recover`", ErrNVChanged, h, what)
 	}
 	rc, err := t.NewResourceContext(h)
 	if err != nil {
@@ -266,7 +266,7 @@ func nvIndex(t *tpm2.TPMContext, h tpm2.Handle, name tpm2.Name, what string) (tp
 	}
 	if !bytes.Equal(got, name) {
 		return nil, nil, fmt.Errorf("%w: the NV index at %v (the %s) is not the one this blob was sealed into: the TPM was cleared, "+
-			"or this blob is another device's; bring the device back with `edgeseal recover`", ErrNVChanged, h, what)
+			"a recovery replaced this blob, or it is another device's; bring the device back with `edgeseal recover`", ErrNVChanged, h, what)
 	}
 	return rc, pub, nil
 }

@@ -33,11 +33,19 @@ type firmware struct {
 
 func (f firmware) tool(args ...string) {
 	f.t.Helper()
+	f.output(args...)
+}
+
+// output runs a tpm2-tools command on the TPM and returns what it printed.
+func (f firmware) output(args ...string) string {
+	f.t.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+f.sw.TCTI())
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		f.t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
+	return string(out)
 }
 
 func (f firmware) measure(shim string) {

@@ -1,0 +1,120 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/tests/testbed"
+)
+
+// The boot story of seal.tpm2.storage nv: the sealed key in a TPM NV index and a
+// rollback counter; an old sealed file put back after `edgeseal tpm reseal` is
+// refused at boot, and recovery brings the device back.
+func TestARolledBackSealedKeyInTPMNVIsRefusedAtBootAndRecovered(t *testing.T) {
+	testbed.Require(t, "tpm2_pcrextend", "tpm2_startup", "tpm2_shutdown", "tpm2_getcap")
+	sw := testbed.StartSWTPM(t)
+	fw := firmware{t, sw}
+	fw.measure("shim v1")
+	t.Log("Given a device with seal.tpm2.storage nv and a recovery key")
+	pubPEM, privPEM := recoveryKeyPair(t)
+	d := newDevice(t, false, func(c *config.Config) {
+		c.Seal.Method = "tpm2"
+		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
+		c.Seal.TPM2.Storage = config.TPM2StorageNV
+		c.Seal.RecoveryKey = "/etc/edgeseal/recovery.pem"
+	})
+	writeFile(t, d.etc+"/recovery.pem", pubPEM, 0o644)
+	d.run("systemctl", "enable", "edgeseal.target")
+
+	t.Log("When it boots for the first time, Then the key is sealed into the TPM's NV index and Vault unsealed")
+	d.start()
+	if st := d.status(); st["ready"] != true {
+		t.Fatalf("status: %v", st)
+	}
+	if idx := nvIndices(t, fw); !strings.Contains(idx, "0x13E5E00") || !strings.Contains(idx, "0x13E5E10") {
+		t.Fatalf("the TPM's NV indices: %s", idx)
+	}
+	c := d.vaultClient()
+	c.SetToken(d.rootToken())
+	if _, err := c.KVv2("secret").Put(context.Background(), "edgeseal/app-one/db", map[string]any{"v": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	backup := d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") // the operator's copy
+	putBack := func() {
+		t.Helper()
+		writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/var/lib/edgeseal/unseal-key.sealed", []byte(backup), 0o600)
+	}
+
+	t.Log("When it reboots, Then it unseals unattended")
+	fw.reboot(d, "shim v1")
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("%s\n%s", msg, d.journal())
+	}
+
+	t.Log("When the operator runs `edgeseal tpm reseal`, Then the TPM's counter moves past the old sealed file")
+	if out := d.run("edgeseal", "tpm", "reseal"); !strings.Contains(out, "advanced the TPM's rollback counter") {
+		t.Errorf("reseal said: %q", out)
+	}
+	fw.reboot(d, "shim v1")
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("after the reseal: %s\n%s", msg, d.journal())
+	}
+
+	t.Log("When the old sealed file is put back from the copy, Then the next boot refuses it (status 20), saying rolled back")
+	putBack()
+	fw.reboot(d, "shim v1")
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal with a rolled-back sealed key: %q", msg)
+	}
+	show := d.run("systemctl", "show", "-p", "ExecMainStatus", "-p", "NRestarts", "edgeseal-unseal.service")
+	if !strings.Contains(show, "ExecMainStatus=20\n") || !strings.Contains(show, "NRestarts=0") {
+		t.Errorf("unit: %s", show)
+	}
+	if j := d.journal(); !strings.Contains(j, "rolled back") || !strings.Contains(j, "edgeseal recover") {
+		t.Errorf("the journal does not say rolled back:\n%s", j)
+	}
+
+	t.Log("When the operator recovers, Then Vault unseals with its data, and the next boot is unattended")
+	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/recovery-private.pem", privPEM, 0o600)
+	if out := d.run("edgeseal", "recover", "--recovery-key", "/root/recovery-private.pem"); !strings.Contains(out, "recovered") {
+		t.Errorf("recover said %q", out)
+	}
+	d.run("systemctl", "reset-failed")
+	d.start()
+	c = d.vaultClient()
+	c.SetToken(d.rootToken())
+	if s, err := c.KVv2("secret").Get(context.Background(), "edgeseal/app-one/db"); err != nil || s.Data["v"] != "kept" {
+		t.Fatalf("the secret after recovery: %v %v", s, err)
+	}
+	if idx := nvIndices(t, fw); !strings.Contains(idx, "0x13E5E01") || strings.Contains(idx, "0x13E5E00") {
+		t.Errorf("after recovery the key should be in the second slot alone: %s", idx)
+	}
+	fw.reboot(d, "shim v1")
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		t.Fatalf("after recovery: %s\n%s", msg, d.journal())
+	}
+	t.Log("And the copy from before the reseal stays refused: its NV index is gone (status 11)")
+	putBack()
+	fw.reboot(d, "shim v1")
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal with the pre-recovery copy: %q", msg)
+	}
+	if show := d.run("systemctl", "show", "-p", "ExecMainStatus", "edgeseal-unseal.service"); show != "ExecMainStatus=11\n" {
+		t.Errorf("unit: %q", show)
+	}
+	if j := d.journal(); !strings.Contains(j, "a recovery replaced this blob") {
+		t.Errorf("the journal does not say why:\n%s", j)
+	}
+}
+
+// nvIndices lists the TPM's NV index handles (tpm2_getcap handles-nv-index).
+func nvIndices(t *testing.T, fw firmware) string {
+	t.Helper()
+	return fw.output("tpm2_getcap", "handles-nv-index")
+}
