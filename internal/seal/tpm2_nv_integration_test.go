@@ -56,6 +56,10 @@ func TestTPM2SealerInNVRefusesARolledBackBlobAndRecoversIntoTheOtherSlot(t *test
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Log("(had writing the new blob failed, there is no commit, and the blob on disk still unseals)")
+	if got, err := s.Unseal(ctx, first); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("the old blob before the commit: %v", err)
+	}
 	if err := seal.CommitTPM2(cfg, second); err != nil {
 		t.Fatal(err)
 	}
