@@ -261,3 +261,53 @@ func TestAKeySealedInNVWithAPINNeedsItAndCountsWrongOnes(t *testing.T) {
 		t.Fatalf("the right PIN: %v", err)
 	}
 }
+
+func TestIndicesThatAreNotEdgesealsAreReportedAndLeftAlone(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	foreign := func(h tpm2.Handle) *tpm2.NVPublic {
+		return &tpm2.NVPublic{Index: h, NameAlg: tpm2.HashAlgorithmSHA256, Size: 16,
+			Attrs: tpm2.NVTypeOrdinary.WithAttrs(tpm2.AttrNVOwnerWrite | tpm2.AttrNVOwnerRead | tpm2.AttrNVNoDA)}
+	}
+	names := map[tpm2.Handle]tpm2.Name{}
+	for _, h := range []tpm2.Handle{testNV.Index, testNV.Index + 1} {
+		rc, err := ctx.NVDefineSpace(ctx.OwnerHandleContext(), nil, foreign(h), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[h] = rc.Name()
+	}
+	if _, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0); !errors.Is(err, tpm.ErrNVInUse) || !strings.Contains(err.Error(), "seal.tpm2.nv_index") {
+		t.Fatalf("both slots another's: %v, want ErrNVInUse naming seal.tpm2.nv_index", err)
+	}
+	for h, name := range names {
+		rc, err := ctx.NewResourceContext(h)
+		if err != nil || !bytes.Equal(rc.Name(), name) {
+			t.Errorf("the index at %v was touched: %v", h, err)
+		}
+	}
+	t.Log("another's index at the counter's handle is reported too")
+	other := tpm.NVHandles{Index: 0x01000100, Counter: testNV.Index}
+	if _, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, other, 0); !errors.Is(err, tpm.ErrNVInUse) || !strings.Contains(err.Error(), "seal.tpm2.counter_index") {
+		t.Fatalf("the counter's handle another's: %v, want ErrNVInUse naming seal.tpm2.counter_index", err)
+	}
+}
+
+func TestASealThatDidNotFinishLeavesASlotThatTheNextSealTakesBack(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	current := sealNV(t, ctx, nil)                                      // slot Index, named by the blob on disk
+	orphan, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0) // slot Index+1: a recovery whose blob was never written
+	if err != nil || orphan.NV.Index != testNV.Index+1 {
+		t.Fatalf("second seal: %v", err)
+	}
+	t.Log("the next recovery, with the blob on disk naming slot Index, takes Index+1 back")
+	again, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, current.NV.Index)
+	if err != nil || again.NV.Index != testNV.Index+1 {
+		t.Fatalf("third seal: %v", err)
+	}
+	if got, err := tpm.Unseal(ctx, current, nil); err != nil || !bytes.Equal(got, unsealKey) {
+		t.Fatalf("the blob on disk: %v", err)
+	}
+	if _, err := tpm.Unseal(ctx, orphan, nil); !errors.Is(err, tpm.ErrNVChanged) {
+		t.Fatalf("the orphan: %v, want ErrNVChanged", err)
+	}
+}
