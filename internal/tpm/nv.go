@@ -2,16 +2,11 @@ package tpm
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/canonical/go-tpm2"
-	"github.com/canonical/go-tpm2/objectutil"
 )
 
 // Errors of NV storage a caller acts on.
@@ -170,14 +165,11 @@ func freeSlot(t *tpm2.TPMContext, h NVHandles, inUse tpm2.Handle) (tpm2.Handle, 
 // the sealed object's policy; the data is written over a session salted by the
 // SRK (encrypted on the bus), then write-locked.
 func SealNV(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte, h NVHandles, inUse tpm2.Handle) (*SealedObject, error) {
-	pcrs = slices.Compact(slices.Sorted(slices.Values(pcrs)))
-	if len(secret) == 0 || len(secret)+40 > maxSealedData {
-		return nil, fmt.Errorf("cannot seal %d bytes in the TPM: at most %d", len(secret), maxSealedData-40)
-	}
-	srk, _, err := EnsureSRK(t)
+	s, err := newSealing(t, secret, pcrs, pin)
 	if err != nil {
 		return nil, err
 	}
+	defer clear(s.data)
 	counter, value, err := ensureCounter(t, h.Counter)
 	if err != nil {
 		return nil, err
@@ -186,27 +178,13 @@ func SealNV(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte, h NVHandl
 	if err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("cannot generate the policy signing key: %w", err)
-	}
-	signPub, err := objectutil.NewECCPublicKey(&key.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	authPolicy, err := policyDigests(signPub, len(pin) > 0)
-	if err != nil {
-		return nil, fmt.Errorf("cannot compute the sealed index's policy: %w", err)
-	}
-	data := packSealedData(secret, key)
-	defer clear(data)
 	pub := &tpm2.NVPublic{Index: slot, NameAlg: tpm2.HashAlgorithmSHA256, Attrs: dataAttrs(len(pin) > 0),
-		AuthPolicy: authPolicy, Size: uint16(len(data))}
+		AuthPolicy: s.authPolicy, Size: uint16(len(s.data))}
 	idx, err := t.NVDefineSpace(t.OwnerHandleContext(), pin, pub, nil)
 	if err != nil {
 		return nil, defineError(slot, "sealed key", err)
 	}
-	if err := writeOnce(t, srk, idx, data); err != nil {
+	if err := writeOnce(t, s.srk, idx, s.data); err != nil {
 		// Nothing names the index yet: take it back.
 		t.NVUndefineSpace(t.OwnerHandleContext(), idx, nil)
 		return nil, err
@@ -215,16 +193,8 @@ func SealNV(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte, h NVHandl
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the sealed index %v: %w", slot, err)
 	}
-	o := &SealedObject{SRKName: srk.Name(), SignKey: signPub, PIN: len(pin) > 0, PCRs: slices.Clone(pcrs),
-		NV: &NVStorage{Index: slot, IndexName: name, Counter: h.Counter, CounterName: counter.Name(), Value: value}}
-	values, err := ReadPCRs(t, pcrs)
-	if err != nil {
-		return nil, err
-	}
-	if err := o.approve(key, values); err != nil {
-		return nil, err
-	}
-	return o, nil
+	return s.approved(t, &SealedObject{
+		NV: &NVStorage{Index: slot, IndexName: name, Counter: h.Counter, CounterName: counter.Name(), Value: value}})
 }
 
 // writeOnce writes data to the index over a session salted by the SRK, with

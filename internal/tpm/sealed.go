@@ -114,9 +114,20 @@ func pcrPolicy(pcrs []int, values map[int][]byte, nv *NVStorage) (tpm2.Digest, e
 	return b.Digest()
 }
 
-// Seal seals secret under the SRK, approving the current values of pcrs.
-func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObject, error) {
-	pcrs = slices.Compact(slices.Sorted(slices.Values(pcrs)))
+// sealing is what every seal makes before it stores the sealed data (in a
+// sealed object or an NV index): the SRK, a fresh policy signing key, the
+// policy digest and the sealed data, which the caller wipes.
+type sealing struct {
+	pcrs       []int
+	pin        bool
+	srk        tpm2.ResourceContext
+	key        *ecdsa.PrivateKey
+	signPub    *tpm2.Public
+	authPolicy tpm2.Digest
+	data       []byte
+}
+
+func newSealing(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*sealing, error) {
 	if len(secret) == 0 || len(secret)+40 > maxSealedData {
 		return nil, fmt.Errorf("cannot seal %d bytes in the TPM: at most %d", len(secret), maxSealedData-40)
 	}
@@ -134,13 +145,36 @@ func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObj
 	}
 	authPolicy, err := policyDigests(signPub, len(pin) > 0)
 	if err != nil {
-		return nil, fmt.Errorf("cannot compute the sealed object's policy: %w", err)
+		return nil, fmt.Errorf("cannot compute the sealed key's policy: %w", err)
 	}
-	data := packSealedData(secret, key)
-	defer clear(data)
+	return &sealing{pcrs: slices.Compact(slices.Sorted(slices.Values(pcrs))), pin: len(pin) > 0,
+		srk: srk, key: key, signPub: signPub, authPolicy: authPolicy, data: packSealedData(secret, key)}, nil
+}
+
+// approved completes o, whose storage fields are set, and approves the current
+// values of the PCRs.
+func (s *sealing) approved(t *tpm2.TPMContext, o *SealedObject) (*SealedObject, error) {
+	o.SRKName, o.SignKey, o.PIN, o.PCRs = s.srk.Name(), s.signPub, s.pin, slices.Clone(s.pcrs)
+	values, err := ReadPCRs(t, s.pcrs)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.approve(s.key, values); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// Seal seals secret under the SRK, approving the current values of pcrs.
+func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObject, error) {
+	s, err := newSealing(t, secret, pcrs, pin)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(s.data)
 	opts := []objectutil.PublicTemplateOption{
 		objectutil.WithUserAuthMode(objectutil.RequirePolicy),
-		objectutil.WithAuthPolicy(authPolicy),
+		objectutil.WithAuthPolicy(s.authPolicy),
 	}
 	if len(pin) == 0 {
 		// Without a PIN there is nothing to guess, and dictionary-attack protection
@@ -149,25 +183,17 @@ func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObj
 		opts = append(opts, objectutil.WithoutDictionaryAttackProtection())
 	}
 	template := objectutil.NewSealedObjectTemplate(opts...)
-	session, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
+	session, err := t.StartAuthSession(s.srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
 	if err != nil {
 		return nil, fmt.Errorf("cannot start a session with the TPM: %w", err)
 	}
 	defer t.FlushContext(session)
-	priv, pub, _, _, _, err := t.Create(srk, &tpm2.SensitiveCreate{UserAuth: pin, Data: data}, template, nil, nil,
+	priv, pub, _, _, _, err := t.Create(s.srk, &tpm2.SensitiveCreate{UserAuth: pin, Data: s.data}, template, nil, nil,
 		session.WithAttrs(tpm2.AttrCommandEncrypt|tpm2.AttrContinueSession))
 	if err != nil {
 		return nil, fmt.Errorf("cannot create the sealed object: %w", err)
 	}
-	o := &SealedObject{SRKName: srk.Name(), Public: pub, Private: priv, SignKey: signPub, PIN: len(pin) > 0, PCRs: slices.Clone(pcrs)}
-	values, err := ReadPCRs(t, pcrs)
-	if err != nil {
-		return nil, err
-	}
-	if err := o.approve(key, values); err != nil {
-		return nil, err
-	}
-	return o, nil
+	return s.approved(t, &SealedObject{Public: pub, Private: priv})
 }
 
 // approve signs the PolicyPCR digest of values with the policy signing key.
