@@ -20,7 +20,7 @@ import (
 	"github.com/edgeseal/edgeseal/tests/testbed"
 )
 
-var updateNVGolden = flag.Bool("update-nv-golden", false, "rewrite testdata/tpm2-nv-v1.sealed from a seal into swtpm")
+var updateNVGolden = flag.Bool("update-nv-golden", false, "rewrite testdata/tpm2-nv-v1.sealed and tpm2-v1.sealed from seals into swtpm")
 
 func nvConfig(s *testbed.SWTPM) config.TPM2 {
 	c := tpmConfig(s).TPM2
@@ -43,8 +43,16 @@ func TestTPM2SealerInNVRefusesARolledBackBlobAndRecoversIntoTheOtherSlot(t *test
 		t.Fatal(err)
 	}
 	if *updateNVGolden {
-		if err := os.WriteFile(filepath.Join("testdata", "tpm2-nv-v1.sealed"), first, 0o644); err != nil {
+		fileCfg := cfg
+		fileCfg.Storage = config.TPM2StorageFile
+		inFile, err := seal.NewTPM2(fileCfg).Seal(ctx, key)
+		if err != nil {
 			t.Fatal(err)
+		}
+		for name, blob := range map[string][]byte{"tpm2-nv-v1.sealed": first, "tpm2-v1.sealed": inFile} {
+			if err := os.WriteFile(filepath.Join("testdata", name), blob, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if got, err := s.Unseal(ctx, first); err != nil || !bytes.Equal(got, key) {
