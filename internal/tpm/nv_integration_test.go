@@ -67,14 +67,8 @@ func TestAKeySealedInNVUnsealsInTheApprovedStateAndAfterAReboot(t *testing.T) {
 		t.Errorf("%d transient objects left loaded", n)
 	}
 	ctx.Close()
-	s.Reset(t)
-	ctx = openSWTPM(t, s)
-	if err := ctx.Startup(tpm2.StartupClear); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := tpm.Unseal(ctx, o, nil); err != nil || !bytes.Equal(got, unsealKey) {
-		t.Fatalf("unseal after a reboot: %v", err)
-	}
+	ctx = powerCycle(t, s)
+	unseals(t, ctx, o, nil, "unseal after a reboot")
 	t.Log("an unapproved PCR change is refused by name, as with a sealed object")
 	extendPCR(t, ctx, 7, "unapproved")
 	if _, err := tpm.Unseal(ctx, o, nil); !errors.Is(err, tpm.ErrPCRMismatch) || !strings.Contains(err.Error(), "PCR 7 ") {
@@ -119,9 +113,7 @@ func TestAResealAdvancesTheCounterAndTheOldApprovalIsRefusedAsRolledBack(t *test
 	if !errors.Is(err, tpm.ErrRolledBack) || !strings.Contains(err.Error(), "restore the latest") {
 		t.Fatalf("err = %v, want ErrRolledBack", err)
 	}
-	if got, err := tpm.Unseal(ctx, o, nil); err != nil || !bytes.Equal(got, unsealKey) {
-		t.Fatalf("the new blob: %v", err)
-	}
+	unseals(t, ctx, o, nil, "the new blob")
 }
 
 func TestAResealInterruptedBeforeItsCommitIsFinishedByTheNextUnseal(t *testing.T) {
@@ -196,9 +188,7 @@ func TestTheSealedIndexCannotBeReadWithoutItsPolicyNorRewritten(t *testing.T) {
 	if err := ctx.NVWrite(ctx.OwnerHandleContext(), idx, make([]byte, pub.Size), 0, nil); err == nil {
 		t.Error("NV_Write with the owner's authorisation succeeded")
 	}
-	if got, err := tpm.Unseal(ctx, o, nil); err != nil || !bytes.Equal(got, unsealKey) {
-		t.Fatalf("the key after the attempts: %v", err)
-	}
+	unseals(t, ctx, o, nil, "the key after the attempts")
 }
 
 func TestAFullNVStorageIsReportedNamingTheIndex(t *testing.T) {
@@ -257,9 +247,7 @@ func TestAKeySealedInNVWithAPINNeedsItAndCountsWrongOnes(t *testing.T) {
 	if after, _ := ctx.GetCapabilityTPMProperty(tpm2.PropertyLockoutCounter); after != before+1 {
 		t.Errorf("the lockout counter went from %d to %d, want one more", before, after)
 	}
-	if got, err := tpm.Unseal(ctx, o, pin); err != nil || !bytes.Equal(got, unsealKey) {
-		t.Fatalf("the right PIN: %v", err)
-	}
+	unseals(t, ctx, o, pin, "the right PIN")
 }
 
 func TestIndicesThatAreNotEdgesealsAreReportedAndLeftAlone(t *testing.T) {
@@ -304,9 +292,7 @@ func TestASealThatDidNotFinishLeavesASlotThatTheNextSealTakesBack(t *testing.T) 
 	if err != nil || again.NV.Index != testNV.Index+1 {
 		t.Fatalf("third seal: %v", err)
 	}
-	if got, err := tpm.Unseal(ctx, current, nil); err != nil || !bytes.Equal(got, unsealKey) {
-		t.Fatalf("the blob on disk: %v", err)
-	}
+	unseals(t, ctx, current, nil, "the blob on disk")
 	if _, err := tpm.Unseal(ctx, orphan, nil); !errors.Is(err, tpm.ErrNVChanged) {
 		t.Fatalf("the orphan: %v, want ErrNVChanged", err)
 	}

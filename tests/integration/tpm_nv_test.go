@@ -23,13 +23,7 @@ func TestARolledBackSealedKeyInTPMNVIsRefusedAtBootAndRecovered(t *testing.T) {
 	fw.measure("shim v1")
 	t.Log("Given a device with seal.tpm2.storage nv and a recovery key")
 	pubPEM, privPEM := recoveryKeyPair(t)
-	d := newDevice(t, false, func(c *config.Config) {
-		c.Seal.Method = "tpm2"
-		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
-		c.Seal.TPM2.Storage = config.TPM2StorageNV
-		c.Seal.RecoveryKey = "/etc/edgeseal/recovery.pem"
-	})
-	writeFile(t, d.etc+"/recovery.pem", pubPEM, 0o644)
+	d := tpmDevice(t, sw, pubPEM, func(c *config.Config) { c.Seal.TPM2.Storage = config.TPM2StorageNV })
 	d.run("systemctl", "enable", "edgeseal.target")
 
 	t.Log("When it boots for the first time, Then the key is sealed into the TPM's NV index and Vault unsealed")
@@ -69,16 +63,7 @@ func TestARolledBackSealedKeyInTPMNVIsRefusedAtBootAndRecovered(t *testing.T) {
 	t.Log("When the old sealed file is put back from the copy, Then the next boot refuses it (status 20), saying rolled back")
 	putBack()
 	fw.reboot(d, "shim v1")
-	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
-		t.Fatalf("edgeseal-unseal with a rolled-back sealed key: %q", msg)
-	}
-	show := d.run("systemctl", "show", "-p", "ExecMainStatus", "-p", "NRestarts", "edgeseal-unseal.service")
-	if !strings.Contains(show, "ExecMainStatus=20\n") || !strings.Contains(show, "NRestarts=0") {
-		t.Errorf("unit: %s", show)
-	}
-	if j := d.journal(); !strings.Contains(j, "rolled back") || !strings.Contains(j, "edgeseal recover") {
-		t.Errorf("the journal does not say rolled back:\n%s", j)
-	}
+	refusedAtBoot(t, d, 20, "rolled back", "restore the latest one, or bring the device back with `edgeseal recover`")
 
 	t.Log("When the operator recovers, Then Vault unseals with its data, and the next boot is unattended")
 	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/recovery-private.pem", privPEM, 0o600)
@@ -102,15 +87,7 @@ func TestARolledBackSealedKeyInTPMNVIsRefusedAtBootAndRecovered(t *testing.T) {
 	t.Log("And the copy from before the reseal stays refused: its NV index is gone (status 11)")
 	putBack()
 	fw.reboot(d, "shim v1")
-	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
-		t.Fatalf("edgeseal-unseal with the pre-recovery copy: %q", msg)
-	}
-	if show := d.run("systemctl", "show", "-p", "ExecMainStatus", "edgeseal-unseal.service"); show != "ExecMainStatus=11\n" {
-		t.Errorf("unit: %q", show)
-	}
-	if j := d.journal(); !strings.Contains(j, "a recovery replaced this blob") {
-		t.Errorf("the journal does not say why:\n%s", j)
-	}
+	refusedAtBoot(t, d, 11, "a recovery replaced this blob")
 }
 
 // nvIndices lists the TPM's NV index handles (tpm2_getcap handles-nv-index).

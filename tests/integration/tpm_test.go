@@ -77,16 +77,52 @@ func pcr7After(shim string) string {
 	return hex.EncodeToString(v[:])
 }
 
+// tpmDevice is a device sealing with tpm2 to sw; with recoveryPub, a recovery
+// key too (/etc/edgeseal/recovery.pem). more changes the config further.
+func tpmDevice(t *testing.T, sw *testbed.SWTPM, recoveryPub []byte, more func(*config.Config)) *device {
+	t.Helper()
+	d := newDevice(t, false, func(c *config.Config) {
+		c.Seal.Method = "tpm2"
+		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
+		if recoveryPub != nil {
+			c.Seal.RecoveryKey = "/etc/edgeseal/recovery.pem"
+		}
+		if more != nil {
+			more(c)
+		}
+	})
+	if recoveryPub != nil {
+		writeFile(t, filepath.Join(d.etc, "recovery.pem"), recoveryPub, 0o644)
+	}
+	return d
+}
+
+// refusedAtBoot checks that edgeseal-unseal failed this boot with status, was
+// not restarted, and that the journal says each of says.
+func refusedAtBoot(t *testing.T, d *device, status int, says ...string) {
+	t.Helper()
+	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
+		t.Fatalf("edgeseal-unseal is not refused: %q\n%s", msg, d.journal())
+	}
+	show := d.run("systemctl", "show", "-p", "ExecMainStatus", "-p", "NRestarts", "edgeseal-unseal.service")
+	if !strings.Contains(show, fmt.Sprintf("ExecMainStatus=%d\n", status)) || !strings.Contains(show, "NRestarts=0") {
+		t.Errorf("unit: %s, want status %d and no restart", show, status)
+	}
+	j := d.journal()
+	for _, s := range says {
+		if !strings.Contains(j, s) {
+			t.Errorf("the journal does not say %q:\n%s", s, j)
+		}
+	}
+}
+
 func TestBootChainWithTheTPM(t *testing.T) {
 	testbed.Require(t, "tpm2_pcrextend", "tpm2_startup", "tpm2_shutdown")
 	sw := testbed.StartSWTPM(t)
 	fw := firmware{t, sw}
 	t.Log("Given a device whose TPM measured shim v1 into PCR 7, with seal.method tpm2")
 	fw.measure("shim v1")
-	d := newDevice(t, false, func(c *config.Config) {
-		c.Seal.Method = "tpm2"
-		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
-	})
+	d := tpmDevice(t, sw, nil, nil)
 	d.run("systemctl", "enable", "edgeseal.target")
 
 	t.Log("When it boots for the first time, Then the unseal key is sealed to the TPM and Vault unsealed")
@@ -171,15 +207,7 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	d.cfg.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", thief.Port)
 	d.writeConfig()
 	d.m.Reboot(t)
-	if msg := waitActive(d, "edgeseal-unseal.service", 60*time.Second); !strings.Contains(msg, "failed") {
-		t.Fatalf("edgeseal-unseal on another TPM: %q", msg)
-	}
-	if show := d.run("systemctl", "show", "-p", "ExecMainStatus", "edgeseal-unseal.service"); show != "ExecMainStatus=11\n" {
-		t.Errorf("unit: %q\n%s", show, d.journal())
-	}
-	if j := d.journal(); !strings.Contains(j, "another device") {
-		t.Errorf("the journal does not say why:\n%s", j)
-	}
+	refusedAtBoot(t, d, 11, "another device")
 	if d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") != sealed {
 		t.Error("the sealed key changed")
 	}
@@ -192,12 +220,7 @@ func TestRecoveryAfterAnUpdateThatWasNotApproved(t *testing.T) {
 	fw.measure("shim v1")
 	t.Log("Given a TPM-sealed device with a recovery key whose private half the operator keeps")
 	pubPEM, privPEM := recoveryKeyPair(t)
-	d := newDevice(t, false, func(c *config.Config) {
-		c.Seal.Method = "tpm2"
-		c.Seal.TPM2.Device = fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port)
-		c.Seal.RecoveryKey = "/etc/edgeseal/recovery.pem"
-	})
-	writeFile(t, filepath.Join(d.etc, "recovery.pem"), pubPEM, 0o644)
+	d := tpmDevice(t, sw, pubPEM, nil)
 	d.run("systemctl", "enable", "edgeseal.target")
 	d.start()
 	if mode := d.run("stat", "-c", "%a", "/var/lib/edgeseal/unseal-key.recovery"); mode != "600\n" {
