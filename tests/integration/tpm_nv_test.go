@@ -3,11 +3,9 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/tests/testbed"
@@ -34,11 +32,7 @@ func TestARolledBackSealedKeyInTPMNVIsRefusedAtBootAndRecovered(t *testing.T) {
 	if idx := nvIndices(t, fw); !strings.Contains(idx, "0x13E5E00") || !strings.Contains(idx, "0x13E5E10") {
 		t.Fatalf("the TPM's NV indices: %s", idx)
 	}
-	c := d.vaultClient()
-	c.SetToken(d.rootToken())
-	if _, err := c.KVv2("secret").Put(context.Background(), "edgeseal/app-one/db", map[string]any{"v": "kept"}); err != nil {
-		t.Fatal(err)
-	}
+	keepSecret(t, d)
 	backup := d.run("cat", "/var/lib/edgeseal/unseal-key.sealed") // the operator's copy
 	putBack := func() {
 		t.Helper()
@@ -46,19 +40,13 @@ func TestARolledBackSealedKeyInTPMNVIsRefusedAtBootAndRecovered(t *testing.T) {
 	}
 
 	t.Log("When it reboots, Then it unseals unattended")
-	fw.reboot(d, "shim v1")
-	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
-		t.Fatalf("%s\n%s", msg, d.journal())
-	}
+	fw.rebootsUnattended(d, "shim v1", "after a reboot")
 
 	t.Log("When the operator runs `edgeseal tpm reseal`, Then the TPM's counter moves past the old sealed file")
 	if out := d.run("edgeseal", "tpm", "reseal"); !strings.Contains(out, "advanced the TPM's rollback counter") {
 		t.Errorf("reseal said: %q", out)
 	}
-	fw.reboot(d, "shim v1")
-	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
-		t.Fatalf("after the reseal: %s\n%s", msg, d.journal())
-	}
+	fw.rebootsUnattended(d, "shim v1", "after the reseal")
 
 	t.Log("When the old sealed file is put back from the copy, Then the next boot refuses it (status 20), saying rolled back")
 	putBack()
@@ -66,24 +54,11 @@ func TestARolledBackSealedKeyInTPMNVIsRefusedAtBootAndRecovered(t *testing.T) {
 	refusedAtBoot(t, d, 20, "rolled back", "restore the latest one, or bring the device back with `edgeseal recover`")
 
 	t.Log("When the operator recovers, Then Vault unseals with its data, and the next boot is unattended")
-	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/recovery-private.pem", privPEM, 0o600)
-	if out := d.run("edgeseal", "recover", "--recovery-key", "/root/recovery-private.pem"); !strings.Contains(out, "recovered") {
-		t.Errorf("recover said %q", out)
-	}
-	d.run("systemctl", "reset-failed")
-	d.start()
-	c = d.vaultClient()
-	c.SetToken(d.rootToken())
-	if s, err := c.KVv2("secret").Get(context.Background(), "edgeseal/app-one/db"); err != nil || s.Data["v"] != "kept" {
-		t.Fatalf("the secret after recovery: %v %v", s, err)
-	}
+	recoverWith(t, d, privPEM)
 	if idx := nvIndices(t, fw); !strings.Contains(idx, "0x13E5E01") || strings.Contains(idx, "0x13E5E00") {
 		t.Errorf("after recovery the key should be in the second slot alone: %s", idx)
 	}
-	fw.reboot(d, "shim v1")
-	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
-		t.Fatalf("after recovery: %s\n%s", msg, d.journal())
-	}
+	fw.rebootsUnattended(d, "shim v1", "after recovery")
 	t.Log("And the copy from before the reseal stays refused: its NV index is gone (status 11)")
 	putBack()
 	fw.reboot(d, "shim v1")

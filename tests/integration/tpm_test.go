@@ -70,6 +70,16 @@ func (f firmware) reboot(d *device, shim string) {
 	d.m.Reboot(f.t)
 }
 
+// rebootsUnattended reboots d (firmware measuring shim) and checks that
+// edgeseal.target comes up by itself; when names the step in a failure.
+func (f firmware) rebootsUnattended(d *device, shim, when string) {
+	f.t.Helper()
+	f.reboot(d, shim)
+	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
+		f.t.Fatalf("%s: %s\n%s", when, msg, d.journal())
+	}
+}
+
 // pcr7After is PCR 7 after a power-on that measures shim.
 func pcr7After(shim string) string {
 	d := sha256.Sum256([]byte(shim))
@@ -157,20 +167,14 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	}
 
 	t.Log("When it reboots with the same firmware, Then edgeseal.target comes up unattended")
-	fw.reboot(d, "shim v1")
-	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
-		t.Fatalf("%s\n%s", msg, d.journal())
-	}
+	fw.rebootsUnattended(d, "shim v1", "after a reboot")
 
 	t.Log("When an update to shim v2 is approved before it is installed, Then the next boot unseals")
 	out := d.run("edgeseal", "tpm", "reseal", "--pcr", "7="+pcr7After("shim v2"))
 	if !strings.Contains(out, "approved the given values of PCRs [7]") {
 		t.Errorf("reseal said: %q", out)
 	}
-	fw.reboot(d, "shim v2")
-	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
-		t.Fatalf("after an approved update: %s\n%s", msg, d.journal())
-	}
+	fw.rebootsUnattended(d, "shim v2", "after an approved update")
 	sealed := d.run("cat", "/var/lib/edgeseal/unseal-key.sealed")
 
 	t.Log("When an unapproved shim boots, Then edgeseal-unseal refuses with status 15, naming PCR 7, and keeps the blob")
@@ -196,10 +200,7 @@ func TestBootChainWithTheTPM(t *testing.T) {
 	}
 
 	t.Log("When the approved shim boots again, Then the device is whole again")
-	fw.reboot(d, "shim v2")
-	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
-		t.Fatalf("%s\n%s", msg, d.journal())
-	}
+	fw.rebootsUnattended(d, "shim v2", "after a reboot")
 
 	t.Log("When its disk is moved to another device (another TPM), Then it refuses with status 11 and keeps the blob")
 	thief := testbed.StartSWTPM(t)
@@ -226,11 +227,7 @@ func TestRecoveryAfterAnUpdateThatWasNotApproved(t *testing.T) {
 	if mode := d.run("stat", "-c", "%a", "/var/lib/edgeseal/unseal-key.recovery"); mode != "600\n" {
 		t.Errorf("recovery copy mode %q", mode)
 	}
-	c := d.vaultClient()
-	c.SetToken(d.rootToken())
-	if _, err := c.KVv2("secret").Put(context.Background(), "edgeseal/app-one/db", map[string]any{"v": "kept"}); err != nil {
-		t.Fatal(err)
-	}
+	keepSecret(t, d)
 
 	t.Log("When an update nobody approved boots, Then the TPM keeps the key (status 15)")
 	fw.reboot(d, "shim v3, not approved")
@@ -239,33 +236,46 @@ func TestRecoveryAfterAnUpdateThatWasNotApproved(t *testing.T) {
 	}
 
 	t.Log("When the operator recovers with the recovery private key, Then Vault unseals and the new state is sealed to")
-	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/recovery-private.pem", privPEM, 0o600)
-	out := d.run("edgeseal", "recover", "--recovery-key", "/root/recovery-private.pem")
-	if !strings.Contains(out, "recovered") {
-		t.Errorf("recover said %q", out)
-	}
-	d.run("systemctl", "reset-failed")
-	d.start()
-	c = d.vaultClient()
-	c.SetToken(d.rootToken())
-	if s, err := c.KVv2("secret").Get(context.Background(), "edgeseal/app-one/db"); err != nil || s.Data["v"] != "kept" {
-		t.Fatalf("the secret after recovery: %v %v", s, err)
-	}
+	recoverWith(t, d, privPEM)
 	if _, _, err := d.m.Run(context.Background(), "test", "-f", "/var/lib/edgeseal/unseal-key.sealed.before-recovery"); err != nil {
 		t.Error("the old sealed blob was not kept")
 	}
 
 	t.Log("And the next boot of the same software unseals unattended")
-	fw.reboot(d, "shim v3, not approved")
-	if msg := waitActive(d, "edgeseal.target", 60*time.Second); msg != "" {
-		t.Fatalf("%s\n%s", msg, d.journal())
-	}
+	fw.rebootsUnattended(d, "shim v3, not approved", "after a reboot")
 
 	t.Log("And a wrong recovery key is refused")
 	_, otherPriv := recoveryKeyPair(t)
 	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/other.pem", otherPriv, 0o600)
 	if _, stderr, err := d.m.Run(context.Background(), "edgeseal", "recover", "--recovery-key", "/root/other.pem"); err == nil || !strings.Contains(stderr, "another recovery key") {
 		t.Errorf("a wrong recovery key: %v %q", err, stderr)
+	}
+}
+
+// keepSecret writes a secret that recoverWith then expects to find.
+func keepSecret(t *testing.T, d *device) {
+	t.Helper()
+	c := d.vaultClient()
+	c.SetToken(d.rootToken())
+	if _, err := c.KVv2("secret").Put(context.Background(), "edgeseal/app-one/db", map[string]any{"v": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recoverWith runs `edgeseal recover` with the recovery private key privPEM,
+// starts edgeseal.target again and checks the secret keepSecret wrote.
+func recoverWith(t *testing.T, d *device, privPEM []byte) {
+	t.Helper()
+	writeFile(t, "/proc/"+fmt.Sprint(d.m.Leader())+"/root/root/recovery-private.pem", privPEM, 0o600)
+	if out := d.run("edgeseal", "recover", "--recovery-key", "/root/recovery-private.pem"); !strings.Contains(out, "recovered") {
+		t.Errorf("recover said %q", out)
+	}
+	d.run("systemctl", "reset-failed")
+	d.start()
+	c := d.vaultClient()
+	c.SetToken(d.rootToken())
+	if s, err := c.KVv2("secret").Get(context.Background(), "edgeseal/app-one/db"); err != nil || s.Data["v"] != "kept" {
+		t.Fatalf("the secret after recovery: %v %v", s, err)
 	}
 }
 
