@@ -150,13 +150,16 @@ func ApproveTPM2(cfg config.TPM2, blob []byte, values map[int][]byte) (out []byt
 }
 
 // CommitTPM2 advances the TPM's rollback counter to what blob was approved
-// for (storage nv; for a blob in a sealed object it does nothing). Call it once
-// blob is safely written: every older blob is then refused as rolled back.
-func CommitTPM2(cfg config.TPM2, blob []byte) error {
+// for, if blob is in TPM NV storage (nv tells); a blob in a sealed object has
+// no counter. Call it once blob is safely written: every older blob is then
+// refused as rolled back.
+func CommitTPM2(cfg config.TPM2, blob []byte) (nv bool, err error) {
 	s := &tpm2Sealer{cfg: cfg}
-	return s.withObject(blob, func(t *tpm2.TPMContext, o *tpm.SealedObject, _ []byte) error {
+	err = s.withObject(blob, func(t *tpm2.TPMContext, o *tpm.SealedObject, _ []byte) error {
+		nv = o.NV != nil
 		return classifyTPM(o.Commit(t))
 	})
+	return nv, err
 }
 
 // ResealTPM2 seals secret again as the config says (recovery), next to old,

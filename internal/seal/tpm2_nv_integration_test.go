@@ -68,8 +68,8 @@ func TestTPM2SealerInNVRefusesARolledBackBlobAndRecoversIntoTheOtherSlot(t *test
 	if got, err := s.Unseal(ctx, first); err != nil || !bytes.Equal(got, key) {
 		t.Fatalf("the old blob before the commit: %v", err)
 	}
-	if err := seal.CommitTPM2(cfg, second); err != nil {
-		t.Fatal(err)
+	if nv, err := seal.CommitTPM2(cfg, second); err != nil || !nv {
+		t.Fatalf("commit: %v %v", nv, err)
 	}
 	t.Log("When the first blob is put back, Then it is refused as rolled back")
 	if _, err := s.Unseal(ctx, first); !errors.Is(err, seal.ErrRolledBack) || errors.Is(err, seal.ErrWrongDevice) {
@@ -137,6 +137,33 @@ func TestTPM2SealerInNVOnAClearedTPMSaysWrongDeviceAndCleared(t *testing.T) {
 	_, err = s.Unseal(t.Context(), blob)
 	if !errors.Is(err, seal.ErrWrongDevice) || !strings.Contains(err.Error(), "TPM was cleared") {
 		t.Fatalf("err = %v, want ErrWrongDevice saying the TPM was cleared", err)
+	}
+}
+
+func TestABlobSealedInAFileKeepsUnsealingAndResealingAfterStorageBecomesNV(t *testing.T) {
+	sw := testbed.StartSWTPM(t)
+	fileCfg := tpmConfig(sw).TPM2
+	key := bytes.Repeat([]byte{2}, 32)
+	blob, err := seal.NewTPM2(fileCfg).Seal(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := nvConfig(sw)
+	if got, err := seal.NewTPM2(cfg).Unseal(t.Context(), blob); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("unseal with storage nv configured: %v", err)
+	}
+	again, err := seal.ApproveTPM2(cfg, blob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nv, err := seal.CommitTPM2(cfg, again); err != nil || nv {
+		t.Fatalf("commit of a blob in a file: nv %v, %v; want no counter", nv, err)
+	}
+	if got, err := seal.NewTPM2(cfg).Unseal(t.Context(), again); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("the resealed blob: %v", err)
+	}
+	if handleExists(t, sw, tpm2.Handle(cfg.NVIndex)) || handleExists(t, sw, tpm2.Handle(cfg.CounterIndex)) {
+		t.Error("NV indices were defined for a blob in a file")
 	}
 }
 
