@@ -4,7 +4,9 @@
 // unseal Vault again whenever it restarts.
 //
 // Exit status (see RestartPreventExitStatus= in edgeseal-unseal.service): 1 an
-// error a restart may cure; 2 bad usage or config; 10 the sealed key is corrupt;
+// error a restart may cure; 2 bad usage or config (also a TPM whose NV storage
+// cannot take the sealed key: full, or a configured handle another's); 10 the
+// sealed key is corrupt;
 // 11 the sealed key belongs to another device or key; 12 the key material hook
 // failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal;
 // 15 the PCR values are not approved; 16 the TPM PIN is wrong; 17 the TPM is in
@@ -235,6 +237,8 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.Is(err, seal.ErrNVFull), errors.Is(err, seal.ErrNVInUse):
+		return 2
 	case errors.Is(err, seal.ErrCorrupt):
 		return 10
 	case errors.Is(err, seal.ErrWrongDevice), errors.Is(err, seal.ErrWrongMethod):

@@ -30,6 +30,8 @@ func TestExitCodesNameWhatARestartCannotCure(t *testing.T) {
 		{wrap(seal.ErrTPMAbsent), 18},
 		{wrap(vaultbin.ErrUnsupported), 19},
 		{wrap(seal.ErrRolledBack), 20},
+		{wrap(seal.ErrNVFull), 2},
+		{wrap(seal.ErrNVInUse), 2},
 		{fmt.Errorf("%w: %w", seal.ErrWrongDevice, errors.New("SRK changed")), 11},
 		{errors.New("Vault did not answer"), 1},
 	}

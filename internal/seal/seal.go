@@ -96,4 +96,7 @@ var (
 	// gone (a cleared TPM) or another is ErrWrongDevice.
 	ErrRolledBack = tpm.ErrRolledBack
 	ErrNVFull     = tpm.ErrNVFull
+	// ErrNVInUse: a configured NV handle holds an index that is not edgeseal's
+	// (set seal.tpm2.nv_index or counter_index to free handles).
+	ErrNVInUse = tpm.ErrNVInUse
 )

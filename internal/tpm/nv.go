@@ -90,9 +90,18 @@ func ensureCounter(t *tpm2.TPMContext, h tpm2.Handle) (tpm2.ResourceContext, uin
 		if err != nil {
 			return nil, 0, fmt.Errorf("cannot read the TPM counter at %v: %w", h, err)
 		}
-		if pub.Attrs != want.Attrs || pub.Size != 8 || len(pub.AuthPolicy) != 0 {
+		if pub.Attrs&^tpm2.AttrNVWritten != want.Attrs&^tpm2.AttrNVWritten || pub.Size != 8 || len(pub.AuthPolicy) != 0 {
 			return nil, 0, fmt.Errorf("%w: %v holds an index with attributes %v, not edgeseal's counter; "+
 				"set seal.tpm2.counter_index to a free handle", ErrNVInUse, h, pub.Attrs)
+		}
+		if pub.Attrs&tpm2.AttrNVWritten == 0 {
+			// Defined by a seal that stopped before its first increment.
+			if err := t.NVIncrement(t.OwnerHandleContext(), r, nil); err != nil {
+				return nil, 0, fmt.Errorf("cannot start the TPM counter at %v: %w", h, err)
+			}
+			if r, err = t.NewResourceContext(h); err != nil {
+				return nil, 0, fmt.Errorf("cannot read the TPM counter at %v: %w", h, err)
+			}
 		}
 		rc = r
 	} else {

@@ -297,3 +297,14 @@ func TestASealThatDidNotFinishLeavesASlotThatTheNextSealTakesBack(t *testing.T) 
 		t.Fatalf("the orphan: %v, want ErrNVChanged", err)
 	}
 }
+
+func TestACounterDefinedButNeverIncrementedIsStartedBySealing(t *testing.T) {
+	ctx := openSWTPM(t, testbed.StartSWTPM(t))
+	t.Log("a first seal stopped between defining the counter and its first increment")
+	pub := &tpm2.NVPublic{Index: testNV.Counter, NameAlg: tpm2.HashAlgorithmSHA256, Size: 8,
+		Attrs: tpm2.NVTypeCounter.WithAttrs(tpm2.AttrNVOwnerWrite | tpm2.AttrNVAuthRead | tpm2.AttrNVNoDA)}
+	if _, err := ctx.NVDefineSpace(ctx.OwnerHandleContext(), nil, pub, nil); err != nil {
+		t.Fatal(err)
+	}
+	unseals(t, ctx, sealNV(t, ctx, nil), nil, "sealed over a counter never incremented")
+}
