@@ -5,6 +5,7 @@ package tpm_test
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -192,8 +193,45 @@ func TestTheSealedIndexCannotBeReadWithoutItsPolicyNorRewritten(t *testing.T) {
 }
 
 func TestAFullNVStorageIsReportedNamingTheIndex(t *testing.T) {
-	ctx := openSWTPM(t, testbed.StartSWTPM(t))
-	t.Log("Given a TPM whose NV storage is filled with other indices")
+	for _, tc := range []struct {
+		name        string
+		counterMade bool        // a seal before made the counter (a recovery on a full TPM)
+		names       tpm2.Handle // the index the error must name (0: the counter or the key's)
+	}{
+		{"on a first seal", false, 0},
+		{"with the counter in place", true, testNV.Index},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := openSWTPM(t, testbed.StartSWTPM(t))
+			if tc.counterMade {
+				if err := sealNV(t, ctx, nil).Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Log("Given a TPM whose NV storage is filled with other indices")
+			defined := fillNV(t, ctx)
+			t.Logf("%d indices (2048 bytes, then smaller) filled it", defined)
+			t.Log("When the key is sealed into NV")
+			_, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0)
+			t.Log("Then the error says the NV storage is full, which index, and what to do")
+			if !errors.Is(err, tpm.ErrNVFull) || !strings.Contains(err.Error(), "seal.tpm2.storage: file") {
+				t.Fatalf("err = %v, want ErrNVFull", err)
+			}
+			named := []tpm2.Handle{tc.names}
+			if tc.names == 0 {
+				named = []tpm2.Handle{testNV.Counter, testNV.Index}
+			}
+			if !slices.ContainsFunc(named, func(h tpm2.Handle) bool { return strings.Contains(err.Error(), "NV index "+h.String()) }) {
+				t.Errorf("the error names none of %v: %v", named, err)
+			}
+		})
+	}
+}
+
+// fillNV defines indices until TPM_RC_NV_SPACE, 2048 bytes each then smaller
+// down to one byte, and undefines them when the test ends. It returns how many.
+func fillNV(t *testing.T, ctx *tpm2.TPMContext) int {
+	t.Helper()
 	var defined []tpm2.ResourceContext
 	t.Cleanup(func() {
 		for _, rc := range defined {
@@ -209,7 +247,7 @@ func TestAFullNVStorageIsReportedNamingTheIndex(t *testing.T) {
 				Attrs: tpm2.NVTypeOrdinary.WithAttrs(tpm2.AttrNVAuthWrite | tpm2.AttrNVAuthRead | tpm2.AttrNVNoDA)}
 			rc, err := ctx.NVDefineSpace(ctx.OwnerHandleContext(), nil, pub, nil)
 			if tpm2.IsTPMError(err, tpm2.ErrorNVSpace, tpm2.CommandNVDefineSpace) {
-				break // then smaller ones, down to one byte
+				break // then smaller ones
 			}
 			if err != nil {
 				t.Fatalf("defining filler %v: %v", h, err)
@@ -221,16 +259,7 @@ func TestAFullNVStorageIsReportedNamingTheIndex(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d indices (2048 bytes, then smaller) filled it", len(defined))
-	t.Log("When the key is sealed into NV")
-	_, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0)
-	t.Log("Then the error says the NV storage is full, which index, and what to do")
-	if !errors.Is(err, tpm.ErrNVFull) || !strings.Contains(err.Error(), "seal.tpm2.storage: file") {
-		t.Fatalf("err = %v, want ErrNVFull", err)
-	}
-	if !strings.Contains(err.Error(), testNV.Counter.String()) && !strings.Contains(err.Error(), testNV.Index.String()) {
-		t.Errorf("the error names no index: %v", err)
-	}
+	return len(defined)
 }
 
 func TestAKeySealedInNVWithAPINNeedsItAndCountsWrongOnes(t *testing.T) {
