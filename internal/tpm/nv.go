@@ -228,32 +228,28 @@ func counterOperand(v uint64) tpm2.Operand {
 	return binary.BigEndian.AppendUint64(nil, v)
 }
 
-// nvIndex returns the NV index at h if it is the one named name; otherwise an
-// ErrNVChanged error saying what to do.
-func nvIndex(t *tpm2.TPMContext, h tpm2.Handle, name tpm2.Name, what string) (tpm2.ResourceContext, *tpm2.NVPublic, error) {
-	if !t.DoesHandleExist(h) {
-		return nil, nil, fmt.Errorf("%w: there is no NV index at %v (the %s): the TPM was cleared, a recovery replaced this blob, "+
-			"or it is another device's; bring the device back with `edgeseal recover`", ErrNVChanged, h, what)
-	}
+// nvIndex returns the NV index at h if it is the one named name (go-tpm2
+// checks the name the TPM gives against the public area it reads); otherwise
+// an ErrNVChanged error saying what to do.
+func nvIndex(t *tpm2.TPMContext, h tpm2.Handle, name tpm2.Name, what string) (tpm2.ResourceContext, error) {
 	rc, err := t.NewResourceContext(h)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot read the NV index %v: %w", h, err)
-	}
-	pub, got, err := t.NVReadPublic(rc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot read the NV index %v: %w", h, err)
-	}
-	if !bytes.Equal(got, name) {
-		return nil, nil, fmt.Errorf("%w: the NV index at %v (the %s) is not the one this blob was sealed into: the TPM was cleared, "+
+	switch {
+	case tpm2.IsResourceUnavailableError(err, h):
+		return nil, fmt.Errorf("%w: there is no NV index at %v (the %s): the TPM was cleared, a recovery replaced this blob, "+
+			"or it is another device's; bring the device back with `edgeseal recover`", ErrNVChanged, h, what)
+	case err != nil:
+		return nil, fmt.Errorf("cannot read the NV index %v: %w", h, err)
+	case !bytes.Equal(rc.Name(), name):
+		return nil, fmt.Errorf("%w: the NV index at %v (the %s) is not the one this blob was sealed into: the TPM was cleared, "+
 			"a recovery replaced this blob, or it is another device's; bring the device back with `edgeseal recover`", ErrNVChanged, h, what)
 	}
-	return rc, pub, nil
+	return rc, nil
 }
 
 // counterValue reads the rollback counter the object names, checking it is the
 // same counter; a counter past the object's Value is ErrRolledBack.
 func (o *SealedObject) counterValue(t *tpm2.TPMContext) (tpm2.ResourceContext, uint64, error) {
-	rc, _, err := nvIndex(t, o.NV.Counter, o.NV.CounterName, "rollback counter")
+	rc, err := nvIndex(t, o.NV.Counter, o.NV.CounterName, "rollback counter")
 	if err != nil {
 		return nil, 0, err
 	}
@@ -284,6 +280,11 @@ func (o *SealedObject) Commit(t *tpm2.TPMContext) error {
 	if err != nil {
 		return err
 	}
+	return o.advance(t, rc, v)
+}
+
+// advance increments the counter rc, at v, up to the object's Value.
+func (o *SealedObject) advance(t *tpm2.TPMContext, rc tpm2.ResourceContext, v uint64) error {
 	if v >= o.NV.Value {
 		return nil
 	}
@@ -301,10 +302,10 @@ func (o *SealedObject) Commit(t *tpm2.TPMContext) error {
 // Release undefines the object's NV index, once a newer blob (a recovery's) no
 // longer needs it. An index at that handle that is not the object's is left.
 func (o *SealedObject) Release(t *tpm2.TPMContext) error {
-	if o.NV == nil || !t.DoesHandleExist(o.NV.Index) {
+	if o.NV == nil {
 		return nil
 	}
-	rc, _, err := nvIndex(t, o.NV.Index, o.NV.IndexName, "sealed key")
+	rc, err := nvIndex(t, o.NV.Index, o.NV.IndexName, "sealed key")
 	if errors.Is(err, ErrNVChanged) {
 		return nil
 	}

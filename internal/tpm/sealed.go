@@ -218,14 +218,7 @@ func (o *SealedObject) approve(key *ecdsa.PrivateKey, values map[int][]byte) err
 // reseal did not (a crash between writing the blob and Commit).
 func Unseal(t *tpm2.TPMContext, o *SealedObject, pin []byte) ([]byte, error) {
 	secret, _, err := o.unseal(t, pin)
-	if err != nil {
-		return nil, err
-	}
-	if err := o.Commit(t); err != nil {
-		clear(secret)
-		return nil, err
-	}
-	return secret, nil
+	return secret, err
 }
 
 // Approve approves values for the PCRs (e.g. the values expected after an update)
@@ -254,17 +247,16 @@ func (o *SealedObject) Approve(t *tpm2.TPMContext, pin []byte, values map[int][]
 	return o.approve(key, values)
 }
 
+// unseal unseals o; for NV storage it then advances the counter to the
+// object's value if a reseal did not (a crash between writing the blob and
+// Commit).
 func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.PrivateKey, error) {
-	var nvRC tpm2.ResourceContext
-	var nvPub *tpm2.NVPublic
+	var nv *nvUnseal
 	if o.NV != nil {
 		// The indices first: after a TPM2_Clear they are gone, and that is
 		// what an operator needs to read.
 		var err error
-		if nvRC, nvPub, err = nvIndex(t, o.NV.Index, o.NV.IndexName, "sealed key"); err != nil {
-			return nil, nil, err
-		}
-		if _, _, err := o.counterValue(t); err != nil {
+		if nv, err = o.nvState(t); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -278,8 +270,16 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	if !bytes.Equal(srk.Name(), o.SRKName) {
 		return nil, nil, fmt.Errorf("%w (the disk may have been moved to another device, or the TPM cleared)", ErrSRKChanged)
 	}
-	if o.NV != nil {
-		return o.unsealNV(t, srk, nvRC, nvPub, pin)
+	if nv != nil {
+		secret, key, err := o.unsealNV(t, srk, nv, pin)
+		if err == nil {
+			err = o.advance(t, nv.counter, nv.value)
+		}
+		if err != nil {
+			clear(secret)
+			return nil, nil, err
+		}
+		return secret, key, nil
 	}
 	hmac, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
 	if err != nil {
@@ -295,7 +295,7 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	}
 	defer t.FlushContext(obj)
 
-	policy, err := o.policySession(t, srk)
+	policy, err := o.policySession(t, srk, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -311,18 +311,46 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	return unpackSealedData(data)
 }
 
+// nvUnseal is what an NV unseal reads before its policy session: the data
+// index and its size, the counter and its value.
+type nvUnseal struct {
+	index   tpm2.ResourceContext
+	size    uint16
+	counter tpm2.ResourceContext
+	value   uint64
+}
+
+// nvState checks the object's indices (ErrNVChanged) and the counter
+// (ErrRolledBack) and reads what the unseal needs.
+func (o *SealedObject) nvState(t *tpm2.TPMContext) (*nvUnseal, error) {
+	idx, err := nvIndex(t, o.NV.Index, o.NV.IndexName, "sealed key")
+	if err != nil {
+		return nil, err
+	}
+	pub, _, err := t.NVReadPublic(idx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the NV index %v: %w", o.NV.Index, err)
+	}
+	counter, v, err := o.counterValue(t)
+	if err != nil {
+		return nil, err
+	}
+	return &nvUnseal{index: idx, size: pub.Size, counter: counter, value: v}, nil
+}
+
 // unsealNV reads the sealed index through its policy, the response encrypted
 // by the policy session (salted by the SRK).
-func (o *SealedObject) unsealNV(t *tpm2.TPMContext, srk, idx tpm2.ResourceContext, pub *tpm2.NVPublic, pin []byte) ([]byte, *ecdsa.PrivateKey, error) {
-	policy, err := o.policySession(t, srk)
+func (o *SealedObject) unsealNV(t *tpm2.TPMContext, srk tpm2.ResourceContext, nv *nvUnseal, pin []byte) ([]byte, *ecdsa.PrivateKey, error) {
+	policy, err := o.policySession(t, srk, nv.counter)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer t.FlushContext(policy)
+	idx := nv.index
 	if o.PIN {
 		idx.SetAuthValue(pin)
 	}
-	data, err := t.NVRead(idx, idx, pub.Size, 0, policy.WithAttrs(tpm2.AttrResponseEncrypt))
+	data, err := t.NVRead(idx, idx, nv.size, 0, policy.WithAttrs(tpm2.AttrResponseEncrypt))
 	if err != nil {
 		return nil, nil, o.classifyUnseal(t, err)
 	}
@@ -332,28 +360,25 @@ func (o *SealedObject) unsealNV(t *tpm2.TPMContext, srk, idx tpm2.ResourceContex
 
 // policySession starts a policy session salted by the SRK and runs the sealed
 // object's policy in it: PolicyPCR [PolicyNV], PolicyAuthorize with the
-// approval, [PolicyAuthValue]. The caller flushes it.
-func (o *SealedObject) policySession(t *tpm2.TPMContext, srk tpm2.ResourceContext) (tpm2.SessionContext, error) {
+// approval, [PolicyAuthValue]. counter is the NV storage's counter (nil for a
+// sealed object). The caller flushes it.
+func (o *SealedObject) policySession(t *tpm2.TPMContext, srk, counter tpm2.ResourceContext) (tpm2.SessionContext, error) {
 	policy, err := t.StartAuthSession(srk, nil, tpm2.SessionTypePolicy, sha256Sym, tpm2.HashAlgorithmSHA256)
 	if err != nil {
 		return nil, fmt.Errorf("cannot start a policy session: %w", err)
 	}
-	if err := o.runPolicy(t, policy); err != nil {
+	if err := o.runPolicy(t, policy, counter); err != nil {
 		t.FlushContext(policy)
 		return nil, err
 	}
 	return policy, nil
 }
 
-func (o *SealedObject) runPolicy(t *tpm2.TPMContext, policy tpm2.SessionContext) error {
+func (o *SealedObject) runPolicy(t *tpm2.TPMContext, policy tpm2.SessionContext, counter tpm2.ResourceContext) error {
 	if err := t.PolicyPCR(policy, nil, selection(o.PCRs)); err != nil {
 		return fmt.Errorf("cannot run PolicyPCR: %w", err)
 	}
 	if o.NV != nil {
-		counter, err := t.NewResourceContext(o.NV.Counter)
-		if err != nil {
-			return fmt.Errorf("cannot read the TPM counter at %v: %w", o.NV.Counter, err)
-		}
 		if err := t.PolicyNV(counter, counter, policy, counterOperand(o.NV.Value), 0, tpm2.OpUnsignedLE, nil); err != nil {
 			if tpm2.IsTPMError(err, tpm2.ErrorPolicy, tpm2.CommandPolicyNV) {
 				v, _ := t.NVReadCounter(counter, counter, nil)
