@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,10 +125,7 @@ func TestTPM2SealerInNVOnAClearedTPMSaysWrongDeviceAndCleared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, err := tpm.Open(cfg.Device)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := openTPM(t, sw)
 	if err := ctx.Clear(ctx.LockoutHandleContext(), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -169,10 +165,7 @@ func TestABlobSealedInAFileKeepsUnsealingAndResealingAfterStorageBecomesNV(t *te
 
 func handleExists(t *testing.T, sw *testbed.SWTPM, h tpm2.Handle) bool {
 	t.Helper()
-	ctx, err := tpm.Open(fmt.Sprintf("swtpm:127.0.0.1:%d", sw.Port))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := openTPM(t, sw)
 	defer ctx.Close()
 	return ctx.DoesHandleExist(h)
 }
