@@ -4,7 +4,9 @@
 // unseal Vault again whenever it restarts.
 //
 // Exit status (see RestartPreventExitStatus= in edgeseal-unseal.service): 1 an
-// error a restart may cure; 2 bad usage or config; 10 the sealed key is corrupt;
+// error a restart may cure; 2 bad usage or config (also a TPM whose NV storage
+// cannot take the sealed key: full, or a configured handle another's); 10 the
+// sealed key is corrupt;
 // 11 the sealed key belongs to another device or key; 12 the key material hook
 // failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal;
 // 15 the PCR values are not approved; 16 the TPM's or the token's PIN is wrong;
@@ -12,7 +14,8 @@
 // there is no TPM, or no PKCS#11 token of the configured label or serial; 19
 // the server is not a supported release of OpenBao or HashiCorp Vault; 20 the
 // token has no key of seal.pkcs11.key_label; 21 the PKCS#11 module or helper
-// failed otherwise.
+// failed otherwise; 22 the sealed key is older than the TPM's rollback counter
+// (seal.tpm2.storage nv: an old copy put back).
 package main
 
 import (
@@ -239,6 +242,8 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.Is(err, seal.ErrNVFull), errors.Is(err, seal.ErrNVInUse):
+		return 2
 	case errors.Is(err, seal.ErrCorrupt):
 		return 10
 	case errors.Is(err, seal.ErrWrongDevice), errors.Is(err, seal.ErrWrongMethod):
@@ -263,6 +268,8 @@ func exitCode(err error) int {
 		return 20
 	case errors.Is(err, seal.ErrPKCS11):
 		return 21
+	case errors.Is(err, seal.ErrRolledBack):
+		return 22
 	}
 	return 1
 }

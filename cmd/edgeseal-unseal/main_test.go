@@ -32,6 +32,9 @@ func TestExitCodesNameWhatARestartCannotCure(t *testing.T) {
 		{wrap(seal.ErrTokenAbsent), 18},
 		{wrap(seal.ErrKeyAbsent), 20},
 		{wrap(seal.ErrPKCS11), 21},
+		{wrap(seal.ErrRolledBack), 22},
+		{wrap(seal.ErrNVFull), 2},
+		{wrap(seal.ErrNVInUse), 2},
 		{fmt.Errorf("%w: %w", seal.ErrWrongDevice, errors.New("SRK changed")), 11},
 		{errors.New("Vault did not answer"), 1},
 	}

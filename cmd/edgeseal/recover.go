@@ -72,7 +72,14 @@ restart edgeseal-unseal.service (in the snap: snap restart edgeseal.unseal).
 	if err != nil {
 		return err
 	}
-	blob, err := sealer.Seal(ctx, key)
+	old, _ := os.ReadFile(p.SealedKey) // nil if there is none
+	var blob []byte
+	if cfg.Seal.Method == seal.MethodTPM2 {
+		// With storage nv, the new index must not take the old one's slot.
+		blob, err = seal.ResealTPM2(cfg.Seal.TPM2, key, old)
+	} else {
+		blob, err = sealer.Seal(ctx, key)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot seal the recovered key again with %s: %w", cfg.Seal.Method, err)
 	}
@@ -89,6 +96,12 @@ restart edgeseal-unseal.service (in the snap: snap restart edgeseal.unseal).
 	}
 	if err := fsutil.WriteFileAtomic(p.SealedKey, blob, 0o600, fsutil.Self); err != nil {
 		return err
+	}
+	// The old NV index (storage nv) goes only now that the new blob is in place.
+	if cfg.Seal.Method == seal.MethodTPM2 {
+		if err := seal.ReleaseTPM2(cfg.Seal.TPM2, old); err != nil {
+			fmt.Fprintf(stderr, "warning: the key is sealed again, but the old TPM NV index stays: %v\n", err)
+		}
 	}
 	fmt.Fprintf(stdout, "recovered: the unseal key is sealed again (%s) to this device's current state in %s; "+
 		"now run: %s\n", cfg.Seal.Method, p.SealedKey, restartStep(p, "unseal"))

@@ -31,7 +31,9 @@ Approves new PCR values for the TPM-sealed unseal key and every file vault's
 key, without changing the keys or the sealed objects, and rewrites each sealed
 blob atomically. It must run where the keys unseal now (an approved state):
 before an update, pass the values the update will produce (--pcr 7=...); with
-no --pcr, it approves the current values.
+no --pcr, it approves the current values. With seal.tpm2.storage nv it then
+advances the TPM's rollback counter, so older copies of the sealed key are
+refused.
 Must run as root.
 
 `)
@@ -83,6 +85,15 @@ Must run as root.
 			return err
 		}
 		fmt.Fprintf(stdout, "approved %s of PCRs %v for %s\n", what, cfg.Seal.TPM2.PCRs, p.SealedKey)
+		// Only now that the new blob is on disk: in NV storage, the counter
+		// moves past every older blob's approval.
+		nv, err := seal.CommitTPM2(cfg.Seal.TPM2, newBlob)
+		if err != nil {
+			return fmt.Errorf("cannot advance the TPM's rollback counter (the new blob is written; its next unseal advances it): %w", err)
+		}
+		if nv {
+			fmt.Fprintln(stdout, "advanced the TPM's rollback counter: older copies of the sealed key are refused")
+		}
 	}
 	// The file vaults' keys are sealed to the same PCRs.
 	m, err := newVaultManager(p, cfg)

@@ -187,7 +187,11 @@ func cmdVault(ctx context.Context, p paths.Paths, args []string, stdout, stderr 
 // keys, a recovery copy goes to seal.recovery_key if set, and the controller
 // the device is enrolled with (if any) releases keys and keeps escrow.
 func newVaultManager(p paths.Paths, cfg *config.Config) (*fsvault.Manager, error) {
-	m := &fsvault.Manager{Paths: p, Config: cfg, TPM: seal.NewTPM2(cfg.Seal.TPM2)}
+	// File vaults' keys are sealed objects in files whatever seal.tpm2.storage
+	// says: NV holds the one Vault unseal key.
+	fileTPM := cfg.Seal.TPM2
+	fileTPM.Storage = config.TPM2StorageFile
+	m := &fsvault.Manager{Paths: p, Config: cfg, TPM: seal.NewTPM2(fileTPM)}
 	switch _, err := controller.LoadEnrolment(p); {
 	case err == nil:
 		m.Controller = &controller.Device{Paths: p, Config: cfg.Controller,

@@ -150,6 +150,18 @@ type TPM2 struct {
 	PCRs []int `yaml:"pcrs"`
 	// PINFile, if set, holds a PIN the TPM requires besides the PCR state.
 	PINFile string `yaml:"pin_file"`
+	// Storage is where the sealed unseal key lives: "file" (default), a sealed
+	// object in the blob on disk; or "nv", a TPM NV index (the blob holds only
+	// its public parts) whose policy also needs a monotonic NV counter at the
+	// value of the last `edgeseal tpm reseal`, so an older blob put back is
+	// refused (rollback protection). File vaults' keys stay in files.
+	Storage string `yaml:"storage"`
+	// NVIndex is the first of the two NV handles (NVIndex, NVIndex+1) the sealed
+	// key alternates between with storage nv. Default 0x013e5e00.
+	NVIndex uint32 `yaml:"nv_index"`
+	// CounterIndex is the NV handle of the rollback counter with storage nv.
+	// Default 0x013e5e10.
+	CounterIndex uint32 `yaml:"counter_index"`
 }
 
 // PKCS11 is the PKCS#11 token whose non-extractable AES key wraps the unseal
@@ -168,6 +180,20 @@ type PKCS11 struct {
 	// Timeout bounds one run of the helper. Default 30s.
 	Timeout Duration `yaml:"timeout"`
 }
+
+// TPM2 storages (TPM2.Storage).
+const (
+	TPM2StorageFile = "file"
+	TPM2StorageNV   = "nv"
+)
+
+// The TPM owner's NV handle range the sealed key's indices may use: the TCG
+// reserves 0x01400000 to 0x01FFFFFF for platform makers, TCG and vendor
+// indices (EK certificates; secboot's counters sit at 0x01800000 on).
+const (
+	NVOwnerFirst = 0x01000000
+	NVOwnerLast  = 0x013fffff
+)
 
 // Tokens configures the tokens edgeseal issues.
 type Tokens struct {

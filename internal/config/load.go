@@ -37,8 +37,9 @@ func Default() *Config {
 		Seal: Seal{
 			Method:  "tpm2",
 			IKMHook: IKMHook{Command: []string{"/etc/edgeseal/ikm-hook"}, Timeout: Duration(10 * time.Second)},
-			TPM2:    TPM2{Device: "/dev/tpmrm0", PCRs: []int{7}},
-			PKCS11:  PKCS11{KeyLabel: "edgeseal-unseal", PINFile: "/etc/edgeseal/pkcs11-pin", Timeout: Duration(30 * time.Second)},
+			TPM2: TPM2{Device: "/dev/tpmrm0", PCRs: []int{7}, Storage: TPM2StorageFile,
+				NVIndex: 0x013e5e00, CounterIndex: 0x013e5e10},
+			PKCS11: PKCS11{KeyLabel: "edgeseal-unseal", PINFile: "/etc/edgeseal/pkcs11-pin", Timeout: Duration(30 * time.Second)},
 		},
 		Tokens: Tokens{
 			ServicePeriod: Duration(time.Hour),

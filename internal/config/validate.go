@@ -240,6 +240,24 @@ func (c *Config) validateTPM2() *Error {
 	if t.PINFile != "" && !filepath.IsAbs(t.PINFile) {
 		return fieldErr("seal.tpm2.pin_file", "%q must be an absolute path", t.PINFile)
 	}
+	switch t.Storage {
+	case TPM2StorageFile:
+		return nil
+	case TPM2StorageNV:
+	default:
+		return fieldErr("seal.tpm2.storage", "%q is not a storage: use file or nv", t.Storage)
+	}
+	if t.NVIndex < NVOwnerFirst || t.NVIndex >= NVOwnerLast {
+		return fieldErr("seal.tpm2.nv_index", "%#08x is not in the TPM owner's NV range %#08x to %#08x (it and the next handle are used)",
+			t.NVIndex, NVOwnerFirst, NVOwnerLast-1)
+	}
+	if t.CounterIndex < NVOwnerFirst || t.CounterIndex > NVOwnerLast {
+		return fieldErr("seal.tpm2.counter_index", "%#08x is not in the TPM owner's NV range %#08x to %#08x", t.CounterIndex, NVOwnerFirst, NVOwnerLast)
+	}
+	if t.CounterIndex == t.NVIndex || t.CounterIndex == t.NVIndex+1 {
+		return fieldErr("seal.tpm2.counter_index", "%#08x is one of the sealed key's handles (seal.tpm2.nv_index %#08x and the next): choose another",
+			t.CounterIndex, t.NVIndex)
+	}
 	return nil
 }
 

@@ -10,7 +10,7 @@ import (
 // addSeeds adds the golden blobs, the envelope tests' canonical blobs and a few
 // near misses to the corpus of f.
 func addSeeds(f *testing.F) {
-	for _, name := range []string{"ikm-hook-v1.sealed", "none-v1.sealed", "pkcs11-v1.sealed"} {
+	for _, name := range []string{"ikm-hook-v1.sealed", "none-v1.sealed", "pkcs11-v1.sealed", "tpm2-nv-v1.sealed", "tpm2-v1.sealed"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)

@@ -110,4 +110,13 @@ var (
 	// ErrPKCS11: the module, the helper edgeseal-pkcs11 or the token failed in
 	// another way (the message says how).
 	ErrPKCS11 = errors.New("PKCS#11 sealer failed")
+	// With seal.tpm2.storage nv: the blob is older than the TPM's rollback
+	// counter (an old copy put back: restore the latest or recover); the TPM's
+	// NV storage is full (free indices or use storage file). An NV index that is
+	// gone (a cleared TPM) or another is ErrWrongDevice.
+	ErrRolledBack = tpm.ErrRolledBack
+	ErrNVFull     = tpm.ErrNVFull
+	// ErrNVInUse: a configured NV handle holds an index that is not edgeseal's
+	// (set seal.tpm2.nv_index or counter_index to free handles).
+	ErrNVInUse = tpm.ErrNVInUse
 )

@@ -50,6 +50,17 @@ func (s *tpm2Sealer) pin() ([]byte, error) {
 }
 
 func (s *tpm2Sealer) Seal(_ context.Context, secret []byte) ([]byte, error) {
+	return s.seal(secret, 0)
+}
+
+// nvHandles are the config's NV handles.
+func (s *tpm2Sealer) nvHandles() tpm.NVHandles {
+	return tpm.NVHandles{Index: tpm2.Handle(s.cfg.NVIndex), Counter: tpm2.Handle(s.cfg.CounterIndex)}
+}
+
+// seal seals secret as the config says; with storage nv, inUse is the NV slot
+// the current blob names (0: none), which the new index does not take.
+func (s *tpm2Sealer) seal(secret []byte, inUse tpm2.Handle) ([]byte, error) {
 	pin, err := s.pin()
 	if err != nil {
 		return nil, err
@@ -60,7 +71,12 @@ func (s *tpm2Sealer) Seal(_ context.Context, secret []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer t.Close()
-	o, err := tpm.Seal(t, secret, s.cfg.PCRs, pin)
+	var o *tpm.SealedObject
+	if s.cfg.Storage == config.TPM2StorageNV {
+		o, err = tpm.SealNV(t, secret, s.cfg.PCRs, pin, s.nvHandles(), inUse)
+	} else {
+		o, err = tpm.Seal(t, secret, s.cfg.PCRs, pin)
+	}
 	if err != nil {
 		return nil, classifyTPM(err)
 	}
@@ -112,6 +128,10 @@ func (s *tpm2Sealer) Unseal(_ context.Context, blob []byte) (secret []byte, err 
 // and returns the new blob. It works only where the blob unseals now, so run it
 // before an update with the values the update will produce, or right after
 // recovering. The sealed object itself, and the key it holds, do not change.
+// A blob in TPM NV storage is approved for the rollback counter's next value:
+// write it (atomically), then CommitTPM2 it, and older blobs are refused; until
+// the commit both unseal, so a crash in between loses nothing (the next unseal
+// of the new blob commits it).
 func ApproveTPM2(cfg config.TPM2, blob []byte, values map[int][]byte) (out []byte, err error) {
 	s := &tpm2Sealer{cfg: cfg}
 	err = s.withObject(blob, func(t *tpm2.TPMContext, o *tpm.SealedObject, pin []byte) error {
@@ -129,13 +149,69 @@ func ApproveTPM2(cfg config.TPM2, blob []byte, values map[int][]byte) (out []byt
 	return out, err
 }
 
-// classifyTPM makes a storage root key that is not the sealing one a wrong-device
-// error; the other tpm errors are already this package's sentinels.
+// CommitTPM2 advances the TPM's rollback counter to what blob was approved
+// for, if blob is in TPM NV storage (nv tells); a blob in a sealed object has
+// no counter. Call it once blob is safely written: every older blob is then
+// refused as rolled back.
+func CommitTPM2(cfg config.TPM2, blob []byte) (nv bool, err error) {
+	s := &tpm2Sealer{cfg: cfg}
+	err = s.withObject(blob, func(t *tpm2.TPMContext, o *tpm.SealedObject, _ []byte) error {
+		nv = o.NV != nil
+		return classifyTPM(o.Commit(t))
+	})
+	return nv, err
+}
+
+// ResealTPM2 seals secret again as the config says (recovery), next to old,
+// the blob it replaces: with storage nv the new index goes in the slot old does
+// not name, and old's index stays until ReleaseTPM2, once the new blob is
+// written. old may be nil or unreadable.
+func ResealTPM2(cfg config.TPM2, secret, old []byte) ([]byte, error) {
+	s := &tpm2Sealer{cfg: cfg}
+	var inUse tpm2.Handle
+	if o := nvObject(old); o != nil {
+		inUse = o.NV.Index
+	}
+	return s.seal(secret, inUse)
+}
+
+// ReleaseTPM2 undefines the NV index of old (storage nv), replaced by a newer
+// blob that is now written. Anything else (a blob in a sealed object, an
+// unreadable one, an index that is no longer old's) is left alone.
+func ReleaseTPM2(cfg config.TPM2, old []byte) error {
+	o := nvObject(old)
+	if o == nil {
+		return nil
+	}
+	t, err := (&tpm2Sealer{cfg: cfg}).open()
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	return o.Release(t)
+}
+
+// nvObject returns the sealed object of blob if it is one in TPM NV storage.
+func nvObject(blob []byte) *tpm.SealedObject {
+	e, err := parseFor(MethodTPM2, blob)
+	if err != nil {
+		return nil
+	}
+	o, err := tpm.UnmarshalSealedObject(e.TPM2)
+	if err != nil || o.NV == nil {
+		return nil
+	}
+	return o
+}
+
+// classifyTPM makes a storage root key or an NV index that is not the sealing
+// one a wrong-device error; the other tpm errors are already this package's
+// sentinels.
 func classifyTPM(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, tpm.ErrSRKChanged) {
+	if errors.Is(err, tpm.ErrSRKChanged) || errors.Is(err, tpm.ErrNVChanged) {
 		return fmt.Errorf("%w: %w", ErrWrongDevice, err)
 	}
 	return err

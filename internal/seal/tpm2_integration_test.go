@@ -25,12 +25,19 @@ func tpmConfig(s *testbed.SWTPM) config.Seal {
 	return config.Seal{Method: "tpm2", TPM2: config.TPM2{Device: fmt.Sprintf("swtpm:127.0.0.1:%d", s.Port), PCRs: []int{7}}}
 }
 
-func extend7(t *testing.T, s *testbed.SWTPM, what string) {
+// openTPM opens s for a test's own commands; the caller closes it.
+func openTPM(t *testing.T, s *testbed.SWTPM) *tpm2.TPMContext {
 	t.Helper()
 	ctx, err := tpm.Open(fmt.Sprintf("swtpm:127.0.0.1:%d", s.Port))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx
+}
+
+func extend7(t *testing.T, s *testbed.SWTPM, what string) {
+	t.Helper()
+	ctx := openTPM(t, s)
 	defer ctx.Close()
 	d := sha256.Sum256([]byte(what))
 	if err := ctx.PCRExtend(ctx.PCRHandleContext(7), tpm2.TaggedHashList{tpm2.MakeTaggedHash(tpm2.HashAlgorithmSHA256, d[:])}, nil); err != nil {

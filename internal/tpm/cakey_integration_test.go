@@ -161,11 +161,7 @@ func TestTheCAKeyCannotLeaveTheTPM(t *testing.T) {
 		t.Fatalf("the saved context does not load before the reset either (the test proves nothing): %v", err)
 	}
 	ctx.Close()
-	s.Reset(t)
-	ctx = openSWTPM(t, s)
-	if err := ctx.Startup(tpm2.StartupClear); err != nil {
-		t.Fatal(err)
-	}
+	ctx = powerCycle(t, s)
 	if rc, err := ctx.ContextLoad(saved); err == nil {
 		ctx.FlushContext(rc)
 		t.Fatal("the CA key's saved context loaded after a TPM reset")

@@ -57,6 +57,10 @@ type SealedObject struct {
 	Values    map[int][]byte
 	Approved  tpm2.Digest
 	Signature *tpm2.Signature
+
+	// NV, if set, keeps the sealed data in a TPM NV index instead (Public and
+	// Private are then empty), and binds the approval to a rollback counter.
+	NV *NVStorage
 }
 
 var sha256Sym = &tpm2.SymDef{Algorithm: tpm2.SymAlgorithmAES, KeyBits: &tpm2.SymKeyBitsU{Sym: 128}, Mode: &tpm2.SymModeU{Sym: tpm2.SymModeCFB}}
@@ -91,7 +95,9 @@ func policyDigests(signKey *tpm2.Public, pin bool) (tpm2.Digest, error) {
 	return b.Digest()
 }
 
-func pcrPolicy(pcrs []int, values map[int][]byte) (tpm2.Digest, error) {
+// pcrPolicy is the approved policy: PolicyPCR(values) and, for NV storage,
+// PolicyNV(counter <= nv.Value).
+func pcrPolicy(pcrs []int, values map[int][]byte, nv *NVStorage) (tpm2.Digest, error) {
 	vals := tpm2.PCRValues{tpm2.HashAlgorithmSHA256: {}}
 	for p, v := range values {
 		vals[tpm2.HashAlgorithmSHA256][p] = v
@@ -102,12 +108,26 @@ func pcrPolicy(pcrs []int, values map[int][]byte) (tpm2.Digest, error) {
 	}
 	b := policyutil.NewPolicyBuilder(tpm2.HashAlgorithmSHA256)
 	b.RootBranch().PolicyPCRDigest(d, selection(pcrs))
+	if nv != nil {
+		b.RootBranch().PolicyNV(counterPublic(nv.Counter), counterOperand(nv.Value), 0, tpm2.OpUnsignedLE)
+	}
 	return b.Digest()
 }
 
-// Seal seals secret under the SRK, approving the current values of pcrs.
-func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObject, error) {
-	pcrs = slices.Compact(slices.Sorted(slices.Values(pcrs)))
+// sealing is what every seal makes before it stores the sealed data (in a
+// sealed object or an NV index): the SRK, a fresh policy signing key, the
+// policy digest and the sealed data, which the caller wipes.
+type sealing struct {
+	pcrs       []int
+	pin        bool
+	srk        tpm2.ResourceContext
+	key        *ecdsa.PrivateKey
+	signPub    *tpm2.Public
+	authPolicy tpm2.Digest
+	data       []byte
+}
+
+func newSealing(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*sealing, error) {
 	if len(secret) == 0 || len(secret)+40 > maxSealedData {
 		return nil, fmt.Errorf("cannot seal %d bytes in the TPM: at most %d", len(secret), maxSealedData-40)
 	}
@@ -125,13 +145,36 @@ func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObj
 	}
 	authPolicy, err := policyDigests(signPub, len(pin) > 0)
 	if err != nil {
-		return nil, fmt.Errorf("cannot compute the sealed object's policy: %w", err)
+		return nil, fmt.Errorf("cannot compute the sealed key's policy: %w", err)
 	}
-	data := packSealedData(secret, key)
-	defer clear(data)
+	return &sealing{pcrs: slices.Compact(slices.Sorted(slices.Values(pcrs))), pin: len(pin) > 0,
+		srk: srk, key: key, signPub: signPub, authPolicy: authPolicy, data: packSealedData(secret, key)}, nil
+}
+
+// approved completes o, whose storage fields are set, and approves the current
+// values of the PCRs.
+func (s *sealing) approved(t *tpm2.TPMContext, o *SealedObject) (*SealedObject, error) {
+	o.SRKName, o.SignKey, o.PIN, o.PCRs = s.srk.Name(), s.signPub, s.pin, slices.Clone(s.pcrs)
+	values, err := ReadPCRs(t, s.pcrs)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.approve(s.key, values); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// Seal seals secret under the SRK, approving the current values of pcrs.
+func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObject, error) {
+	s, err := newSealing(t, secret, pcrs, pin)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(s.data)
 	opts := []objectutil.PublicTemplateOption{
 		objectutil.WithUserAuthMode(objectutil.RequirePolicy),
-		objectutil.WithAuthPolicy(authPolicy),
+		objectutil.WithAuthPolicy(s.authPolicy),
 	}
 	if len(pin) == 0 {
 		// Without a PIN there is nothing to guess, and dictionary-attack protection
@@ -140,30 +183,22 @@ func Seal(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte) (*SealedObj
 		opts = append(opts, objectutil.WithoutDictionaryAttackProtection())
 	}
 	template := objectutil.NewSealedObjectTemplate(opts...)
-	session, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
+	session, err := t.StartAuthSession(s.srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
 	if err != nil {
 		return nil, fmt.Errorf("cannot start a session with the TPM: %w", err)
 	}
 	defer t.FlushContext(session)
-	priv, pub, _, _, _, err := t.Create(srk, &tpm2.SensitiveCreate{UserAuth: pin, Data: data}, template, nil, nil,
+	priv, pub, _, _, _, err := t.Create(s.srk, &tpm2.SensitiveCreate{UserAuth: pin, Data: s.data}, template, nil, nil,
 		session.WithAttrs(tpm2.AttrCommandEncrypt|tpm2.AttrContinueSession))
 	if err != nil {
 		return nil, fmt.Errorf("cannot create the sealed object: %w", err)
 	}
-	o := &SealedObject{SRKName: srk.Name(), Public: pub, Private: priv, SignKey: signPub, PIN: len(pin) > 0, PCRs: slices.Clone(pcrs)}
-	values, err := ReadPCRs(t, pcrs)
-	if err != nil {
-		return nil, err
-	}
-	if err := o.approve(key, values); err != nil {
-		return nil, err
-	}
-	return o, nil
+	return s.approved(t, &SealedObject{Public: pub, Private: priv})
 }
 
 // approve signs the PolicyPCR digest of values with the policy signing key.
 func (o *SealedObject) approve(key *ecdsa.PrivateKey, values map[int][]byte) error {
-	d, err := pcrPolicy(o.PCRs, values)
+	d, err := pcrPolicy(o.PCRs, values, o.NV)
 	if err != nil {
 		return fmt.Errorf("cannot compute the PCR policy: %w", err)
 	}
@@ -178,6 +213,9 @@ func (o *SealedObject) approve(key *ecdsa.PrivateKey, values map[int][]byte) err
 
 // Unseal returns the secret if the PCRs are in the approved state (and the PIN is
 // right). Everything it loads is flushed; the secret travels encrypted.
+//
+// For NV storage it then advances the counter to the object's value if a
+// reseal did not (a crash between writing the blob and Commit).
 func Unseal(t *tpm2.TPMContext, o *SealedObject, pin []byte) ([]byte, error) {
 	secret, _, err := o.unseal(t, pin)
 	return secret, err
@@ -185,7 +223,9 @@ func Unseal(t *tpm2.TPMContext, o *SealedObject, pin []byte) ([]byte, error) {
 
 // Approve approves values for the PCRs (e.g. the values expected after an update)
 // in place of the approved ones. It must unseal the object first, so it works only
-// in an approved state; the object itself does not change.
+// in an approved state; the object itself does not change. For NV storage the
+// approval is for the counter's next value: write the blob, then Commit, and
+// every older approval is refused.
 func (o *SealedObject) Approve(t *tpm2.TPMContext, pin []byte, values map[int][]byte) error {
 	secret, key, err := o.unseal(t, pin)
 	clear(secret)
@@ -197,12 +237,31 @@ func (o *SealedObject) Approve(t *tpm2.TPMContext, pin []byte, values map[int][]
 			return fmt.Errorf("cannot approve PCR values: PCR %d needs a 32-byte SHA-256 value", p)
 		}
 	}
+	if o.NV != nil {
+		_, v, err := o.counterValue(t)
+		if err != nil {
+			return err
+		}
+		o.NV.Value = v + 1
+	}
 	return o.approve(key, values)
 }
 
+// unseal unseals o; for NV storage it then advances the counter to the
+// object's value if a reseal did not (a crash between writing the blob and
+// Commit).
 func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.PrivateKey, error) {
+	var nv *nvUnseal
+	if o.NV != nil {
+		// The indices first: after a TPM2_Clear they are gone, and that is
+		// what an operator needs to read.
+		var err error
+		if nv, err = o.nvState(t); err != nil {
+			return nil, nil, err
+		}
+	}
 	if !t.DoesHandleExist(SRKHandle) {
-		return nil, nil, fmt.Errorf("%w: there is no storage root key at %v", ErrSRKChanged, SRKHandle)
+		return nil, nil, fmt.Errorf("%w: there is no storage root key at %v (the TPM was cleared, or this blob is another device's)", ErrSRKChanged, SRKHandle)
 	}
 	srk, err := t.NewResourceContext(SRKHandle)
 	if err != nil {
@@ -210,6 +269,17 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	}
 	if !bytes.Equal(srk.Name(), o.SRKName) {
 		return nil, nil, fmt.Errorf("%w (the disk may have been moved to another device, or the TPM cleared)", ErrSRKChanged)
+	}
+	if nv != nil {
+		secret, key, err := o.unsealNV(t, srk, nv, pin)
+		if err == nil {
+			err = o.advance(t, nv.counter, nv.value)
+		}
+		if err != nil {
+			clear(secret)
+			return nil, nil, err
+		}
+		return secret, key, nil
 	}
 	hmac, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
 	if err != nil {
@@ -225,35 +295,12 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	}
 	defer t.FlushContext(obj)
 
-	policy, err := t.StartAuthSession(srk, nil, tpm2.SessionTypePolicy, sha256Sym, tpm2.HashAlgorithmSHA256)
+	policy, err := o.policySession(t, srk, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot start a policy session: %w", err)
+		return nil, nil, err
 	}
 	defer t.FlushContext(policy)
-	if err := t.PolicyPCR(policy, nil, selection(o.PCRs)); err != nil {
-		return nil, nil, fmt.Errorf("cannot run PolicyPCR: %w", err)
-	}
-	signKey, err := t.LoadExternal(nil, o.SignKey, tpm2.HandleOwner)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot load the policy signing key: %w", err)
-	}
-	tbs := policyutil.ComputePolicyAuthorizationTBSDigest(crypto.SHA256, o.Approved, nil)
-	signName := signKey.Name() // read before the flush invalidates the context
-	ticket, err := t.VerifySignature(signKey, tbs, o.Signature)
-	t.FlushContext(signKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: the approval's signature does not verify: %v", ErrSRKChanged, err)
-	}
-	if err := t.PolicyAuthorize(policy, o.Approved, nil, signName, ticket); err != nil {
-		if tpm2.IsTPMParameterError(err, tpm2.ErrorValue, tpm2.CommandPolicyAuthorize, 1) {
-			return nil, nil, o.pcrMismatch(t)
-		}
-		return nil, nil, fmt.Errorf("cannot run PolicyAuthorize: %w", err)
-	}
 	if o.PIN {
-		if err := t.PolicyAuthValue(policy); err != nil {
-			return nil, nil, fmt.Errorf("cannot run PolicyAuthValue: %w", err)
-		}
 		obj.SetAuthValue(pin)
 	}
 	data, err := t.Unseal(obj, policy, hmac.WithAttrs(tpm2.AttrResponseEncrypt))
@@ -262,6 +309,107 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	}
 	defer clear(data)
 	return unpackSealedData(data)
+}
+
+// nvUnseal is what an NV unseal reads before its policy session: the data
+// index and its size, the counter and its value.
+type nvUnseal struct {
+	index   tpm2.ResourceContext
+	size    uint16
+	counter tpm2.ResourceContext
+	value   uint64
+}
+
+// nvState checks the object's indices (ErrNVChanged) and the counter
+// (ErrRolledBack) and reads what the unseal needs.
+func (o *SealedObject) nvState(t *tpm2.TPMContext) (*nvUnseal, error) {
+	idx, err := nvIndex(t, o.NV.Index, o.NV.IndexName, "sealed key")
+	if err != nil {
+		return nil, err
+	}
+	pub, _, err := t.NVReadPublic(idx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the NV index %v: %w", o.NV.Index, err)
+	}
+	counter, v, err := o.counterValue(t)
+	if err != nil {
+		return nil, err
+	}
+	return &nvUnseal{index: idx, size: pub.Size, counter: counter, value: v}, nil
+}
+
+// unsealNV reads the sealed index through its policy, the response encrypted
+// by the policy session (salted by the SRK).
+func (o *SealedObject) unsealNV(t *tpm2.TPMContext, srk tpm2.ResourceContext, nv *nvUnseal, pin []byte) ([]byte, *ecdsa.PrivateKey, error) {
+	policy, err := o.policySession(t, srk, nv.counter)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer t.FlushContext(policy)
+	idx := nv.index
+	if o.PIN {
+		idx.SetAuthValue(pin)
+	}
+	data, err := t.NVRead(idx, idx, nv.size, 0, policy.WithAttrs(tpm2.AttrResponseEncrypt))
+	if err != nil {
+		return nil, nil, o.classifyUnseal(t, err)
+	}
+	defer clear(data)
+	return unpackSealedData(data)
+}
+
+// policySession starts a policy session salted by the SRK and runs the sealed
+// object's policy in it: PolicyPCR [PolicyNV], PolicyAuthorize with the
+// approval, [PolicyAuthValue]. counter is the NV storage's counter (nil for a
+// sealed object). The caller flushes it.
+func (o *SealedObject) policySession(t *tpm2.TPMContext, srk, counter tpm2.ResourceContext) (tpm2.SessionContext, error) {
+	policy, err := t.StartAuthSession(srk, nil, tpm2.SessionTypePolicy, sha256Sym, tpm2.HashAlgorithmSHA256)
+	if err != nil {
+		return nil, fmt.Errorf("cannot start a policy session: %w", err)
+	}
+	if err := o.runPolicy(t, policy, counter); err != nil {
+		t.FlushContext(policy)
+		return nil, err
+	}
+	return policy, nil
+}
+
+func (o *SealedObject) runPolicy(t *tpm2.TPMContext, policy tpm2.SessionContext, counter tpm2.ResourceContext) error {
+	if err := t.PolicyPCR(policy, nil, selection(o.PCRs)); err != nil {
+		return fmt.Errorf("cannot run PolicyPCR: %w", err)
+	}
+	if o.NV != nil {
+		if err := t.PolicyNV(counter, counter, policy, counterOperand(o.NV.Value), 0, tpm2.OpUnsignedLE, nil); err != nil {
+			if tpm2.IsTPMError(err, tpm2.ErrorPolicy, tpm2.CommandPolicyNV) {
+				v, _ := t.NVReadCounter(counter, counter, nil)
+				return o.rolledBack(v)
+			}
+			return fmt.Errorf("cannot run PolicyNV: %w", err)
+		}
+	}
+	signKey, err := t.LoadExternal(nil, o.SignKey, tpm2.HandleOwner)
+	if err != nil {
+		return fmt.Errorf("cannot load the policy signing key: %w", err)
+	}
+	tbs := policyutil.ComputePolicyAuthorizationTBSDigest(crypto.SHA256, o.Approved, nil)
+	signName := signKey.Name() // read before the flush invalidates the context
+	ticket, err := t.VerifySignature(signKey, tbs, o.Signature)
+	t.FlushContext(signKey)
+	if err != nil {
+		return fmt.Errorf("%w: the approval's signature does not verify: %v", ErrSRKChanged, err)
+	}
+	if err := t.PolicyAuthorize(policy, o.Approved, nil, signName, ticket); err != nil {
+		if tpm2.IsTPMParameterError(err, tpm2.ErrorValue, tpm2.CommandPolicyAuthorize, 1) {
+			return o.pcrMismatch(t)
+		}
+		return fmt.Errorf("cannot run PolicyAuthorize: %w", err)
+	}
+	if o.PIN {
+		if err := t.PolicyAuthValue(policy); err != nil {
+			return fmt.Errorf("cannot run PolicyAuthValue: %w", err)
+		}
+	}
+	return nil
 }
 
 // MismatchError is ErrPCRMismatch naming the PCRs whose values differ (the

@@ -17,6 +17,14 @@ import (
 
 var unsealKey = bytes.Repeat([]byte{0xa5}, 32)
 
+// unseals checks that o unseals to unsealKey; what names the case.
+func unseals(t *testing.T, ctx *tpm2.TPMContext, o *tpm.SealedObject, pin []byte, what string) {
+	t.Helper()
+	if got, err := tpm.Unseal(ctx, o, pin); err != nil || !bytes.Equal(got, unsealKey) {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
 func extendPCR(t *testing.T, ctx *tpm2.TPMContext, pcr int, data string) {
 	t.Helper()
 	d := sha256.Sum256([]byte(data))
@@ -40,11 +48,7 @@ func TestSealedKeyUnsealsInTheApprovedStateAndAfterAReboot(t *testing.T) {
 		t.Errorf("%d transient objects left loaded", n)
 	}
 	ctx.Close()
-	s.Reset(t)
-	ctx = openSWTPM(t, s)
-	if err := ctx.Startup(tpm2.StartupClear); err != nil {
-		t.Fatal(err)
-	}
+	ctx = powerCycle(t, s)
 	if got, err := tpm.Unseal(ctx, o, nil); err != nil || !bytes.Equal(got, unsealKey) {
 		t.Fatalf("unseal after a reboot: %v", err)
 	}
@@ -163,11 +167,7 @@ func TestUncleanPowerOffsLockOutAKeyWithAPINButNotOneWithout(t *testing.T) {
 	// powerCut cuts the power and boots, and returns the TPM's failure count.
 	powerCut := func() (*tpm2.TPMContext, uint32) {
 		t.Helper()
-		s.Reset(t) // no TPM2_Shutdown
-		ctx := openSWTPM(t, s)
-		if err := ctx.Startup(tpm2.StartupClear); err != nil {
-			t.Fatal(err)
-		}
+		ctx := powerCycle(t, s) // no TPM2_Shutdown
 		n, err := ctx.GetCapabilityTPMProperty(tpm2.PropertyLockoutCounter)
 		if err != nil {
 			t.Fatal(err)

@@ -24,6 +24,18 @@ func openSWTPM(t *testing.T, s *testbed.SWTPM) *tpm2.TPMContext {
 	return ctx
 }
 
+// powerCycle resets the TPM (no TPM2_Shutdown: a power cut unless the caller
+// shut it down), opens it again and runs TPM2_Startup, as a boot's firmware.
+func powerCycle(t *testing.T, s *testbed.SWTPM) *tpm2.TPMContext {
+	t.Helper()
+	s.Reset(t)
+	ctx := openSWTPM(t, s)
+	if err := ctx.Startup(tpm2.StartupClear); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
 // transients counts loaded transient objects: swtpm has no resource manager, so
 // anything edgeseal leaves loaded stays there.
 func transients(t *testing.T, ctx *tpm2.TPMContext) int {
@@ -69,11 +81,7 @@ func TestSRKIsCreatedOnceThenReusedAcrossReboots(t *testing.T) {
 	ctx.Close()
 
 	t.Log("after a reboot (TPM reset and Startup), the same SRK is found, not made again")
-	s.Reset(t)
-	ctx = openSWTPM(t, s)
-	if err := ctx.Startup(tpm2.StartupClear); err != nil {
-		t.Fatal(err)
-	}
+	ctx = powerCycle(t, s)
 	srk, created, err = tpm.EnsureSRK(ctx)
 	if err != nil || created {
 		t.Fatalf("second EnsureSRK: created %v, %v", created, err)

@@ -8,8 +8,12 @@ import (
 	"github.com/canonical/go-tpm2/mu"
 )
 
-// wireVersion is the version of a SealedObject's binary form.
-const wireVersion = 1
+// Versions of a SealedObject's binary form: 1 for a sealed data object under
+// the SRK (storage file), 2 for a sealed NV index (storage nv). Both are read.
+const (
+	wireVersion   = 1
+	wireVersionNV = 2
+)
 
 // maxWireSize bounds a SealedObject's binary form (real ones are under 1 KiB).
 const maxWireSize = 4096
@@ -18,14 +22,33 @@ const maxWireSize = 4096
 var ErrBadObject = errors.New("malformed TPM sealed object")
 
 // wireSealed is the binary form, in the TPM's own encoding (go-tpm2's mu):
-// version, SRK name, sealed object public and private areas, the policy signing
-// key, whether a PIN is needed, the PCR selection, the approved values in PCR
-// order, the approved PolicyPCR digest, and its signature.
+// version, SRK name, sealed object public and private areas, then the approval.
 type wireSealed struct {
-	Version   uint8
-	SRKName   tpm2.Name
-	Public    *tpm2.Public
-	Private   tpm2.Private
+	Version  uint8
+	SRKName  tpm2.Name
+	Public   *tpm2.Public
+	Private  tpm2.Private
+	Approval wireApproval
+}
+
+// wireSealedNV is version 2: version, SRK name, the data index's handle and
+// name, the counter's handle and name, the counter value the approval holds
+// for, then the approval.
+type wireSealedNV struct {
+	Version     uint8
+	SRKName     tpm2.Name
+	Index       tpm2.Handle
+	IndexName   tpm2.Name
+	Counter     tpm2.Handle
+	CounterName tpm2.Name
+	Value       uint64
+	Approval    wireApproval
+}
+
+// wireApproval ends both versions (encoded inline): the policy signing key,
+// whether a PIN is needed, the PCR selection, the approved values in PCR
+// order, the approved policy digest, and its signature.
+type wireApproval struct {
 	SignKey   *tpm2.Public
 	PIN       uint8
 	PCRs      tpm2.PCRSelectionList
@@ -52,38 +75,59 @@ func decodeWire(data []byte, limit int, w any) error {
 
 // MarshalBinary encodes the sealed object for the sealed blob.
 func (o *SealedObject) MarshalBinary() ([]byte, error) {
-	w := wireSealed{Version: wireVersion, SRKName: o.SRKName, Public: o.Public, Private: o.Private,
-		SignKey: o.SignKey, PCRs: selection(o.PCRs), Approved: o.Approved, Signature: o.Signature}
+	a := wireApproval{SignKey: o.SignKey, PCRs: selection(o.PCRs), Approved: o.Approved, Signature: o.Signature}
 	if o.PIN {
-		w.PIN = 1
+		a.PIN = 1
 	}
 	for _, p := range o.PCRs {
-		w.Values = append(w.Values, o.Values[p])
+		a.Values = append(a.Values, o.Values[p])
 	}
-	return mu.MarshalToBytes(&w)
+	if o.NV != nil {
+		return mu.MarshalToBytes(&wireSealedNV{Version: wireVersionNV, SRKName: o.SRKName, Index: o.NV.Index, IndexName: o.NV.IndexName,
+			Counter: o.NV.Counter, CounterName: o.NV.CounterName, Value: o.NV.Value, Approval: a})
+	}
+	return mu.MarshalToBytes(&wireSealed{Version: wireVersion, SRKName: o.SRKName, Public: o.Public, Private: o.Private, Approval: a})
 }
 
 // UnmarshalSealedObject decodes what MarshalBinary wrote; anything else is
 // ErrBadObject.
-func UnmarshalSealedObject(data []byte) (o *SealedObject, err error) {
-	var w wireSealed
-	if err := decodeWire(data, maxWireSize, &w); err != nil {
-		return nil, err
+func UnmarshalSealedObject(data []byte) (*SealedObject, error) {
+	o := &SealedObject{}
+	var a *wireApproval
+	if len(data) > 0 && data[0] == wireVersionNV {
+		var w wireSealedNV
+		if err := decodeWire(data, maxWireSize, &w); err != nil {
+			return nil, err
+		}
+		if w.Index.Type() != tpm2.HandleTypeNVIndex || w.Counter.Type() != tpm2.HandleTypeNVIndex || w.Index == w.Counter {
+			return nil, fmt.Errorf("%w: NV handles %v and %v", ErrBadObject, w.Index, w.Counter)
+		}
+		o.SRKName, a = w.SRKName, &w.Approval
+		o.NV = &NVStorage{Index: w.Index, IndexName: w.IndexName, Counter: w.Counter, CounterName: w.CounterName, Value: w.Value}
+	} else {
+		var w wireSealed
+		if err := decodeWire(data, maxWireSize, &w); err != nil {
+			return nil, err
+		}
+		if w.Version != wireVersion {
+			return nil, fmt.Errorf("%w: version %d (this edgeseal reads %d and %d)", ErrBadObject, w.Version, wireVersion, wireVersionNV)
+		}
+		if w.Public == nil {
+			return nil, fmt.Errorf("%w: incomplete or inconsistent fields", ErrBadObject)
+		}
+		o.SRKName, o.Public, o.Private, a = w.SRKName, w.Public, w.Private, &w.Approval
 	}
-	switch {
-	case w.Version != wireVersion:
-		return nil, fmt.Errorf("%w: version %d (this edgeseal reads %d)", ErrBadObject, w.Version, wireVersion)
-	case w.Public == nil || w.SignKey == nil || w.Signature == nil || len(w.PCRs) != 1 ||
-		w.PCRs[0].Hash != tpm2.HashAlgorithmSHA256 || len(w.PCRs[0].Select) != len(w.Values) || w.PIN > 1:
+	if a.SignKey == nil || a.Signature == nil || len(a.PCRs) != 1 ||
+		a.PCRs[0].Hash != tpm2.HashAlgorithmSHA256 || len(a.PCRs[0].Select) != len(a.Values) || a.PIN > 1 {
 		return nil, fmt.Errorf("%w: incomplete or inconsistent fields", ErrBadObject)
 	}
-	o = &SealedObject{SRKName: w.SRKName, Public: w.Public, Private: w.Private, SignKey: w.SignKey,
-		PIN: w.PIN == 1, PCRs: w.PCRs[0].Select, Values: map[int][]byte{}, Approved: w.Approved, Signature: w.Signature}
+	o.SignKey, o.PIN, o.Approved, o.Signature = a.SignKey, a.PIN == 1, a.Approved, a.Signature
+	o.PCRs, o.Values = a.PCRs[0].Select, map[int][]byte{}
 	for i, p := range o.PCRs {
-		if len(w.Values[i]) != 32 {
-			return nil, fmt.Errorf("%w: PCR %d value is %d bytes", ErrBadObject, p, len(w.Values[i]))
+		if len(a.Values[i]) != 32 {
+			return nil, fmt.Errorf("%w: PCR %d value is %d bytes", ErrBadObject, p, len(a.Values[i]))
 		}
-		o.Values[p] = w.Values[i]
+		o.Values[p] = a.Values[i]
 	}
 	return o, nil
 }

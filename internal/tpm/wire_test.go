@@ -8,6 +8,7 @@ import (
 func FuzzUnmarshalSealedObject(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{1, 0, 0})
+	f.Add([]byte{2, 0, 0})
 	f.Add(make([]byte, 64))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		o, err := UnmarshalSealedObject(data)
