@@ -219,7 +219,7 @@ test-unit:
 test-integration: servers
 	@mkdir -p build && rm -f build/spread-not-run.txt
 	EDGESEAL_SPREAD_REPORT=$(CURDIR)/build/spread-not-run.txt \
-		$(GO) test -tags integration -count=1 -timeout 45m ./tests/... ./internal/...
+		$(GO) test -tags integration -count=1 -timeout 45m ./tests/... ./internal/... ./cmd/edgeseal/ ./tokenclient/
 	CGO_ENABLED=1 $(GO) test -tags integration -count=1 ./cmd/edgeseal-pkcs11/
 	@# The server matrix's second server for the packages that speak to a server
 	@# without systemd (init, unseal, setup, generate-root, token roles, KV v1

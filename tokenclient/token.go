@@ -172,6 +172,28 @@ func WriteTokenFile(path string, t *Token) error {
 	return nil
 }
 
+// CheckFiles tells, before a fetch, whether WriteTokenFile could write the
+// token file path (and, with cert, WriteCertificateFiles the certificate's
+// beside it): a fetch for a file it would then refuse to write would only
+// have revoked the service's previous token for nothing.
+func CheckFiles(path string, cert bool) error {
+	dir, err := fsutil.OpenPrivateDir(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("cannot write the token file: %w", err)
+	}
+	defer dir.Close()
+	names := []string{filepath.Base(path)}
+	if cert {
+		names = append(names, CertificateFile, CertificateCAFile)
+	}
+	for _, name := range names {
+		if err := fsutil.CheckWritableAt(dir, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Files WriteCertificateFiles writes, in the token file's directory.
 const (
 	CertificateFile   = "tls.pem"    // the certificate, then its key

@@ -97,8 +97,13 @@ restart edgeseal-unseal.service (in the snap: snap restart edgeseal.unseal).
 	if err := fsutil.WriteFileAtomic(p.SealedKey, blob, 0o600, fsutil.Self); err != nil {
 		return err
 	}
-	// The old NV index (storage nv) goes only now that the new blob is in place.
+	// The new blob in place, the rollback counter moves past every older one
+	// (storage nv), then the old NV index goes.
 	if cfg.Seal.Method == seal.MethodTPM2 {
+		if _, err := seal.CommitTPM2(cfg.Seal.TPM2, blob); err != nil {
+			fmt.Fprintf(stderr, "warning: the key is sealed again, but the TPM's rollback counter did not advance "+
+				"(the next unseal advances it): %v\n", err)
+		}
 		if err := seal.ReleaseTPM2(cfg.Seal.TPM2, old); err != nil {
 			fmt.Fprintf(stderr, "warning: the key is sealed again, but the old TPM NV index stays: %v\n", err)
 		}

@@ -108,6 +108,9 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
+	if err := tokenclient.CheckFiles(path, *cert); err != nil {
+		return unsafeOut(err)
+	}
 	tok, err := tokenclient.Fetch(ctx, tokenclient.Options{Socket: *socket, Service: *service, VaultAddr: *vaultAddr, CACert: *caCert, Cert: *cert})
 	if err != nil {
 		if tokenclient.Temporary(err) {
@@ -116,11 +119,7 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := tokenclient.WriteTokenFile(path, tok); err != nil {
-		if errors.Is(err, fsutil.ErrUnsafePath) {
-			// Typically root with a user's $XDG_RUNTIME_DIR, which su keeps.
-			return fmt.Errorf("%w; pass --out with a path in a directory of your own", err)
-		}
-		return err
+		return unsafeOut(err)
 	}
 	if !*quiet {
 		fmt.Fprintf(stdout, "wrote the token of service %s to %s (%s; renewable, period %v)\n",
@@ -156,10 +155,19 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
+// unsafeOut says what to do about a file edgeseal would not write.
+func unsafeOut(err error) error {
+	if errors.Is(err, fsutil.ErrUnsafePath) {
+		// Typically root with a user's $XDG_RUNTIME_DIR, which su keeps.
+		return fmt.Errorf("%w; pass --out with a path in a directory of your own", err)
+	}
+	return err
+}
+
 // writeCertificate writes c's files into dir and says so.
 func writeCertificate(dir string, c *tokenclient.Certificate, did string, quiet bool, w io.Writer) error {
 	if err := tokenclient.WriteCertificateFiles(dir, c); err != nil {
-		return err
+		return unsafeOut(err)
 	}
 	if quiet {
 		return nil

@@ -150,6 +150,25 @@ func readlinkat(dir int, name string) (string, error) {
 	return string(buf[:n]), nil
 }
 
+// CheckWritableAt tells whether WriteFileAtomicAt would write name in dir: a
+// symlink standing at name is ErrUnsafePath. A caller checks before work that
+// a refusal would waste (a token fetched, and its predecessor revoked, for a
+// file that cannot be written).
+func CheckWritableAt(dir *os.File, name string) error {
+	where := filepath.Join(dir.Name(), name)
+	if name != filepath.Base(name) || name == "." || name == ".." {
+		return fmt.Errorf("internal error: %q is not a file name", name)
+	}
+	var st unix.Stat_t
+	switch err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return fmt.Errorf("cannot write %s: %w: it is a symlink", where, ErrUnsafePath)
+	case err != nil && !errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("cannot write %s: %w", where, err)
+	}
+	return nil
+}
+
 // WriteFileAtomicAt writes name in the directory dir as WriteFileAtomic does
 // (a temporary file, synced, renamed over name, the directory synced), without
 // ever following a symlink: the temporary file is created with O_EXCL and
@@ -157,17 +176,10 @@ func readlinkat(dir int, name string) (string, error) {
 // than replaced.
 func WriteFileAtomicAt(dir *os.File, name string, data []byte, mode os.FileMode) (err error) {
 	where := filepath.Join(dir.Name(), name)
-	if name != filepath.Base(name) || name == "." || name == ".." {
-		return fmt.Errorf("internal error: %q is not a file name", name)
+	if err := CheckWritableAt(dir, name); err != nil {
+		return err
 	}
 	dfd := int(dir.Fd())
-	var st unix.Stat_t
-	switch err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
-	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK:
-		return fmt.Errorf("cannot write %s: %w: it is a symlink", where, ErrUnsafePath)
-	case err != nil && !errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("cannot write %s: %w", where, err)
-	}
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	tmp := "." + name + ".tmp-" + hex.EncodeToString(rnd[:])

@@ -50,7 +50,7 @@ func (s *tpm2Sealer) pin() ([]byte, error) {
 }
 
 func (s *tpm2Sealer) Seal(_ context.Context, secret []byte) ([]byte, error) {
-	return s.seal(secret, 0)
+	return s.seal(secret, nil)
 }
 
 // nvHandles are the config's NV handles.
@@ -58,9 +58,10 @@ func (s *tpm2Sealer) nvHandles() tpm.NVHandles {
 	return tpm.NVHandles{Index: tpm2.Handle(s.cfg.NVIndex), Counter: tpm2.Handle(s.cfg.CounterIndex)}
 }
 
-// seal seals secret as the config says; with storage nv, inUse is the NV slot
-// the current blob names (0: none), which the new index does not take.
-func (s *tpm2Sealer) seal(secret []byte, inUse tpm2.Handle) ([]byte, error) {
+// seal seals secret as the config says; with storage nv, prev is the NV
+// storage of the blob it replaces (nil: none): the new index takes the other
+// slot and an approval past prev's.
+func (s *tpm2Sealer) seal(secret []byte, prev *tpm.NVStorage) ([]byte, error) {
 	pin, err := s.pin()
 	if err != nil {
 		return nil, err
@@ -73,7 +74,7 @@ func (s *tpm2Sealer) seal(secret []byte, inUse tpm2.Handle) ([]byte, error) {
 	defer t.Close()
 	var o *tpm.SealedObject
 	if s.cfg.Storage == config.TPM2StorageNV {
-		o, err = tpm.SealNV(t, secret, s.cfg.PCRs, pin, s.nvHandles(), inUse)
+		o, err = tpm.SealNV(t, secret, s.cfg.PCRs, pin, s.nvHandles(), prev)
 	} else {
 		o, err = tpm.Seal(t, secret, s.cfg.PCRs, pin)
 	}
@@ -113,6 +114,21 @@ func (s *tpm2Sealer) withObject(blob []byte, fn func(t *tpm2.TPMContext, o *tpm.
 		return err
 	}
 	defer t.Close()
+	if o.NV == nil && s.cfg.Storage == config.TPM2StorageNV {
+		// A blob of storage file, no counter binds it: once a key has been
+		// sealed into NV storage here, it is an older copy (the one a
+		// recovery keeps beside the new, a backup), refused as rolled back
+		// (found by the review of storage nv).
+		started, err := tpm.CounterStarted(t, tpm2.Handle(s.cfg.CounterIndex))
+		if err != nil {
+			return err
+		}
+		if started {
+			return fmt.Errorf("%w: it is sealed in a TPM object (seal.tpm2.storage file), and a key has since been sealed "+
+				"into NV storage with the rollback counter at %#x: it is an older copy; restore the latest one, or bring the "+
+				"device back with `edgeseal recover`", ErrRolledBack, s.cfg.CounterIndex)
+		}
+	}
 	return fn(t, o, pin)
 }
 
@@ -168,11 +184,11 @@ func CommitTPM2(cfg config.TPM2, blob []byte) (nv bool, err error) {
 // written. old may be nil or unreadable.
 func ResealTPM2(cfg config.TPM2, secret, old []byte) ([]byte, error) {
 	s := &tpm2Sealer{cfg: cfg}
-	var inUse tpm2.Handle
+	var prev *tpm.NVStorage
 	if o := nvObject(old); o != nil {
-		inUse = o.NV.Index
+		prev = o.NV
 	}
-	return s.seal(secret, inUse)
+	return s.seal(secret, prev)
 }
 
 // ReleaseTPM2 undefines the NV index of old (storage nv), replaced by a newer

@@ -175,3 +175,40 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// A device switched from storage file to nv by `edgeseal recover`: the blob
+// of storage file it had (kept beside the new one as .before-recovery, or in
+// a backup) is no counter's, and unsealed after any number of reseals (found
+// by the review of storage nv). Once a key is sealed into NV storage, it is
+// refused as rolled back.
+func TestABlobOfStorageFileIsRefusedOnceAKeyIsSealedIntoNV(t *testing.T) {
+	sw := testbed.StartSWTPM(t)
+	key := bytes.Repeat([]byte{3}, 32)
+	before, err := seal.NewTPM2(tpmConfig(sw).TPM2).Seal(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := nvConfig(sw)
+	t.Log("Given the config says storage nv and the old blob still unseals until a key is sealed into NV")
+	if got, err := seal.NewTPM2(cfg).Unseal(t.Context(), before); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("the blob of storage file before any NV seal: %v", err)
+	}
+	t.Log("When edgeseal recover seals the key into NV and commits")
+	after, err := seal.ResealTPM2(cfg, key, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seal.CommitTPM2(cfg, after); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("Then the blob of storage file is refused as rolled back, and the new one unseals")
+	if _, err := seal.NewTPM2(cfg).Unseal(t.Context(), before); !errors.Is(err, seal.ErrRolledBack) {
+		t.Fatalf("the blob of storage file after an NV seal: %v, want ErrRolledBack", err)
+	}
+	if _, err := seal.ApproveTPM2(cfg, before, nil); !errors.Is(err, seal.ErrRolledBack) {
+		t.Errorf("a reseal of the blob of storage file after an NV seal: %v, want ErrRolledBack", err)
+	}
+	if got, err := seal.NewTPM2(cfg).Unseal(t.Context(), after); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("the NV blob: %v", err)
+	}
+}

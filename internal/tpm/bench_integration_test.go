@@ -179,7 +179,7 @@ func BenchmarkUnsealByStorage(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	nv, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0)
+	nv, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -90,7 +90,11 @@ func ensureCounter(t *tpm2.TPMContext, h tpm2.Handle) (tpm2.ResourceContext, uin
 		if err != nil {
 			return nil, 0, fmt.Errorf("cannot read the TPM counter at %v: %w", h, err)
 		}
-		if pub.Attrs&^tpm2.AttrNVWritten != want.Attrs&^tpm2.AttrNVWritten || pub.Size != 8 || len(pub.AuthPolicy) != 0 {
+		// Its name algorithm too: the approved policy's PolicyNV names the
+		// counter by a SHA-256 name (a squatted counter of another algorithm
+		// would make every blob unsealable, said the review of storage nv).
+		if pub.Attrs&^tpm2.AttrNVWritten != want.Attrs&^tpm2.AttrNVWritten || pub.Size != 8 || len(pub.AuthPolicy) != 0 ||
+			pub.NameAlg != tpm2.HashAlgorithmSHA256 {
 			return nil, 0, fmt.Errorf("%w: %v holds an index with attributes %v, not edgeseal's counter; "+
 				"set seal.tpm2.counter_index to a free handle", ErrNVInUse, h, pub.Attrs)
 		}
@@ -169,11 +173,12 @@ func freeSlot(t *tpm2.TPMContext, h NVHandles, inUse tpm2.Handle) (tpm2.Handle, 
 }
 
 // SealNV seals secret into a TPM NV index, approving the current values of pcrs
-// for the counter's current value. inUse is the data slot the current blob
-// names (0: none), left alone. The index is defined by the owner hierarchy with
-// the sealed object's policy; the data is written over a session salted by the
-// SRK (encrypted on the bus), then write-locked.
-func SealNV(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte, h NVHandles, inUse tpm2.Handle) (*SealedObject, error) {
+// for the counter's next value, and past prev's: prev is the NV storage of the
+// blob this seal replaces (a recovery's; nil: none), whose slot is left alone.
+// The index is defined by the owner hierarchy with the sealed object's policy;
+// the data is written over a session salted by the SRK (encrypted on the bus),
+// then write-locked.
+func SealNV(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte, h NVHandles, prev *NVStorage) (*SealedObject, error) {
 	s, err := newSealing(t, secret, pcrs, pin)
 	if err != nil {
 		return nil, err
@@ -183,13 +188,18 @@ func SealNV(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte, h NVHandl
 	if err != nil {
 		return nil, err
 	}
+	var inUse tpm2.Handle
+	next := value + 1
+	if prev != nil {
+		inUse, next = prev.Index, max(next, prev.Value+1)
+	}
 	slot, err := freeSlot(t, h, inUse)
 	if err != nil {
 		return nil, err
 	}
 	pub := &tpm2.NVPublic{Index: slot, NameAlg: tpm2.HashAlgorithmSHA256, Attrs: dataAttrs(len(pin) > 0),
 		AuthPolicy: s.authPolicy, Size: uint16(len(s.data))}
-	idx, err := t.NVDefineSpace(t.OwnerHandleContext(), pin, pub, nil)
+	idx, err := defineEncrypted(t, s.srk, pin, pub)
 	if err != nil {
 		return nil, defineError(slot, "sealed key", err)
 	}
@@ -202,8 +212,45 @@ func SealNV(t *tpm2.TPMContext, secret []byte, pcrs []int, pin []byte, h NVHandl
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the sealed index %v: %w", slot, err)
 	}
+	// Approved past the counter and the blob it replaces (whose approval may
+	// not be committed yet): once this blob is written, Commit (or its first
+	// unseal) advances the counter, and the blob before it (a recovery's old
+	// slot) is refused even if its index could not be released (found by
+	// the review of storage nv).
 	return s.approved(t, &SealedObject{
-		NV: &NVStorage{Index: slot, IndexName: name, Counter: h.Counter, CounterName: counter.Name(), Value: value}})
+		NV: &NVStorage{Index: slot, IndexName: name, Counter: h.Counter, CounterName: counter.Name(), Value: next}})
+}
+
+// CounterStarted tells whether the TPM holds edgeseal's rollback counter at h,
+// started (written): a key has been sealed into NV storage on this TPM, so a
+// blob from before (in a sealed object, which no counter binds) must not
+// unseal any more.
+func CounterStarted(t *tpm2.TPMContext, h tpm2.Handle) (bool, error) {
+	if !t.DoesHandleExist(h) {
+		return false, nil
+	}
+	rc, err := t.NewResourceContext(h)
+	if err != nil {
+		return false, fmt.Errorf("cannot read the TPM counter at %v: %w", h, err)
+	}
+	pub, _, err := t.NVReadPublic(rc)
+	if err != nil {
+		return false, fmt.Errorf("cannot read the TPM counter at %v: %w", h, err)
+	}
+	return pub.Attrs == counterPublic(h).Attrs && pub.NameAlg == tpm2.HashAlgorithmSHA256, nil
+}
+
+// defineEncrypted defines the index pub with the auth value pin, authorised
+// by the owner over a session salted by the SRK with command encryption, so
+// that a PIN does not cross the TPM's bus in clear (as it does not for a
+// sealed object: found by the review of storage nv).
+func defineEncrypted(t *tpm2.TPMContext, srk tpm2.ResourceContext, pin []byte, pub *tpm2.NVPublic) (tpm2.ResourceContext, error) {
+	session, err := t.StartAuthSession(srk, nil, tpm2.SessionTypeHMAC, sha256Sym, tpm2.HashAlgorithmSHA256)
+	if err != nil {
+		return nil, fmt.Errorf("cannot start a session with the TPM: %w", err)
+	}
+	defer t.FlushContext(session)
+	return t.NVDefineSpace(t.OwnerHandleContext(), pin, pub, session.WithAttrs(tpm2.AttrCommandEncrypt|tpm2.AttrContinueSession))
 }
 
 // writeOnce writes data to the index over a session salted by the SRK, with

@@ -20,7 +20,7 @@ var testNV = tpm.NVHandles{Index: 0x013e5e00, Counter: 0x013e5e10}
 
 func sealNV(t *testing.T, ctx *tpm2.TPMContext, pin []byte) *tpm.SealedObject {
 	t.Helper()
-	o, err := tpm.SealNV(ctx, unsealKey, []int{7}, pin, testNV, 0)
+	o, err := tpm.SealNV(ctx, unsealKey, []int{7}, pin, testNV, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,9 @@ func TestAResealAdvancesTheCounterAndTheOldApprovalIsRefusedAsRolledBack(t *test
 	ctx := openSWTPM(t, testbed.StartSWTPM(t))
 	o := sealNV(t, ctx, nil)
 	old := roundTrip(t, o)
-	before := counterValue(t, ctx)
+	// The value the seal approved, which its first unseal advances the
+	// counter to.
+	before := o.NV.Value
 
 	t.Log("Given a reseal (the same PCR values approved again), its blob written, then committed")
 	if err := o.Approve(ctx, nil, o.Values); err != nil {
@@ -212,7 +214,7 @@ func TestAFullNVStorageIsReportedNamingTheIndex(t *testing.T) {
 			defined := fillNV(t, ctx)
 			t.Logf("%d indices (2048 bytes, then smaller) filled it", defined)
 			t.Log("When the key is sealed into NV")
-			_, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0)
+			_, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, nil)
 			t.Log("Then the error says the NV storage is full, which index, and what to do")
 			if !errors.Is(err, tpm.ErrNVFull) || !strings.Contains(err.Error(), "seal.tpm2.storage: file") {
 				t.Fatalf("err = %v, want ErrNVFull", err)
@@ -293,7 +295,7 @@ func TestIndicesThatAreNotEdgesealsAreReportedAndLeftAlone(t *testing.T) {
 		}
 		names[h] = rc.Name()
 	}
-	if _, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0); !errors.Is(err, tpm.ErrNVInUse) || !strings.Contains(err.Error(), "seal.tpm2.nv_index") {
+	if _, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, nil); !errors.Is(err, tpm.ErrNVInUse) || !strings.Contains(err.Error(), "seal.tpm2.nv_index") {
 		t.Fatalf("both slots another's: %v, want ErrNVInUse naming seal.tpm2.nv_index", err)
 	}
 	for h, name := range names {
@@ -304,7 +306,7 @@ func TestIndicesThatAreNotEdgesealsAreReportedAndLeftAlone(t *testing.T) {
 	}
 	t.Log("another's index at the counter's handle is reported too")
 	other := tpm.NVHandles{Index: 0x01000100, Counter: testNV.Index}
-	if _, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, other, 0); !errors.Is(err, tpm.ErrNVInUse) || !strings.Contains(err.Error(), "seal.tpm2.counter_index") {
+	if _, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, other, nil); !errors.Is(err, tpm.ErrNVInUse) || !strings.Contains(err.Error(), "seal.tpm2.counter_index") {
 		t.Fatalf("the counter's handle another's: %v, want ErrNVInUse naming seal.tpm2.counter_index", err)
 	}
 }
@@ -312,12 +314,12 @@ func TestIndicesThatAreNotEdgesealsAreReportedAndLeftAlone(t *testing.T) {
 func TestASealThatDidNotFinishLeavesASlotThatTheNextSealTakesBack(t *testing.T) {
 	ctx := openSWTPM(t, testbed.StartSWTPM(t))
 	current := sealNV(t, ctx, nil)                                      // slot Index, named by the blob on disk
-	orphan, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, 0) // slot Index+1: a recovery whose blob was never written
+	orphan, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, nil) // slot Index+1: a recovery whose blob was never written
 	if err != nil || orphan.NV.Index != testNV.Index+1 {
 		t.Fatalf("second seal: %v", err)
 	}
 	t.Log("the next recovery, with the blob on disk naming slot Index, takes Index+1 back")
-	again, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, current.NV.Index)
+	again, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, current.NV)
 	if err != nil || again.NV.Index != testNV.Index+1 {
 		t.Fatalf("third seal: %v", err)
 	}

@@ -273,6 +273,9 @@ func (o *SealedObject) unseal(t *tpm2.TPMContext, pin []byte) ([]byte, *ecdsa.Pr
 	if nv != nil {
 		secret, key, err := o.unsealNV(t, srk, nv, pin)
 		if err == nil {
+			err = o.checkSignKey(key)
+		}
+		if err == nil {
 			err = o.advance(t, nv.counter, nv.value)
 		}
 		if err != nil {
@@ -479,6 +482,22 @@ func packSealedData(secret []byte, key *ecdsa.PrivateKey) []byte {
 	out = append(out, d...)
 	clear(d)
 	return out
+}
+
+// checkSignKey checks the signing key read with the secret is the one whose
+// approvals the blob carries. An NV index undefined and defined again with the
+// same public area has the same name, so whoever has the owner's authorisation
+// (empty on an edgeseal device) could plant data of their own in it: not the
+// secret, which it never reveals, but a key that would then sign approvals no
+// TPM honours (found by the review of storage nv). Such data is refused here,
+// as a replaced index, before anything is unsealed or approved with it.
+func (o *SealedObject) checkSignKey(key *ecdsa.PrivateKey) error {
+	want, ok := o.SignKey.Public().(*ecdsa.PublicKey)
+	if !ok || !want.Equal(&key.PublicKey) {
+		return fmt.Errorf("%w: the NV index at %v holds data that is not this blob's (it was replaced); "+
+			"bring the device back with `edgeseal recover`", ErrNVChanged, o.NV.Index)
+	}
+	return nil
 }
 
 func unpackSealedData(data []byte) ([]byte, *ecdsa.PrivateKey, error) {
