@@ -313,7 +313,7 @@ func TestIndicesThatAreNotEdgesealsAreReportedAndLeftAlone(t *testing.T) {
 
 func TestASealThatDidNotFinishLeavesASlotThatTheNextSealTakesBack(t *testing.T) {
 	ctx := openSWTPM(t, testbed.StartSWTPM(t))
-	current := sealNV(t, ctx, nil)                                      // slot Index, named by the blob on disk
+	current := sealNV(t, ctx, nil)                                        // slot Index, named by the blob on disk
 	orphan, err := tpm.SealNV(ctx, unsealKey, []int{7}, nil, testNV, nil) // slot Index+1: a recovery whose blob was never written
 	if err != nil || orphan.NV.Index != testNV.Index+1 {
 		t.Fatalf("second seal: %v", err)

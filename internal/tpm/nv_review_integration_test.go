@@ -92,7 +92,10 @@ func (d recordingDevice) Open() (tpm2.Transport, error) {
 	return recordingTransport{tr, d.sent}, err
 }
 
-func (r recordingTransport) Write(b []byte) (int, error) { r.sent.Write(b); return r.Transport.Write(b) }
+func (r recordingTransport) Write(b []byte) (int, error) {
+	r.sent.Write(b)
+	return r.Transport.Write(b)
+}
 
 // The PIN is the index's auth value, given when it is defined: it crossed
 // the bus in clear (a sealed object's goes encrypted).
