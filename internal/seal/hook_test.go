@@ -137,6 +137,12 @@ func TestHookTimeoutKillsWhatTheHookStarted(t *testing.T) {
 	if took := time.Since(start); took > hookWaitDelay {
 		t.Errorf("took %s: the hook's child held the run open", took)
 	}
+	requireGone(t, pidFile)
+}
+
+// requireGone waits up to 2s for the process whose pid is in pidFile to end.
+func requireGone(t *testing.T, pidFile string) {
+	t.Helper()
 	pid, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +155,7 @@ func TestHookTimeoutKillsWhatTheHookStarted(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the hook's child %s still runs", strings.TrimSpace(string(pid)))
+			t.Fatalf("the child %s still runs", strings.TrimSpace(string(pid)))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

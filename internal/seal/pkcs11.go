@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os/exec"
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/aesgcm"
@@ -180,8 +179,8 @@ func answerError(a *pkcs11proto.Answer) error {
 }
 
 // runPKCS11Helper runs the helper once with req on its stdin and returns its
-// answer. The helper inherits this process's environment (a module's own
-// settings, such as SOFTHSM2_CONF, are read from there).
+// answer. The helper and what it starts run as childCommand says, killed
+// together at the timeout, with pkcs11HelperEnv as their environment.
 func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Request, timeout time.Duration) (*pkcs11proto.Answer, error) {
 	if timeout <= 0 {
 		timeout = defaultPKCS11Timeout
@@ -193,11 +192,9 @@ func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Reques
 	stdout := &limitedBuffer{buf: make([]byte, 0, pkcs11proto.MaxAnswerSize), failOnOverflow: true}
 	defer func() { clear(stdout.buf[:cap(stdout.buf)]) }()
 	stderr := &limitedBuffer{buf: make([]byte, 0, helperStderrLimit)}
-	cmd := exec.CommandContext(hctx, helper)
-	cmd.Dir = "/"
+	cmd := childCommand(hctx, pkcs11HelperEnv(), helper)
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = hookWaitDelay
 	fail := func(format string, args ...any) (*pkcs11proto.Answer, error) {
 		msg := fmt.Sprintf(format, args...)
 		if d := stderr.diagnostics(); d != "" {
@@ -223,7 +220,8 @@ func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Reques
 	if err != nil {
 		return fail("answered what edgeseal cannot read: %v", err)
 	}
-	a.Data = bytes.Clone(a.Data)
+	// a.Data was decoded into memory of its own, not stdout's: the caller
+	// clears it, and no copy of the data key is left behind.
 	return a, nil
 }
 

@@ -191,6 +191,55 @@ func TestPKCS11HelperThatCannotAnswerIsAPKCS11Error(t *testing.T) {
 	}
 }
 
+// A helper whose module started a process and hung: the timeout kills both,
+// as a hook's (the module's process would otherwise outlive the unit's start,
+// holding the token's session).
+func TestPKCS11HelperTimeoutKillsWhatTheHelperStarted(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	helper := writeHook(t, `sleep 60 </dev/null >/dev/null 2>&1 & echo $! > `+pidFile+`; exec sleep 60`)
+	cfg := testPKCS11Config
+	cfg.Timeout = config.Duration(300 * time.Millisecond)
+	start := time.Now()
+	_, err := newPKCS11(cfg, helper).Seal(t.Context(), []byte("x"))
+	if !errors.Is(err, ErrPKCS11) || !strings.Contains(err.Error(), "did not finish within") {
+		t.Fatalf("got %v, want a timeout", err)
+	}
+	if took := time.Since(start); took > hookWaitDelay {
+		t.Errorf("took %s", took)
+	}
+	requireGone(t, pidFile)
+}
+
+// The helper gets a PATH and SOFTHSM2_CONF (SoftHSM2's module reads its
+// token directory from it), nothing else of edgeseal's environment.
+func TestPKCS11HelperRunsWithAnExplicitEnvironment(t *testing.T) {
+	t.Setenv("EDGESEAL_TEST_LEAK", "leaked")
+	t.Setenv("SOFTHSM2_CONF", "/etc/softhsm/softhsm2.conf")
+	out := filepath.Join(t.TempDir(), "env")
+	helper := writeHook(t, `env > `+out+`; exit 1`)
+	if _, err := newPKCS11(testPKCS11Config, helper).Seal(t.Context(), []byte("x")); !errors.Is(err, ErrPKCS11) {
+		t.Fatalf("got %v, want ErrPKCS11", err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{hookPath: true, "SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf": true}
+	for _, l := range strings.Split(strings.TrimSpace(string(got)), "\n") {
+		switch {
+		case want[l]:
+			delete(want, l)
+		case strings.HasPrefix(l, "PWD=") || strings.HasPrefix(l, "SHLVL=") || strings.HasPrefix(l, "_="):
+			// set by the shell itself
+		default:
+			t.Errorf("the helper saw %q", l)
+		}
+	}
+	for l := range want {
+		t.Errorf("the helper did not see %q", l)
+	}
+}
+
 // The golden pkcs11 blob: made by Seal with the counting reader (data key
 // 00..1f, token IV 20..2b, nonce 2c..37) and a stand-in token whose key is 32
 // bytes of 0x07 and whose serial is 0123456789abcdef.
