@@ -216,7 +216,7 @@ func TestPKCS11HelperRunsWithAnExplicitEnvironment(t *testing.T) {
 	t.Setenv("EDGESEAL_TEST_LEAK", "leaked")
 	t.Setenv("SOFTHSM2_CONF", "/etc/softhsm/softhsm2.conf")
 	out := filepath.Join(t.TempDir(), "env")
-	helper := writeHook(t, `env > `+out+`; exit 1`)
+	helper := writeHook(t, `env | sed 's/^/env=/' > `+out+`; exit 1`)
 	if _, err := newPKCS11(testPKCS11Config, helper).Seal(t.Context(), []byte("x")); !errors.Is(err, ErrPKCS11) {
 		t.Fatalf("got %v, want ErrPKCS11", err)
 	}
@@ -224,20 +224,7 @@ func TestPKCS11HelperRunsWithAnExplicitEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{hookPath: true, "SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf": true}
-	for _, l := range strings.Split(strings.TrimSpace(string(got)), "\n") {
-		switch {
-		case want[l]:
-			delete(want, l)
-		case strings.HasPrefix(l, "PWD=") || strings.HasPrefix(l, "SHLVL=") || strings.HasPrefix(l, "_="):
-			// set by the shell itself
-		default:
-			t.Errorf("the helper saw %q", l)
-		}
-	}
-	for l := range want {
-		t.Errorf("the helper did not see %q", l)
-	}
+	requireSawExactly(t, "the helper", got, "env="+hookPath, "env=SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf")
 }
 
 // The golden pkcs11 blob: made by Seal with the counting reader (data key
