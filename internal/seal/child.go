@@ -23,13 +23,15 @@ func childCommand(ctx context.Context, env []string, path string, args ...string
 	return cmd
 }
 
-// pkcs11HelperEnv is the PKCS#11 helper's whole environment: hookPath and,
-// if set here, SOFTHSM2_CONF (SoftHSM2's module finds its tokens with it).
-// A vendor module's other variables do not pass.
-func pkcs11HelperEnv() []string {
+// pkcs11HelperEnv is the PKCS#11 helper's whole environment: hookPath, then
+// SOFTHSM2_CONF (SoftHSM2's module finds its tokens with it) and each
+// variable names names (seal.pkcs11.environment) that is set here.
+func pkcs11HelperEnv(names []string) []string {
 	env := []string{hookPath}
-	if v, ok := os.LookupEnv("SOFTHSM2_CONF"); ok {
-		env = append(env, "SOFTHSM2_CONF="+v)
+	for _, name := range append([]string{"SOFTHSM2_CONF"}, names...) {
+		if v, ok := os.LookupEnv(name); ok && name != "PATH" {
+			env = append(env, name+"="+v)
+		}
 	}
 	return env
 }

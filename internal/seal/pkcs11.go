@@ -51,7 +51,7 @@ func NewPKCS11(cfg config.PKCS11) Sealer { return newPKCS11(cfg, pkcs11Helper) }
 func newPKCS11(cfg config.PKCS11, helper string) *pkcs11Sealer {
 	s := &pkcs11Sealer{cfg: cfg, rand: rand.Reader}
 	s.token = func(ctx context.Context, req *pkcs11proto.Request) (*pkcs11proto.Answer, error) {
-		return runPKCS11Helper(ctx, helper, req, cfg.Timeout.D())
+		return runPKCS11Helper(ctx, helper, req, cfg.Timeout.D(), pkcs11HelperEnv(cfg.Environment))
 	}
 	return s
 }
@@ -180,8 +180,8 @@ func answerError(a *pkcs11proto.Answer) error {
 
 // runPKCS11Helper runs the helper once with req on its stdin and returns its
 // answer. The helper and what it starts run as childCommand says, killed
-// together at the timeout, with pkcs11HelperEnv as their environment.
-func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Request, timeout time.Duration) (*pkcs11proto.Answer, error) {
+// together at the timeout, with env as their whole environment.
+func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Request, timeout time.Duration, env []string) (*pkcs11proto.Answer, error) {
 	if timeout <= 0 {
 		timeout = defaultPKCS11Timeout
 	}
@@ -192,7 +192,7 @@ func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Reques
 	stdout := &limitedBuffer{buf: make([]byte, 0, pkcs11proto.MaxAnswerSize), failOnOverflow: true}
 	defer func() { clear(stdout.buf[:cap(stdout.buf)]) }()
 	stderr := &limitedBuffer{buf: make([]byte, 0, helperStderrLimit)}
-	cmd := childCommand(hctx, pkcs11HelperEnv(), helper)
+	cmd := childCommand(hctx, env, helper)
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	fail := func(format string, args ...any) (*pkcs11proto.Answer, error) {

@@ -210,21 +210,26 @@ func TestPKCS11HelperTimeoutKillsWhatTheHelperStarted(t *testing.T) {
 	requireGone(t, pidFile)
 }
 
-// The helper gets a PATH and SOFTHSM2_CONF (SoftHSM2's module reads its
-// token directory from it), nothing else of edgeseal's environment.
+// The helper gets a PATH, SOFTHSM2_CONF (SoftHSM2's module reads its token
+// directory from it) and the variables seal.pkcs11.environment names, when
+// set; nothing else of edgeseal's environment.
 func TestPKCS11HelperRunsWithAnExplicitEnvironment(t *testing.T) {
 	t.Setenv("EDGESEAL_TEST_LEAK", "leaked")
 	t.Setenv("SOFTHSM2_CONF", "/etc/softhsm/softhsm2.conf")
+	t.Setenv("OPENSC_CONF", "/etc/opensc.conf")
+	os.Unsetenv("VENDOR_UNSET") // named, not set: not passed
 	out := filepath.Join(t.TempDir(), "env")
 	helper := writeHook(t, `env | sed 's/^/env=/' > `+out+`; exit 1`)
-	if _, err := newPKCS11(testPKCS11Config, helper).Seal(t.Context(), []byte("x")); !errors.Is(err, ErrPKCS11) {
+	cfg := testPKCS11Config
+	cfg.Environment = []string{"OPENSC_CONF", "VENDOR_UNSET"}
+	if _, err := newPKCS11(cfg, helper).Seal(t.Context(), []byte("x")); !errors.Is(err, ErrPKCS11) {
 		t.Fatalf("got %v, want ErrPKCS11", err)
 	}
 	got, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	requireSawExactly(t, "the helper", got, "env="+hookPath, "env=SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf")
+	requireSawExactly(t, "the helper", got, "env="+hookPath, "env=SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf", "env=OPENSC_CONF=/etc/opensc.conf")
 }
 
 // The golden pkcs11 blob: made by Seal with the counting reader (data key
