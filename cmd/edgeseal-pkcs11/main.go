@@ -20,7 +20,9 @@ import (
 	"os"
 
 	"github.com/miekg/pkcs11"
+	"golang.org/x/sys/unix"
 
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/pkcs11proto"
 )
 
@@ -28,6 +30,11 @@ import (
 const maxPINFile = 256
 
 func main() {
+	// First, before the PIN or a key is in memory.
+	if err := harden(); err != nil {
+		fmt.Fprintf(os.Stderr, "edgeseal-pkcs11: %v\n", err)
+		os.Exit(1)
+	}
 	in, err := io.ReadAll(io.LimitReader(os.Stdin, pkcs11proto.MaxRequestSize+1))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "edgeseal-pkcs11: cannot read the request: %v\n", err)
@@ -55,6 +62,20 @@ func fail(code, format string, args ...any) error {
 	return &failure{code, fmt.Sprintf(format, args...)}
 }
 
+// harden makes this process impossible to core-dump (a crash in a vendor's
+// module would otherwise write the PIN and the data key to disk, or hand them
+// to a core handler) and, not dumpable, impossible to ptrace or read through
+// /proc/<pid>/mem as the same uid without CAP_SYS_PTRACE.
+func harden() error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("cannot make the helper not dumpable: %w", err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
+		return fmt.Errorf("cannot forbid the helper core dumps: %w", err)
+	}
+	return nil
+}
+
 func serve(req *pkcs11proto.Request) *pkcs11proto.Answer {
 	a := &pkcs11proto.Answer{}
 	serial, data, err := run(req)
@@ -63,10 +84,7 @@ func serve(req *pkcs11proto.Request) *pkcs11proto.Answer {
 		if !errors.As(err, &f) {
 			f = &failure{pkcs11proto.CodeFailed, err.Error()}
 		}
-		a.Error, a.Message = f.code, f.msg
-		if len(a.Message) > pkcs11proto.MaxMessage {
-			a.Message = a.Message[:pkcs11proto.MaxMessage]
-		}
+		a.Error, a.Message = f.code, pkcs11proto.Message(f.msg)
 		return a
 	}
 	a.Serial, a.Data = serial, data
@@ -134,10 +152,22 @@ func run(req *pkcs11proto.Request) (serial string, out []byte, err error) {
 		}
 		return serial, out, nil
 	}
-	if err := ctx.DecryptInit(sh, mech, key); err != nil {
-		return serial, nil, tokenError("decrypt with the key "+req.KeyLabel, err)
-	}
-	out, err = ctx.Decrypt(sh, req.Data)
+	out, err = decryptRetrying(func(fresh bool) ([]byte, error) {
+		sh := sh
+		if fresh {
+			// The login is the application's, not the session's: a fresh
+			// session is logged in too.
+			var err error
+			if sh, err = ctx.OpenSession(slot, flags); err != nil {
+				return nil, err
+			}
+			defer ctx.CloseSession(sh)
+		}
+		if err := ctx.DecryptInit(sh, mech, key); err != nil {
+			return nil, err
+		}
+		return ctx.Decrypt(sh, req.Data)
+	})
 	if err != nil {
 		if code(err) == pkcs11proto.CodeFailed && isAuthFailure(err) {
 			return serial, nil, fail(pkcs11proto.CodeWrongDevice, "the key %s of the token %s does not open the blob (%v): the key was replaced, or the blob is another key's", req.KeyLabel, tokenName(req), err)
@@ -145,6 +175,19 @@ func run(req *pkcs11proto.Request) (serial string, out []byte, err error) {
 		return serial, nil, tokenError("decrypt with the key "+req.KeyLabel, err)
 	}
 	return serial, out, nil
+}
+
+// decryptRetrying runs decrypt, on the session of the login, and once more
+// on a fresh session if the token answered CKR_GENERAL_ERROR: that is what
+// SoftHSM2 and some tokens answer for an AES-GCM tag that does not verify
+// (the wrong key: not worth a restart), but also what a real token answers
+// for an internal fault, which a second try may pass.
+func decryptRetrying(decrypt func(fresh bool) ([]byte, error)) ([]byte, error) {
+	out, err := decrypt(false)
+	if errors.Is(err, pkcs11.Error(pkcs11.CKR_GENERAL_ERROR)) {
+		out, err = decrypt(true)
+	}
+	return out, err
 }
 
 func tokenName(req *pkcs11proto.Request) string {
@@ -190,8 +233,8 @@ func findToken(ctx *pkcs11.Ctx, req *pkcs11proto.Request) (uint, pkcs11.TokenInf
 	return 0, info, fail(pkcs11proto.CodeFailed, "%d tokens are %s in %s: name the token by seal.pkcs11.token_serial", len(found), tokenName(req), req.Module)
 }
 
-// findKey returns the one AES secret key labelled req.KeyLabel, which must be
-// sensitive and not extractable.
+// findKey returns the one AES secret key labelled req.KeyLabel, which must
+// have the attributes requiredAttributes lists.
 func findKey(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, req *pkcs11proto.Request) (pkcs11.ObjectHandle, error) {
 	tmpl := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
@@ -212,18 +255,50 @@ func findKey(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, req *pkcs11proto.Request)
 	case 2:
 		return 0, fail(pkcs11proto.CodeFailed, "the token %s has more than one AES key labelled %q: keep one", tokenName(req), req.KeyLabel)
 	}
-	attrs, err := ctx.GetAttributeValue(sh, objs[0], []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
-	})
+	attrs, err := ctx.GetAttributeValue(sh, objs[0], requiredAttributes)
 	if err != nil {
 		return 0, tokenError("read the attributes of the key "+req.KeyLabel, err)
 	}
-	if len(attrs) != 2 || !bytes.Equal(attrs[0].Value, []byte{1}) || !bytes.Equal(attrs[1].Value, []byte{0}) {
-		return 0, fail(pkcs11proto.CodeFailed, "the key %q of the token %s can leave the token (CKA_SENSITIVE false or CKA_EXTRACTABLE true): make one that cannot", req.KeyLabel, tokenName(req))
+	if len(attrs) != len(requiredAttributes) {
+		return 0, fail(pkcs11proto.CodeFailed, "cannot read the attributes of the key %q: the token answered %d of %d", req.KeyLabel, len(attrs), len(requiredAttributes))
+	}
+	for i, need := range requiredAttributes {
+		if attrs[i].Type != need.Type || !bytes.Equal(attrs[i].Value, need.Value) {
+			r := requiredAttribute[need.Type]
+			return 0, fail(pkcs11proto.CodeFailed, "the key %q of the token %s is refused: %s is %v: %s; make a key as README's \"The unseal key in a PKCS#11 token\" says",
+				req.KeyLabel, tokenName(req), r.name, !r.want, r.why)
+		}
 	}
 	return objs[0], nil
 }
+
+// requiredAttribute says, for each attribute findKey checks, the value it
+// needs and why: together they mean a key that lives in the token only, whose
+// value nobody has ever seen, usable only after a login with the PIN.
+// CKA_LOCAL (generated in this token) is not required: a key unwrapped into
+// the token from a vendor's escrow has CKA_LOCAL false yet meets the rest.
+var requiredAttribute = map[uint]struct {
+	name string
+	want bool
+	why  string
+}{
+	pkcs11.CKA_SENSITIVE:         {"CKA_SENSITIVE", true, "its value can be read out of the token"},
+	pkcs11.CKA_EXTRACTABLE:       {"CKA_EXTRACTABLE", false, "it can be wrapped out of the token"},
+	pkcs11.CKA_ALWAYS_SENSITIVE:  {"CKA_ALWAYS_SENSITIVE", true, "its value was once readable (imported with C_CreateObject, or made not sensitive), so someone may know it"},
+	pkcs11.CKA_NEVER_EXTRACTABLE: {"CKA_NEVER_EXTRACTABLE", true, "it was once extractable, so a copy may exist outside the token"},
+	pkcs11.CKA_TOKEN:             {"CKA_TOKEN", true, "it is a session object, gone when the session closes"},
+	pkcs11.CKA_PRIVATE:           {"CKA_PRIVATE", true, "a session that never logged in can use it, so the PIN protects nothing"},
+}
+
+// requiredAttributes is the template findKey reads, in the order it checks
+// and with the values it needs (CK_BBOOL: 1 true, 0 false).
+var requiredAttributes = func() []*pkcs11.Attribute {
+	var t []*pkcs11.Attribute
+	for _, typ := range []uint{pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE, pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_TOKEN, pkcs11.CKA_PRIVATE} {
+		t = append(t, pkcs11.NewAttribute(typ, requiredAttribute[typ].want))
+	}
+	return t
+}()
 
 // generate makes the sealing key: AES-256, a token object, private,
 // sensitive, not extractable, for encryption and decryption only.
@@ -260,14 +335,11 @@ func aesKeyTemplate(label string, sensitive, extractable bool) []*pkcs11.Attribu
 	}
 }
 
-// readPIN reads the PIN file: 1 to maxPINFile-1 bytes, less one final newline.
+// readPIN reads the PIN file: 1 to maxPINFile-1 bytes, less one final
+// newline, from a file only its owner, root or this process's user, can use
+// (fsutil.ReadSecretFile).
 func readPIN(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fail(pkcs11proto.CodePINFile, "cannot read the token's PIN (seal.pkcs11.pin_file): %v", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxPINFile+1))
+	data, err := fsutil.ReadSecretFile(path, maxPINFile)
 	if err != nil {
 		return nil, fail(pkcs11proto.CodePINFile, "cannot read the token's PIN (seal.pkcs11.pin_file): %v", err)
 	}

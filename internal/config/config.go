@@ -179,6 +179,9 @@ type PKCS11 struct {
 	PINFile string `yaml:"pin_file"`
 	// Timeout bounds one run of the helper. Default 30s.
 	Timeout Duration `yaml:"timeout"`
+	// Environment names variables of edgeseal's environment the helper passes
+	// to the module, when set, besides PATH and SOFTHSM2_CONF.
+	Environment []string `yaml:"environment"`
 }
 
 // TPM2 storages (TPM2.Storage).

@@ -152,6 +152,8 @@ func sectionOf(typeName string) string {
 		return "seal.ikm_hook."
 	case "TPM2":
 		return "seal.tpm2."
+	case "PKCS11":
+		return "seal.pkcs11."
 	case "Tokens":
 		return "tokens."
 	case "Tokend":

@@ -39,7 +39,7 @@ func Default() *Config {
 			IKMHook: IKMHook{Command: []string{"/etc/edgeseal/ikm-hook"}, Timeout: Duration(10 * time.Second)},
 			TPM2: TPM2{Device: "/dev/tpmrm0", PCRs: []int{7}, Storage: TPM2StorageFile,
 				NVIndex: 0x013e5e00, CounterIndex: 0x013e5e10},
-			PKCS11: PKCS11{KeyLabel: "edgeseal-unseal", PINFile: "/etc/edgeseal/pkcs11-pin", Timeout: Duration(30 * time.Second)},
+			PKCS11: PKCS11{KeyLabel: "edgeseal-unseal", PINFile: "/etc/edgeseal/pkcs11-pin", Timeout: Duration(30 * time.Second), Environment: []string{}},
 		},
 		Tokens: Tokens{
 			ServicePeriod: Duration(time.Hour),

@@ -109,6 +109,10 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"pkcs11 needs a key label", "seal:\n  method: pkcs11\n  pkcs11:\n    module: /usr/lib/p11.so\n    token_label: dev\n    key_label: ''\n", 6, "seal.pkcs11.key_label", "is empty"},
 		{"a key label is at most 64 bytes", "seal:\n  method: pkcs11\n  pkcs11:\n    module: /usr/lib/p11.so\n    token_label: dev\n    key_label: " + strings.Repeat("k", 65) + "\n", 6, "seal.pkcs11.key_label", "at most 64"},
 		{"a pkcs11 PIN file path is absolute", "seal:\n  method: pkcs11\n  pkcs11:\n    module: /usr/lib/p11.so\n    token_label: dev\n    pin_file: pin\n", 6, "seal.pkcs11.pin_file", "absolute"},
+		{"a pkcs11 environment names variables", "seal:\n  method: pkcs11\n  pkcs11:\n    module: /usr/lib/p11.so\n    token_label: dev\n    environment: [OPENSC_CONF, 'A=B']\n", 6, "seal.pkcs11.environment", "not a variable name"},
+		{"a pkcs11 environment cannot steer the loader", "seal:\n  method: pkcs11\n  pkcs11:\n    module: /usr/lib/p11.so\n    token_label: dev\n    environment: [LD_PRELOAD]\n", 6, "seal.pkcs11.environment", "LD_PRELOAD"},
+		{"a pkcs11 environment keeps the helper's PATH", "seal:\n  method: pkcs11\n  pkcs11:\n    module: /usr/lib/p11.so\n    token_label: dev\n    environment: [PATH]\n", 6, "seal.pkcs11.environment", "PATH"},
+		{"a pkcs11 environment is a list", "seal:\n  method: pkcs11\n  pkcs11:\n    module: /usr/lib/p11.so\n    token_label: dev\n    environment: OPENSC_CONF\n", 6, "seal.pkcs11.environment", "must be a list"},
 		{"the pkcs11 timeout has a ceiling", "seal:\n  method: pkcs11\n  pkcs11:\n    module: /usr/lib/p11.so\n    token_label: dev\n    timeout: 6m\n", 6, "seal.pkcs11.timeout", "between 1s and 5m"},
 
 		// tokens

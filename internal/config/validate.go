@@ -200,8 +200,28 @@ func (c *Config) validatePKCS11() *Error {
 	if err := abs("seal.pkcs11.pin_file", p.PINFile, "/etc/edgeseal/pkcs11-pin"); err != nil {
 		return err
 	}
-	return between("seal.pkcs11.timeout", p.Timeout, time.Second, 5*time.Minute)
+	if err := between("seal.pkcs11.timeout", p.Timeout, time.Second, 5*time.Minute); err != nil {
+		return err
+	}
+	if len(p.Environment) > maxPKCS11Environment {
+		return fieldErr("seal.pkcs11.environment", "names %d variables: at most %d", len(p.Environment), maxPKCS11Environment)
+	}
+	for _, name := range p.Environment {
+		switch {
+		case !envNameRE.MatchString(name):
+			return fieldErr("seal.pkcs11.environment", "%q is not a variable name: list names only (the values come from edgeseal-unseal's environment, Environment= in a drop-in)", name)
+		case name == "PATH" || strings.HasPrefix(name, "LD_"):
+			return fieldErr("seal.pkcs11.environment", "%s cannot be passed: the helper's PATH is fixed, and the dynamic loader's variables would choose what the helper runs", name)
+		}
+	}
+	return nil
 }
+
+// maxPKCS11Environment bounds seal.pkcs11.environment.
+const maxPKCS11Environment = 16
+
+// envNameRE is a portable environment variable name.
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // maxPCR is the highest PCR index a PC-client TPM has.
 const maxPCR = 23

@@ -12,9 +12,12 @@
 package pkcs11proto
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/edgeseal/edgeseal/internal/strictjson"
 )
@@ -62,8 +65,9 @@ const (
 	MaxData = 1024
 	// MaxPath bounds the module and PIN file paths.
 	MaxPath = 4096
-	// MaxMessage bounds an answer's message.
-	MaxMessage = 2048
+	// MaxMessage bounds an answer's message: escaped for JSON (6 bytes a
+	// control character at most), it leaves an answer within MaxAnswerSize.
+	MaxMessage = 1024
 	// IVSize is the AES-GCM IV the sealer sends; TagBits its tag.
 	IVSize  = 12
 	TagBits = 128
@@ -97,13 +101,31 @@ type Answer struct {
 	Data   []byte `json:"data,omitempty"`
 }
 
-// Marshal encodes a request or an answer: one line of JSON.
+// Marshal encodes a request or an answer: one line of JSON, with <, > and &
+// as they are (they are no HTML's, and escaping them would grow a message).
 func Marshal(v any) []byte {
-	out, err := json.Marshal(v)
-	if err != nil {
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		panic("internal error: cannot encode a PKCS#11 helper message: " + err.Error())
 	}
-	return append(out, '\n')
+	return out.Bytes()
+}
+
+// Message returns s as an answer's message: valid UTF-8 (each invalid byte
+// becomes U+FFFD, as JSON would make it) cut at a character boundary to at
+// most MaxMessage bytes.
+func Message(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= MaxMessage {
+		return s
+	}
+	n := MaxMessage
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // ParseRequest decodes and checks a request strictly.

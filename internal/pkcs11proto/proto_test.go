@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 const goodRequest = `{"v":1,"op":"decrypt","module":"/usr/lib/p11.so","token_label":"dev","key_label":"k","pin_file":"/etc/edgeseal/pkcs11-pin","serial":"0a","iv":"AAAAAAAAAAAAAAAA","aad":"YQ==","data":"AAAA"}`
@@ -80,4 +81,38 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("%q parses as %+v, which does not round-trip: %v", data, r, err)
 		}
 	})
+}
+
+// A message is cut to the bound at a character boundary, invalid UTF-8
+// replaced, so that it survives JSON and ParseAnswer's bound.
+func TestMessageIsValidUTF8WithinTheBound(t *testing.T) {
+	for _, s := range []string{
+		"short",
+		"a" + strings.Repeat("€", MaxMessage),
+		strings.Repeat("\xff", MaxMessage*2),
+		strings.Repeat("<", MaxMessage*2),
+	} {
+		m := Message(s)
+		if len(m) > MaxMessage || !utf8.ValidString(m) {
+			t.Errorf("Message(%.8q...) = %d bytes, valid UTF-8 %v", s, len(m), utf8.ValidString(m))
+		}
+		a, err := ParseAnswer(Marshal(&Answer{V: Version, Error: CodeFailed, Message: m}))
+		if err != nil || a.Message != m {
+			t.Errorf("Message(%.8q...) does not round-trip: %v", s, err)
+		}
+	}
+}
+
+// The data key an answer carries is decoded into memory of its own: the
+// caller clears it, and clearing the answer's bytes leaves it whole.
+func TestAnAnswersDataIsNotTheBytesItWasParsedFrom(t *testing.T) {
+	raw := Marshal(&Answer{V: Version, Serial: "s", Data: bytes.Repeat([]byte{7}, 32)})
+	a, err := ParseAnswer(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(raw)
+	if !bytes.Equal(a.Data, bytes.Repeat([]byte{7}, 32)) {
+		t.Errorf("the data changed with the bytes parsed: %x", a.Data)
+	}
 }

@@ -26,7 +26,8 @@ const (
 	// hookWaitDelay bounds how long output pipes held open by a stray child of
 	// the hook may delay the run once the hook has exited or been killed.
 	hookWaitDelay = 2 * time.Second
-	// hookPath is the whole environment of the hook.
+	// hookPath is the whole environment of the hook, and the PATH of the
+	// PKCS#11 helper's.
 	hookPath = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
@@ -57,17 +58,10 @@ func runHook(ctx context.Context, argv []string, timeout time.Duration) ([]byte,
 
 	stdout := &limitedBuffer{buf: make([]byte, 0, hookStdoutLimit), failOnOverflow: true}
 	stderr := &limitedBuffer{buf: make([]byte, 0, hookStderrLimit)}
-	cmd := exec.CommandContext(hctx, path, argv[1:]...)
-	cmd.Env = []string{hookPath}
-	cmd.Dir = "/"
+	cmd := childCommand(hctx, []string{hookPath}, path, argv[1:]...)
 	cmd.Stdin = nil // the null device
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	// The hook leads its own process group, so that a timeout kills whatever it
-	// started too, not only the hook.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = hookWaitDelay
 
 	fail := func(format string, args ...any) ([]byte, error) {
 		clear(stdout.buf[:cap(stdout.buf)])

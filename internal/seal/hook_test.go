@@ -137,6 +137,12 @@ func TestHookTimeoutKillsWhatTheHookStarted(t *testing.T) {
 	if took := time.Since(start); took > hookWaitDelay {
 		t.Errorf("took %s: the hook's child held the run open", took)
 	}
+	requireGone(t, pidFile)
+}
+
+// requireGone waits up to 2s for the process whose pid is in pidFile to end.
+func requireGone(t *testing.T, pidFile string) {
+	t.Helper()
 	pid, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +155,7 @@ func TestHookTimeoutKillsWhatTheHookStarted(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the hook's child %s still runs", strings.TrimSpace(string(pid)))
+			t.Fatalf("the child %s still runs", strings.TrimSpace(string(pid)))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -174,23 +180,30 @@ echo 0123456789abcdef0123`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(got)), "\n")
-	want := map[string]bool{
-		"arg=two words": true, "arg=$HOME": true, "arg=*": true,
-		"env=" + hookPath: true, "stdin=0": true, "cwd=/": true,
+	requireSawExactly(t, "hook", got, "arg=two words", "arg=$HOME", "arg=*", "env="+hookPath, "stdin=0", "cwd=/")
+}
+
+// requireSawExactly checks that a child's record, lines of what it saw
+// (env=NAME=VALUE for its environment), holds the lines of want and nothing
+// else but the variables a shell sets itself.
+func requireSawExactly(t *testing.T, who string, record []byte, want ...string) {
+	t.Helper()
+	missing := map[string]bool{}
+	for _, l := range want {
+		missing[l] = true
 	}
-	for _, l := range lines {
+	for _, l := range strings.Split(strings.TrimSpace(string(record)), "\n") {
 		switch {
-		case want[l]:
-			delete(want, l)
+		case missing[l]:
+			delete(missing, l)
 		case strings.HasPrefix(l, "env=PWD=") || strings.HasPrefix(l, "env=SHLVL=") || strings.HasPrefix(l, "env=_="):
 			// set by the shell itself
 		default:
-			t.Errorf("hook saw unexpected %q", l)
+			t.Errorf("%s saw unexpected %q", who, l)
 		}
 	}
-	for l := range want {
-		t.Errorf("hook did not see %q", l)
+	for l := range missing {
+		t.Errorf("%s did not see %q", who, l)
 	}
 }
 

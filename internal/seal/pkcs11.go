@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os/exec"
 	"time"
 
 	"github.com/edgeseal/edgeseal/internal/aesgcm"
@@ -52,7 +51,7 @@ func NewPKCS11(cfg config.PKCS11) Sealer { return newPKCS11(cfg, pkcs11Helper) }
 func newPKCS11(cfg config.PKCS11, helper string) *pkcs11Sealer {
 	s := &pkcs11Sealer{cfg: cfg, rand: rand.Reader}
 	s.token = func(ctx context.Context, req *pkcs11proto.Request) (*pkcs11proto.Answer, error) {
-		return runPKCS11Helper(ctx, helper, req, cfg.Timeout.D())
+		return runPKCS11Helper(ctx, helper, req, cfg.Timeout.D(), pkcs11HelperEnv(cfg.Environment))
 	}
 	return s
 }
@@ -180,9 +179,9 @@ func answerError(a *pkcs11proto.Answer) error {
 }
 
 // runPKCS11Helper runs the helper once with req on its stdin and returns its
-// answer. The helper inherits this process's environment (a module's own
-// settings, such as SOFTHSM2_CONF, are read from there).
-func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Request, timeout time.Duration) (*pkcs11proto.Answer, error) {
+// answer. The helper and what it starts run as childCommand says, killed
+// together at the timeout, with env as their whole environment.
+func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Request, timeout time.Duration, env []string) (*pkcs11proto.Answer, error) {
 	if timeout <= 0 {
 		timeout = defaultPKCS11Timeout
 	}
@@ -193,11 +192,9 @@ func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Reques
 	stdout := &limitedBuffer{buf: make([]byte, 0, pkcs11proto.MaxAnswerSize), failOnOverflow: true}
 	defer func() { clear(stdout.buf[:cap(stdout.buf)]) }()
 	stderr := &limitedBuffer{buf: make([]byte, 0, helperStderrLimit)}
-	cmd := exec.CommandContext(hctx, helper)
-	cmd.Dir = "/"
+	cmd := childCommand(hctx, env, helper)
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = hookWaitDelay
 	fail := func(format string, args ...any) (*pkcs11proto.Answer, error) {
 		msg := fmt.Sprintf(format, args...)
 		if d := stderr.diagnostics(); d != "" {
@@ -223,7 +220,8 @@ func runPKCS11Helper(ctx context.Context, helper string, req *pkcs11proto.Reques
 	if err != nil {
 		return fail("answered what edgeseal cannot read: %v", err)
 	}
-	a.Data = bytes.Clone(a.Data)
+	// a.Data was decoded into memory of its own, not stdout's: the caller
+	// clears it, and no copy of the data key is left behind.
 	return a, nil
 }
 

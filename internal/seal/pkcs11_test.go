@@ -191,6 +191,47 @@ func TestPKCS11HelperThatCannotAnswerIsAPKCS11Error(t *testing.T) {
 	}
 }
 
+// A helper whose module started a process and hung: the timeout kills both,
+// as a hook's (the module's process would otherwise outlive the unit's start,
+// holding the token's session).
+func TestPKCS11HelperTimeoutKillsWhatTheHelperStarted(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	helper := writeHook(t, `sleep 60 </dev/null >/dev/null 2>&1 & echo $! > `+pidFile+`; exec sleep 60`)
+	cfg := testPKCS11Config
+	cfg.Timeout = config.Duration(300 * time.Millisecond)
+	start := time.Now()
+	_, err := newPKCS11(cfg, helper).Seal(t.Context(), []byte("x"))
+	if !errors.Is(err, ErrPKCS11) || !strings.Contains(err.Error(), "did not finish within") {
+		t.Fatalf("got %v, want a timeout", err)
+	}
+	if took := time.Since(start); took > hookWaitDelay {
+		t.Errorf("took %s", took)
+	}
+	requireGone(t, pidFile)
+}
+
+// The helper gets a PATH, SOFTHSM2_CONF (SoftHSM2's module reads its token
+// directory from it) and the variables seal.pkcs11.environment names, when
+// set; nothing else of edgeseal's environment.
+func TestPKCS11HelperRunsWithAnExplicitEnvironment(t *testing.T) {
+	t.Setenv("EDGESEAL_TEST_LEAK", "leaked")
+	t.Setenv("SOFTHSM2_CONF", "/etc/softhsm/softhsm2.conf")
+	t.Setenv("OPENSC_CONF", "/etc/opensc.conf")
+	os.Unsetenv("VENDOR_UNSET") // named, not set: not passed
+	out := filepath.Join(t.TempDir(), "env")
+	helper := writeHook(t, `env | sed 's/^/env=/' > `+out+`; exit 1`)
+	cfg := testPKCS11Config
+	cfg.Environment = []string{"OPENSC_CONF", "VENDOR_UNSET"}
+	if _, err := newPKCS11(cfg, helper).Seal(t.Context(), []byte("x")); !errors.Is(err, ErrPKCS11) {
+		t.Fatalf("got %v, want ErrPKCS11", err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSawExactly(t, "the helper", got, "env="+hookPath, "env=SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf", "env=OPENSC_CONF=/etc/opensc.conf")
+}
+
 // The golden pkcs11 blob: made by Seal with the counting reader (data key
 // 00..1f, token IV 20..2b, nonce 2c..37) and a stand-in token whose key is 32
 // bytes of 0x07 and whose serial is 0123456789abcdef.

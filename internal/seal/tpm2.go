@@ -1,20 +1,23 @@
 package seal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/canonical/go-tpm2"
 
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/tpm"
 )
 
 // maxPINSize bounds a PIN file: a TPM auth value is at most a digest long.
 const maxPINSize = 32
+
+// maxPINFileSize bounds what is read of a PIN file: a PIN and its newlines.
+const maxPINFileSize = 256
 
 // tpm2Sealer seals to the device's TPM: a sealed data object under the storage
 // root key, released only in an approved PCR state (and with the PIN, if set).
@@ -37,13 +40,13 @@ func (s *tpm2Sealer) pin() ([]byte, error) {
 	if s.cfg.PINFile == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(s.cfg.PINFile)
+	data, err := fsutil.ReadSecretFile(s.cfg.PINFile, maxPINFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the TPM PIN (seal.tpm2.pin_file): %w", err)
 	}
-	pin := []byte(strings.TrimRight(string(data), "\n"))
-	clear(data)
+	pin := bytes.TrimRight(data, "\n")
 	if len(pin) == 0 || len(pin) > maxPINSize {
+		clear(data)
 		return nil, fmt.Errorf("cannot use the TPM PIN in %s: it must be 1 to %d bytes", s.cfg.PINFile, maxPINSize)
 	}
 	return pin, nil

@@ -346,7 +346,7 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 		access{unseal, "map SoftHSM2's OpenSSL", "/usr/lib/x86_64-linux-gnu/libcrypto.so.3", "mr", false},
 		access{unseal, "read SoftHSM2's config", "/etc/softhsm/softhsm2.conf", "r", false},
 		access{unseal, "read OpenSSL's config (SoftHSM2)", "/etc/ssl/openssl.cnf", "r", false},
-		access{unseal, "lock a SoftHSM2 token's generation file", "/var/lib/softhsm/tokens/b7231c86-874e-d869-abf0-6dfbd00d7b8f/generation", "rw", false},
+		access{unseal, "lock a SoftHSM2 token's generation file", "/var/lib/softhsm/tokens/b7231c86-874e-d869-abf0-6dfbd00d7b8f/generation", "rk", false},
 		access{unseal, "read a SoftHSM2 token object", "/var/lib/softhsm/tokens/b7231c86-874e-d869-abf0-6dfbd00d7b8f/token.object", "r", false},
 		access{unseal, "read the token's PIN", config.Default().Seal.PKCS11.PINFile, "r", false},
 		access{unseal, "read the boot id", "/proc/sys/kernel/random/boot_id", "r", false},
@@ -524,6 +524,8 @@ func TestNoStepReachesWhatIsNotItsOwn(t *testing.T) {
 
 		// edgeseal-unseal: a client of Vault, not Vault.
 		{unseal, "read Vault's key credential", vaultCredKey, "r", false},
+		{unseal, "change a SoftHSM2 token's generation file", "/var/lib/softhsm/tokens/b7231c86-874e-d869-abf0-6dfbd00d7b8f/generation", "w", false},
+		{unseal, "change a SoftHSM2 token object", "/var/lib/softhsm/tokens/b7231c86-874e-d869-abf0-6dfbd00d7b8f/token.object", "w", false},
 		{unseal, "read Vault's key in the pki directory", layout.VaultKey, "r", false},
 		{unseal, "read Vault's data", vaultDataFile, "r", false},
 		{unseal, "write Vault's data", vaultDataFile, "w", false},
