@@ -273,7 +273,7 @@ func TestSnapInstallsOfflineAndServesAConsumerSnap(t *testing.T) {
 		}
 		// Another process of the device, not the consumer snap, is refused.
 		_, errOut, err := m.Run(ctx, "/snap/es-consumer/current/bin/edgeseal", "token", "fetch",
-			"--socket", "/var/snap/edgeseal/current/tokend/tokend.sock", "--out", "/tmp/stolen.json")
+			"--socket", "/var/snap/edgeseal/current/tokend/tokend.sock", "--out", "/root/stolen.json")
 		if err == nil || !strings.Contains(errOut, "refused") {
 			t.Errorf("a process outside the consumer snap: %v, %q; want a refusal", err, errOut)
 		}
