@@ -5,7 +5,8 @@
 //
 // Exit status (see RestartPreventExitStatus= in edgeseal-unseal.service): 1 an
 // error a restart may cure; 2 bad usage or config (also a TPM whose NV storage
-// cannot take the sealed key: full, or a configured handle another's); 10 the
+// cannot take the sealed key: full, or a configured handle another's; a TPM PIN
+// file others may read or that is a symlink); 10 the
 // sealed key is corrupt;
 // 11 the sealed key belongs to another device or key; 12 the key material hook
 // failed; 13 Vault's storage was lost; 14 Vault was initialised without edgeseal;
@@ -242,7 +243,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.Is(err, seal.ErrNVFull), errors.Is(err, seal.ErrNVInUse):
+	case errors.Is(err, seal.ErrNVFull), errors.Is(err, seal.ErrNVInUse), errors.Is(err, fsutil.ErrUnsafeSecret):
 		return 2
 	case errors.Is(err, seal.ErrCorrupt):
 		return 10

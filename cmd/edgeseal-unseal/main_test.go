@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/seal"
 	"github.com/edgeseal/edgeseal/internal/secretstore"
 	"github.com/edgeseal/edgeseal/internal/vaultbin"
@@ -18,6 +19,7 @@ func TestExitCodesNameWhatARestartCannotCure(t *testing.T) {
 		code int
 	}{
 		{exitError{2, errors.New("bad config")}, 2},
+		{wrap(fmt.Errorf("cannot read the TPM PIN (seal.tpm2.pin_file): %w", fsutil.ErrUnsafeSecret)), 2},
 		{wrap(seal.ErrCorrupt), 10},
 		{wrap(seal.ErrWrongDevice), 11},
 		{wrap(seal.ErrWrongMethod), 11},
