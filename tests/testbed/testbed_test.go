@@ -222,8 +222,17 @@ func TestARaftClusterElectsANewLeaderWhenItsLeaderIsKilled(t *testing.T) {
 	if err := root.Sys().Mount("kv", &api.MountInput{Type: "kv", Options: map[string]string{"version": "2"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := root.KVv2("kv").Put(ctx, "before", map[string]any{"n": 1}); err != nil {
-		t.Fatal(err)
+	// A new KV v2 mount answers 400 "Upgrading from non-versioned to
+	// versioned data" for a moment while it sets itself up (as
+	// internal/refctl's set-up waits for it).
+	for ready := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := root.KVv2("kv").Put(ctx, "before", map[string]any{"n": 1})
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "Upgrading from non-versioned to versioned data") || time.Now().After(ready) {
+			t.Fatal(err)
+		}
 	}
 
 	for round := 1; round <= 3; round++ {
