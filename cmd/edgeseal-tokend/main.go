@@ -135,6 +135,7 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	// cgroup alone says.
 	var units peer.UnitLookup = peer.CgroupUnits{}
 	var unitNamespaces func(context.Context, string) (uint64, error)
+	var unitFiles func(context.Context, string) (peer.UnitFiles, error)
 	if p.SnapInstance == "" {
 		bus, err := sdbus.Systemd(ctx)
 		if err != nil {
@@ -144,6 +145,10 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 		units = peer.CgroupFirst{Fallback: bus}
 		unitNamespaces = func(ctx context.Context, unit string) (uint64, error) {
 			return sdbus.RestrictNamespaces(ctx, bus, unit)
+		}
+		unitFiles = func(ctx context.Context, unit string) (peer.UnitFiles, error) {
+			fragment, dropIns, err := sdbus.UnitFiles(ctx, bus, unit)
+			return peer.UnitFiles{Fragment: fragment, DropIns: dropIns}, err
 		}
 	}
 	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
@@ -164,11 +169,14 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 		// For services that pin their executables: may the caller's unit make
 		// user namespaces?
 		UnitNamespaces: unitNamespaces,
-		Ledger:         led,
-		Policies:       &tokend.PolicySync{Applied: p.Policies, Socket: p.SyncSocket},
-		Log:            log.Logger,
-		BootID:         strings.TrimSpace(string(bootID)),
-		Status:         func(line string) { daemon.SdNotify(false, "STATUS="+line) },
+		// For services that pin their unit files: which files systemd
+		// loaded the caller's unit from.
+		UnitFiles: unitFiles,
+		Ledger:    led,
+		Policies:  &tokend.PolicySync{Applied: p.Policies, Socket: p.SyncSocket},
+		Log:       log.Logger,
+		BootID:    strings.TrimSpace(string(bootID)),
+		Status:    func(line string) { daemon.SdNotify(false, "STATUS="+line) },
 		Ready: func() {
 			daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=serving tokens")
 			log.Info("serving tokens", "sockets", socketNames(lns), "services", len(cfg.Services),

@@ -24,24 +24,79 @@ var (
 	ErrAmbiguous = errors.New("this identity matches more than one service")
 	// ErrExecutable: the caller matched a service that pins its executables
 	// (exe_sha256), and its executable is not one of them, or was not read
-	// (the caller of Match reads it into Identity.Exe, then matches again).
+	// (then the error is also an *Unread).
 	ErrExecutable = errors.New("the caller's executable is not one the service pins")
+	// ErrUnitFile: the caller matched a service that pins its unit files
+	// (unit_files), and systemd loaded the caller's unit from another file,
+	// or none, or they were not read (then the error is also an *Unread).
+	ErrUnitFile = errors.New("the caller's unit is not loaded from the files the service pins")
 )
 
-// pinned checks s's executable pins against id: a service without pins takes
-// any executable.
-func pinned(s *config.Service, id peer.Identity, rule string) (*config.Service, string, error) {
-	switch {
-	case len(s.ExeSHA256) == 0:
-		return s, rule, nil
-	case id.Credential != nil:
-		return nil, "", fmt.Errorf("%w: service %s pins its executables, and LoadCredential= is asked before the program runs: fetch the token over the socket", ErrExecutable, s.Name)
-	case id.Exe == "":
-		return nil, "", fmt.Errorf("%w: service %s pins its executables and the caller's was not read", ErrExecutable, s.Name)
-	case !slices.Contains(s.ExeSHA256, id.Exe):
-		return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but runs an executable with SHA-256 %s", ErrExecutable, id, s.Name, rule, id.Exe)
+// Pin is a kind of what a service may pin about what runs, beyond its rules.
+type Pin int
+
+// The pins, in the order Match checks them.
+const (
+	PinExecutable Pin = iota + 1 // exe_sha256: Identity.Exe
+	PinUnitFiles                 // unit_files: Identity.UnitFiles
+)
+
+// Unread is Match's error when the caller matched a service that pins
+// something of it that was not read: the caller of Match reads it into the
+// Identity (only then: it costs a question to a helper or to systemd) and
+// matches again. It is also the pin's error (ErrExecutable, ErrUnitFile), so
+// that a caller that does not read it refuses.
+type Unread struct {
+	Pin     Pin
+	Service string
+}
+
+func (e *Unread) Error() string {
+	switch e.Pin {
+	case PinExecutable:
+		return fmt.Sprintf("%v: service %s pins its executables and the caller's was not read", ErrExecutable, e.Service)
+	case PinUnitFiles:
+		return fmt.Sprintf("%v: service %s pins its unit files and the caller's were not read", ErrUnitFile, e.Service)
 	}
-	return s, rule + ", executable " + id.Exe[:12], nil
+	return fmt.Sprintf("service %s pins something of the caller that was not read", e.Service)
+}
+
+func (e *Unread) Is(target error) bool {
+	return (e.Pin == PinExecutable && target == ErrExecutable) || (e.Pin == PinUnitFiles && target == ErrUnitFile)
+}
+
+// pinned checks what s pins of what runs against id: a service without pins
+// takes whatever its rules matched.
+func pinned(s *config.Service, id peer.Identity, rule string) (*config.Service, string, error) {
+	if len(s.ExeSHA256) > 0 {
+		switch {
+		case id.Credential != nil:
+			return nil, "", fmt.Errorf("%w: service %s pins its executables, and LoadCredential= is asked before the program runs: fetch the token over the socket", ErrExecutable, s.Name)
+		case id.Exe == "":
+			return nil, "", &Unread{PinExecutable, s.Name}
+		case !slices.Contains(s.ExeSHA256, id.Exe):
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but runs an executable with SHA-256 %s", ErrExecutable, id, s.Name, rule, id.Exe)
+		}
+		rule += ", executable " + id.Exe[:12]
+	}
+	if len(s.UnitFiles) > 0 {
+		f := id.UnitFiles
+		switch {
+		case f == nil:
+			return nil, "", &Unread{PinUnitFiles, s.Name}
+		case f.Fragment == "":
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but its unit has no unit file (systemd made it: a transient unit or a scope)", ErrUnitFile, id, s.Name, rule)
+		case !slices.Contains(s.UnitFiles, f.Fragment) || strings.HasSuffix(f.Fragment, ".conf"): // a listed drop-in is no unit file
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but systemd loaded its unit from %s", ErrUnitFile, id, s.Name, rule, f.Fragment)
+		}
+		for _, d := range f.DropIns {
+			if !slices.Contains(s.UnitFiles, d) {
+				return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but its unit has the drop-in %s, which unit_files does not list", ErrUnitFile, id, s.Name, rule, d)
+			}
+		}
+		rule += ", unit file " + f.Fragment
+	}
+	return s, rule, nil
 }
 
 // Match returns the service whose token the caller id gets, and the rule that
@@ -49,10 +104,10 @@ func pinned(s *config.Service, id peer.Identity, rule string) (*config.Service, 
 // for: one of its rules must match. Otherwise the most specific rule wins: a
 // unit or snap app rule, then a uid rule, then a gid rule; two services matched
 // at the same level is ErrAmbiguous. systemd serving LoadCredential= for a unit
-// matches by that unit (or its snap app) only. A service that pins its
-// executables (exe_sha256) is the caller's only if id.Exe is one of them:
-// ErrExecutable otherwise, also when id.Exe was not read (the caller reads it
-// then and matches again) and for LoadCredential=.
+// matches by that unit (or its snap app) only. A service that pins what runs
+// is the caller's only if what was read of it is pinned (pinned): its
+// executable (ErrExecutable, always for LoadCredential=), the files of its unit
+// (ErrUnitFile); what was not read is an *Unread.
 func Match(services []config.Service, id peer.Identity, want string) (*config.Service, string, error) {
 	if id.Credential != nil {
 		unit := id.Credential.Unit

@@ -147,3 +147,66 @@ func TestAServiceThatPinsItsExecutableTakesOnlyThoseItPins(t *testing.T) {
 		}
 	})
 }
+
+func TestAServiceThatPinsItsUnitFilesTakesOnlyUnitsLoadedFromThem(t *testing.T) {
+	fragment, dropIn := "/etc/systemd/system/pinned.service", "/etc/systemd/system/pinned.service.d/10-limits.conf"
+	services := []config.Service{
+		{Name: "pinned", Units: []string{"pinned.service"}, UIDs: []uint32{1001}, UnitFiles: []string{fragment, dropIn}},
+	}
+	unit := peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "pinned.service"}
+	with := func(id peer.Identity, f *peer.UnitFiles) peer.Identity { id.UnitFiles = f; return id }
+	credential := peer.Identity{PID: 1, Credential: &peer.CredentialRequest{Unit: "pinned.service", ID: "t"}}
+	for _, tc := range []struct {
+		name    string
+		id      peer.Identity
+		ok      bool
+		errText string
+	}{
+		{"the files not read yet", unit, false, "were not read"},
+		{"the pinned unit file", with(unit, &peer.UnitFiles{Fragment: fragment}), true, ""},
+		{"the pinned unit file and drop-in", with(unit, &peer.UnitFiles{Fragment: fragment, DropIns: []string{dropIn}}), true, ""},
+		{"a unit file elsewhere", with(unit, &peer.UnitFiles{Fragment: "/run/systemd/system/pinned.service"}), false, "loaded its unit from /run/systemd/system/pinned.service"},
+		{"a transient unit", with(unit, &peer.UnitFiles{Fragment: "/run/systemd/transient/pinned.service"}), false, "/run/systemd/transient"},
+		{"a unit without a unit file", with(unit, &peer.UnitFiles{}), false, "has no unit file"},
+		{"a drop-in not listed", with(unit, &peer.UnitFiles{Fragment: fragment, DropIns: []string{dropIn, "/run/systemd/system/pinned.service.d/zz.conf"}}), false, "drop-in /run/systemd/system/pinned.service.d/zz.conf"},
+		{"the drop-in as the unit file", with(unit, &peer.UnitFiles{Fragment: dropIn}), false, "loaded its unit from"},
+		{"by uid, a unit file elsewhere", with(peer.Identity{PID: 9, UID: 1001, GID: 5, Unit: "cron.service"}, &peer.UnitFiles{Fragment: "/usr/lib/systemd/system/cron.service"}), false, "by uid 1001"},
+		{"LoadCredential=, not read", credential, false, "were not read"},
+		{"LoadCredential=, the pinned unit file", with(credential, &peer.UnitFiles{Fragment: fragment}), true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, rule, err := Match(services, tc.id, "")
+			if !tc.ok {
+				if !errors.Is(err, ErrUnitFile) || !strings.Contains(err.Error(), tc.errText) {
+					t.Fatalf("Match = %v, %q, %v; want ErrUnitFile saying %q", svc, rule, err, tc.errText)
+				}
+				var unread *Unread
+				if errors.As(err, &unread) != (tc.id.UnitFiles == nil) {
+					t.Errorf("Match's error %v is an *Unread: %v, want %v", err, !(tc.id.UnitFiles == nil), tc.id.UnitFiles == nil)
+				}
+				return
+			}
+			if err != nil || svc.Name != "pinned" || !strings.Contains(rule, "unit file "+fragment) {
+				t.Fatalf("Match = %v, %q, %v; want pinned, by its unit file", svc, rule, err)
+			}
+		})
+	}
+}
+
+func TestAServiceThatPinsBothIsReadOneAtATime(t *testing.T) {
+	sum := strings.Repeat("a", 64)
+	services := []config.Service{{Name: "both", Units: []string{"both.service"}, ExeSHA256: []string{sum}, UnitFiles: []string{"/etc/systemd/system/both.service"}}}
+	id := peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "both.service"}
+	var unread *Unread
+	if _, _, err := Match(services, id, ""); !errors.As(err, &unread) || unread.Pin != PinExecutable || !errors.Is(err, ErrExecutable) {
+		t.Fatalf("Match = %v, want the executable unread first", err)
+	}
+	id.Exe = sum
+	if _, _, err := Match(services, id, ""); !errors.As(err, &unread) || unread.Pin != PinUnitFiles || errors.Is(err, ErrExecutable) {
+		t.Fatalf("Match = %v, want the unit files unread next", err)
+	}
+	id.UnitFiles = &peer.UnitFiles{Fragment: "/etc/systemd/system/both.service"}
+	if svc, rule, err := Match(services, id, ""); err != nil || svc.Name != "both" || !strings.Contains(rule, "executable "+sum[:12]+", unit file ") {
+		t.Fatalf("Match = %v, %q, %v", svc, rule, err)
+	}
+}

@@ -292,6 +292,13 @@ type Service struct {
 	// /proc/PID/exe at any file. A token cannot be delivered through
 	// LoadCredential= then: systemd asks before the program runs.
 	ExeSHA256 []string `yaml:"exe_sha256"`
+	// UnitFiles pins how the caller's unit is defined: when set, a caller
+	// matched by the rules above gets this service's token only if systemd
+	// loaded its unit (for LoadCredential=, the unit asking) from one of
+	// these files (FragmentPath, asked of systemd over D-Bus) and every
+	// drop-in it has (DropInPaths) is listed too: absolute paths, at most 16.
+	// A transient unit, a scope, a unit with an unlisted drop-in is refused.
+	UnitFiles []string `yaml:"unit_files"`
 	// TLS lets the service ask for a TLS certificate of its own, issued by
 	// the local server's service CA (service_tls): its identity is the URI
 	// SAN spiffe://<trust domain>/<name> and the DNS SAN <name>. Default false.

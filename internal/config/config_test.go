@@ -160,7 +160,7 @@ func TestDurationIsWrittenAsItIsRead(t *testing.T) {
 func TestAMarshalledConfigParsesToItself(t *testing.T) {
 	c := Default()
 	c.Seal.Method = "ikm-hook"
-	c.Services = []Service{{Name: "app-one", SharedRead: []string{"telemetry"}, SharedWrite: []string{}, Units: []string{"app-one.service"}, SnapApps: []string{}, UIDs: []uint32{1001}, GIDs: []uint32{}, ExeSHA256: []string{}}}
+	c.Services = []Service{{Name: "app-one", SharedRead: []string{"telemetry"}, SharedWrite: []string{}, Units: []string{"app-one.service"}, SnapApps: []string{}, UIDs: []uint32{1001}, GIDs: []uint32{}, ExeSHA256: []string{}, UnitFiles: []string{}}}
 	out, err := yaml.Marshal(c)
 	if err != nil {
 		t.Fatal(err)

@@ -145,6 +145,13 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"an executable pin is a SHA-256", "services:\n  - name: a\n    units: [a.service]\n    exe_sha256: [abc]\n", 4, "services[0].exe_sha256[0]", "not a SHA-256"},
 		{"an executable pin is lower-case hex", "services:\n  - name: a\n    exe_sha256: ['" + strings.Repeat("A", 64) + "']\n", 3, "services[0].exe_sha256[0]", "lower-case hex"},
 		{"an executable pinned twice is refused", "services:\n  - name: a\n    exe_sha256:\n      - " + strings.Repeat("a", 64) + "\n      - " + strings.Repeat("a", 64) + "\n", 5, "services[0].exe_sha256[1]", "listed twice"},
+		{"a unit file pin is an absolute path", "services:\n  - name: a\n    units: [a.service]\n    unit_files: [a.service]\n", 4, "services[0].unit_files[0]", "not an absolute, clean path"},
+		{"a unit file pin is clean", "services:\n  - name: a\n    unit_files: [/etc/systemd/system/../x/a.service]\n", 3, "services[0].unit_files[0]", "not an absolute, clean path"},
+		{"a unit file pin names a unit file or a drop-in", "services:\n  - name: a\n    unit_files: [/etc/passwd]\n", 3, "services[0].unit_files[0]", "neither a unit file"},
+		{"a drop-in pin is in a .d directory", "services:\n  - name: a\n    unit_files: [/etc/systemd/system/a.service, /etc/x.conf]\n", 3, "services[0].unit_files[1]", "not a drop-in"},
+		{"unit file pins of drop-ins only are refused", "services:\n  - name: a\n    unit_files:\n      - /etc/systemd/system/a.service.d/x.conf\n", 3, "services[0].unit_files", "drop-ins only"},
+		{"a unit file pinned twice is refused", "services:\n  - name: a\n    unit_files:\n      - /etc/systemd/system/a.service\n      - /etc/systemd/system/a.service\n", 5, "services[0].unit_files[1]", "listed twice"},
+		{"a unit file pin is bounded", "services:\n  - name: a\n    unit_files: [/" + strings.Repeat("d/", 130) + "a.service]\n", 3, "services[0].unit_files[0]", "at most 255"},
 		{"a negative uid is refused", "services:\n  - name: a\n    uids: [-1]\n", 3, "services[0].uids[0]", "uint32"},
 
 		// services

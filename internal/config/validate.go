@@ -442,9 +442,54 @@ func (c *Config) validateIdentities() *Error {
 				return fieldErr(ef, "%s is listed twice", d)
 			}
 		}
+		if err := unitFiles(f, s.UnitFiles); err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// unitFiles validates a service's unit_files (f names the service): absolute,
+// clean paths of unit files (a unit name) or drop-ins (*.conf in a *.d
+// directory), at least one unit file, each once.
+func unitFiles(f string, files []string) *Error {
+	if len(files) > maxUnitFilePins {
+		return fieldErr(f+".unit_files", "has %d files: at most %d", len(files), maxUnitFilePins)
+	}
+	fragments := 0
+	for j, p := range files {
+		uf := fmt.Sprintf("%s.unit_files[%d]", f, j)
+		switch {
+		case len(p) > maxUnitFilePath:
+			return fieldErr(uf, "is %d bytes long: at most %d", len(p), maxUnitFilePath)
+		case !filepath.IsAbs(p) || filepath.Clean(p) != p:
+			return fieldErr(uf, "%q is not an absolute, clean path (systemctl show -P FragmentPath UNIT says it)", p)
+		case strings.HasSuffix(p, ".conf"):
+			if !strings.HasSuffix(filepath.Dir(p), ".d") {
+				return fieldErr(uf, "%q is not a drop-in: a drop-in is a .conf file in a UNIT.d directory (systemctl show -P DropInPaths UNIT lists them)", p)
+			}
+		default:
+			if err := naming.ValidUnitName(filepath.Base(p)); err != nil {
+				return fieldErr(uf, "%q is neither a unit file (%v) nor a drop-in (*.conf)", p, err)
+			}
+			fragments++
+		}
+		if slices.Contains(files[:j], p) {
+			return fieldErr(uf, "%s is listed twice", p)
+		}
+	}
+	if len(files) > 0 && fragments == 0 {
+		return fieldErr(f+".unit_files", "lists drop-ins only: list the unit file too (systemctl show -P FragmentPath UNIT)")
+	}
+	return nil
+}
+
+// maxUnitFilePins and maxUnitFilePath bound a service's unit_files (and so
+// what the ledger records of a holder's unit files).
+const (
+	maxUnitFilePins = 16
+	maxUnitFilePath = 255
+)
 
 // maxExePins bounds a service's exe_sha256.
 const maxExePins = 16

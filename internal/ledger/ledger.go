@@ -50,7 +50,9 @@ const Version = 2
 // MaxSize bounds the file a reader accepts. The writer compacts the file when
 // it has grown by compactGrowth since the last compaction, and a compacted
 // file holds at most one entry per configured service (1,000) and maxPending
-// replaced tokens, each line well under 512 bytes: about 5.5 MiB at most.
+// replaced tokens, each line well under 512 bytes, but for the unit files of a
+// service that pins them (at most 16 paths of 255 bytes, config's bounds): about
+// 9.5 MiB at most, if every one of 1,000 services pinned 16 files.
 const MaxSize = 16 << 20
 
 // compactGrowth is how much the file may grow past its compacted size before
@@ -68,9 +70,13 @@ type Entry struct {
 	// Credential: systemd asked for Unit's LoadCredential=.
 	Credential bool `json:"credential,omitempty"`
 	// ExeSHA256: the executable the holder ran, when its service pins them.
-	ExeSHA256 string    `json:"exe_sha256,omitempty"`
-	Issued    time.Time `json:"issued"`
-	Wrapped   bool      `json:"wrapped,omitempty"`
+	ExeSHA256 string `json:"exe_sha256,omitempty"`
+	// UnitFragment and UnitDropIns: the files systemd had loaded the holder's
+	// unit from, when its service pins them (UnitFragment is then never "").
+	UnitFragment string    `json:"unit_fragment,omitempty"`
+	UnitDropIns  []string  `json:"unit_drop_ins,omitempty"`
+	Issued       time.Time `json:"issued"`
+	Wrapped      bool      `json:"wrapped,omitempty"`
 }
 
 // Pending is a token replaced by a newer one whose revocation Vault has not

@@ -34,6 +34,18 @@ type Identity struct {
 	// (by edgeseal-exeid) only when the service it matched pins executables;
 	// "" otherwise.
 	Exe string
+	// UnitFiles are the files systemd loaded the caller's unit from (for
+	// LoadCredential=, the unit it asks for), read over D-Bus only when the
+	// service it matched pins them; nil otherwise.
+	UnitFiles *UnitFiles
+}
+
+// UnitFiles are the files systemd loaded a unit from: its fragment (its
+// FragmentPath, "" for a unit that has none) and its drop-ins (DropInPaths),
+// absolute paths.
+type UnitFiles struct {
+	Fragment string
+	DropIns  []string
 }
 
 // String is how the caller was seen, for refusals and the journal, e.g.

@@ -14,9 +14,11 @@ package sdbus
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 )
 
 // Systemd connects to systemd's D-Bus API (org.freedesktop.systemd1) on the
@@ -53,4 +55,37 @@ func RestrictNamespaces(ctx context.Context, conn *sddbus.Conn, unit string) (ui
 		return 0, fmt.Errorf("cannot read RestrictNamespaces= of %s: systemd answered a %s", unit, p.Value.Signature())
 	}
 	return v, nil
+}
+
+// maxDropIns bounds the drop-ins of a unit that UnitFiles accepts from systemd.
+const maxDropIns = 64
+
+// UnitFiles is the files systemd loaded unit from: its FragmentPath ("" for a
+// unit without one: transient units have theirs under /run/systemd/transient,
+// scopes none) and its DropInPaths, each an absolute path of at most
+// PATH_MAX bytes, at most maxDropIns drop-ins.
+func UnitFiles(ctx context.Context, conn *sddbus.Conn, unit string) (fragment string, dropIns []string, err error) {
+	p, err := conn.GetUnitPropertyContext(ctx, unit, "FragmentPath")
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot ask systemd for the FragmentPath of %s: %w", unit, err)
+	}
+	fragment, ok := p.Value.Value().(string)
+	if !ok {
+		return "", nil, fmt.Errorf("cannot read the FragmentPath of %s: systemd answered a %s", unit, p.Value.Signature())
+	}
+	if p, err = conn.GetUnitPropertyContext(ctx, unit, "DropInPaths"); err != nil {
+		return "", nil, fmt.Errorf("cannot ask systemd for the DropInPaths of %s: %w", unit, err)
+	}
+	if dropIns, ok = p.Value.Value().([]string); !ok {
+		return "", nil, fmt.Errorf("cannot read the DropInPaths of %s: systemd answered a %s", unit, p.Value.Signature())
+	}
+	if len(dropIns) > maxDropIns {
+		return "", nil, fmt.Errorf("cannot read the DropInPaths of %s: %d drop-ins, at most %d", unit, len(dropIns), maxDropIns)
+	}
+	for _, f := range append([]string{fragment}, dropIns...) {
+		if f != "" && (!filepath.IsAbs(f) || len(f) > unix.PathMax) {
+			return "", nil, fmt.Errorf("cannot read the unit files of %s: systemd answered %q, not an absolute path", unit, f)
+		}
+	}
+	return fragment, dropIns, nil
 }

@@ -396,6 +396,9 @@ func (b *Bootstrap) revokeUnmatched(ctx context.Context, c *api.Client, cfg *con
 		if e.Credential {
 			id.Credential = &peer.CredentialRequest{Unit: e.Unit}
 		}
+		if e.UnitFragment != "" {
+			id.UnitFiles = &peer.UnitFiles{Fragment: e.UnitFragment, DropIns: e.UnitDropIns}
+		}
 		if svc, _, err := access.Match(cfg.Services, id, service); err != nil || svc.Name != service {
 			out = append(out, doomed{service, e.Accessor, "the config no longer gives " + id.String() + " this service's token"})
 		}

@@ -167,6 +167,9 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 	}
 	e := ledger.Entry{Accessor: acc, Unit: meta["unit"], SnapApp: id.SnapApp, PID: int(id.PID), UID: id.UID, GID: id.GID,
 		Credential: id.Credential != nil, ExeSHA256: id.Exe, Issued: time.Now().UTC(), Wrapped: wrapped}
+	if id.UnitFiles != nil {
+		e.UnitFragment, e.UnitDropIns = id.UnitFiles.Fragment, id.UnitFiles.DropIns
+	}
 	old, had, err := s.Ledger.Swap(svc.Name, e)
 	if err != nil {
 		// A token nobody can find again must not be handed out.

@@ -66,6 +66,10 @@ type Server struct {
 	// may make (its RestrictNamespaces=, from systemd), for services that pin
 	// their executables; nil where systemd cannot be asked (the snap).
 	UnitNamespaces func(ctx context.Context, unit string) (uint64, error)
+	// UnitFiles says which files systemd loaded a unit from, for services
+	// that pin them (unit_files); nil where systemd cannot be asked (the
+	// snap).
+	UnitFiles func(ctx context.Context, unit string) (peer.UnitFiles, error)
 
 	// The connection caps; zero is maxConns and maxConnsPerUID (tests set them).
 	maxConns, maxConnsPerUID int
@@ -411,24 +415,14 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 		s.refuse(c, p.UID, fmt.Sprintf("pid %d (uid %d, gid %d)", p.PID, p.UID, p.GID), err)
 		return
 	}
-	svc, rule, err := access.Match(cfg.Services, id, req.Service)
-	if errors.Is(err, access.ErrExecutable) && id.Exe == "" && id.Credential == nil {
-		// The service pins its executables: which one the caller runs, then
-		// the rules again.
-		exe, rerr := s.readExe(ctx, p, id)
-		switch {
-		case rerr == nil:
-			id.Exe = exe
-			svc, rule, err = access.Match(cfg.Services, id, req.Service)
-		case errors.Is(rerr, access.ErrExecutable), errors.Is(rerr, peer.ErrGone):
-			err = rerr
-		default:
-			// Not the caller's doing (the helper unreachable, busy): it may
-			// ask again.
-			s.logRefusal(uidKey(p.UID), "cannot check a caller's executable", "identity", id.String(), "error", rerr)
-			respond(c, tokenclient.Response{Status: statusOf(rerr), Error: rerr.Error()})
-			return
-		}
+	svc, rule, err := s.match(ctx, p, cfg, &id, req.Service)
+	var unsure *unsureError
+	if errors.As(err, &unsure) {
+		// Not the caller's doing (a helper or systemd unreachable, busy): it
+		// may ask again.
+		s.logRefusal(uidKey(p.UID), "cannot check what a caller runs", "identity", id.String(), "error", unsure.err)
+		respond(c, tokenclient.Response{Status: statusOf(unsure.err), Error: unsure.err.Error()})
+		return
 	}
 	if err == nil && req.Cert && !svc.TLS {
 		err = fmt.Errorf("%w: service %s has no tls: true in the config", ErrNoCertificate, svc.Name)
@@ -469,6 +463,70 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn, p *peer.Peer) {
 		return
 	}
 	s.delivered(svc.Name, id, rule, sec, time.Since(start), issued)
+}
+
+// unsureError is match's error when what a service pins of a caller could not
+// be read through no fault of the caller's.
+type unsureError struct{ err error }
+
+func (e *unsureError) Error() string { return e.err.Error() }
+func (e *unsureError) Unwrap() error { return e.err }
+
+// match is access.Match, reading into id what the matched service pins of the
+// caller (its executable, its unit's files) when Match says it was not read,
+// then matching again: each once at most. An error reading it that is not the
+// caller's doing is an *unsureError; one that is (it is gone, its executable
+// unreadable) refuses it.
+func (s *Server) match(ctx context.Context, p *peer.Peer, cfg *config.Config, id *peer.Identity, want string) (*config.Service, string, error) {
+	for {
+		svc, rule, err := access.Match(cfg.Services, *id, want)
+		var unread *access.Unread
+		if !errors.As(err, &unread) {
+			return svc, rule, err
+		}
+		var rerr error
+		switch {
+		case unread.Pin == access.PinExecutable && id.Exe == "" && id.Credential == nil:
+			id.Exe, rerr = s.readExe(ctx, p, *id)
+		case unread.Pin == access.PinUnitFiles && id.UnitFiles == nil:
+			id.UnitFiles, rerr = s.readUnitFiles(ctx, p, *id)
+		default:
+			return nil, "", err
+		}
+		switch {
+		case rerr == nil:
+		case errors.Is(rerr, access.ErrExecutable), errors.Is(rerr, access.ErrUnitFile), errors.Is(rerr, peer.ErrGone):
+			return nil, "", rerr
+		default:
+			return nil, "", &unsureError{rerr}
+		}
+	}
+}
+
+// readUnitFiles asks systemd which files it loaded the caller's unit from (for
+// LoadCredential=, the unit asking). A caller in no unit has none, and is
+// refused (access.ErrUnitFile).
+func (s *Server) readUnitFiles(ctx context.Context, p *peer.Peer, id peer.Identity) (*peer.UnitFiles, error) {
+	unit := id.Unit
+	if id.Credential != nil {
+		unit = id.Credential.Unit
+	}
+	switch {
+	case unit == "":
+		return nil, fmt.Errorf("%w: %s runs in no unit, and its service pins its unit files", access.ErrUnitFile, id)
+	case s.UnitFiles == nil:
+		return nil, fmt.Errorf("%w: %s matched a service that pins its unit files, and systemd is not asked here (the snap's provider reads no unit files)", access.ErrUnitFile, id)
+	}
+	f, err := s.UnitFiles(ctx, unit)
+	if err != nil {
+		return nil, err
+	}
+	// What was read is about the caller's unit only if it is still the
+	// process that connected (the unit is known by its pid).
+	if err := p.Same(); err != nil {
+		return nil, err
+	}
+	return &f, nil
 }
 
 // readExe asks edgeseal-exeid for the SHA-256 of the executable p runs (the
@@ -536,7 +594,8 @@ func (s *Server) serveCredential(ctx, serving context.Context, c *net.UnixConn, 
 		return
 	}
 	cfg := s.reloadConfig()
-	svc, rule, err := access.Match(cfg.Services, id, "")
+	// systemd gets no second chance to ask: an *unsureError refuses too.
+	svc, rule, err := s.match(ctx, p, cfg, &id, "")
 	if err != nil {
 		s.refuse(nil, p.UID, id.String(), err)
 		return
