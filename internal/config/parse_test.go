@@ -211,6 +211,8 @@ func TestValidConfigsAreAccepted(t *testing.T) {
 		{"1000 services", "services:\n" + services(MaxServices)},
 		{"services by every kind of identity", "services:\n  - name: app-one\n    units: [app-one.service, 'app-one@2.service']\n    uids: [1001]\n    wrap: true\n" +
 			"  - name: collector\n    snap_apps: [collector.daemon, 'collector_beta.daemon']\n    gids: [1001]\n"},
+		{"unit files of a template, drop-ins in every kind of directory", "services:\n  - name: app-one\n    units: ['app-one@2.service']\n    unit_files:\n      - /usr/lib/systemd/system/app-one@.service\n" +
+			"      - /etc/systemd/system/app-one@.service.d/10-env.conf\n      - /etc/systemd/system/app-one@2.service.d/override.conf\n      - /usr/lib/systemd/system/service.d/10-timeout-abort.conf\n"},
 		{"a short issuing period rotates at half of it by default", "tokens:\n  issuing_period: 1m\n"},
 		{"the provider never exits when idle", "tokend:\n  idle_exit: 0s\n  max_in_flight: 4096\n"},
 		{"a document start and end", "---\nvault:\n  mount: kv\n...\n"},

@@ -469,7 +469,8 @@ func unitFiles(f string, files []string) *Error {
 				return fieldErr(uf, "%q is not a drop-in: a drop-in is a .conf file in a UNIT.d directory (systemctl show -P DropInPaths UNIT lists them)", p)
 			}
 		default:
-			if err := naming.ValidUnitName(filepath.Base(p)); err != nil {
+			// An instance's unit file is its template's (vendor@.service).
+			if err := naming.ValidUnitName(strings.Replace(filepath.Base(p), "@.", "@i.", 1)); err != nil {
 				return fieldErr(uf, "%q is neither a unit file (%v) nor a drop-in (*.conf)", p, err)
 			}
 			fragments++
