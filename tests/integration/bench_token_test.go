@@ -48,11 +48,21 @@ func (d *device) tokenbench(b testing.TB, service string, mode string, n, c int,
 
 // tryTokenbench is tokenbench for any goroutine: it returns what went wrong.
 func (d *device) tryTokenbench(service string, mode string, n, c int, extra ...string) (tokenbenchFigures, error) {
+	return d.tryTokenbenchIn(nil, service, mode, n, c, extra...)
+}
+
+// tryTokenbenchIn is tryTokenbench with more properties of the unit (socket
+// modes), as systemd-run -p takes them.
+func (d *device) tryTokenbenchIn(props []string, service string, mode string, n, c int, extra ...string) (tokenbenchFigures, error) {
 	args := append([]string{"/usr/lib/edgeseal-tests/tokenbench", "-mode", mode, "-n", strconv.Itoa(n), "-c", strconv.Itoa(c)}, extra...)
 	if mode == "direct" {
 		args = append([]string{"env", "VAULT_ADDR=" + d.cfg.VaultAddr(), "EDGESEAL_SERVICE_PERIOD=" + d.cfg.Tokens.ServicePeriod.D().String()}, args...)
 	} else {
-		args = append([]string{"systemd-run", "--wait", "--pipe", "--quiet", "--collect", "--unit=" + benchUnit(service), "-p", "DynamicUser=yes"}, args...)
+		run := []string{"systemd-run", "--wait", "--pipe", "--quiet", "--collect", "--unit=" + benchUnit(service), "-p", "DynamicUser=yes"}
+		for _, p := range props {
+			run = append(run, "-p", p)
+		}
+		args = append(run, args...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
