@@ -38,11 +38,7 @@ var builtSnaps struct {
 // runner that fails the test on an error, printing the journal.
 func snapDevice(t *testing.T, binds ...testbed.Bind) (*testbed.Machine, func(*testing.T, string) string) {
 	t.Helper()
-	snaps := buildSnaps(t)
-	m := testbed.Boot(t, testbed.MachineOptions{CPU: "0", Binds: append([]testbed.Bind{
-		{Host: snaps, Container: "/srv/snaps", ReadOnly: true},
-		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
-	}, binds...)})
+	m := testbed.Boot(t, testbed.MachineOptions{CPU: "0", Binds: append(snapdBinds(t), binds...)})
 	sh := func(t *testing.T, script string) string {
 		t.Helper()
 		out, errOut, err := m.Run(context.Background(), "bash", "-euo", "pipefail", "-c", script)
@@ -53,6 +49,17 @@ func snapDevice(t *testing.T, binds ...testbed.Bind) (*testbed.Machine, func(*te
 	}
 	sh(t, "/srv/lib/snapd-offline.sh >/dev/null")
 	return m, sh
+}
+
+// snapdBinds are what a container needs to run snapd offline and install the
+// snaps of buildSnaps: those at /srv/snaps, tests/lib (snapd-offline.sh) at
+// /srv/lib.
+func snapdBinds(t *testing.T) []testbed.Bind {
+	t.Helper()
+	return []testbed.Bind{
+		{Host: buildSnaps(t), Container: "/srv/snaps", ReadOnly: true},
+		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
+	}
 }
 
 // buildSnaps packs the edgeseal snap (`make snap`, which ships the OpenBao
