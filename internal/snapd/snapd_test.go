@@ -23,17 +23,20 @@ func readFixture(t testing.TB, name string) []byte {
 	return b
 }
 
-// The fixtures have the shape of snapd's answer to GET /v2/snaps/<name>
-// (daemon/response.go's envelope around client.Snap): a snap from the store
-// has a publisher, one installed from a file (snap install --dangerous) has
-// none and a revision x<n>.
+// snapd's answers to GET /v2/snaps/<name>: local-snap.json is a real one
+// (snapd 2.57.6, Debian 12, in the integration tests' container, of a snap installed from a
+// file with snap install --dangerous: a revision x<n>, no publisher);
+// store-snap.json has the shape snapd gives a snap from a store (its
+// envelope, daemon/response.go, around client.Snap, whose publisher is the
+// store account: id, username, display-name, validation), which no test here
+// can install.
 func TestSnapdsAnswerGivesTheRevisionAndThePublisher(t *testing.T) {
 	for _, tc := range []struct {
 		fixture string
 		want    Snap
 	}{
 		{"store-snap.json", Snap{Name: "hello", Revision: "42", Publisher: "canonical"}},
-		{"local-snap.json", Snap{Name: "es-consumer", Revision: "x2"}},
+		{"local-snap.json", Snap{Name: "es-consumer", Revision: "x1"}},
 	} {
 		got, err := Parse(http.StatusOK, readFixture(t, tc.fixture))
 		if err != nil || got != tc.want {
