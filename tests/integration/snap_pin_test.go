@@ -28,7 +28,10 @@ func TestASnapServicePinnedToARevisionIsRefusedOnceTheSnapIsReplaced(t *testing.
 		// outlive it.
 		c.Tokens.RevokeOnStop = false
 		c.Services = []config.Service{{Name: "consumer", SnapApps: []string{"es-consumer.fetch"}, SnapRevisions: []string{"x1"}}}
-	}, func(d *device, opts *testbed.MachineOptions) { opts.Binds = append(opts.Binds, binds...) })
+	}, func(d *device, opts *testbed.MachineOptions) {
+		opts.Binds = append(opts.Binds, binds...)
+		opts.CPU = "0" // for snap-confine: see testbed.MachineOptions.CPU
+	})
 	d.start()
 	d.run("/srv/lib/snapd-offline.sh")
 	// install installs the consumer snap again and returns its new revision.
@@ -82,6 +85,12 @@ func TestASnapServicePinnedToARevisionIsRefusedOnceTheSnapIsReplaced(t *testing.
 	// The token x1 was given stays: nothing changed the config.
 	d.vaultOK(tok, "token", "lookup")
 
+	t.Log("When the config changes elsewhere (a service added), Then the token x1 holds stays: the ledger recorded its revision, which the pin allows")
+	d.cfg.Services = append(d.cfg.Services, config.Service{Name: "other", UIDs: []uint32{1005}})
+	d.writeConfig()
+	d.waitApplied("services=2")
+	d.vaultOK(tok, "token", "lookup")
+
 	t.Log("When the config also pins a publisher (x2 allowed too), Then edgeseal-unseal revokes the token x1 holds, and the app is refused: it has no publisher")
 	d.cfg.Services[0].SnapRevisions = []string{"x1", "x2"}
 	d.cfg.Services[0].SnapPublishers = []string{"canonical"}
@@ -116,5 +125,23 @@ func TestASnapServicePinnedToARevisionIsRefusedOnceTheSnapIsReplaced(t *testing.
 	}
 	if _, _, err := d.m.Run(ctx, "test", "-e", "/var/snap/es-consumer/x2/token.json"); err == nil {
 		t.Error("a token file was written for the refused app")
+	}
+}
+
+// waitApplied waits until edgeseal-unseal's journal says it applied a config
+// whose line holds want (e.g. "services=2").
+func (d *device) waitApplied(want string) {
+	d.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, line := range strings.Split(d.m.Journal(d.t, "edgeseal-unseal.service"), "\n") {
+			if strings.Contains(line, "applied the service policies of the config") && strings.Contains(line, want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("edgeseal-unseal did not apply the config (%s) within 20s:\n%s", want, d.m.Journal(d.t, "edgeseal-unseal.service"))
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
