@@ -479,10 +479,9 @@ func (e *unsureError) Unwrap() error { return e.err }
 
 // match is access.Match, reading into id what the matched service pins of the
 // caller (its executable, its unit's files, its snap) when Match says it was
-// not read,
-// then matching again: each once at most. An error reading it that is not the
-// caller's doing is an *unsureError; one that is (it is gone, its executable
-// unreadable) refuses it.
+// not read, then matching again: each once at most. An error reading it that
+// is not the caller's doing (snapd unreachable) is an *unsureError; one that
+// is (it is gone, its executable unreadable) refuses it.
 func (s *Server) match(ctx context.Context, p *peer.Peer, cfg *config.Config, id *peer.Identity, want string) (*config.Service, string, error) {
 	for {
 		svc, rule, err := access.Match(cfg.Services, *id, want)
