@@ -21,32 +21,11 @@ import (
 // read the answer snapd gives for a store's snap.
 func TestASnapServicePinnedToARevisionIsRefusedOnceTheSnapIsReplaced(t *testing.T) {
 	ctx := context.Background()
-	binds := snapdBinds(t)
 	t.Log("Given edgeseal installed as units beside snapd, whose config gives es-consumer.fetch its token at revision x1 only")
-	d := newDevice(t, false, func(c *config.Config) {
-		// `snap run` makes a scope that ends with the fetch: its token must
-		// outlive it.
-		c.Tokens.RevokeOnStop = false
+	d := snapdDevice(t, func(c *config.Config) {
 		c.Services = []config.Service{{Name: "consumer", SnapApps: []string{"es-consumer.fetch"}, SnapRevisions: []string{"x1"}}}
-	}, func(d *device, opts *testbed.MachineOptions) {
-		opts.Binds = append(opts.Binds, binds...)
-		opts.CPU = "0" // for snap-confine: see testbed.MachineOptions.CPU
 	})
-	d.start()
-	d.run("/srv/lib/snapd-offline.sh")
-	// install installs the consumer snap again and returns its new revision.
-	// Its app asks at its content plugs' targets, which edgeseal's snap would
-	// fill: here the socket's leads to the units install's socket directory
-	// (the test bed's kernel enforces no AppArmor, which would ask for a
-	// plug), and the CA's holds a copy of the per-boot CA.
-	install := func() string {
-		d.run("sh", "-c", "snap install --dangerous /srv/snaps/es-consumer_*.snap")
-		rev := strings.TrimSpace(d.run("readlink", "/snap/es-consumer/current"))
-		d.run("sh", "-c", "cd /var/snap/es-consumer/current && rm -rf edgeseal edgeseal-ca token.json && ln -s /run/edgeseal edgeseal && "+
-			"mkdir edgeseal-ca && cp /run/edgeseal/pki/ca.crt edgeseal-ca/")
-		return rev
-	}
-	if rev := install(); rev != "x1" {
+	if rev := d.installConsumer(); rev != "x1" {
 		t.Fatalf("the first install is revision %s, want x1", rev)
 	}
 	// snapd's own answer, as the provider reads it. (Asked inside: snapd
@@ -71,7 +50,7 @@ func TestASnapServicePinnedToARevisionIsRefusedOnceTheSnapIsReplaced(t *testing.
 	}
 
 	t.Log("When the snap is installed again (revision x2), Then its app is refused, told the revision, and so is the journal")
-	if rev := install(); rev != "x2" {
+	if rev := d.installConsumer(); rev != "x2" {
 		t.Fatalf("the second install is revision %s, want x2", rev)
 	}
 	stderr, err := fetch()
@@ -144,4 +123,37 @@ func (d *device) waitApplied(want string) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// snapdDevice boots a device with edgeseal installed as units (started) and
+// snapd working offline beside it, its config changed by edit. Its tokens
+// outlive their holders' units: `snap run` makes a scope that ends with the
+// fetch.
+func snapdDevice(tb testing.TB, edit func(*config.Config)) *device {
+	tb.Helper()
+	binds := snapdBinds(tb)
+	d := newDevice(tb, false, func(c *config.Config) {
+		c.Tokens.RevokeOnStop = false
+		edit(c)
+	}, func(d *device, opts *testbed.MachineOptions) {
+		opts.Binds = append(opts.Binds, binds...)
+		opts.CPU = "0" // for snap-confine: see testbed.MachineOptions.CPU
+	})
+	d.start()
+	d.run("/srv/lib/snapd-offline.sh")
+	return d
+}
+
+// installConsumer installs the consumer snap (again) and returns its new
+// revision. Its app asks at its content plugs' targets, which edgeseal's snap
+// would fill: here the socket's leads to the units install's socket directory
+// (the test bed's kernel enforces no AppArmor, which would ask for a plug),
+// and the CA's holds a copy of the per-boot CA.
+func (d *device) installConsumer() string {
+	d.t.Helper()
+	d.run("sh", "-c", "snap install --dangerous /srv/snaps/es-consumer_*.snap")
+	rev := strings.TrimSpace(d.run("readlink", "/snap/es-consumer/current"))
+	d.run("sh", "-c", "cd /var/snap/es-consumer/current && rm -rf edgeseal edgeseal-ca token.json && ln -s /run/edgeseal edgeseal && "+
+		"mkdir edgeseal-ca && cp /run/edgeseal/pki/ca.crt edgeseal-ca/")
+	return rev
 }
