@@ -259,7 +259,7 @@ func (d *device) providerTimes(b *testing.B, since string) (took, own float64) {
 // providerSeries is providerTimes' figures, each delivery's.
 func (d *device) providerSeries(b *testing.B, since string) (took, own *series) {
 	out := d.run("journalctl", "-q", "-o", "cat", "-u", "edgeseal-tokend.service", "--since", since, "--grep", "took_ms=")
-	took, own = &series{}, &series{}
+	took, own = newSeries("took", "ms"), newSeries("own", "ms")
 	for _, m := range tookRE.FindAllStringSubmatch(out, -1) {
 		tk, _ := strconv.ParseFloat(m[1], 64)
 		is, _ := strconv.ParseFloat(m[2], 64)
