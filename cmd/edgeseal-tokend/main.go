@@ -138,9 +138,10 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	var unitNamespaces func(context.Context, string) (uint64, error)
 	var unitFiles func(context.Context, string) (peer.UnitFiles, error)
 	// A snap's revision and publisher: snapd's API says, over
-	// /run/snapd.socket. The snap's provider does not ask: its confinement
-	// does not reach that socket (snapd-control would, with every power over
-	// snapd), so there a service that pins them is refused.
+	// /run/snapd.socket. The snap's provider does not ask: none of its plugs
+	// reaches snapd (snap-refresh-observe would, through snapd-snap.socket, on
+	// a recent snapd; not built), so there a service that pins them is
+	// refused.
 	var snapInfo func(context.Context, string) (peer.SnapInfo, error)
 	if p.SnapInstance == "" {
 		bus, err := sdbus.Systemd(ctx)
