@@ -31,6 +31,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/peer"
 	"github.com/edgeseal/edgeseal/internal/pki"
 	"github.com/edgeseal/edgeseal/internal/sdbus"
+	"github.com/edgeseal/edgeseal/internal/snapd"
 	"github.com/edgeseal/edgeseal/internal/tokend"
 	"github.com/edgeseal/edgeseal/internal/vaultclient"
 )
@@ -136,6 +137,12 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 	var units peer.UnitLookup = peer.CgroupUnits{}
 	var unitNamespaces func(context.Context, string) (uint64, error)
 	var unitFiles func(context.Context, string) (peer.UnitFiles, error)
+	// A snap's revision and publisher: snapd's API says, over
+	// /run/snapd.socket. The snap's provider does not ask: none of its plugs
+	// reaches snapd (snap-refresh-observe would, through snapd-snap.socket, on
+	// a recent snapd; not built), so there a service that pins them is
+	// refused.
+	var snapInfo func(context.Context, string) (peer.SnapInfo, error)
 	if p.SnapInstance == "" {
 		bus, err := sdbus.Systemd(ctx)
 		if err != nil {
@@ -149,6 +156,10 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 		unitFiles = func(ctx context.Context, unit string) (peer.UnitFiles, error) {
 			fragment, dropIns, err := sdbus.UnitFiles(ctx, bus, unit)
 			return peer.UnitFiles{Fragment: fragment, DropIns: dropIns}, err
+		}
+		snapInfo = func(ctx context.Context, name string) (peer.SnapInfo, error) {
+			sn, err := snapd.Info(ctx, snapd.Socket, name)
+			return peer.SnapInfo{Name: sn.Name, Revision: sn.Revision, Publisher: sn.Publisher}, err
 		}
 	}
 	bootID, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
@@ -172,11 +183,14 @@ func serve(ctx context.Context, log *journal.Logger, p paths.Paths, cfgPath stri
 		// For services that pin their unit files: which files systemd
 		// loaded the caller's unit from.
 		UnitFiles: unitFiles,
-		Ledger:    led,
-		Policies:  &tokend.PolicySync{Applied: p.Policies, Socket: p.SyncSocket},
-		Log:       log.Logger,
-		BootID:    strings.TrimSpace(string(bootID)),
-		Status:    func(line string) { daemon.SdNotify(false, "STATUS="+line) },
+		// For services that pin their snap's revision or publisher: what
+		// snapd says of the caller's snap.
+		SnapInfo: snapInfo,
+		Ledger:   led,
+		Policies: &tokend.PolicySync{Applied: p.Policies, Socket: p.SyncSocket},
+		Log:      log.Logger,
+		BootID:   strings.TrimSpace(string(bootID)),
+		Status:   func(line string) { daemon.SdNotify(false, "STATUS="+line) },
 		Ready: func() {
 			daemon.SdNotify(false, daemon.SdNotifyReady+"\nSTATUS=serving tokens")
 			log.Info("serving tokens", "sockets", socketNames(lns), "services", len(cfg.Services),

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/edgeseal/edgeseal/internal/config"
+	"github.com/edgeseal/edgeseal/internal/naming"
 	"github.com/edgeseal/edgeseal/internal/peer"
 )
 
@@ -30,6 +31,11 @@ var (
 	// (unit_files), and systemd loaded the caller's unit from another file,
 	// or none, or they were not read (then the error is also an *Unread).
 	ErrUnitFile = errors.New("the caller's unit is not loaded from the files the service pins")
+	// ErrSnap: the caller matched a service that pins its snap's revision or
+	// publisher (snap_revisions, snap_publishers), and it runs in no snap, or
+	// snapd reports another revision or publisher of its snap, or none, or
+	// they were not read (then the error is also an *Unread).
+	ErrSnap = errors.New("the caller's snap is not one the service pins")
 )
 
 // Pin is a kind of what a service may pin about what runs, beyond its rules.
@@ -39,13 +45,14 @@ type Pin int
 const (
 	PinExecutable Pin = iota + 1 // exe_sha256: Identity.Exe
 	PinUnitFiles                 // unit_files: Identity.UnitFiles
+	PinSnap                      // snap_revisions, snap_publishers: Identity.Snap
 )
 
 // Unread is Match's error when the caller matched a service that pins
 // something of it that was not read: the caller of Match reads it into the
-// Identity (only then: it costs a question to a helper or to systemd) and
-// matches again. It is also the pin's error (ErrExecutable, ErrUnitFile), so
-// that a caller that does not read it refuses.
+// Identity (only then: it costs a question to a helper, to systemd or to
+// snapd) and matches again. It is also the pin's error (ErrExecutable,
+// ErrUnitFile, ErrSnap), so that a caller that does not read it refuses.
 type Unread struct {
 	Pin     Pin
 	Service string
@@ -57,12 +64,15 @@ func (e *Unread) Error() string {
 		return fmt.Sprintf("%v: service %s pins its executables and the caller's was not read", ErrExecutable, e.Service)
 	case PinUnitFiles:
 		return fmt.Sprintf("%v: service %s pins its unit files and the caller's were not read", ErrUnitFile, e.Service)
+	case PinSnap:
+		return fmt.Sprintf("%v: service %s pins its snap's revision or publisher and the caller's snap was not read", ErrSnap, e.Service)
 	}
 	return fmt.Sprintf("service %s pins something of the caller that was not read", e.Service)
 }
 
 func (e *Unread) Is(target error) bool {
-	return (e.Pin == PinExecutable && target == ErrExecutable) || (e.Pin == PinUnitFiles && target == ErrUnitFile)
+	return (e.Pin == PinExecutable && target == ErrExecutable) || (e.Pin == PinUnitFiles && target == ErrUnitFile) ||
+		(e.Pin == PinSnap && target == ErrSnap)
 }
 
 // pinned checks what s pins of what runs against id: a service without pins
@@ -96,6 +106,31 @@ func pinned(s *config.Service, id peer.Identity, rule string) (*config.Service, 
 		}
 		rule += ", unit file " + f.Fragment
 	}
+	if len(s.SnapRevisions) > 0 || len(s.SnapPublishers) > 0 {
+		app := id.SnapApp
+		if id.Credential != nil {
+			app = peer.SnapAppOfUnit(id.Credential.Unit)
+		}
+		sn := id.Snap
+		switch {
+		case app == "":
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but runs in no snap, and the service pins its snap's revision or publisher", ErrSnap, id, s.Name, rule)
+		case sn == nil:
+			return nil, "", &Unread{PinSnap, s.Name}
+		case sn.Name != naming.SnapOfApp(app):
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but what was read is of snap %s", ErrSnap, id, s.Name, rule, sn.Name)
+		case len(s.SnapRevisions) > 0 && !slices.Contains(s.SnapRevisions, sn.Revision):
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but snapd reports revision %s of snap %s, which snap_revisions does not list", ErrSnap, id, s.Name, rule, sn.Revision, sn.Name)
+		case len(s.SnapPublishers) > 0 && sn.Publisher == "":
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but snap %s (revision %s) has no publisher: it was installed from a file, not from a store, and snap_publishers pins one", ErrSnap, id, s.Name, rule, sn.Name, sn.Revision)
+		case len(s.SnapPublishers) > 0 && !slices.Contains(s.SnapPublishers, sn.Publisher):
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but snap %s (revision %s) is published by %s, which snap_publishers does not list", ErrSnap, id, s.Name, rule, sn.Name, sn.Revision, sn.Publisher)
+		}
+		rule += ", snap " + sn.Name + " revision " + sn.Revision
+		if len(s.SnapPublishers) > 0 {
+			rule += " by " + sn.Publisher
+		}
+	}
 	return s, rule, nil
 }
 
@@ -107,7 +142,8 @@ func pinned(s *config.Service, id peer.Identity, rule string) (*config.Service, 
 // matches by that unit (or its snap app) only. A service that pins what runs
 // is the caller's only if what was read of it is pinned (pinned): its
 // executable (ErrExecutable, always for LoadCredential=), the files of its unit
-// (ErrUnitFile); what was not read is an *Unread.
+// (ErrUnitFile), its snap's revision and publisher (ErrSnap); what was not
+// read is an *Unread.
 func Match(services []config.Service, id peer.Identity, want string) (*config.Service, string, error) {
 	if id.Credential != nil {
 		unit := id.Credential.Unit

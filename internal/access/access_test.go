@@ -210,3 +210,64 @@ func TestAServiceThatPinsBothIsReadOneAtATime(t *testing.T) {
 		t.Fatalf("Match = %v, %q, %v", svc, rule, err)
 	}
 }
+
+func TestAServiceThatPinsItsSnapTakesOnlyThePinnedRevisionsAndPublishers(t *testing.T) {
+	const publisher = "2rsYZu6kqYVFsSejExu4YENdXQEO40Xb"
+	services := []config.Service{
+		{Name: "revision", SnapApps: []string{"collector.daemon"}, UIDs: []uint32{1001}, SnapRevisions: []string{"42", "x1"}},
+		{Name: "publisher", SnapApps: []string{"ingest.daemon"}, SnapPublishers: []string{publisher, "canonical"}},
+		{Name: "both", SnapApps: []string{"relay.daemon"}, SnapRevisions: []string{"7"}, SnapPublishers: []string{publisher}},
+	}
+	app := func(a string, sn *peer.SnapInfo) peer.Identity {
+		return peer.Identity{PID: 9, UID: 5, GID: 5, Unit: "snap." + a + ".service", SnapApp: a, Snap: sn}
+	}
+	credential := func(unit string, sn *peer.SnapInfo) peer.Identity {
+		return peer.Identity{PID: 1, Credential: &peer.CredentialRequest{Unit: unit, ID: "t"}, Snap: sn}
+	}
+	for _, tc := range []struct {
+		name    string
+		id      peer.Identity
+		want    string // the service, "" for a refusal
+		errText string // for a refusal; the rule's end otherwise
+	}{
+		{"the snap not read yet", app("collector.daemon", nil), "", "was not read"},
+		{"a pinned store revision", app("collector.daemon", &peer.SnapInfo{Name: "collector", Revision: "42"}), "revision", "snap collector revision 42"},
+		{"a pinned local revision", app("collector.daemon", &peer.SnapInfo{Name: "collector", Revision: "x1"}), "revision", "snap collector revision x1"},
+		{"another revision", app("collector.daemon", &peer.SnapInfo{Name: "collector", Revision: "x2"}), "", "reports revision x2 of snap collector"},
+		{"a process in no snap, by uid", peer.Identity{PID: 9, UID: 1001, GID: 5, Unit: "cron.service"}, "", "runs in no snap"},
+		{"what was read is of another snap", app("collector.daemon", &peer.SnapInfo{Name: "other", Revision: "42"}), "", "of snap other"},
+		{"a pinned publisher", app("ingest.daemon", &peer.SnapInfo{Name: "ingest", Revision: "3", Publisher: publisher}), "publisher", "revision 3 by " + publisher},
+		{"another publisher", app("ingest.daemon", &peer.SnapInfo{Name: "ingest", Revision: "3", Publisher: "mallory"}), "", "is published by mallory"},
+		{"a local install, no publisher", app("ingest.daemon", &peer.SnapInfo{Name: "ingest", Revision: "x1"}), "", "has no publisher"},
+		{"both pinned, both right", app("relay.daemon", &peer.SnapInfo{Name: "relay", Revision: "7", Publisher: publisher}), "both", "revision 7 by " + publisher},
+		{"both pinned, the revision wrong", app("relay.daemon", &peer.SnapInfo{Name: "relay", Revision: "8", Publisher: publisher}), "", "reports revision 8"},
+		{"both pinned, the publisher wrong", app("relay.daemon", &peer.SnapInfo{Name: "relay", Revision: "7", Publisher: "canonical"}), "", "published by canonical"},
+		{"an instance of the snap", app("collector_two.daemon", &peer.SnapInfo{Name: "collector_two", Revision: "42"}), "", "no rule"},
+		{"LoadCredential=, not read", credential("snap.collector.daemon.service", nil), "", "was not read"},
+		{"LoadCredential=, a pinned revision", credential("snap.collector.daemon.service", &peer.SnapInfo{Name: "collector", Revision: "x1"}), "revision", "revision x1"},
+		{"LoadCredential=, another revision", credential("snap.collector.daemon.service", &peer.SnapInfo{Name: "collector", Revision: "43"}), "", "reports revision 43"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, rule, err := Match(services, tc.id, "")
+			if tc.want == "" {
+				if tc.errText == "no rule" {
+					if !errors.Is(err, ErrNoRule) {
+						t.Fatalf("Match = %v, %q, %v; want ErrNoRule", svc, rule, err)
+					}
+					return
+				}
+				if !errors.Is(err, ErrSnap) || !strings.Contains(err.Error(), tc.errText) {
+					t.Fatalf("Match = %v, %q, %v; want ErrSnap saying %q", svc, rule, err, tc.errText)
+				}
+				var unread *Unread
+				if errors.As(err, &unread) != (tc.errText == "was not read") {
+					t.Errorf("Match's error %v: is an *Unread %v, want %v", err, !(tc.errText == "was not read"), tc.errText == "was not read")
+				}
+				return
+			}
+			if err != nil || svc.Name != tc.want || !strings.HasSuffix(rule, tc.errText) {
+				t.Fatalf("Match = %v, %q, %v; want %s, the rule ending %q", svc, rule, err, tc.want, tc.errText)
+			}
+		})
+	}
+}

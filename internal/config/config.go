@@ -299,6 +299,15 @@ type Service struct {
 	// drop-in it has (DropInPaths) is listed too: absolute paths, at most 16.
 	// A transient unit, a scope, a unit with an unlisted drop-in is refused.
 	UnitFiles []string `yaml:"unit_files"`
+	// SnapRevisions and SnapPublishers pin which snap runs: when either is
+	// set, a caller matched by the rules above gets this service's token only
+	// if it is a snap app (for LoadCredential=, the unit asking is a snap's
+	// daemon) whose snap's current revision, as snapd reports it, is one of
+	// SnapRevisions ("42", or "x1" for a local install; at most 16) and whose
+	// publisher's account id is one of SnapPublishers (at most 16). A local
+	// install has no publisher: a publisher pin refuses it.
+	SnapRevisions  []string `yaml:"snap_revisions"`
+	SnapPublishers []string `yaml:"snap_publishers"`
 	// TLS lets the service ask for a TLS certificate of its own, issued by
 	// the local server's service CA (service_tls): its identity is the URI
 	// SAN spiffe://<trust domain>/<name> and the DNS SAN <name>. Default false.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -160,7 +161,7 @@ func TestDurationIsWrittenAsItIsRead(t *testing.T) {
 func TestAMarshalledConfigParsesToItself(t *testing.T) {
 	c := Default()
 	c.Seal.Method = "ikm-hook"
-	c.Services = []Service{{Name: "app-one", SharedRead: []string{"telemetry"}, SharedWrite: []string{}, Units: []string{"app-one.service"}, SnapApps: []string{}, UIDs: []uint32{1001}, GIDs: []uint32{}, ExeSHA256: []string{}, UnitFiles: []string{}}}
+	c.Services = []Service{{Name: "app-one", SharedRead: []string{"telemetry"}, SharedWrite: []string{}, Units: []string{"app-one.service"}, SnapApps: []string{}, UIDs: []uint32{1001}, GIDs: []uint32{}, ExeSHA256: []string{}, UnitFiles: []string{}, SnapRevisions: []string{}, SnapPublishers: []string{}}}
 	out, err := yaml.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
@@ -217,4 +218,16 @@ func maxLine(data []byte) int {
 		n += strings.Count(string(data), brk)
 	}
 	return n
+}
+
+func TestSnapRevisionPinsParseAsSnapdWritesThem(t *testing.T) {
+	// An unquoted revision is a YAML integer: it is read as the string snapd
+	// writes.
+	cfg, err := Parse("e.yaml", []byte("services:\n  - name: a\n    snap_apps: [ab.d]\n    snap_revisions: [42, x1]\n    snap_publishers: [canonical]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Services[0]; !slices.Equal(s.SnapRevisions, []string{"42", "x1"}) || !slices.Equal(s.SnapPublishers, []string{"canonical"}) {
+		t.Errorf("snap_revisions %q, snap_publishers %q", s.SnapRevisions, s.SnapPublishers)
+	}
 }

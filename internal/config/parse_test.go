@@ -152,6 +152,13 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"unit file pins of drop-ins only are refused", "services:\n  - name: a\n    unit_files:\n      - /etc/systemd/system/a.service.d/x.conf\n", 3, "services[0].unit_files", "drop-ins only"},
 		{"a unit file pinned twice is refused", "services:\n  - name: a\n    unit_files:\n      - /etc/systemd/system/a.service\n      - /etc/systemd/system/a.service\n", 5, "services[0].unit_files[1]", "listed twice"},
 		{"a unit file pin is bounded", "services:\n  - name: a\n    unit_files: [/" + strings.Repeat("d/", 130) + "a.service]\n", 3, "services[0].unit_files[0]", "at most 255"},
+		{"a snap revision pin is a revision", "services:\n  - name: a\n    snap_apps: [ab.d]\n    snap_revisions: ['042']\n", 4, "services[0].snap_revisions[0]", "not a snap revision"},
+		{"a local snap revision pin is x and a number", "services:\n  - name: a\n    snap_revisions: [x0]\n", 3, "services[0].snap_revisions[0]", "local install"},
+		{"a snap revision pinned twice is refused", "services:\n  - name: a\n    snap_revisions:\n      - x1\n      - x1\n", 5, "services[0].snap_revisions[1]", "listed twice"},
+		{"snap revision pins are bounded", "services:\n  - name: a\n    snap_revisions: [" + strings.TrimSuffix(strings.Repeat("1, ", 17), ", ") + "]\n", 3, "services[0].snap_revisions", "at most 16"},
+		{"a publisher pin is an account id", "services:\n  - name: a\n    snap_publishers: [Canonical]\n", 3, "services[0].snap_publishers[0]", "not a publisher id"},
+		{"a publisher pin is bounded", "services:\n  - name: a\n    snap_publishers: [" + strings.Repeat("a", 33) + "]\n", 3, "services[0].snap_publishers[0]", "32 letters and digits"},
+		{"a publisher pinned twice is refused", "services:\n  - name: a\n    snap_publishers:\n      - canonical\n      - canonical\n", 5, "services[0].snap_publishers[1]", "listed twice"},
 		{"a negative uid is refused", "services:\n  - name: a\n    uids: [-1]\n", 3, "services[0].uids[0]", "uint32"},
 
 		// services

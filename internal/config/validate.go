@@ -445,9 +445,42 @@ func (c *Config) validateIdentities() *Error {
 		if err := unitFiles(f, s.UnitFiles); err != nil {
 			return err
 		}
+		if err := snapPins(f, s.SnapRevisions, s.SnapPublishers); err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// snapPins validates a service's snap_revisions and snap_publishers (f names
+// the service): each as snapd writes it, at most maxSnapPins, each once.
+func snapPins(f string, revisions, publishers []string) *Error {
+	for _, pins := range []struct {
+		key, what string
+		list      []string
+		check     func(string) error
+	}{
+		{"snap_revisions", "snap revision", revisions, naming.ValidSnapRevision},
+		{"snap_publishers", "publisher id", publishers, naming.ValidAccountID},
+	} {
+		if len(pins.list) > maxSnapPins {
+			return fieldErr(f+"."+pins.key, "has %d: at most %d", len(pins.list), maxSnapPins)
+		}
+		for j, v := range pins.list {
+			pf := fmt.Sprintf("%s.%s[%d]", f, pins.key, j)
+			if err := pins.check(v); err != nil {
+				return fieldErr(pf, "%q is not a %s: %v", v, pins.what, err)
+			}
+			if slices.Contains(pins.list[:j], v) {
+				return fieldErr(pf, "%s is listed twice", v)
+			}
+		}
+	}
+	return nil
+}
+
+// maxSnapPins bounds a service's snap_revisions and snap_publishers.
+const maxSnapPins = 16
 
 // unitFiles validates a service's unit_files (f names the service): absolute,
 // clean paths of unit files (a unit name) or drop-ins (*.conf in a *.d

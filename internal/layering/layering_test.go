@@ -45,6 +45,7 @@ var rank = map[string]int{
 	"internal/tpm":         mechanism,
 	"internal/exeid":       mechanism,
 	"internal/peer":        mechanism,
+	"internal/snapd":       mechanism,
 	"internal/pki":         mechanism,
 	"internal/vaultbin":    mechanism,
 	"internal/ledger":      mechanism,

@@ -73,10 +73,15 @@ type Entry struct {
 	ExeSHA256 string `json:"exe_sha256,omitempty"`
 	// UnitFragment and UnitDropIns: the files systemd had loaded the holder's
 	// unit from, when its service pins them (UnitFragment is then never "").
-	UnitFragment string    `json:"unit_fragment,omitempty"`
-	UnitDropIns  []string  `json:"unit_drop_ins,omitempty"`
-	Issued       time.Time `json:"issued"`
-	Wrapped      bool      `json:"wrapped,omitempty"`
+	UnitFragment string   `json:"unit_fragment,omitempty"`
+	UnitDropIns  []string `json:"unit_drop_ins,omitempty"`
+	// SnapRevision and SnapPublisher: what snapd said of the holder's snap,
+	// when its service pins them (SnapRevision is then never "";
+	// SnapPublisher is "" for a snap without one).
+	SnapRevision  string    `json:"snap_revision,omitempty"`
+	SnapPublisher string    `json:"snap_publisher,omitempty"`
+	Issued        time.Time `json:"issued"`
+	Wrapped       bool      `json:"wrapped,omitempty"`
 }
 
 // Pending is a token replaced by a newer one whose revocation Vault has not

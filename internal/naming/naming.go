@@ -70,7 +70,60 @@ func ValidSnapApp(s string) error {
 	if !ok {
 		return errors.New("no . between snap and app")
 	}
-	name, key, hasKey := strings.Cut(snap, "_")
+	if err := ValidSnapInstance(snap); err != nil {
+		return err
+	}
+	if err := validAppName(app); err != nil {
+		return fmt.Errorf("app name %q: %w", app, err)
+	}
+	return nil
+}
+
+// SnapOfApp is the snap (instance) name of "<snap>.<app>": the part before
+// the first "." (a snap name holds none). It does not check the name.
+func SnapOfApp(app string) string {
+	snap, _, _ := strings.Cut(app, ".")
+	return snap
+}
+
+// maxSnapRevision bounds a revision's number: snapd keeps it in an int, and
+// no store has handed out revisions near a billion.
+const maxSnapRevision = 1<<31 - 1
+
+// ValidSnapRevision checks a snap revision as snapd writes it (snap.Revision's
+// String): a store's, a positive integer ("42"), or a local install's, x and
+// a positive integer ("x1"), without leading zeros or a sign.
+func ValidSnapRevision(s string) error {
+	digits := strings.TrimPrefix(s, "x")
+	_, err := strconv.ParseUint(digits, 10, 31)
+	switch {
+	case digits == "" || digits[0] < '1' || digits[0] > '9':
+		return errors.New("want a positive integer (a store's revision) or x and one (a local install's), as snap list writes it")
+	case err != nil:
+		return fmt.Errorf("want a number of at most %d", maxSnapRevision)
+	}
+	return nil
+}
+
+// ValidAccountID checks a store account id (a snap's publisher id, as snap
+// info --verbose and snapd's API write it) by snapd's rule for account ids:
+// 32 letters and digits, or 2 to 28 lowercase letters, digits and hyphens
+// (a few well-known accounts, such as canonical).
+func ValidAccountID(s string) error {
+	const alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	switch {
+	case len(s) == 32 && strings.Trim(s, alnum) == "":
+		return nil
+	case len(s) >= 2 && len(s) <= 28 && strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == "":
+		return nil
+	}
+	return errors.New("want 32 letters and digits, or 2 to 28 lowercase letters, digits and hyphens (the publisher's account id: snap info --verbose SNAP)")
+}
+
+// ValidSnapInstance checks a snap's instance name, "<snap>" or
+// "<snap>_<instance key>", with snapd's rules.
+func ValidSnapInstance(s string) error {
+	name, key, hasKey := strings.Cut(s, "_")
 	if err := validSnapName(name); err != nil {
 		return fmt.Errorf("snap name %q: %w", name, err)
 	}
@@ -78,9 +131,6 @@ func ValidSnapApp(s string) error {
 		if key == "" || len(key) > 10 || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
 			return fmt.Errorf("instance key %q: want 1 to 10 lowercase letters or digits", key)
 		}
-	}
-	if err := validAppName(app); err != nil {
-		return fmt.Errorf("app name %q: %w", app, err)
 	}
 	return nil
 }

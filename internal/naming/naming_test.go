@@ -32,6 +32,29 @@ func TestSnapAppNamesAreCheckedAsSnapdDoes(t *testing.T) {
 	}
 }
 
+func TestSnapRevisionsAndPublishersAreCheckedAsSnapdWritesThem(t *testing.T) {
+	for _, s := range []string{"1", "42", "x1", "x27", "2147483647"} {
+		if err := ValidSnapRevision(s); err != nil {
+			t.Errorf("ValidSnapRevision(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "0", "x0", "x", "042", "x01", "-1", "+1", "X1", "1x", "2147483648", "unset", " 1"} {
+		if err := ValidSnapRevision(s); err == nil {
+			t.Errorf("ValidSnapRevision(%q) accepted", s)
+		}
+	}
+	for _, s := range []string{"canonical", "2rsYZu6kqYVFsSejExu4YENdXQEO40Xb", "my-brand", "ab"} {
+		if err := ValidAccountID(s); err != nil {
+			t.Errorf("ValidAccountID(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "a", "Canonical", "2rsYZu6kqYVFsSejExu4YENdXQEO40X", "2rsYZu6kqYVFsSejExu4YENdXQEO40Xb1", "a_b", "a.b", strings.Repeat("a", 29), "ab cd"} {
+		if err := ValidAccountID(s); err == nil {
+			t.Errorf("ValidAccountID(%q) accepted", s)
+		}
+	}
+}
+
 func TestClaimsAreBoundedLowerCaseNamesAndPrintableValues(t *testing.T) {
 	if err := CheckClaims(map[string]string{"site": "plant 7", "line_2": ""}); err != nil {
 		t.Fatal(err)

@@ -38,6 +38,19 @@ type Identity struct {
 	// LoadCredential=, the unit it asks for), read over D-Bus only when the
 	// service it matched pins them; nil otherwise.
 	UnitFiles *UnitFiles
+	// Snap is what snapd says of the snap of the caller's snap app (for
+	// LoadCredential=, of the unit asking), read only when the service it
+	// matched pins its revision or publisher; nil otherwise.
+	Snap *SnapInfo
+}
+
+// SnapInfo is what snapd says of an installed snap: its (instance) name, its
+// current revision as snapd writes it ("42", "x1" for a local install) and
+// its publisher's account id ("" for a snap without one: a local install).
+type SnapInfo struct {
+	Name      string
+	Revision  string
+	Publisher string
 }
 
 // UnitFiles are the files systemd loaded a unit from: its fragment (its

@@ -16,6 +16,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/ledger"
+	"github.com/edgeseal/edgeseal/internal/naming"
 	"github.com/edgeseal/edgeseal/internal/peer"
 	"github.com/edgeseal/edgeseal/internal/policysync"
 	"github.com/edgeseal/edgeseal/internal/vaultlayout"
@@ -398,6 +399,13 @@ func (b *Bootstrap) revokeUnmatched(ctx context.Context, c *api.Client, cfg *con
 		}
 		if e.UnitFragment != "" {
 			id.UnitFiles = &peer.UnitFiles{Fragment: e.UnitFragment, DropIns: e.UnitDropIns}
+		}
+		if e.SnapRevision != "" {
+			app := e.SnapApp
+			if e.Credential {
+				app = peer.SnapAppOfUnit(e.Unit)
+			}
+			id.Snap = &peer.SnapInfo{Name: naming.SnapOfApp(app), Revision: e.SnapRevision, Publisher: e.SnapPublisher}
 		}
 		if svc, _, err := access.Match(cfg.Services, id, service); err != nil || svc.Name != service {
 			out = append(out, doomed{service, e.Accessor, "the config no longer gives " + id.String() + " this service's token"})

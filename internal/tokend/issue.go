@@ -170,6 +170,9 @@ func (s *Server) issue(ctx context.Context, cfg *config.Config, svc *config.Serv
 	if id.UnitFiles != nil {
 		e.UnitFragment, e.UnitDropIns = id.UnitFiles.Fragment, id.UnitFiles.DropIns
 	}
+	if id.Snap != nil {
+		e.SnapRevision, e.SnapPublisher = id.Snap.Revision, id.Snap.Publisher
+	}
 	old, had, err := s.Ledger.Swap(svc.Name, e)
 	if err != nil {
 		// A token nobody can find again must not be handed out.

@@ -70,17 +70,23 @@ func recordingVault(t *testing.T) (*api.Client, *creates) {
 
 // matchingServer is a provider with services, seeing every caller as unit.
 func matchingServer(t *testing.T, unit string, services ...config.Service) (*testServer, *creates, string) {
+	return matchingServerWith(t, func(s *Server) { s.Resolver = asCaller{unit: unit} }, services...)
+}
+
+// matchingServerWith is a provider with services and a ledger, edited by edit
+// before it serves (its Resolver, what it may ask).
+func matchingServerWith(t *testing.T, edit func(*Server), services ...config.Service) (*testServer, *creates, string) {
 	vault, rec := recordingVault(t)
 	ledgerPath := filepath.Join(t.TempDir(), "issued.json")
 	ts := startServer(t, func(s *Server) {
 		s.Vault = vault
-		s.Resolver = asCaller{unit: unit}
 		s.Config.Services = services
 		led, err := ledger.Open(ledgerPath, "boot-1", fsutil.Self)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s.Ledger = led
+		edit(s)
 	}, nil)
 	return ts, rec, ledgerPath
 }

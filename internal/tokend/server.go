@@ -28,6 +28,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/exeid"
 	"github.com/edgeseal/edgeseal/internal/ledger"
+	"github.com/edgeseal/edgeseal/internal/naming"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/peer"
 	"github.com/edgeseal/edgeseal/tokenclient"
@@ -70,6 +71,10 @@ type Server struct {
 	// that pin them (unit_files); nil where systemd cannot be asked (the
 	// snap).
 	UnitFiles func(ctx context.Context, unit string) (peer.UnitFiles, error)
+	// SnapInfo says what snapd says of an installed snap (its current
+	// revision, its publisher), for services that pin them (snap_revisions,
+	// snap_publishers); nil where snapd is not asked (the snap).
+	SnapInfo func(ctx context.Context, snap string) (peer.SnapInfo, error)
 
 	// The connection caps; zero is maxConns and maxConnsPerUID (tests set them).
 	maxConns, maxConnsPerUID int
@@ -473,10 +478,10 @@ func (e *unsureError) Error() string { return e.err.Error() }
 func (e *unsureError) Unwrap() error { return e.err }
 
 // match is access.Match, reading into id what the matched service pins of the
-// caller (its executable, its unit's files) when Match says it was not read,
-// then matching again: each once at most. An error reading it that is not the
-// caller's doing is an *unsureError; one that is (it is gone, its executable
-// unreadable) refuses it.
+// caller (its executable, its unit's files, its snap) when Match says it was
+// not read, then matching again: each once at most. An error reading it that
+// is not the caller's doing (snapd unreachable) is an *unsureError; one that
+// is (it is gone, its executable unreadable) refuses it.
 func (s *Server) match(ctx context.Context, p *peer.Peer, cfg *config.Config, id *peer.Identity, want string) (*config.Service, string, error) {
 	for {
 		svc, rule, err := access.Match(cfg.Services, *id, want)
@@ -490,12 +495,14 @@ func (s *Server) match(ctx context.Context, p *peer.Peer, cfg *config.Config, id
 			id.Exe, rerr = s.readExe(ctx, p, *id)
 		case unread.Pin == access.PinUnitFiles && id.UnitFiles == nil:
 			id.UnitFiles, rerr = s.readUnitFiles(ctx, p, *id)
+		case unread.Pin == access.PinSnap && id.Snap == nil:
+			id.Snap, rerr = s.readSnap(ctx, *id)
 		default:
 			return nil, "", err
 		}
 		switch {
 		case rerr == nil:
-		case errors.Is(rerr, access.ErrExecutable), errors.Is(rerr, access.ErrUnitFile), errors.Is(rerr, peer.ErrGone):
+		case errors.Is(rerr, access.ErrExecutable), errors.Is(rerr, access.ErrUnitFile), errors.Is(rerr, access.ErrSnap), errors.Is(rerr, peer.ErrGone):
 			return nil, "", rerr
 		default:
 			return nil, "", &unsureError{rerr}
@@ -527,6 +534,26 @@ func (s *Server) readUnitFiles(ctx context.Context, p *peer.Peer, id peer.Identi
 		return nil, err
 	}
 	return &f, nil
+}
+
+// readSnap asks snapd about the snap of the caller's snap app (for
+// LoadCredential=, of the unit asking): its current revision and publisher.
+// Match asks only for a caller in a snap. What snapd says is about the snap,
+// not the process: a process started before the snap was refreshed still runs
+// the revision it started from (README, "Tokens for services").
+func (s *Server) readSnap(ctx context.Context, id peer.Identity) (*peer.SnapInfo, error) {
+	app := id.SnapApp
+	if id.Credential != nil {
+		app = peer.SnapAppOfUnit(id.Credential.Unit)
+	}
+	if s.SnapInfo == nil {
+		return nil, fmt.Errorf("%w: %s matched a service that pins its snap's revision or publisher, and snapd is not asked here (the snap's provider cannot ask snapd)", access.ErrSnap, id)
+	}
+	info, err := s.SnapInfo(ctx, naming.SnapOfApp(app))
+	if err != nil {
+		return nil, err
+	}
+	return &info, nil
 }
 
 // readExe asks edgeseal-exeid for the SHA-256 of the executable p runs (the

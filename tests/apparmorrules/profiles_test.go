@@ -302,6 +302,8 @@ func TestEachStepCanDoItsJob(t *testing.T) {
 		access{tokend, "read a caller's uid map", "/proc/31337/uid_map", "r", false},
 		access{tokend, "read whether user namespaces are allowed", "/proc/sys/user/max_user_namespaces", "r", false},
 		access{tokend, "connect to edgeseal-exeid", "/run/edgeseal/exeid.sock", "w", false},
+		// edgeseal-tokend, for a service that pins its snap's revision or publisher
+		access{tokend, "ask snapd about a snap", "/run/snapd.socket", "rw", false},
 
 		// edgeseal-exeid
 		access{exeid, "look up the provider's user", "/etc/passwd", "r", false},

@@ -262,18 +262,24 @@ var tookRE = regexp.MustCompile(`took_ms=([0-9.]+) issue_ms=([0-9.]+)`)
 // `date +@%s.%N` of the device) and returns the medians of took_ms and of
 // took_ms less issue_ms.
 func (d *device) providerTimes(b *testing.B, since string) (took, own float64) {
+	t, o := d.providerSeries(b, since)
+	return t.Median(), o.Median()
+}
+
+// providerSeries is providerTimes' figures, each delivery's.
+func (d *device) providerSeries(b *testing.B, since string) (took, own *series) {
 	out := d.run("journalctl", "-q", "-o", "cat", "-u", "edgeseal-tokend.service", "--since", since, "--grep", "took_ms=")
-	var t, o series
+	took, own = newSeries("took", "ms"), newSeries("own", "ms")
 	for _, m := range tookRE.FindAllStringSubmatch(out, -1) {
 		tk, _ := strconv.ParseFloat(m[1], 64)
 		is, _ := strconv.ParseFloat(m[2], 64)
-		t.Add(tk)
-		o.Add(tk - is)
+		took.Add(tk)
+		own.Add(tk - is)
 	}
-	if len(t.Vals()) == 0 {
+	if len(took.Vals()) == 0 {
 		b.Fatalf("no delivery with took_ms in the provider's journal since %s", since)
 	}
-	return t.Median(), o.Median()
+	return took, own
 }
 
 // BenchmarkTokenDeliveryAtScale: does a delivery grow with the config? For

@@ -38,11 +38,7 @@ var builtSnaps struct {
 // runner that fails the test on an error, printing the journal.
 func snapDevice(t *testing.T, binds ...testbed.Bind) (*testbed.Machine, func(*testing.T, string) string) {
 	t.Helper()
-	snaps := buildSnaps(t)
-	m := testbed.Boot(t, testbed.MachineOptions{CPU: "0", Binds: append([]testbed.Bind{
-		{Host: snaps, Container: "/srv/snaps", ReadOnly: true},
-		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
-	}, binds...)})
+	m := testbed.Boot(t, testbed.MachineOptions{CPU: "0", Binds: append(snapdBinds(t), binds...)})
 	sh := func(t *testing.T, script string) string {
 		t.Helper()
 		out, errOut, err := m.Run(context.Background(), "bash", "-euo", "pipefail", "-c", script)
@@ -55,10 +51,21 @@ func snapDevice(t *testing.T, binds ...testbed.Bind) (*testbed.Machine, func(*te
 	return m, sh
 }
 
+// snapdBinds are what a container needs to run snapd offline and install the
+// snaps of buildSnaps: those at /srv/snaps, tests/lib (snapd-offline.sh) at
+// /srv/lib.
+func snapdBinds(t testing.TB) []testbed.Bind {
+	t.Helper()
+	return []testbed.Bind{
+		{Host: buildSnaps(t), Container: "/srv/snaps", ReadOnly: true},
+		{Host: filepath.Join(repoRoot(), "tests", "lib"), Container: "/srv/lib", ReadOnly: true},
+	}
+}
+
 // buildSnaps packs the edgeseal snap (`make snap`, which ships the OpenBao
 // build as bin/bao) and the consumer snap into a directory of their own, the first
 // time it is called, and returns that directory.
-func buildSnaps(t *testing.T) string {
+func buildSnaps(t testing.TB) string {
 	t.Helper()
 	testbed.Require(t, "snap", "mksquashfs")
 	builtSnaps.once.Do(func() {
@@ -77,7 +84,7 @@ func buildSnaps(t *testing.T) string {
 }
 
 // packSnaps packs the snaps into out.
-func packSnaps(t *testing.T, out string) {
+func packSnaps(t testing.TB, out string) {
 	t.Helper()
 	// make snap's own default for SNAP_BAO: the OpenBao build, whatever
 	// EDGESEAL_SERVER says (the snap ships OpenBao only). Its absence is the

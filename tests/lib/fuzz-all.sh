@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of the module for a while each (default 20s): the parsers
 # of untrusted input (config, sealed blobs, token requests, LoadCredential=
-# addresses, cgroup files, snap options, AppArmor profiles) must never panic. `make test` runs it briefly.
+# addresses, cgroup files, snap options, snapd's answers, AppArmor profiles) must never panic. `make test` runs it briefly.
 set -euo pipefail
 time=${1:-20s}
 cd "$(dirname "$0")/../.."
