@@ -27,6 +27,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/access"
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/exeid"
+	"github.com/edgeseal/edgeseal/internal/fsutil"
 	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/naming"
 	"github.com/edgeseal/edgeseal/internal/paths"
@@ -527,6 +528,18 @@ func (s *Server) readUnitFiles(ctx context.Context, p *peer.Peer, id peer.Identi
 	f, err := s.UnitFiles(ctx, unit)
 	if err != nil {
 		return nil, err
+	}
+	// A pin names paths: each must be the file systemd read, and one only
+	// root may have written or put there. systemd reports a symlink's path,
+	// not its target's, as FragmentPath (systemctl link makes one): an
+	// unlisted file would define the unit.
+	for _, file := range append([]string{f.Fragment}, f.DropIns...) {
+		if file == "" {
+			continue
+		}
+		if err := fsutil.CheckRootFile(file); err != nil {
+			return nil, fmt.Errorf("%w: %s runs in unit %s, loaded from a file the pin cannot vouch for: %w", access.ErrUnitFile, id, unit, err)
+		}
 	}
 	// What was read is about the caller's unit only if it is still the
 	// process that connected (the unit is known by its pid).

@@ -103,6 +103,23 @@ func TestAServiceWhoseUnitIsRedefinedIsRefusedItsToken(t *testing.T) {
 	d.run("rm", "-r", "/run/systemd/system.control/vendor-app.service.d")
 	d.run("systemctl", "daemon-reload")
 
+	t.Log("When the pinned path becomes a symlink to a file no pin lists (as systemctl link makes), whose ExecStart is another, Then it is refused: systemd reports the link's path, and the provider checks what the path leads to")
+	d.run("mkdir", "-p", "/opt/evil")
+	d.run("sh", "-c", "sed 's|^ExecStart=.*|ExecStart=/usr/bin/edgeseal token fetch --out /run/vendor-app/token.json --quiet --service vendor-app|' "+appFile+" > /opt/evil/vendor-app.service")
+	d.run("mv", appFile, "/root/vendor-app.service")
+	d.run("ln", "-s", "/opt/evil/vendor-app.service", appFile)
+	d.run("systemctl", "daemon-reload")
+	refused(appFile+" is a symlink", "systemctl", "start", "vendor-app.service")
+	d.run("rm", appFile)
+	d.run("mv", "/root/vendor-app.service", appFile)
+
+	t.Log("When the pinned file is one others may write, Then it is refused: the pin vouches for nothing a non-root user may change")
+	d.run("chmod", "0666", appFile)
+	d.run("systemctl", "daemon-reload")
+	refused("is writable by others than root (mode 666)", "systemctl", "start", "vendor-app.service")
+	d.run("chmod", "0644", appFile)
+	d.run("systemctl", "daemon-reload")
+
 	t.Log("When its unit file is gone and a transient unit of the same name asks (systemd-run --unit), Then it is refused: its unit is not loaded from the pinned file")
 	d.run("mv", appFile, "/root/vendor-app.service")
 	d.run("systemctl", "daemon-reload")
