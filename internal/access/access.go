@@ -115,6 +115,11 @@ func pinned(s *config.Service, id peer.Identity, rule string) (*config.Service, 
 		switch {
 		case app == "":
 			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but runs in no snap, and the service pins its snap's revision or publisher", ErrSnap, id, s.Name, rule)
+		case !namesSnap(s, naming.SnapOfApp(app)):
+			// A uid or gid rule matches any snap's daemon of that account
+			// (snap_daemon's, say): a revision or publisher alone would then
+			// pass another snap's (found by the review of this pin).
+			return nil, "", fmt.Errorf("%w: %s matched service %s by %s, but its snap %s is not one the service's snap_apps or units name", ErrSnap, id, s.Name, rule, naming.SnapOfApp(app))
 		case sn == nil:
 			return nil, "", &Unread{PinSnap, s.Name}
 		case sn.Name != naming.SnapOfApp(app):
@@ -217,4 +222,20 @@ func rules(s *config.Service, id peer.Identity) [3]string {
 		r[2] = fmt.Sprintf("gid %d", id.GID)
 	}
 	return r
+}
+
+// namesSnap reports whether snap (an instance name) is the snap of one of s's
+// snap_apps or of a snap's unit in its units: the snaps its pins are about.
+func namesSnap(s *config.Service, snap string) bool {
+	for _, a := range s.SnapApps {
+		if naming.SnapOfApp(a) == snap {
+			return true
+		}
+	}
+	for _, u := range s.Units {
+		if a := peer.SnapAppOfUnit(u); a != "" && naming.SnapOfApp(a) == snap {
+			return true
+		}
+	}
+	return false
 }

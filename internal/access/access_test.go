@@ -215,7 +215,7 @@ func TestAServiceThatPinsItsSnapTakesOnlyThePinnedRevisionsAndPublishers(t *test
 	const publisher = "2rsYZu6kqYVFsSejExu4YENdXQEO40Xb"
 	services := []config.Service{
 		{Name: "revision", SnapApps: []string{"collector.daemon"}, UIDs: []uint32{1001}, SnapRevisions: []string{"42", "x1"}},
-		{Name: "publisher", SnapApps: []string{"ingest.daemon"}, SnapPublishers: []string{publisher, "canonical"}},
+		{Name: "publisher", SnapApps: []string{"ingest.daemon"}, GIDs: []uint32{584788}, SnapPublishers: []string{publisher, "canonical"}},
 		{Name: "both", SnapApps: []string{"relay.daemon"}, SnapRevisions: []string{"7"}, SnapPublishers: []string{publisher}},
 	}
 	app := func(a string, sn *peer.SnapInfo) peer.Identity {
@@ -242,6 +242,12 @@ func TestAServiceThatPinsItsSnapTakesOnlyThePinnedRevisionsAndPublishers(t *test
 		{"both pinned, both right", app("relay.daemon", &peer.SnapInfo{Name: "relay", Revision: "7", Publisher: publisher}), "both", "revision 7 by " + publisher},
 		{"both pinned, the revision wrong", app("relay.daemon", &peer.SnapInfo{Name: "relay", Revision: "8", Publisher: publisher}), "", "reports revision 8"},
 		{"both pinned, the publisher wrong", app("relay.daemon", &peer.SnapInfo{Name: "relay", Revision: "7", Publisher: "canonical"}), "", "published by canonical"},
+		// Found by the review of this pin: a uid or gid rule (snap_daemon's,
+		// say) matches any snap's daemon of that account; its snap's revision
+		// or publisher must not stand for the service's snap.
+		{"another snap's daemon by uid, at a pinned revision", peer.Identity{PID: 9, UID: 1001, GID: 5, Unit: "snap.intruder.daemon.service", SnapApp: "intruder.daemon", Snap: &peer.SnapInfo{Name: "intruder", Revision: "x1"}}, "", "its snap intruder is not one the service's snap_apps or units name"},
+		{"another snap's daemon by gid, of a pinned publisher", peer.Identity{PID: 9, UID: 5, GID: 584788, Unit: "snap.intruder.daemon.service", SnapApp: "intruder.daemon", Snap: &peer.SnapInfo{Name: "intruder", Revision: "7", Publisher: "canonical"}}, "", "its snap intruder is not one"},
+		{"another snap's daemon by uid, not read yet", peer.Identity{PID: 9, UID: 1001, GID: 5, Unit: "snap.intruder.daemon.service", SnapApp: "intruder.daemon"}, "", "its snap intruder is not one"},
 		{"an instance of the snap", app("collector_two.daemon", &peer.SnapInfo{Name: "collector_two", Revision: "42"}), "", "no rule"},
 		{"LoadCredential=, not read", credential("snap.collector.daemon.service", nil), "", "was not read"},
 		{"LoadCredential=, a pinned revision", credential("snap.collector.daemon.service", &peer.SnapInfo{Name: "collector", Revision: "x1"}), "revision", "revision x1"},

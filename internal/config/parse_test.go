@@ -158,6 +158,8 @@ func TestParseErrorsNameFileLineAndField(t *testing.T) {
 		{"snap revision pins are bounded", "services:\n  - name: a\n    snap_revisions: [" + strings.TrimSuffix(strings.Repeat("1, ", 17), ", ") + "]\n", 3, "services[0].snap_revisions", "at most 16"},
 		{"a publisher pin is an account id", "services:\n  - name: a\n    snap_publishers: [Canonical]\n", 3, "services[0].snap_publishers[0]", "not a publisher id"},
 		{"a publisher pin is bounded", "services:\n  - name: a\n    snap_publishers: [" + strings.Repeat("a", 33) + "]\n", 3, "services[0].snap_publishers[0]", "32 letters and digits"},
+		{"a snap pin on a service that names no snap is refused", "services:\n  - name: a\n    uids: [584788]\n    snap_publishers: [canonical]\n", 4, "services[0].snap_publishers", "names none"},
+		{"a snap revision pin needs a snap app or a snap's unit", "services:\n  - name: a\n    units: [snapper.service]\n    snap_revisions: ['42']\n", 4, "services[0].snap_revisions", "a revision or publisher alone would pass any snap's"},
 		{"a publisher pinned twice is refused", "services:\n  - name: a\n    snap_publishers:\n      - canonical\n      - canonical\n", 5, "services[0].snap_publishers[1]", "listed twice"},
 		{"a negative uid is refused", "services:\n  - name: a\n    uids: [-1]\n", 3, "services[0].uids[0]", "uint32"},
 
@@ -220,6 +222,7 @@ func TestValidConfigsAreAccepted(t *testing.T) {
 			"  - name: collector\n    snap_apps: [collector.daemon, 'collector_beta.daemon']\n    gids: [1001]\n"},
 		{"unit files of a template, drop-ins in every kind of directory", "services:\n  - name: app-one\n    units: ['app-one@2.service']\n    unit_files:\n      - /usr/lib/systemd/system/app-one@.service\n" +
 			"      - /etc/systemd/system/app-one@.service.d/10-env.conf\n      - /etc/systemd/system/app-one@2.service.d/override.conf\n      - /usr/lib/systemd/system/service.d/10-timeout-abort.conf\n"},
+		{"snap pins of a snap's daemon named by its unit", "services:\n  - name: a\n    units: [snap.collector.daemon.service]\n    snap_revisions: ['42', x3]\n    snap_publishers: [canonical]\n"},
 		{"a short issuing period rotates at half of it by default", "tokens:\n  issuing_period: 1m\n"},
 		{"the provider never exits when idle", "tokend:\n  idle_exit: 0s\n  max_in_flight: 4096\n"},
 		{"a document start and end", "---\nvault:\n  mount: kv\n...\n"},

@@ -448,6 +448,13 @@ func (c *Config) validateIdentities() *Error {
 		if err := snapPins(f, s.SnapRevisions, s.SnapPublishers); err != nil {
 			return err
 		}
+		if (len(s.SnapRevisions) > 0 || len(s.SnapPublishers) > 0) && !namesASnap(&s) {
+			key := "snap_revisions"
+			if len(s.SnapRevisions) == 0 {
+				key = "snap_publishers"
+			}
+			return fieldErr(f+"."+key, "pins a snap, but the service names none: list its apps in snap_apps (or its daemons' units, snap.<snap>.<app>.service, in units); a revision or publisher alone would pass any snap's")
+		}
 	}
 	return nil
 }
@@ -477,6 +484,21 @@ func snapPins(f string, revisions, publishers []string) *Error {
 		}
 	}
 	return nil
+}
+
+// namesASnap reports whether s names a snap: a snap app, or the unit of a
+// snap's daemon (snap.<snap>.<app>.service).
+func namesASnap(s *Service) bool {
+	if len(s.SnapApps) > 0 {
+		return true
+	}
+	for _, u := range s.Units {
+		rest, ok := strings.CutPrefix(u, "snap.")
+		if app, ok2 := strings.CutSuffix(rest, ".service"); ok && ok2 && naming.ValidSnapApp(app) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // maxSnapPins bounds a service's snap_revisions and snap_publishers.

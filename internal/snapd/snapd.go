@@ -57,7 +57,10 @@ func Info(ctx context.Context, socket, name string) (Snap, error) {
 		DisableKeepAlives:      true,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: 16 << 10,
-	}}
+	},
+		// snapd answers this request itself: a redirect is not followed.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://localhost/v2/snaps/"+url.PathEscape(name), nil)
 	if err != nil {
 		return Snap{}, fmt.Errorf("cannot ask snapd about snap %s: %w", name, err)

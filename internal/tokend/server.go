@@ -32,6 +32,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/naming"
 	"github.com/edgeseal/edgeseal/internal/paths"
 	"github.com/edgeseal/edgeseal/internal/peer"
+	"github.com/edgeseal/edgeseal/internal/snapd"
 	"github.com/edgeseal/edgeseal/tokenclient"
 	"github.com/hashicorp/vault/api"
 )
@@ -563,6 +564,10 @@ func (s *Server) readSnap(ctx context.Context, id peer.Identity) (*peer.SnapInfo
 		return nil, fmt.Errorf("%w: %s matched a service that pins its snap's revision or publisher, and snapd is not asked here (the snap's provider cannot ask snapd)", access.ErrSnap, id)
 	}
 	info, err := s.SnapInfo(ctx, naming.SnapOfApp(app))
+	if errors.Is(err, snapd.ErrNotInstalled) {
+		// Removed since its process started: the caller's, not the provider's.
+		return nil, fmt.Errorf("%w: %s: %w", access.ErrSnap, id, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package tokend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/edgeseal/edgeseal/internal/config"
 	"github.com/edgeseal/edgeseal/internal/ledger"
 	"github.com/edgeseal/edgeseal/internal/peer"
+	"github.com/edgeseal/edgeseal/internal/snapd"
 	"github.com/edgeseal/edgeseal/tokenclient"
 )
 
@@ -89,5 +91,55 @@ func TestACallerOfAServiceThatPinsItsSnapIsAskedOfSnapdOnce(t *testing.T) {
 				t.Fatalf("ledger %+v, %v; want the revision and publisher snapd gave", f, err)
 			}
 		})
+	}
+}
+
+// otherSnapDaemon resolves every caller to a daemon of another snap,
+// intruder, run as the account snap daemons share (snap_daemon, uid 584788).
+type otherSnapDaemon struct{}
+
+func (otherSnapDaemon) Resolve(_ context.Context, p *peer.Peer) (peer.Identity, error) {
+	return peer.Identity{PID: p.PID, UID: 584788, GID: 584788, Unit: "snap.intruder.daemon.service", SnapApp: "intruder.daemon"}, nil
+}
+
+// Found by the review of this pin: a service matched by a uid rule (the
+// account snap daemons share) gave its token to another snap's daemon of that
+// account whose snap was at the pinned revision and of the pinned publisher:
+// revisions are per snap, and a publisher has many. The pin is about the
+// snaps the service names, and snapd is not even asked about another.
+func TestAnotherSnapsDaemonOfTheServicesAccountIsRefusedWhateverItsSnapsRevision(t *testing.T) {
+	const publisher = "2rsYZu6kqYVFsSejExu4YENdXQEO40Xb"
+	svc := config.Service{Name: "collector", SnapApps: []string{"collector.daemon"}, UIDs: []uint32{584788},
+		SnapRevisions: []string{"42"}, SnapPublishers: []string{publisher}}
+	var asked atomic.Int32
+	ts, rec, _ := matchingServerWith(t, func(s *Server) {
+		s.Resolver = otherSnapDaemon{}
+		s.SnapInfo = func(_ context.Context, snap string) (peer.SnapInfo, error) {
+			asked.Add(1)
+			return peer.SnapInfo{Name: snap, Revision: "42", Publisher: publisher}, nil
+		}
+	}, svc)
+	r := ask(t, ts, `{"v":1,"service":"collector"}`+"\n")
+	if r.Status != tokenclient.StatusRefused || !strings.Contains(r.Error, "its snap intruder is not one the service's snap_apps or units name") {
+		t.Fatalf("another snap's daemon was answered %s %q, want refused, its snap named", r.Status, r.Error)
+	}
+	if n := len(rec.list()); n != 0 || asked.Load() != 0 {
+		t.Errorf("%d tokens created, snapd asked %d times; want none", n, asked.Load())
+	}
+}
+
+// Found by the same review: snapd knowing no snap of the caller's (removed
+// since it started) is the caller's refusal, not the provider's error.
+func TestACallerWhoseSnapSnapdDoesNotKnowIsRefused(t *testing.T) {
+	svc := config.Service{Name: "collector", SnapApps: []string{"collector.daemon"}, SnapRevisions: []string{"42"}}
+	ts, _, _ := matchingServerWith(t, func(s *Server) {
+		s.Resolver = snapApp{}
+		s.SnapInfo = func(_ context.Context, snap string) (peer.SnapInfo, error) {
+			return peer.SnapInfo{}, fmt.Errorf("cannot ask snapd about snap %s: %w", snap, snapd.ErrNotInstalled)
+		}
+	}, svc)
+	r := ask(t, ts, `{"v":1}`+"\n")
+	if r.Status != tokenclient.StatusRefused || !strings.Contains(r.Error, "snap not installed") {
+		t.Errorf("a caller whose snap snapd does not know is answered %s %q, want refused", r.Status, r.Error)
 	}
 }
